@@ -1,0 +1,60 @@
+"""The exceptions ibimport raises, translated at the boundary where they arise.
+
+    IbimportError
+    ├── ManifestError        the manifest as a whole cannot be read (encoding, syntax, size)
+    ├── JournalError         the journal is corrupt, foreign, newer, or unwritable
+    ├── ConfigError          a setting the user gave is unusable
+    └── CallError            one Image Builder call failed (raised by ibimport.client only)
+        ├── ApiError         the service answered with an error code (4xx/5xx)
+        └── TransportError   no usable answer: connection refused or reset, timeout, truncation
+    FatalBatchError          a fault that fails every call (credentials, access, endpoint):
+                             the batch stops with one message instead of thousands of failures
+
+Code above ibimport.client never sees a botocore or aiohttp exception.
+"""
+
+from __future__ import annotations
+
+
+class IbimportError(Exception):
+    """Base class of every error ibimport raises on purpose."""
+
+
+class ManifestError(IbimportError):
+    """The manifest cannot be read at all (as opposed to a row that is invalid)."""
+
+
+class JournalError(IbimportError):
+    """The journal cannot be used; the message says why and what to do."""
+
+
+class ConfigError(IbimportError):
+    """A command-line or library setting is unusable."""
+
+
+class CallError(IbimportError):
+    """One call to Image Builder failed."""
+
+    def __init__(self, code: str, message: str, *, status: int | None = None) -> None:
+        super().__init__(f"{code}: {message}")
+        self.code = code
+        self.message = message
+        self.status = status
+
+
+class ApiError(CallError):
+    """The service answered with an error: ``code`` is AWS's error code."""
+
+    def __init__(
+        self, code: str, message: str, *, status: int | None = None, request_id: str | None = None
+    ) -> None:
+        super().__init__(code, message, status=status)
+        self.request_id = request_id
+
+
+class TransportError(CallError):
+    """No usable answer arrived; ``code`` names the kind (ConnectionError, ReadTimeout, ...)."""
+
+
+class FatalBatchError(IbimportError):
+    """Every call would fail the same way, so the batch stops early."""
