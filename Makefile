@@ -1,0 +1,45 @@
+# The two commands a newcomer runs: `make demo` and `make test`. Both set up .venv first.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+AWSCLI_VENV := .venv-awscli
+AWSCLI_STAMP := $(AWSCLI_VENV)/.installed
+
+.PHONY: demo test lint typecheck unit setup bench clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+# The AWS CLI pins its own botocore, different from aiobotocore's: it gets its own venv.
+$(AWSCLI_STAMP):
+	$(PYTHON) -m venv $(AWSCLI_VENV)
+	$(AWSCLI_VENV)/bin/pip install -q --upgrade pip
+	$(AWSCLI_VENV)/bin/pip install -q awscli
+	touch $(AWSCLI_STAMP)
+
+setup: $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/ibimport run manifests/example.csv --local --emulator-latency-ms 40 --emulator-rate 60 --emulator-burst 10
+
+lint: $(STAMP)
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff format --check src tests benchmarks
+
+typecheck: $(STAMP)
+	$(BIN)/mypy --strict src
+
+unit: $(STAMP) $(AWSCLI_STAMP)
+	IBIMPORT_AWS_CLI=$(CURDIR)/$(AWSCLI_VENV)/bin/aws $(BIN)/pytest -q
+
+test: lint typecheck unit
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/run_all.py
+
+clean:
+	rm -rf $(VENV) $(AWSCLI_VENV) .mypy_cache .ruff_cache .pytest_cache
