@@ -1,0 +1,63 @@
+"""What the runner tells the outside world while it works.
+
+The runner prints nothing: journal, statistics and the progress bar subscribe to these
+events (as s3transfer's subscribers do). Every hook is synchronous and must be cheap;
+it runs on the event loop between calls.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Protocol
+
+from ibimport.results import RowResult
+
+
+class CallOutcome(StrEnum):
+    """How one HTTP attempt ended."""
+
+    OK = "ok"
+    THROTTLED = "throttled"
+    RETRYABLE = "retryable"
+    PERMANENT = "permanent"
+    FATAL = "fatal"
+
+
+@dataclass(frozen=True, slots=True)
+class CallEvent:
+    """One ImportVmImage attempt: its latency and how it ended (``error_code`` if it failed)."""
+
+    row: int
+    attempt: int
+    latency_s: float
+    outcome: CallOutcome
+    error_code: str = ""
+
+
+class RunListener(Protocol):
+    """Subscriber to a run. Implement the hooks you need by subclassing ``BaseListener``."""
+
+    def on_start(self, *, total_rows: int | None) -> None: ...
+
+    def on_call(self, event: CallEvent) -> None: ...
+
+    def on_row_done(self, result: RowResult) -> None: ...
+
+    def on_finish(self, *, elapsed_s: float, interrupted: bool) -> None: ...
+
+
+class BaseListener:
+    """A listener that ignores everything; subclasses override what they need."""
+
+    def on_start(self, *, total_rows: int | None) -> None:
+        return None
+
+    def on_call(self, event: CallEvent) -> None:
+        return None
+
+    def on_row_done(self, result: RowResult) -> None:
+        return None
+
+    def on_finish(self, *, elapsed_s: float, interrupted: bool) -> None:
+        return None
