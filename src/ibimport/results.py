@@ -42,3 +42,5 @@ class RowResult:
     error_code: str = ""
     error_message: str = ""
     latency_ms: float | None = None
+    #: True when an earlier run already finished this row and this run did not send it.
+    resumed: bool = False
