@@ -1,0 +1,196 @@
+"""The one module that knows aioboto3: an Image Builder client for the runner.
+
+Everything botocore or aiohttp can raise is translated here into ``ibimport.errors``,
+so the runner and the retry policy reason about AWS error codes, never about library
+exception classes. botocore's own retries are off: it does not recognise Image
+Builder's throttling (HTTP 429 CallRateLimitExceededException), and retrying in one
+place, with one limiter, is what keeps the pace even.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Mapping
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import aioboto3
+import botocore.exceptions as bce
+from botocore.config import Config
+
+from ibimport.errors import ApiError, FatalBatchError, TransportError
+
+SERVICE = "imagebuilder"
+
+
+@dataclass(frozen=True, slots=True)
+class ImportResult:
+    """What ImportVmImage answers."""
+
+    request_id: str
+    image_arn: str
+    client_token: str
+
+
+class ImageBuilderClient(Protocol):
+    """The calls the runner makes; tests substitute fakes."""
+
+    async def import_vm_image(
+        self, params: Mapping[str, Any], *, client_token: str
+    ) -> ImportResult: ...
+
+    async def find_build_arns(self, *, name: str, semantic_version: str) -> list[str]: ...
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class ClientSettings:
+    """How to reach Image Builder: the AWS conventions (region, profile, endpoint, chain)."""
+
+    region: str | None = None
+    profile: str | None = None
+    endpoint_url: str | None = None
+    max_pool_connections: int = 16
+    connect_timeout_s: float = 10.0
+    read_timeout_s: float = 60.0
+    #: Explicit credentials (``--local`` uses throwaway ones); None means the standard chain.
+    access_key_id: str | None = None
+    secret_access_key: str | None = None
+    session_token: str | None = None
+
+
+class AioImageBuilderClient:
+    """An ImageBuilderClient over one long-lived aioboto3 client."""
+
+    def __init__(self, client: Any) -> None:
+        self._client = client
+
+    async def import_vm_image(
+        self, params: Mapping[str, Any], *, client_token: str
+    ) -> ImportResult:
+        """Send one ImportVmImage; any failure arrives as ApiError or TransportError."""
+        try:
+            answer = await self._client.import_vm_image(**params, clientToken=client_token)
+        except Exception as error:
+            raise translate_error(error) from None
+        return ImportResult(
+            request_id=answer.get("requestId", ""),
+            image_arn=answer.get("imageArn", ""),
+            client_token=answer.get("clientToken", client_token),
+        )
+
+    async def find_build_arns(self, *, name: str, semantic_version: str) -> list[str]:
+        """ARNs of existing builds of name+version, so an expired token never makes a twin.
+
+        ListImages finds the image version (and so its ARN, account included) by name and
+        version; ListImageBuildVersions lists its builds.
+        """
+        try:
+            versions = await self._client.list_images(
+                owner="Self",
+                filters=[
+                    {"name": "name", "values": [name]},
+                    {"name": "version", "values": [semantic_version]},
+                ],
+            )
+            arns: list[str] = []
+            for version in versions.get("imageVersionList", []):
+                if version.get("name") != name or version.get("version") != semantic_version:
+                    continue
+                next_token: str | None = None
+                while True:
+                    kwargs: dict[str, Any] = {"imageVersionArn": version["arn"]}
+                    if next_token:
+                        kwargs["nextToken"] = next_token
+                    page = await self._client.list_image_build_versions(**kwargs)
+                    arns.extend(s["arn"] for s in page.get("imageSummaryList", []))
+                    next_token = page.get("nextToken")
+                    if not next_token:
+                        break
+            return arns
+        except Exception as error:
+            raise translate_error(error) from None
+
+
+def translate_error(error: BaseException) -> ApiError | TransportError:
+    """Map a botocore/aiohttp exception onto our hierarchy. Messages never carry secrets."""
+    if isinstance(error, bce.ClientError):
+        err = error.response.get("Error", {})
+        meta = error.response.get("ResponseMetadata", {})
+        return ApiError(
+            str(err.get("Code") or "Unknown"),
+            str(err.get("Message") or error),
+            status=meta.get("HTTPStatusCode"),
+            request_id=meta.get("RequestId"),
+        )
+    kinds: tuple[tuple[type[BaseException], str], ...] = (
+        (bce.NoCredentialsError, "NoCredentials"),
+        (bce.PartialCredentialsError, "NoCredentials"),
+        (bce.ConnectTimeoutError, "ConnectTimeout"),
+        (bce.ReadTimeoutError, "ReadTimeout"),
+        (bce.EndpointConnectionError, "EndpointConnectionError"),
+        (bce.ConnectionClosedError, "ConnectionClosed"),
+        (bce.ResponseStreamingError, "ConnectionClosed"),
+        (bce.IncompleteReadError, "ConnectionClosed"),
+        (bce.HTTPClientError, "ConnectionError"),
+        (bce.ParamValidationError, "ParamValidation"),
+        (TimeoutError, "ReadTimeout"),
+        (ConnectionError, "ConnectionError"),
+        (OSError, "ConnectionError"),
+    )
+    for kind, code in kinds:
+        if isinstance(error, kind):
+            return TransportError(code, _one_line(error))
+    return TransportError(type(error).__name__, _one_line(error))
+
+
+def _one_line(error: BaseException) -> str:
+    return " ".join(str(error).split())[:500] or type(error).__name__
+
+
+def botocore_config(settings: ClientSettings) -> Config:
+    """botocore retries off (ours are the only ones), a pool as large as the concurrency."""
+    return Config(
+        retries={"total_max_attempts": 1, "mode": "standard"},
+        max_pool_connections=max(settings.max_pool_connections, 10),
+        connect_timeout=settings.connect_timeout_s,
+        read_timeout=settings.read_timeout_s,
+        tcp_keepalive=True,
+        parameter_validation=False,  # the manifest already enforces the model's rules
+    )
+
+
+@asynccontextmanager
+async def open_client(settings: ClientSettings) -> AsyncIterator[AioImageBuilderClient]:
+    """Open one long-lived client, loading credentials once before any worker starts.
+
+    Missing credentials are a FatalBatchError here rather than thousands of per-row
+    failures later.
+    """
+    session = aioboto3.Session(
+        profile_name=settings.profile,
+        region_name=settings.region,
+        aws_access_key_id=settings.access_key_id,
+        aws_secret_access_key=settings.secret_access_key,
+        aws_session_token=settings.session_token,
+    )
+    try:
+        credentials = await session.get_credentials()
+        if credentials is None:
+            raise FatalBatchError(
+                "no AWS credentials found: set AWS_PROFILE or AWS_ACCESS_KEY_ID/"
+                "AWS_SECRET_ACCESS_KEY, run `aws configure`, or use --local for the emulator"
+            )
+        await credentials.get_frozen_credentials()
+    except bce.ProfileNotFound as error:
+        raise FatalBatchError(f"AWS profile not found: {error.kwargs.get('profile')}") from None
+    except bce.BotoCoreError as error:
+        raise FatalBatchError(f"could not load AWS credentials: {_one_line(error)}") from None
+    if session.region_name is None:
+        raise FatalBatchError("no AWS region: pass --region or set AWS_REGION / AWS_DEFAULT_REGION")
+    async with AsyncExitStack() as stack:
+        client = await stack.enter_async_context(
+            session.client(
+                SERVICE, endpoint_url=settings.endpoint_url, config=botocore_config(settings)
+            )
+        )
+        yield AioImageBuilderClient(client)
