@@ -1,0 +1,208 @@
+"""The live progress display: a rich bar on a terminal, a plain line in logs, or nothing.
+
+A runner listener whose hooks only bump counters; the display reads them on its own
+schedule (rich's refresh thread for the bar, at most one line per interval otherwise), so
+a fast run pays nothing per event for being watched.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from collections.abc import Callable
+from types import TracebackType
+from typing import Final, Literal, Self
+
+from rich.console import Console, ConsoleOptions, RenderResult
+from rich.live import Live
+from rich.progress_bar import ProgressBar
+from rich.table import Table
+from rich.text import Text
+
+from ibimport.events import BaseListener, CallEvent, CallOutcome
+from ibimport.results import RowResult, RowStatus
+
+__all__ = ["ProgressListener", "ProgressMode"]
+
+ProgressMode = Literal["auto", "plain", "off"]
+
+#: Rates (and so the ETA) are measured over roughly this many recent seconds.
+RATE_WINDOW_S: Final = 30.0
+
+
+def _eta(seconds: float | None) -> str:
+    if seconds is None:
+        return "--:--:--"
+    whole = int(seconds + 0.5)
+    return f"{whole // 3600}:{whole // 60 % 60:02d}:{whole % 60:02d}"
+
+
+class ProgressListener(BaseListener):
+    """Shows rows done of total, calls/s, ETA, throttled calls and failed rows while a run goes.
+
+    ``mode``: ``"auto"`` draws a bar on an interactive terminal and plain lines elsewhere;
+    ``"plain"`` always prints lines (every ``interval_s`` of ``clock`` time, checked as events
+    arrive); ``"off"`` shows nothing. ``on_start`` starts the display if the caller did not;
+    call ``stop()`` (or leave the ``with`` block) before printing anything else.
+    """
+
+    def __init__(
+        self,
+        console: Console,
+        *,
+        mode: ProgressMode = "auto",
+        clock: Callable[[], float] = time.monotonic,
+        interval_s: float = 5.0,
+        refresh_per_second: float = 4.0,
+    ) -> None:
+        self._console = console
+        self._clock = clock
+        self._interval_s = interval_s
+        self._refresh_per_second = refresh_per_second
+        if mode == "auto":
+            interactive = console.is_terminal and not console.is_dumb_terminal
+            self.display: Literal["bar", "plain", "off"] = "bar" if interactive else "plain"
+        else:
+            self.display = mode
+        self.total: int | None = None
+        self.done = 0  # rows with an outcome, resumed ones included
+        self.done_this_run = 0  # rows finished by calls of this run: what the ETA is based on
+        self.calls = 0
+        self.throttled = 0
+        self.failed = 0
+        self._running = False
+        self._next_line_at = 0.0
+        self._live: Live | None = None
+        self._samples: deque[tuple[float, int, int]] = deque()
+
+    # -- runner hooks: counters only (plus one clock read in plain mode) ---------------------
+
+    def on_start(self, *, total_rows: int | None) -> None:
+        self.total = total_rows
+        self.start()
+
+    def on_call(self, event: CallEvent) -> None:
+        self.calls += 1
+        if event.outcome is CallOutcome.THROTTLED:
+            self.throttled += 1
+        if self.display == "plain":
+            self.tick()
+
+    def on_row_done(self, result: RowResult) -> None:
+        self.done += 1
+        if not result.resumed:
+            self.done_this_run += 1
+        if result.status is RowStatus.FAILED:
+            self.failed += 1
+        if self.display == "plain":
+            self.tick()
+
+    def on_finish(self, *, elapsed_s: float, interrupted: bool) -> None:
+        self.stop()
+
+    # -- display lifecycle --------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Begin showing progress. Idempotent; a no-op with mode ``"off"``."""
+        if self._running or self.display == "off":
+            return
+        self._running = True
+        now = self._clock()
+        self._samples.clear()
+        self._samples.append((now, self.done_this_run, self.calls))
+        self._next_line_at = now + self._interval_s
+        if self.display == "bar":
+            self._live = Live(
+                _Frame(self),
+                console=self._console,
+                refresh_per_second=self._refresh_per_second,
+                transient=False,
+                redirect_stdout=False,
+                redirect_stderr=False,
+            )
+            self._live.start()
+
+    def stop(self) -> None:
+        """Stop the display, leaving the bar's final state on screen. Idempotent."""
+        if not self._running:
+            return
+        self._running = False
+        live, self._live = self._live, None
+        if live is not None:
+            live.stop()
+
+    def tick(self) -> None:
+        """Print the plain progress line if an interval has passed since the last one."""
+        if not self._running or self.display != "plain":
+            return
+        now = self._clock()
+        if now < self._next_line_at:
+            return
+        self._next_line_at = now + self._interval_s
+        self._console.print(self.status_line(now), markup=False, highlight=False)
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    # -- figures ------------------------------------------------------------------------------
+
+    def _rates(self, now: float) -> tuple[float, float]:
+        """Rows/s (this run) and calls/s over the last ``RATE_WINDOW_S``, from sampled counters."""
+        self._samples.append((now, self.done_this_run, self.calls))
+        while len(self._samples) > 2 and now - self._samples[1][0] >= RATE_WINDOW_S:
+            self._samples.popleft()
+        then, rows_then, calls_then = self._samples[0]
+        span = now - then
+        if span <= 0:
+            return 0.0, 0.0
+        return (self.done_this_run - rows_then) / span, (self.calls - calls_then) / span
+
+    def _eta_s(self, rows_per_s: float) -> float | None:
+        if self.total is None:
+            return None
+        remaining = max(self.total - self.done, 0)
+        if remaining == 0:
+            return 0.0
+        return remaining / rows_per_s if rows_per_s > 0 else None
+
+    def status_line(self, now: float | None = None) -> str:
+        """The plain progress line, e.g. ``1234/5000 rows, 97.3 calls/s, 12 throttled, ...``."""
+        rows_per_s, calls_per_s = self._rates(self._clock() if now is None else now)
+        done = f"{self.done}/{self.total}" if self.total is not None else str(self.done)
+        return (
+            f"{done} rows, {calls_per_s:.1f} calls/s, {self.throttled} throttled, "
+            f"{self.failed} failed, ETA {_eta(self._eta_s(rows_per_s))}"
+        )
+
+    def _bar_row(self) -> Table:
+        rows_per_s, calls_per_s = self._rates(self._clock())
+        grid = Table.grid(padding=(0, 1))
+        grid.add_row(
+            ProgressBar(total=self.total, completed=self.done, width=30),
+            Text(f"{self.done}/{self.total}" if self.total is not None else str(self.done)),
+            Text("rows"),
+            Text(f"{calls_per_s:.1f} calls/s", style="cyan"),
+            Text(f"{self.throttled} throttled", style="yellow" if self.throttled else "dim"),
+            Text(f"{self.failed} failed", style="red" if self.failed else "dim"),
+            Text(f"ETA {_eta(self._eta_s(rows_per_s))}"),
+        )
+        return grid
+
+
+class _Frame:
+    """What rich's refresh thread draws: rebuilt from the listener's counters at each refresh."""
+
+    def __init__(self, listener: ProgressListener) -> None:
+        self._listener = listener
+
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
+        yield self._listener._bar_row()

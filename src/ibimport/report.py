@@ -1,0 +1,415 @@
+"""What a run did: statistics from runner events, the JSON report, the results CSV, the summary.
+
+``RunStats`` listens to the runner and keeps only counters and a fixed-size latency
+histogram, so its memory does not grow with the manifest. ``ResultsWriter`` streams rows
+to disk as they finish and puts them back in manifest order at the end with bounded memory.
+Every file written here is created with mode 0600; nothing here ever sees credentials.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import json
+import math
+import os
+import sqlite3
+import tempfile
+from collections import Counter
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from types import TracebackType
+from typing import IO, Any, Final, Self
+
+from rich.table import Table
+from rich.text import Text
+
+from ibimport.events import BaseListener, CallEvent, CallOutcome
+from ibimport.results import RowResult, RowStatus
+
+__all__ = [
+    "RESULTS_COLUMNS",
+    "LatencyHistogram",
+    "ResultsWriter",
+    "RunStats",
+    "neutralise_cell",
+    "summary_table",
+    "write_report",
+]
+
+#: The statuses the report and the results CSV speak of, in the order they are shown.
+FINAL_STATUSES: Final = (
+    RowStatus.SUCCEEDED,
+    RowStatus.EXISTS,
+    RowStatus.FAILED,
+    RowStatus.INVALID,
+    RowStatus.SKIPPED,
+)
+
+RESULTS_COLUMNS: Final = (
+    "row",
+    "name",
+    "semanticVersion",
+    "status",
+    "imageArn",
+    "clientToken",
+    "attempts",
+    "errorCode",
+    "errorMessage",
+    "requestId",
+)
+
+#: Leading characters that make Excel, LibreOffice or Sheets evaluate a cell (OWASP CSV injection).
+_FORMULA_TRIGGERS: Final = ("=", "+", "-", "@", "\t", "\r")
+
+
+def neutralise_cell(value: str) -> str:
+    """Prefix ``'`` to a cell a spreadsheet would execute as a formula; leave others alone.
+
+    The results CSV carries names and AWS error messages that came from outside, and people
+    open it in spreadsheets (OWASP "CSV injection").
+    """
+    if value.startswith(_FORMULA_TRIGGERS):
+        return "'" + value
+    return value
+
+
+def _final_status(status: RowStatus) -> RowStatus:
+    """A row reported while still pending or in flight was not finished this run: skipped."""
+    if status in (RowStatus.PENDING, RowStatus.IN_FLIGHT):
+        return RowStatus.SKIPPED
+    return status
+
+
+class LatencyHistogram:
+    """Latencies in log-spaced buckets, 1% wide: constant memory, percentiles within ~0.5%.
+
+    Bucket ``i`` holds values in ``[MIN_MS * GROWTH**i, MIN_MS * GROWTH**(i+1))``; smaller
+    values fall in the first bucket, larger in the last. The maximum is kept exactly.
+    """
+
+    MIN_MS: Final = 0.01
+    GROWTH: Final = 1.01
+    MAX_MS: Final = 3_600_000.0
+
+    def __init__(self) -> None:
+        self._inv_log_growth = 1.0 / math.log(self.GROWTH)
+        self._nbuckets = int(math.log(self.MAX_MS / self.MIN_MS) * self._inv_log_growth) + 1
+        self._counts = [0] * self._nbuckets
+        self.count = 0
+        self.min_ms = math.inf
+        self.max_ms = 0.0
+
+    def add(self, ms: float) -> None:
+        """Record one latency in milliseconds (negative values count as zero)."""
+        ms = max(ms, 0.0)
+        if ms <= self.MIN_MS:
+            index = 0
+        else:
+            index = min(int(math.log(ms / self.MIN_MS) * self._inv_log_growth), self._nbuckets - 1)
+        self._counts[index] += 1
+        self.count += 1
+        self.min_ms = min(self.min_ms, ms)
+        self.max_ms = max(self.max_ms, ms)
+
+    def percentile(self, p: float) -> float:
+        """Nearest-rank percentile ``p`` (0-100): the least value with p% of samples at or below.
+
+        Returns the bucket's geometric middle, clamped to the observed min and max; 0.0 if empty.
+        """
+        if self.count == 0:
+            return 0.0
+        rank = max(1, math.ceil(p / 100.0 * self.count))
+        seen = 0
+        for index, bucket in enumerate(self._counts):
+            seen += bucket
+            if seen >= rank:
+                middle: float = self.MIN_MS * self.GROWTH ** (index + 0.5)
+                return min(max(middle, self.min_ms), self.max_ms)
+        return self.max_ms  # unreachable: the counts sum to self.count
+
+
+class RunStats(BaseListener):
+    """Everything the report and the summary need, collected from runner events.
+
+    Each hook only bumps counters (and a histogram bucket), so it is cheap on the event loop.
+    ``retries`` is calls minus rows attempted this run; ``errors_by_code`` counts every call
+    that did not end OK, by AWS error code (or by outcome when the call had no code).
+    ``elapsed_s`` and ``interrupted`` are set by ``on_finish``.
+    """
+
+    def __init__(self) -> None:
+        self.totals: Counter[RowStatus] = Counter()
+        self.calls = 0
+        self.rows_attempted = 0
+        self.throttled = 0
+        self.errors_by_code: Counter[str] = Counter()
+        self.elapsed_s = 0.0
+        self.interrupted = False
+        self.resumed = 0
+        #: succeeded + exists this run, resumed rows excluded: what throughput is measured on.
+        self.imported = 0
+        self.total_rows: int | None = None
+        self.latency = LatencyHistogram()
+        # Rows with a call seen but no outcome yet; bounded by the concurrency.
+        self._open_rows: set[int] = set()
+
+    @property
+    def retries(self) -> int:
+        """Calls beyond the first one for each row attempted this run."""
+        return max(self.calls - self.rows_attempted, 0)
+
+    def on_start(self, *, total_rows: int | None) -> None:
+        self.total_rows = total_rows
+
+    def on_call(self, event: CallEvent) -> None:
+        self.calls += 1
+        if event.row not in self._open_rows:
+            self._open_rows.add(event.row)
+            self.rows_attempted += 1
+        if event.outcome is CallOutcome.THROTTLED:
+            self.throttled += 1
+        if event.outcome is not CallOutcome.OK:
+            self.errors_by_code[event.error_code or event.outcome.value] += 1
+        self.latency.add(event.latency_s * 1000.0)
+
+    def on_row_done(self, result: RowResult) -> None:
+        self._open_rows.discard(result.row)
+        status = _final_status(result.status)
+        self.totals[status] += 1
+        if result.resumed:
+            self.resumed += 1
+        elif status.is_done:
+            self.imported += 1
+
+    def on_finish(self, *, elapsed_s: float, interrupted: bool) -> None:
+        self.elapsed_s = elapsed_s
+        self.interrupted = interrupted
+
+    @property
+    def rows(self) -> int:
+        """Rows with an outcome, whatever it is (resumed ones included)."""
+        return sum(self.totals.values())
+
+    @property
+    def throughput_per_s(self) -> float:
+        """Rows imported per second of this run (resumed rows cost nothing, so are left out)."""
+        return self.imported / self.elapsed_s if self.elapsed_s > 0 else 0.0
+
+    def latency_percentiles(self) -> dict[str, float]:
+        """p50, p95, p99 and max call latency in milliseconds, over every call made."""
+        return {
+            "p50": self.latency.percentile(50),
+            "p95": self.latency.percentile(95),
+            "p99": self.latency.percentile(99),
+            "max": self.latency.max_ms,
+        }
+
+    def to_report(self) -> dict[str, Any]:
+        """The JSON report's content (issue 3, "Output"), plus ``resumed`` and ``interrupted``."""
+        totals: dict[str, int] = {"rows": self.rows}
+        totals.update({status.value: self.totals[status] for status in FINAL_STATUSES})
+        return {
+            "totals": totals,
+            "calls": self.calls,
+            "retries": self.retries,
+            "throttled": self.throttled,
+            "elapsed_s": round(self.elapsed_s, 3),
+            "throughput_per_s": round(self.throughput_per_s, 3),
+            "latency_ms": {k: round(v, 2) for k, v in self.latency_percentiles().items()},
+            "errors_by_code": dict(self.errors_by_code.most_common()),
+            "resumed": self.resumed,
+            "interrupted": self.interrupted,
+        }
+
+
+@contextlib.contextmanager
+def _atomic_private_file(path: Path) -> Iterator[IO[str]]:
+    """A text file that appears at ``path`` whole or not at all, mode 0600.
+
+    Written to a sibling temp file (mkstemp creates it 0600), fsynced, then ``os.replace``d,
+    so a crash never leaves a half-written file and never widens an existing file's mode.
+    """
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        os.fchmod(fd, 0o600)
+        with open(fd, "w", encoding="utf-8", errors="replace", newline="") as handle:
+            yield handle
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def write_report(path: Path, report: Mapping[str, Any]) -> None:
+    """Write the JSON report atomically with mode 0600."""
+    with _atomic_private_file(path) as handle:
+        json.dump(report, handle, indent=2, ensure_ascii=False)
+        handle.write("\n")
+
+
+def _cells(result: RowResult) -> list[str]:
+    """One results-CSV line for ``result``, every text cell neutralised."""
+    return [
+        str(result.row),
+        neutralise_cell(result.name),
+        neutralise_cell(result.semantic_version),
+        _final_status(result.status).value,
+        neutralise_cell(result.image_arn),
+        neutralise_cell(result.client_token),
+        str(result.attempts),
+        neutralise_cell(result.error_code),
+        neutralise_cell(result.error_message),
+        neutralise_cell(result.request_id),
+    ]
+
+
+class ResultsWriter(BaseListener):
+    """The per-row results CSV, streamed: rows are appended as they finish, sorted at close.
+
+    The file is created (mode 0600) when the writer is, so an unwritable path fails before any
+    import is sent, and a crashed run still leaves every finished row, in completion order.
+    ``close()`` rewrites it in manifest row order through an on-disk SQLite index, so memory
+    stays bounded however many rows there are; if rows arrived in order it rewrites nothing.
+    A row written twice keeps its last result.
+    """
+
+    RESULTS_COLUMNS: Final = RESULTS_COLUMNS
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            os.fchmod(fd, 0o600)  # O_CREAT's mode does not apply to a file that already existed
+            self._file: IO[str] | None = open(  # noqa: SIM115 - closed in close()
+                fd, "w", encoding="utf-8", errors="replace", newline=""
+            )
+        except BaseException:
+            os.close(fd)
+            raise
+        self._writer = csv.writer(self._file)
+        self._writer.writerow(RESULTS_COLUMNS)
+        self._last_row = 0
+        self._in_order = True
+        self.rows_written = 0
+
+    def on_row_done(self, result: RowResult) -> None:
+        self.write(result)
+
+    def write(self, result: RowResult) -> None:
+        """Append one finished row (any order)."""
+        if self._file is None:
+            raise ValueError(f"results file {self.path} is already closed")
+        if result.row <= self._last_row:
+            self._in_order = False
+        self._last_row = max(self._last_row, result.row)
+        self._writer.writerow(_cells(result))
+        self.rows_written += 1
+
+    def close(self) -> None:
+        """Finish the file in manifest row order. Idempotent."""
+        if self._file is None:
+            return
+        handle, self._file = self._file, None
+        try:
+            handle.flush()
+            if self._in_order:
+                os.fsync(handle.fileno())
+        finally:
+            handle.close()
+        if not self._in_order:
+            self._rewrite_sorted()
+
+    def _rewrite_sorted(self) -> None:
+        fd, scratch = tempfile.mkstemp(
+            dir=self.path.parent, prefix=f".{self.path.name}.", suffix=".sort.sqlite"
+        )
+        os.close(fd)
+        try:
+            db = sqlite3.connect(scratch)
+            try:
+                db.execute("PRAGMA journal_mode=OFF")
+                db.execute("PRAGMA synchronous=OFF")
+                placeholders = ", ".join("?" * len(RESULTS_COLUMNS))
+                columns = ", ".join(f"c{i} TEXT" for i in range(1, len(RESULTS_COLUMNS)))
+                db.execute(f"CREATE TABLE r (row INTEGER PRIMARY KEY, {columns})")
+                with open(self.path, encoding="utf-8", newline="") as spilled:
+                    reader = csv.reader(spilled)
+                    next(reader)  # header
+                    with db:
+                        db.executemany(
+                            f"INSERT OR REPLACE INTO r VALUES ({placeholders})",
+                            ((int(cells[0]), *cells[1:]) for cells in reader),
+                        )
+                with _atomic_private_file(self.path) as out:
+                    writer = csv.writer(out)
+                    writer.writerow(RESULTS_COLUMNS)
+                    for record in db.execute("SELECT * FROM r ORDER BY row"):
+                        writer.writerow(record)
+            finally:
+                db.close()
+        finally:
+            with contextlib.suppress(OSError):
+                os.unlink(scratch)
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        # Close (and sort) even on error: the rows of a crashed run are still worth having.
+        self.close()
+
+
+def _duration(seconds: float) -> str:
+    whole = int(seconds)
+    return f"{whole // 3600}:{whole // 60 % 60:02d}:{whole % 60:02d}"
+
+
+def summary_table(stats: RunStats, *, report_path: Path | None, results_path: Path | None) -> Table:
+    """The end-of-run summary for the terminal: outcomes, calls, speed, errors, where files went."""
+    title = "ibimport run: interrupted" if stats.interrupted else "ibimport run"
+    table = Table(title=title, show_header=False, title_justify="left", box=None, pad_edge=False)
+    table.add_column(style="bold")
+    table.add_column(justify="right")
+    table.add_column()
+
+    styles = {RowStatus.SUCCEEDED: "green", RowStatus.EXISTS: "green", RowStatus.FAILED: "red"}
+    table.add_row("rows", str(stats.rows), "")
+    for status in FINAL_STATUSES:
+        count = stats.totals[status]
+        style = styles.get(status, "yellow") if count else "dim"
+        table.add_row(f"  {status.value}", Text(str(count), style=style), "")
+    if stats.resumed:
+        table.add_row("  resumed", str(stats.resumed), "done by an earlier run, not sent")
+    table.add_row(
+        "calls", str(stats.calls), f"{stats.retries} retries, {stats.throttled} throttled"
+    )
+    table.add_row(
+        "elapsed",
+        _duration(stats.elapsed_s),
+        f"{stats.throughput_per_s:.1f} rows/s imported this run",
+    )
+    pct = stats.latency_percentiles()
+    table.add_row(
+        "latency",
+        f"{pct['p50']:.0f} ms",
+        f"p50; p95 {pct['p95']:.0f} ms, p99 {pct['p99']:.0f} ms, max {pct['max']:.0f} ms",
+    )
+    shown = 5
+    for i, (code, count) in enumerate(stats.errors_by_code.most_common(shown)):
+        table.add_row("failed calls" if i == 0 else "", str(count), Text(code))
+    if len(stats.errors_by_code) > shown:
+        table.add_row("", "", f"... and {len(stats.errors_by_code) - shown} other codes")
+    if report_path is not None:
+        table.add_row("report", "", Text(str(report_path)))
+    if results_path is not None:
+        table.add_row("results", "", Text(str(results_path)))
+    return table

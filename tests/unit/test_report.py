@@ -1,0 +1,338 @@
+"""RunStats from scripted events, the JSON report, the results CSV and the summary table."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import stat
+import tracemalloc
+from pathlib import Path
+
+import pytest
+from rich.console import Console
+
+from ibimport.events import CallEvent, CallOutcome
+from ibimport.report import (
+    RESULTS_COLUMNS,
+    ResultsWriter,
+    RunStats,
+    neutralise_cell,
+    summary_table,
+    write_report,
+)
+from ibimport.results import RowResult, RowStatus
+
+
+def _result(row: int, status: RowStatus = RowStatus.SUCCEEDED, **kw: object) -> RowResult:
+    return RowResult(row=row, name=f"image-{row}", semantic_version="1.0.0", status=status, **kw)  # type: ignore[arg-type]
+
+
+def _call(
+    row: int,
+    attempt: int = 1,
+    *,
+    ms: float = 100.0,
+    outcome: CallOutcome = CallOutcome.OK,
+    code: str = "",
+) -> CallEvent:
+    return CallEvent(
+        row=row, attempt=attempt, latency_s=ms / 1000, outcome=outcome, error_code=code
+    )
+
+
+def _mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+def _scripted_run() -> RunStats:
+    """Six rows: 1 straight success, 2 throttled twice then ok, 3 permanent failure,
+    4 exists after a 503, 5 invalid (never sent), 6 resumed from an earlier run, 7 skipped."""
+    stats = RunStats()
+    stats.on_start(total_rows=7)
+    stats.on_row_done(_result(6, RowStatus.SUCCEEDED, resumed=True))
+    stats.on_row_done(_result(5, RowStatus.INVALID))
+    stats.on_call(_call(1))
+    stats.on_call(_call(2, 1, outcome=CallOutcome.THROTTLED, code="ThrottlingException"))
+    stats.on_call(_call(3, 1, outcome=CallOutcome.PERMANENT, code="InvalidParameterException"))
+    stats.on_row_done(_result(1))
+    stats.on_row_done(_result(3, RowStatus.FAILED))
+    stats.on_call(_call(2, 2, outcome=CallOutcome.THROTTLED, code="ThrottlingException"))
+    stats.on_call(_call(4, 1, outcome=CallOutcome.RETRYABLE, code="ServiceUnavailable"))
+    stats.on_call(_call(2, 3))
+    stats.on_row_done(_result(2))
+    stats.on_call(_call(4, 2, outcome=CallOutcome.RETRYABLE))  # a connection reset: no code
+    stats.on_call(_call(4, 3))
+    stats.on_row_done(_result(4, RowStatus.EXISTS))
+    stats.on_row_done(_result(7, RowStatus.SKIPPED))
+    stats.on_finish(elapsed_s=2.0, interrupted=True)
+    return stats
+
+
+def test_stats_count_totals_calls_retries_and_errors() -> None:
+    stats = _scripted_run()
+    assert stats.totals == {
+        RowStatus.SUCCEEDED: 3,
+        RowStatus.EXISTS: 1,
+        RowStatus.FAILED: 1,
+        RowStatus.INVALID: 1,
+        RowStatus.SKIPPED: 1,
+    }
+    assert stats.calls == 8
+    assert stats.retries == 4  # 8 calls over 4 rows attempted (1, 2, 3, 4)
+    assert stats.throttled == 2
+    assert stats.resumed == 1
+    assert stats.errors_by_code == {
+        "ThrottlingException": 2,
+        "InvalidParameterException": 1,
+        "ServiceUnavailable": 1,
+        "retryable": 1,
+    }
+    assert stats.elapsed_s == 2.0
+    assert stats.interrupted is True
+
+
+def test_report_has_the_documented_keys_and_values() -> None:
+    report = _scripted_run().to_report()
+    assert report["totals"] == {
+        "rows": 7,
+        "succeeded": 3,
+        "exists": 1,
+        "failed": 1,
+        "invalid": 1,
+        "skipped": 1,
+    }
+    assert report["calls"] == 8
+    assert report["retries"] == 4
+    assert report["throttled"] == 2
+    assert report["elapsed_s"] == 2.0
+    # rows 1, 2 (succeeded) and 4 (exists) this run; row 6 was resumed and does not count
+    assert report["throughput_per_s"] == pytest.approx(1.5)
+    assert set(report["latency_ms"]) == {"p50", "p95", "p99", "max"}
+    assert report["latency_ms"]["max"] == pytest.approx(100.0)
+    assert list(report["errors_by_code"]) == [
+        "ThrottlingException",
+        "InvalidParameterException",
+        "ServiceUnavailable",
+        "retryable",
+    ]
+    assert report["resumed"] == 1
+    assert report["interrupted"] is True
+    json.dumps(report)  # serialisable as is
+
+
+def test_row_still_in_flight_at_the_end_counts_as_skipped() -> None:
+    stats = RunStats()
+    stats.on_row_done(_result(1, RowStatus.IN_FLIGHT))
+    assert stats.to_report()["totals"]["skipped"] == 1
+
+
+def test_empty_run_reports_zeros_without_dividing_by_zero() -> None:
+    report = RunStats().to_report()
+    assert report["throughput_per_s"] == 0.0
+    assert report["latency_ms"] == {"p50": 0.0, "p95": 0.0, "p99": 0.0, "max": 0.0}
+    assert report["totals"]["rows"] == 0
+
+
+def test_latency_percentiles_of_a_uniform_distribution() -> None:
+    stats = RunStats()
+    for ms in range(1000, 0, -1):  # 1..1000 ms, fed in descending order
+        stats.on_call(_call(ms, ms=float(ms)))
+    pct = stats.latency_percentiles()
+    assert pct["p50"] == pytest.approx(500, rel=0.01)
+    assert pct["p95"] == pytest.approx(950, rel=0.01)
+    assert pct["p99"] == pytest.approx(990, rel=0.01)
+    assert pct["max"] == pytest.approx(1000)
+
+
+@pytest.mark.parametrize(("slow", "p99"), [(10, 10.0), (11, 2000.0)])
+def test_p99_is_nearest_rank(slow: int, p99: float) -> None:
+    """With 1000 calls, p99 is the 990th smallest: fast while at most 10 calls are slow."""
+    stats = RunStats()
+    for i in range(1000 - slow):
+        stats.on_call(_call(i, ms=10.0))
+    for i in range(slow):
+        stats.on_call(_call(10_000 + i, ms=2000.0))
+    pct = stats.latency_percentiles()
+    assert pct["p50"] == pytest.approx(10.0, rel=0.01)
+    assert pct["p99"] == pytest.approx(p99, rel=0.01)
+    assert pct["max"] == pytest.approx(2000.0)
+
+
+def test_write_report_is_json_with_mode_0600(tmp_path: Path) -> None:
+    path = tmp_path / "report.json"
+    report = _scripted_run().to_report()
+    write_report(path, report)
+    assert json.loads(path.read_text(encoding="utf-8")) == report
+    assert _mode(path) == 0o600
+
+
+def test_write_report_replaces_a_wide_open_file_and_leaves_no_temp(tmp_path: Path) -> None:
+    path = tmp_path / "report.json"
+    path.write_text("old")
+    path.chmod(0o666)
+    write_report(path, {"calls": 1})
+    assert json.loads(path.read_text()) == {"calls": 1}
+    assert _mode(path) == 0o600
+    assert os.listdir(tmp_path) == ["report.json"]
+
+
+def test_write_report_is_atomic_when_serialising_fails(tmp_path: Path) -> None:
+    path = tmp_path / "report.json"
+    write_report(path, {"calls": 1})
+    with pytest.raises(TypeError):
+        write_report(path, {"calls": 2, "bad": object()})
+    assert json.loads(path.read_text()) == {"calls": 1}  # the old report, whole
+    assert os.listdir(tmp_path) == ["report.json"]
+
+
+@pytest.mark.parametrize("lead", ["=", "+", "-", "@", "\t", "\r"])
+def test_neutralise_prefixes_each_formula_trigger(lead: str) -> None:
+    value = f'{lead}HYPERLINK("http://x")'
+    assert neutralise_cell(value) == "'" + value
+
+
+@pytest.mark.parametrize("value", ["", "web-01", "1.0.0", "a=b", " =1", "'quoted", "ami-123"])
+def test_neutralise_leaves_safe_values_alone(value: str) -> None:
+    assert neutralise_cell(value) == value
+
+
+def test_negative_number_is_neutralised_too() -> None:
+    assert neutralise_cell("-1") == "'-1"
+
+
+def _read_csv(path: Path) -> list[dict[str, str]]:
+    with path.open(encoding="utf-8", newline="") as handle:
+        reader = csv.DictReader(handle)
+        assert tuple(reader.fieldnames or ()) == RESULTS_COLUMNS
+        return list(reader)
+
+
+def test_results_csv_columns_values_and_neutralisation(tmp_path: Path) -> None:
+    path = tmp_path / "results.csv"
+    with ResultsWriter(path) as writer:
+        writer.write(
+            _result(
+                2,
+                RowStatus.FAILED,
+                attempts=3,
+                error_code="InvalidParameterException",
+                error_message='=cmd|" /C calc"!A0\nsecond line',
+                request_id="req-2",
+                client_token="tok-2",
+            )
+        )
+        writer.on_row_done(
+            _result(1, image_arn="arn:aws:imagebuilder:x", attempts=1, client_token="tok-1")
+        )
+    rows = _read_csv(path)
+    assert [r["row"] for r in rows] == ["1", "2"]
+    assert rows[0] == {
+        "row": "1",
+        "name": "image-1",
+        "semanticVersion": "1.0.0",
+        "status": "succeeded",
+        "imageArn": "arn:aws:imagebuilder:x",
+        "clientToken": "tok-1",
+        "attempts": "1",
+        "errorCode": "",
+        "errorMessage": "",
+        "requestId": "",
+    }
+    assert rows[1]["status"] == "failed"
+    assert rows[1]["errorMessage"] == '\'=cmd|" /C calc"!A0\nsecond line'
+    assert rows[1]["attempts"] == "3"
+
+
+def test_results_file_is_created_0600_at_once_even_over_an_existing_file(tmp_path: Path) -> None:
+    path = tmp_path / "results.csv"
+    path.write_text("stale")
+    path.chmod(0o644)
+    writer = ResultsWriter(path)
+    assert _mode(path) == 0o600  # before any row: an unwritable path fails before the run
+    writer.write(_result(2))
+    writer.write(_result(1))
+    writer.close()
+    assert _mode(path) == 0o600  # the sorted rewrite keeps it private
+    assert os.listdir(tmp_path) == ["results.csv"]  # no scratch or temp files left
+
+
+def test_results_writer_fails_at_construction_on_unwritable_path(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError):
+        ResultsWriter(tmp_path / "missing-dir" / "results.csv")
+
+
+def test_results_written_in_reverse_come_out_sorted_with_bounded_memory(tmp_path: Path) -> None:
+    path = tmp_path / "results.csv"
+    n = 20_000
+    tracemalloc.start()
+    try:
+        with ResultsWriter(path) as writer:
+            for row in range(n, 0, -1):
+                # a distinct ~350-byte message per row: ~7 MB of strings if all were held at once
+                message = f"{row:06d}" + "x" * 300
+                writer.write(_result(row, RowStatus.FAILED, error_message=message))
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 3 * 1024 * 1024, peak
+    with path.open(encoding="utf-8", newline="") as handle:
+        reader = csv.reader(handle)
+        next(reader)
+        rows = [int(cells[0]) for cells in reader]
+    assert rows == list(range(1, n + 1))
+
+
+def test_a_row_written_twice_keeps_its_last_result(tmp_path: Path) -> None:
+    path = tmp_path / "results.csv"
+    with ResultsWriter(path) as writer:
+        writer.write(_result(1, RowStatus.FAILED))
+        writer.write(_result(2))
+        writer.write(_result(1, RowStatus.SUCCEEDED))
+    assert [(r["row"], r["status"]) for r in _read_csv(path)] == [
+        ("1", "succeeded"),
+        ("2", "succeeded"),
+    ]
+
+
+def test_results_in_order_and_close_is_idempotent(tmp_path: Path) -> None:
+    path = tmp_path / "results.csv"
+    writer = ResultsWriter(path)
+    for row in (1, 2, 5):
+        writer.write(_result(row))
+    writer.close()
+    writer.close()
+    assert [r["row"] for r in _read_csv(path)] == ["1", "2", "5"]
+    with pytest.raises(ValueError, match="closed"):
+        writer.write(_result(6))
+
+
+def test_summary_table_shows_the_figures(tmp_path: Path) -> None:
+    stats = _scripted_run()
+    console = Console(record=True, width=100, file=io.StringIO())
+    console.print(
+        summary_table(
+            stats, report_path=tmp_path / "r[bold].json", results_path=tmp_path / "results.csv"
+        )
+    )
+    text = console.export_text()
+    assert "interrupted" in text
+    for label, figure in [
+        ("rows", "7"),
+        ("succeeded", "3"),
+        ("exists", "1"),
+        ("failed", "1"),
+        ("invalid", "1"),
+        ("skipped", "1"),
+        ("resumed", "1"),
+        ("calls", "8"),
+    ]:
+        line = next(line for line in text.splitlines() if line.strip().startswith(label))
+        assert figure in line.split()
+    assert "4 retries, 2 throttled" in text
+    assert "1.5 rows/s" in text
+    assert "ThrottlingException" in text
+    assert "0:00:02" in text
+    assert "r[bold].json" in text  # paths are shown literally, not as markup
+    assert "results.csv" in text
