@@ -1,0 +1,248 @@
+"""Image Builder's REST-JSON wire format: parse requests, serialise answers and errors.
+
+Each operation handler turns one HTTP request (already authenticated and metered by
+``server``) into JSON bytes, delegating every decision to ``models``. Errors travel as
+``ApiException`` and are rendered once, by ``render_error``, in the shape botocore
+parses: HTTP status, ``x-amzn-ErrorType`` header and a JSON ``message``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from ibimport.apimodel import service_model
+from ibimport.emulator.models import (
+    PAGE_MAX,
+    ApiException,
+    ImageBuild,
+    ImageBuilderBackend,
+    check_version_arn,
+    format_date,
+    parse_filters,
+    validate_import_request,
+    validation_error,
+    violation,
+)
+
+_dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+_loads = json.loads
+_GET_IMAGE_ARN = re.compile(
+    service_model()["shapes"]["ImageVersionArnOrBuildVersionArn"]["pattern"]
+)
+_OWNERS = frozenset(service_model()["shapes"]["Ownership"]["enum"])
+
+
+@dataclass(frozen=True, slots=True)
+class Call:
+    """One authenticated API request: whose it is, where, and what it carries."""
+
+    account: str
+    region: str
+    request_id: str
+    body: bytes
+    query: Mapping[str, str]
+
+
+Handler = Callable[[ImageBuilderBackend, Call], bytes]
+
+
+def render_error(exc: ApiException) -> tuple[int, str, bytes]:
+    """Status, x-amzn-ErrorType and body of an AWS error answer."""
+    return exc.status, exc.code, _dumps({"message": exc.message}).encode()
+
+
+def _json_body(call: Call) -> dict[str, Any]:
+    if not call.body:
+        return {}
+    try:
+        body = _loads(call.body)
+    except ValueError:
+        raise ApiException(
+            "SerializationException", "The request body is not valid JSON."
+        ) from None
+    if not isinstance(body, dict):
+        raise ApiException(
+            "SerializationException", "Start of structure or map found where not expected."
+        )
+    return body
+
+
+def import_vm_image(backend: ImageBuilderBackend, call: Call) -> bytes:
+    """PUT /ImportVmImage."""
+    params = validate_import_request(_json_body(call))
+    outcome = backend.import_vm_image(call.account, call.region, params)
+    return _dumps(
+        {
+            "requestId": call.request_id,
+            "imageArn": outcome.image_arn,
+            "clientToken": outcome.client_token,
+        }
+    ).encode()
+
+
+def get_image(backend: ImageBuilderBackend, call: Call) -> bytes:
+    """GET /GetImage?imageBuildVersionArn=..."""
+    arn = call.query.get("imageBuildVersionArn")
+    if arn is None:
+        raise validation_error([violation(None, "imageBuildVersionArn", "Member must not be null")])
+    if _GET_IMAGE_ARN.match(arn) is None:
+        raise validation_error(
+            [
+                f"Value '{arn}' at 'imageBuildVersionArn' failed to satisfy constraint: "
+                f"Member must satisfy regular expression pattern: {_GET_IMAGE_ARN.pattern}"
+            ]
+        )
+    build = backend.get_image(call.account, call.region, arn)
+    image = _describe(backend, build, call.region)
+    del image["owner"]  # Image, unlike ImageSummary, has no owner member
+    image["enhancedImageMetadataEnabled"] = False
+    return _dumps({"requestId": call.request_id, "image": image}).encode()
+
+
+def list_images(backend: ImageBuilderBackend, call: Call) -> bytes:
+    """POST /ListImages: one entry per image version."""
+    body = _json_body(call)
+    owner = body.get("owner", "Self")
+    if owner not in _OWNERS:
+        raise validation_error(
+            [
+                f"Value '{owner}' at 'owner' failed to satisfy constraint: "
+                f"Member must satisfy enum value set: [{', '.join(sorted(_OWNERS))}]"
+            ]
+        )
+    filters = parse_filters(body.get("filters"))
+    max_results = _max_results(body.get("maxResults"))
+    next_token = _next_token(body.get("nextToken"))
+    if owner != "Self":
+        versions: list[list[ImageBuild]] = []
+        token = None
+    else:
+        versions, token = backend.list_images(
+            call.account,
+            call.region,
+            filters=filters,
+            max_results=max_results,
+            next_token=next_token,
+        )
+    items = [
+        {
+            "arn": builds[0].version_arn,
+            "name": builds[0].name,
+            "type": "AMI",
+            "version": builds[0].version,
+            "platform": builds[0].platform,
+            **({"osVersion": builds[0].os_version} if builds[0].os_version else {}),
+            "owner": builds[0].owner,
+            "dateCreated": format_date(builds[0].created),
+            "buildType": "IMPORT",
+            "imageSource": "IMPORTED",
+        }
+        for builds in versions
+    ]
+    answer: dict[str, Any] = {"requestId": call.request_id, "imageVersionList": items}
+    if token is not None:
+        answer["nextToken"] = token
+    return _dumps(answer).encode()
+
+
+def list_image_build_versions(backend: ImageBuilderBackend, call: Call) -> bytes:
+    """POST /ListImageBuildVersions: the builds of one image version."""
+    body = _json_body(call)
+    version_arn = body.get("imageVersionArn")
+    if version_arn is None:
+        raise validation_error([violation(None, "imageVersionArn", "Member must not be null")])
+    check_version_arn(version_arn, "imageVersionArn")
+    filters = parse_filters(body.get("filters"))
+    builds, token = backend.list_image_build_versions(
+        call.account,
+        call.region,
+        version_arn,
+        max_results=_max_results(body.get("maxResults")),
+        next_token=_next_token(body.get("nextToken")),
+    )
+    summaries = []
+    for build in builds:
+        summary = _describe(backend, build, call.region)
+        if all(_field_of(summary, name) in values for name, values in filters.items()):
+            summaries.append(summary)
+    answer: dict[str, Any] = {"requestId": call.request_id, "imageSummaryList": summaries}
+    if token is not None:
+        answer["nextToken"] = token
+    return _dumps(answer).encode()
+
+
+def _field_of(summary: dict[str, Any], filter_name: str) -> Any:
+    if filter_name == "version":
+        return str(summary["version"]).split("/")[0]
+    return summary.get(filter_name)
+
+
+def _max_results(value: object) -> int:
+    if value is None:
+        return PAGE_MAX
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise validation_error([violation(value, "maxResults", "Member must be an integer")])
+    if value < 1:
+        constraint = "Member must have value greater than or equal to 1"
+    elif value > PAGE_MAX:
+        constraint = f"Member must have value less than or equal to {PAGE_MAX}"
+    else:
+        return value
+    raise validation_error(
+        [f"Value '{value}' at 'maxResults' failed to satisfy constraint: {constraint}"]
+    )
+
+
+def _next_token(value: object) -> str | None:
+    if value is None or isinstance(value, str):
+        return value
+    raise ApiException("InvalidPaginationTokenException", "The pagination token is invalid.")
+
+
+def _describe(backend: ImageBuilderBackend, build: ImageBuild, region: str) -> dict[str, Any]:
+    """The Image / ImageSummary members an imported build has."""
+    status = backend.status_of(build)
+    image: dict[str, Any] = {
+        "arn": build.arn,
+        "type": "AMI",
+        "name": build.name,
+        "version": f"{build.version}/{build.build}",
+        "platform": build.platform,
+        "state": {"status": status},
+        "owner": build.owner,
+        "dateCreated": format_date(build.created),
+        "tags": build.tags,
+        "buildType": "IMPORT",
+        "imageSource": "IMPORTED",
+    }
+    if build.os_version:
+        image["osVersion"] = build.os_version
+    if build.logging:
+        image["loggingConfiguration"] = build.logging
+    if status == "AVAILABLE":
+        ami = "ami-" + hashlib.sha256(build.arn.encode()).hexdigest()[:17]
+        image["outputResources"] = {
+            "amis": [
+                {
+                    "region": region,
+                    "image": ami,
+                    "name": f"{build.name} {build.version}/{build.build}",
+                    "accountId": build.owner,
+                }
+            ]
+        }
+    return image
+
+
+#: Route (method, path) -> (operation name, handler).
+OPERATIONS: dict[tuple[str, str], tuple[str, Handler]] = {
+    ("PUT", "/ImportVmImage"): ("ImportVmImage", import_vm_image),
+    ("GET", "/GetImage"): ("GetImage", get_image),
+    ("POST", "/ListImages"): ("ListImages", list_images),
+    ("POST", "/ListImageBuildVersions"): ("ListImageBuildVersions", list_image_build_versions),
+}
