@@ -22,9 +22,10 @@ from rich.text import Text
 from ibimport.events import BaseListener, CallEvent, CallOutcome
 from ibimport.results import RowResult, RowStatus
 
-__all__ = ["ProgressListener", "ProgressMode"]
+__all__ = ["PROGRESS_MODES", "ProgressListener"]
 
-ProgressMode = Literal["auto", "plain", "off"]
+#: What ``--progress`` accepts; ``--no-progress`` means ``"off"``.
+PROGRESS_MODES: Final = ("auto", "plain", "off")
 
 #: Rates (and so the ETA) are measured over roughly this many recent seconds.
 RATE_WINDOW_S: Final = 30.0
@@ -40,7 +41,8 @@ def _eta(seconds: float | None) -> str:
 class ProgressListener(BaseListener):
     """Shows rows done of total, calls/s, ETA, throttled calls and failed rows while a run goes.
 
-    ``mode``: ``"auto"`` draws a bar on an interactive terminal and plain lines elsewhere;
+    ``mode`` (a plain ``str`` so a CLI option passes straight in; anything else is a
+    ``ValueError``): ``"auto"`` draws a bar on an interactive terminal and plain lines elsewhere;
     ``"plain"`` always prints lines (every ``interval_s`` of ``clock`` time, checked as events
     arrive); ``"off"`` shows nothing. ``on_start`` starts the display if the caller did not;
     call ``stop()`` (or leave the ``with`` block) before printing anything else.
@@ -50,11 +52,13 @@ class ProgressListener(BaseListener):
         self,
         console: Console,
         *,
-        mode: ProgressMode = "auto",
+        mode: str = "auto",
         clock: Callable[[], float] = time.monotonic,
         interval_s: float = 5.0,
         refresh_per_second: float = 4.0,
     ) -> None:
+        if mode not in PROGRESS_MODES:
+            raise ValueError(f"progress mode must be one of {', '.join(PROGRESS_MODES)}: {mode!r}")
         self._console = console
         self._clock = clock
         self._interval_s = interval_s
@@ -63,7 +67,7 @@ class ProgressListener(BaseListener):
             interactive = console.is_terminal and not console.is_dumb_terminal
             self.display: Literal["bar", "plain", "off"] = "bar" if interactive else "plain"
         else:
-            self.display = mode
+            self.display = "plain" if mode == "plain" else "off"
         self.total: int | None = None
         self.done = 0  # rows with an outcome, resumed ones included
         self.done_this_run = 0  # rows finished by calls of this run: what the ETA is based on

@@ -39,6 +39,11 @@ def test_auto_mode_picks_plain_off_a_terminal_and_bar_on_one() -> None:
     assert ProgressListener(_console(terminal=True)[0], mode="plain").display == "plain"
 
 
+def test_unknown_mode_is_refused() -> None:
+    with pytest.raises(ValueError, match="progress mode"):
+        ProgressListener(_console(terminal=False)[0], mode="fancy")
+
+
 def test_plain_mode_prints_a_line_only_once_the_interval_has_passed() -> None:
     console, out = _console(terminal=False)
     clock = FakeClock()
