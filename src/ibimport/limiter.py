@@ -1,0 +1,455 @@
+"""How many Image Builder calls may be in flight, and how fast they may start.
+
+Two small policies, composed: ``_Slots`` bounds calls in flight (a FIFO semaphore whose
+size can grow while calls wait) and ``_Pacer`` spaces call starts evenly. A call starts
+only when both allow it, so nothing queues up front and back-pressure is natural.
+``FixedRateLimiter`` holds a known quota; ``AdaptiveLimiter`` finds an unknown one from the
+service's throttling. Time comes from a ``Clock``: tests and simulations run in virtual time
+on ``FakeClock``, never on the wall clock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import bisect
+import heapq
+import itertools
+import math
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import anyio
+import anyio.lowlevel
+
+__all__ = [
+    "AdaptiveLimiter",
+    "Clock",
+    "FakeClock",
+    "FixedRateLimiter",
+    "Limiter",
+    "MonotonicClock",
+    "build_limiter",
+]
+
+_EPS = 1e-9  # virtual-time slack for float rounding
+
+
+class Clock(Protocol):
+    """Monotonic time and sleeping, injected so that pacing is testable without waiting."""
+
+    def now(self) -> float: ...
+
+    async def sleep(self, seconds: float) -> None: ...
+
+
+class MonotonicClock:
+    """The real clock: ``time.monotonic`` and ``anyio.sleep``."""
+
+    def now(self) -> float:
+        return time.monotonic()
+
+    async def sleep(self, seconds: float) -> None:
+        await anyio.sleep(seconds)
+
+
+@dataclass(eq=False, slots=True)
+class _Sleeper:
+    wake_at: float
+    event: anyio.Event = field(default_factory=anyio.Event)
+    woken: bool = False  # its time has come
+    gone: bool = False  # cancelled before its time: skip it
+
+
+class FakeClock:
+    """Virtual time for tests and simulations: ``sleep`` returns at once in wall time.
+
+    Any number of tasks may sleep concurrently. Sleepers wait on events kept in a heap
+    ordered by wake time. One of the sleeping tasks is the *driver*: it waits until every
+    other task is blocked, then advances time to the earliest wake time and wakes those
+    sleepers; when its own time comes (or it is cancelled) it hands the role to the
+    earliest remaining sleeper. Time therefore moves only when nothing else can run, so
+    each sleeper sees exactly the time it asked for and event ordering is deterministic.
+
+    "Blocked" is read from asyncio's ready queue (cheap), or on other event loops from
+    ``anyio.wait_all_tasks_blocked`` (correct but slow on asyncio loops without one).
+    A task waiting on a thread or a socket counts as blocked, so virtual time jumps ahead
+    meanwhile: use this clock for code whose waits are clock sleeps and in-process
+    synchronisation.
+    """
+
+    def __init__(self, start: float = 0.0) -> None:
+        self._now = start
+        self._heap: list[tuple[float, int, _Sleeper]] = []
+        self._seq = itertools.count()
+        self._driver: _Sleeper | None = None
+
+    def now(self) -> float:
+        return self._now
+
+    async def sleep(self, seconds: float) -> None:
+        if seconds <= 0:
+            await anyio.lowlevel.checkpoint()
+            return
+        me = _Sleeper(self._now + seconds)
+        heapq.heappush(self._heap, (me.wake_at, next(self._seq), me))
+        try:
+            if self._driver is None:
+                self._driver = me
+            else:
+                await me.event.wait()  # set when woken, or when promoted to driver
+            while not me.woken:
+                await self._settle()
+                self._advance()
+        finally:
+            if not me.woken:
+                me.gone = True
+            if self._driver is me:
+                self._driver = None
+                self._hand_off()
+
+    async def _settle(self) -> None:
+        """Return once every other task is blocked."""
+        try:
+            ready = getattr(asyncio.get_running_loop(), "_ready", None)
+        except RuntimeError:  # not asyncio
+            ready = None
+        if ready is None:
+            await anyio.wait_all_tasks_blocked()
+            return
+        await anyio.lowlevel.checkpoint()
+        while ready:  # something other than us ran and made more work: let it finish
+            await anyio.lowlevel.checkpoint()
+
+    def _advance(self) -> None:
+        heap = self._heap
+        while heap and heap[0][2].gone:
+            heapq.heappop(heap)
+        if not heap:
+            return
+        self._now = max(self._now, heap[0][0])
+        while heap and heap[0][0] <= self._now:
+            sleeper = heapq.heappop(heap)[2]
+            if not sleeper.gone:
+                sleeper.woken = True
+                sleeper.event.set()
+
+    def _hand_off(self) -> None:
+        heap = self._heap
+        while heap:
+            sleeper = heap[0][2]
+            if sleeper.gone or sleeper.woken:
+                heapq.heappop(heap)
+                continue
+            self._driver = sleeper
+            sleeper.event.set()
+            return
+
+
+class Limiter(Protocol):
+    """What the runner needs: wait for room, report how each call ended."""
+
+    async def acquire(self) -> None:
+        """Wait until one more call may start: room in flight and the pace allows."""
+
+    def release(self, *, throttled: bool) -> None:
+        """One acquired call ended; ``throttled`` if the service said slow down."""
+
+    @property
+    def rate(self) -> float | None:
+        """Current pace in calls/s; None while unpaced."""
+
+    @property
+    def in_flight_limit(self) -> int:
+        """Current bound on calls in flight."""
+
+
+class _Slots:
+    """Calls in flight: a FIFO semaphore whose size can change while calls wait."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.held = 0
+        self._waiters: deque[anyio.Event] = deque()
+
+    async def take(self) -> bool:
+        """Take a slot; True if the caller had to wait for one."""
+        if self.held < self.limit and not self._waiters:
+            self.held += 1
+            return False
+        event = anyio.Event()
+        self._waiters.append(event)
+        try:
+            await event.wait()
+        except BaseException:
+            if event.is_set():  # a slot was handed to us as we were cancelled: pass it on
+                self.give()
+            else:
+                self._waiters.remove(event)
+            raise
+        return True
+
+    def give(self) -> None:
+        self.held -= 1
+        self._admit()
+
+    def resize(self, limit: int) -> None:
+        self.limit = limit
+        self._admit()
+
+    def _admit(self) -> None:
+        while self._waiters and self.held < self.limit:
+            self.held += 1  # the slot passes straight to the waiter, so nobody can barge in
+            self._waiters.popleft().set()
+
+
+class _Pacer:
+    """Even spacing of call starts, re-timed at once when the rate changes."""
+
+    def __init__(self, clock: Clock, rate: float | None) -> None:
+        self._clock = clock
+        self._rate = rate
+        self._last = -math.inf  # when the previous call was allowed to start
+        self._gate = anyio.Lock()  # FIFO: only the head of the queue sleeps on the clock
+        self._nap: anyio.CancelScope | None = None
+
+    @property
+    def rate(self) -> float | None:
+        return self._rate
+
+    def set_rate(self, rate: float | None) -> None:
+        self._rate = rate
+        if self._nap is not None:
+            self._nap.cancel()  # the head wakes and recomputes its start with the new rate
+
+    def _due(self) -> float:
+        return -math.inf if self._rate is None else self._last + 1.0 / self._rate
+
+    async def wait(self) -> bool:
+        """Wait for this call's turn; True if the pace delayed it."""
+        # GCRA (virtual scheduling) with no burst tolerance: a call may start at
+        # max(now, previous start + 1/rate). No bursts: a client burst as large as the
+        # quota trips a service bucket whose burst is smaller.
+        async with self._gate:
+            slept = False
+            while (delay := self._due() - self._clock.now()) > _EPS:
+                slept = True
+                with anyio.CancelScope() as nap:
+                    self._nap = nap
+                    await self._clock.sleep(delay)
+                self._nap = None
+            now, due = self._clock.now(), self._due()
+            # A sleeper woken late (real timers are) keeps its slot on the grid so the lateness
+            # does not add up to a lower rate; a call that found the gate open starts afresh.
+            if slept and self._rate is not None and now - due < 1.0 / self._rate:
+                self._last = due
+            else:
+                self._last = now
+        return slept
+
+
+class _PacedLimiter:
+    """Slots first, then pace: starts stay evenly spaced however many calls wait."""
+
+    def __init__(self, *, clock: Clock, in_flight: int, rate: float | None) -> None:
+        self._clock = clock
+        self._slots = _Slots(in_flight)
+        self._pacer = _Pacer(clock, rate)
+
+    @property
+    def rate(self) -> float | None:
+        return self._pacer.rate
+
+    @property
+    def in_flight_limit(self) -> int:
+        return self._slots.limit
+
+    async def acquire(self) -> None:
+        slot_waited = await self._slots.take()
+        try:
+            paced = await self._pacer.wait()
+        except BaseException:
+            self._slots.give()
+            raise
+        self._started(self._clock.now(), slot_waited=slot_waited, paced=paced)
+
+    def release(self, *, throttled: bool) -> None:
+        self._slots.give()
+        self._ended(self._clock.now(), throttled=throttled)
+
+    def _started(self, now: float, *, slot_waited: bool, paced: bool) -> None:
+        """Hook: a call started (``paced``: the pace delayed it)."""
+
+    def _ended(self, now: float, *, throttled: bool) -> None:
+        """Hook: a call ended."""
+
+
+def _positive(name: str, value: float) -> None:
+    if not value > 0:
+        raise ValueError(f"{name} must be > 0, got {value!r}")
+
+
+class FixedRateLimiter(_PacedLimiter):
+    """A known quota: pace at ``rate``; if throttled anyway, ease off briefly.
+
+    The configured rate is a ceiling. A throttle lowers the pace by ``backoff_factor``
+    (once per ``window_s``, so a volley of throttles counts once); each clean ``window_s``
+    then recovers ``recovery`` of the ceiling.
+    """
+
+    def __init__(
+        self,
+        concurrency: int,
+        rate: float,
+        *,
+        clock: Clock,
+        backoff_factor: float = 0.9,
+        recovery: float = 0.05,
+        window_s: float = 1.0,
+    ) -> None:
+        if concurrency < 1:
+            raise ValueError(f"concurrency must be >= 1, got {concurrency}")
+        _positive("rate", rate)
+        super().__init__(clock=clock, in_flight=concurrency, rate=rate)
+        self._ceiling = rate
+        self._floor = rate / 100
+        self._factor = backoff_factor
+        self._recovery = recovery
+        self._window = window_s
+        self._reacted_at = -math.inf
+        self._clean_since = clock.now()
+
+    def _ended(self, now: float, *, throttled: bool) -> None:
+        rate = self._pacer.rate
+        assert rate is not None
+        if throttled:
+            self._clean_since = now
+            if now - self._reacted_at >= self._window:
+                self._reacted_at = now
+                self._pacer.set_rate(max(self._floor, rate * self._factor))
+        elif rate < self._ceiling and now - self._clean_since >= self._window:
+            self._clean_since = now
+            self._pacer.set_rate(min(self._ceiling, rate + self._recovery * self._ceiling))
+
+
+class AdaptiveLimiter(_PacedLimiter):
+    """An unknown quota, found from the service's throttling and then held.
+
+    Before the first throttle: unpaced, starting with ``initial_in_flight`` calls and adding
+    one more each time a full round of calls (as many successes as the limit) succeeded
+    while waiting for a slot was what held calls back.
+
+    On a throttle: the rate at which the service *accepted* calls since the last reaction
+    (at most ``window_s`` back) is a direct measurement of the quota, so the pace is set to
+    ``margin`` of it instead of being halved. Reactions are debounced: one per
+    ``reaction_samples`` expected calls (between ``min_span_s`` and ``window_s``), so a volley
+    of throttles cannot collapse the rate.
+
+    Then probe: each clean second in which pacing was what limited the run (most starts
+    waited on the pace) raises the pace by ``probe_step``. The in-flight limit keeps
+    growing by the same rule as before whenever it, not the pace, is what holds calls back.
+    """
+
+    def __init__(
+        self,
+        concurrency: int,
+        *,
+        clock: Clock,
+        initial_in_flight: int = 4,
+        margin: float = 0.95,
+        probe_step: float = 0.02,
+        window_s: float = 2.0,
+        min_span_s: float = 0.25,
+        reaction_samples: int = 8,
+        min_rate: float = 0.1,
+    ) -> None:
+        if concurrency < 1:
+            raise ValueError(f"concurrency must be >= 1, got {concurrency}")
+        super().__init__(clock=clock, in_flight=min(initial_in_flight, concurrency), rate=None)
+        self._max_in_flight = concurrency
+        self._margin = margin
+        self._probe_step = probe_step
+        self._window = window_s
+        self._min_span = min_span_s
+        self._reaction_samples = reaction_samples
+        self._min_rate = min_rate
+        now = clock.now()
+        self._began = now
+        self._accepted: deque[float] = deque()  # end times of accepted calls, last window_s
+        self._reacted_at: float | None = None
+        # the current ramp round (in-flight growth)
+        self._round_ok = 0
+        self._round_starts = 0
+        self._round_slot_bound = 0
+        # the current probe second (pace growth)
+        self._probe_since = now
+        self._probe_starts = 0
+        self._probe_paced = 0
+
+    def _started(self, now: float, *, slot_waited: bool, paced: bool) -> None:
+        self._round_starts += 1
+        if slot_waited and not paced:
+            self._round_slot_bound += 1
+        self._probe_starts += 1
+        if paced:
+            self._probe_paced += 1
+
+    def _ended(self, now: float, *, throttled: bool) -> None:
+        if throttled:
+            self._round_ok = self._round_starts = self._round_slot_bound = 0
+            self._probe_since, self._probe_starts, self._probe_paced = now, 0, 0
+            self._react(now)
+            return
+        self._accepted.append(now)
+        while self._accepted and self._accepted[0] < now - self._window:
+            self._accepted.popleft()
+        self._round_ok += 1
+        self._maybe_ramp()
+        self._maybe_probe(now)
+
+    def _maybe_ramp(self) -> None:
+        limit = self._slots.limit
+        if self._round_ok < limit:
+            return
+        if limit < self._max_in_flight and 2 * self._round_slot_bound >= self._round_starts > 0:
+            self._slots.resize(limit + 1)
+        self._round_ok = self._round_starts = self._round_slot_bound = 0
+
+    def _maybe_probe(self, now: float) -> None:
+        rate = self._pacer.rate
+        if rate is None or now - self._probe_since < 1.0:
+            return
+        if 2 * self._probe_paced >= self._probe_starts > 0:
+            self._pacer.set_rate(rate * (1.0 + self._probe_step))
+        self._probe_since, self._probe_starts, self._probe_paced = now, 0, 0
+
+    def _react(self, now: float) -> None:
+        rate = self._pacer.rate
+        if self._reacted_at is not None and rate is not None:
+            debounce = min(self._window, max(self._min_span, self._reaction_samples / rate))
+            if now - self._reacted_at < debounce:
+                return
+        # Since the last reaction the service has been at its limit, so what it accepted
+        # is its refill rate. Before the first reaction the window also holds the service's
+        # initial burst: an overestimate, corrected at the next reaction.
+        since = max(now - self._window, self._began)
+        if self._reacted_at is not None:
+            since = max(since, self._reacted_at)
+        since = min(since, now - self._min_span)
+        accepted = len(self._accepted) - bisect.bisect_right(self._accepted, since)
+        if accepted >= 3:
+            new_rate = self._margin * accepted / (now - since)
+        elif rate is not None:  # too little evidence to measure: back off instead
+            new_rate = 0.5 * rate
+        else:  # nothing to go on yet; the throttled calls back off on their own
+            return
+        self._reacted_at = now
+        self._pacer.set_rate(max(self._min_rate, new_rate))
+
+
+def build_limiter(*, concurrency: int, rate: float | None, clock: Clock) -> Limiter:
+    """The runner's limiter: fixed when the quota is known (``rate``), adaptive otherwise."""
+    if rate is not None:
+        return FixedRateLimiter(concurrency, rate, clock=clock)
+    return AdaptiveLimiter(concurrency, clock=clock)
