@@ -1,0 +1,70 @@
+"""Deterministic clientTokens: the same task always carries the same token.
+
+Image Builder answers a repeated ImportVmImage call that carries the same clientToken
+with the original image instead of a second one. Deriving the token from the request
+itself, rather than at random, makes every retry and every re-run of a manifest safe:
+the same task gets the same token from CSV, JSON or JSON Lines, in any row order, on
+any machine and in any Python version.
+
+The token is a UUIDv5 (RFC 4122: SHA-1 over ``NAMESPACE`` and a name) whose name is
+the canonical request, see :func:`canonical_request`. A salt (``--token-salt``) is
+prefixed to the name to start a new generation of tokens on purpose.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import unicodedata
+import uuid
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ibimport.manifest import ImportTask
+
+__all__ = ["NAMESPACE", "canonical_request", "client_token"]
+
+#: ibimport's UUIDv5 namespace, uuid5(NAMESPACE_URL, "https://github.com/ibimport/ibimport#clientToken").
+#: FROZEN FOREVER: changing it changes every token, so a re-run after an upgrade would
+#: import every image a second time instead of being answered with the first import.
+NAMESPACE = uuid.UUID("502b806a-4c93-5804-9da4-c0f0b20e41b0")
+
+# Separates the salt from the canonical request (canonical JSON escapes NUL, so never holds one).
+_SALT_SEPARATOR = b"\x00"
+
+
+def _nfc(value: Any) -> Any:
+    """Normalise every string (keys too) to NFC, so composed and decomposed forms agree."""
+    if isinstance(value, str):
+        return unicodedata.normalize("NFC", value)
+    if isinstance(value, dict):
+        return {_nfc(k): _nfc(v) for k, v in value.items()}
+    return value
+
+
+def canonical_request(task: ImportTask) -> bytes:
+    """The request members that are sent, minus clientToken, in one canonical byte form.
+
+    Absent fields are dropped, tags appear only when non-empty, logGroupName sits inside
+    loggingConfiguration as sent; strings are NFC; keys sorted; compact UTF-8 JSON.
+    Golden tests pin this form: changing it changes every token.
+    """
+    params = _nfc(task.api_params())
+    text = json.dumps(params, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return text.encode("utf-8")
+
+
+def client_token(task: ImportTask, *, salt: str = "") -> str:
+    """The task's own clientToken when the manifest gives one, else its UUIDv5 (36 chars).
+
+    Equal to ``str(uuid.uuid5(NAMESPACE, name))`` with name the canonical request,
+    prefixed by ``salt`` and a NUL when a salt is given; computed here from bytes so the
+    result cannot depend on how a Python version's ``uuid5`` encodes its name.
+    """
+    if task.clientToken is not None:
+        return task.clientToken
+    name = canonical_request(task)
+    if salt:
+        name = unicodedata.normalize("NFC", salt).encode("utf-8") + _SALT_SEPARATOR + name
+    digest = hashlib.sha1(NAMESPACE.bytes + name, usedforsecurity=False).digest()
+    return str(uuid.UUID(bytes=digest[:16], version=5))
