@@ -85,8 +85,12 @@ def _cpu_seconds(pid: int | None) -> float | None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=5.0, help="length of the measured run")
-    parser.add_argument("--clients", type=int, default=0, help="client processes (0: one per spare core)")
-    parser.add_argument("--concurrency", type=int, default=64, help="connections per client process")
+    parser.add_argument(
+        "--clients", type=int, default=0, help="client processes (0: one per spare core)"
+    )
+    parser.add_argument(
+        "--concurrency", type=int, default=64, help="connections per client process"
+    )
     args = parser.parse_args()
 
     cores = os.cpu_count() or 1
@@ -107,12 +111,15 @@ def main() -> None:
         elapsed = time.perf_counter() - started
         cpu_after = _cpu_seconds(server.pid)
         stats = server.stats()
-    busy = None
-    if cpu_before is not None and cpu_after is not None:
+    served = stats["requests"].get("ImportVmImage", 0)
+    busy = capacity = None
+    if cpu_before is not None and cpu_after is not None and cpu_after > cpu_before:
         busy = round((cpu_after - cpu_before) / args.seconds, 2)
+        # Calls per CPU-second of the server: what one core serves when nothing else
+        # (a slow client, other load on the machine) holds it back.
+        capacity = round(served / (cpu_after - cpu_before))
     ok = sum(r[0] for r in results)
     failed = sum(r[1] for r in results)
-    served = stats["requests"].get("ImportVmImage", 0)
     # Pool start-up is inside ``elapsed``; the clients' own window is ``args.seconds``.
     print(
         json.dumps(
@@ -128,6 +135,7 @@ def main() -> None:
                 "calls_per_s": round(ok / args.seconds),
                 # Server CPU seconds per second of load: near 1.0 means the server was the limit.
                 "server_core_busy": busy,
+                "calls_per_server_cpu_s": capacity,
                 "wall_s": round(elapsed, 2),
             },
             indent=2,

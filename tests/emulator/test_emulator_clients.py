@@ -8,6 +8,7 @@ import re
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -60,6 +61,21 @@ def test_the_state_file_survives_a_restart(
     second = client.import_vm_image(**import_params(clientToken="new"))["imageArn"]
     assert second == f"{ARN}/2"
     assert restarted.stats()["images"] == 2
+
+
+def test_the_state_file_is_saved_while_running(
+    make_client: Callable[..., Any],
+    start_emulator: Callable[..., EmulatorServer],
+    tmp_path: Path,
+) -> None:
+    state = tmp_path / "rehearsal.json"
+    server = start_emulator(state_file=state, state_save_interval_s=0.02)
+    make_client(server.url).import_vm_image(**import_params())
+    deadline = time.monotonic() + 5
+    while not state.exists() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert json.loads(state.read_text())["counters"]["images"] == 1
+    assert not list(tmp_path.glob(".rehearsal.json.*"))  # no temporary file left behind
 
 
 def test_a_corrupt_state_file_stops_the_start(tmp_path: Path) -> None:
