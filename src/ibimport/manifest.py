@@ -290,6 +290,8 @@ def _tag_errors(loc: tuple[int | str, ...], err: ErrorDetails) -> FieldError:
     key = str(loc[0])
     field = f"tag:{_shorten(key, 40)}"
     if len(loc) >= 2 and loc[1] == "[key]":
+        if key.startswith("aws:"):
+            return FieldError(field, "key must not start with aws: (reserved)", _shorten(key))
         return FieldError(field, "key " + _string_rule(err, _RULES.tag_key), _shorten(key))
     return FieldError(
         field, "value " + _string_rule(err, _RULES.tag_value), _shorten(err.get("input"))
