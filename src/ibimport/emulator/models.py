@@ -14,9 +14,15 @@ import re
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
-from ibimport.apimodel import REQUEST_FIELDS, StringRule, Violation, import_vm_image_rules
+from ibimport.apimodel import (
+    REQUEST_FIELDS,
+    ImportVmImageRules,
+    StringRule,
+    Violation,
+    import_vm_image_rules,
+)
 
 #: Reads the current wall-clock time in seconds; tests pass a fake one.
 Clock = Callable[[], float]
@@ -32,6 +38,13 @@ _VERSION_ARN = re.compile(
 # An ARN's resource name is lowercase; characters its pattern forbids become hyphens.
 _ARN_NAME_FORBIDDEN = re.compile(r"[^a-z0-9_-]")
 _FILTER_NAMES = frozenset({"name", "version", "platform", "osVersion", "type"})
+
+
+class Scope(NamedTuple):
+    """Where a call acts: Image Builder keeps resources per account and region."""
+
+    account: str
+    region: str
 
 
 class ApiException(Exception):
@@ -54,7 +67,7 @@ def validation_error(violations: list[str]) -> ApiException:
     )
 
 
-def violation(value: object, path: str, constraint: str) -> str:
+def violation(path: str, value: object, *, constraint: str) -> str:
     """One violation in AWS's words; ``None`` is a missing member."""
     shown = "null" if value is None else f"'{_java_repr(value)}'"
     return f"Value {shown} at '{path}' failed to satisfy constraint: {constraint}"
@@ -83,13 +96,13 @@ def validate_import_request(body: object) -> dict[str, Any]:
         value = body.get(name)
         if value is None:
             if name in rules.required:
-                problems.append(violation(None, name, "Member must not be null"))
+                problems.append(violation(name, None, constraint="Member must not be null"))
             continue
         params[name] = value
         if name == "semanticVersion":
             found: Violation | None = rules.check_semantic_version(value)
         elif name == "tags":
-            problems.extend(_tag_problems(value, rules.tags_min, rules.tags_max, rules))
+            problems.extend(_tag_problems(value, rules))
             continue
         elif name == "loggingConfiguration":
             problems.extend(_logging_problems(value, rules.log_group_name))
@@ -97,41 +110,45 @@ def validate_import_request(body: object) -> dict[str, Any]:
         else:
             found = rules.fields[name].check(value)
         if found is not None:
-            problems.append(violation(value, name, found.aws_constraint))
+            problems.append(violation(name, value, constraint=found.aws_constraint))
     if problems:
         raise validation_error(problems)
     return params
 
 
-def _tag_problems(tags: object, low: int, high: int, rules: Any) -> Iterator[str]:
+def _tag_problems(tags: object, rules: ImportVmImageRules) -> Iterator[str]:
     if not isinstance(tags, dict):
-        yield violation(tags, "tags", "Member must be a map")
+        yield violation("tags", tags, constraint="Member must be a map")
         return
+    low, high = rules.tags_min, rules.tags_max
     if len(tags) < low:
-        yield violation(tags, "tags", f"Member must have length greater than or equal to {low}")
+        yield violation(
+            "tags", tags, constraint=f"Member must have length greater than or equal to {low}"
+        )
     if len(tags) > high:
-        yield violation(tags, "tags", f"Member must have length less than or equal to {high}")
-    key_rule: StringRule = rules.tag_key
-    value_rule: StringRule = rules.tag_value
+        yield violation(
+            "tags", tags, constraint=f"Member must have length less than or equal to {high}"
+        )
+    key_rule, value_rule = rules.tag_key, rules.tag_value
     key_problems = [v.aws_constraint for k in tags if (v := key_rule.check(k)) is not None]
     value_problems = [
         v.aws_constraint for val in tags.values() if (v := value_rule.check(val)) is not None
     ]
     if key_problems:
         shown = ", ".join(dict.fromkeys(key_problems))
-        yield violation(tags, "tags", f"Map keys must satisfy constraint: [{shown}]")
+        yield violation("tags", tags, constraint=f"Map keys must satisfy constraint: [{shown}]")
     if value_problems:
         shown = ", ".join(dict.fromkeys(value_problems))
-        yield violation(tags, "tags", f"Map value must satisfy constraint: [{shown}]")
+        yield violation("tags", tags, constraint=f"Map value must satisfy constraint: [{shown}]")
 
 
 def _logging_problems(config: object, rule: StringRule) -> Iterator[str]:
     if not isinstance(config, dict):
-        yield violation(config, "loggingConfiguration", "Member must be a structure")
+        yield violation("loggingConfiguration", config, constraint="Member must be a structure")
         return
     name = config.get("logGroupName")
     if name is not None and (found := rule.check(name)) is not None:
-        yield violation(name, "loggingConfiguration.logGroupName", found.aws_constraint)
+        yield violation("loggingConfiguration.logGroupName", name, constraint=found.aws_constraint)
 
 
 def format_date(epoch: float) -> str:
@@ -140,7 +157,7 @@ def format_date(epoch: float) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(epoch)) + f".{millis:03d}Z"
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, kw_only=True)
 class ImageBuild:
     """One build of an imported image: what GetImage and ListImageBuildVersions describe."""
 
@@ -194,7 +211,7 @@ class ImageBuild:
         )
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, kw_only=True)
 class TokenRecord:
     """What a clientToken promised: the request it came with and the image it made."""
 
@@ -216,7 +233,7 @@ class RegionState:
     tokens: dict[str, TokenRecord] = field(default_factory=dict)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class ImportOutcome:
     """The answer to an ImportVmImage call and whether it was a replay."""
 
@@ -238,7 +255,7 @@ class ImageBuilderBackend:
         self.clock = clock
         self.token_ttl_s = token_ttl_s
         self.available_after_s = available_after_s
-        self.regions: dict[tuple[str, str], RegionState] = {}
+        self.regions: dict[Scope, RegionState] = {}
         self.images = 0
         self.duplicate_builds = 0
         self.idempotent_replays = 0
@@ -251,20 +268,21 @@ class ImageBuilderBackend:
         self.images = self.duplicate_builds = self.idempotent_replays = 0
         self.dirty = True
 
-    def _region(self, account: str, region: str) -> RegionState:
-        state = self.regions.get((account, region))
+    def _region(self, scope: Scope) -> RegionState:
+        state = self.regions.get(scope)
         if state is None:
-            state = self.regions[(account, region)] = RegionState()
+            state = self.regions[scope] = RegionState()
         return state
 
-    def import_vm_image(self, account: str, region: str, params: dict[str, Any]) -> ImportOutcome:
+    def import_vm_image(self, scope: Scope, params: dict[str, Any]) -> ImportOutcome:
         """Create a build, or replay the one this clientToken already made.
 
         ``params`` are validated request members. A token is bound to the request it came
         with for ``token_ttl_s``; afterwards it is forgotten and creates a new build.
         """
         now = self.clock()
-        state = self._region(account, region)
+        account, region = scope
+        state = self._region(scope)
         token: str = params["clientToken"]
         request = {k: v for k, v in params.items() if k != "clientToken"}
         tokens = state.tokens
@@ -277,7 +295,7 @@ class ImageBuilderBackend:
                     f"The client token {token} was used with different request parameters.",
                 )
             self.idempotent_replays += 1
-            return ImportOutcome(record.image_arn, token, replay=True)
+            return ImportOutcome(image_arn=record.image_arn, client_token=token, replay=True)
 
         name: str = params["name"]
         version: str = params["semanticVersion"]
@@ -307,10 +325,12 @@ class ImageBuilderBackend:
         )
         siblings.append(build)
         state.builds[build.arn] = build
-        tokens[token] = TokenRecord(request, build.arn, now + self.token_ttl_s)
+        tokens[token] = TokenRecord(
+            request=request, image_arn=build.arn, expires=now + self.token_ttl_s
+        )
         self.images += 1
         self.dirty = True
-        return ImportOutcome(build.arn, token, replay=False)
+        return ImportOutcome(image_arn=build.arn, client_token=token, replay=False)
 
     def status_of(self, build: ImageBuild) -> str:
         """PENDING for the first fifth of ``available_after_s``, then CREATING, then AVAILABLE."""
@@ -322,9 +342,9 @@ class ImageBuilderBackend:
             return "AVAILABLE"
         return "PENDING" if elapsed < after / 5 else "CREATING"
 
-    def get_image(self, account: str, region: str, arn: str) -> ImageBuild:
+    def get_image(self, scope: Scope, arn: str) -> ImageBuild:
         """The build an ARN names; a version ARN names its latest build."""
-        state = self.regions.get((account, region))
+        state = self.regions.get(scope)
         if state is not None:
             build = state.builds.get(arn)
             if build is not None:
@@ -338,15 +358,14 @@ class ImageBuilderBackend:
 
     def list_images(
         self,
-        account: str,
-        region: str,
+        scope: Scope,
         *,
         filters: dict[str, frozenset[str]],
         max_results: int,
         next_token: str | None,
     ) -> tuple[list[list[ImageBuild]], str | None]:
         """One page of image versions (each given as its builds) matching every filter."""
-        state = self.regions.get((account, region))
+        state = self.regions.get(scope)
         if state is None:
             decode_page_token(next_token, 0)
             return [], None
@@ -356,28 +375,27 @@ class ImageBuilderBackend:
         indexes, token = _page(
             range(start, len(versions)),
             lambda i: _matches(by_version[versions[i]][0], filters),
-            max_results,
+            max_results=max_results,
         )
         return [by_version[versions[i]] for i in indexes], token
 
     def list_image_build_versions(
         self,
-        account: str,
-        region: str,
+        scope: Scope,
         version_arn: str,
         *,
         max_results: int,
         next_token: str | None,
     ) -> tuple[list[ImageBuild], str | None]:
         """One page of the builds of one image version; 404 if the version does not exist."""
-        state = self.regions.get((account, region))
+        state = self.regions.get(scope)
         builds = state.builds_by_version.get(version_arn) if state is not None else None
         if not builds:
             raise ApiException(
                 "ResourceNotFoundException", f"Resource {version_arn} does not exist.", status=404
             )
         start = decode_page_token(next_token, len(builds))
-        indexes, token = _page(range(start, len(builds)), lambda _: True, max_results)
+        indexes, token = _page(range(start, len(builds)), lambda _: True, max_results=max_results)
         return [builds[i] for i in indexes], token
 
     def to_state(self) -> dict[str, Any]:
@@ -420,7 +438,7 @@ class ImageBuilderBackend:
         self.duplicate_builds = int(counters.get("duplicateBuilds", 0))
         self.idempotent_replays = int(counters.get("idempotentReplays", 0))
         for entry in data.get("regions", []):
-            state = self._region(entry["account"], entry["region"])
+            state = self._region(Scope(entry["account"], entry["region"]))
             for raw in entry.get("builds", []):
                 build = ImageBuild.from_state(raw)
                 siblings = state.builds_by_version.get(build.version_arn)
@@ -431,7 +449,7 @@ class ImageBuilderBackend:
                 state.builds[build.arn] = build
             for raw in sorted(entry.get("tokens", []), key=lambda t: float(t["expires"])):
                 state.tokens[raw["token"]] = TokenRecord(
-                    raw["request"], raw["imageArn"], float(raw["expires"])
+                    request=raw["request"], image_arn=raw["imageArn"], expires=float(raw["expires"])
                 )
         self.dirty = False
 
@@ -462,7 +480,7 @@ def _matches(build: ImageBuild, filters: dict[str, frozenset[str]]) -> bool:
 
 
 def _page(
-    indexes: range, keep: Callable[[int], bool], max_results: int
+    indexes: range, keep: Callable[[int], bool], *, max_results: int
 ) -> tuple[list[int], str | None]:
     """Take up to ``max_results`` kept indexes; the token points at the next kept one."""
     taken: list[int] = []
@@ -501,7 +519,7 @@ def parse_filters(raw: object) -> dict[str, frozenset[str]]:
         return {}
     if not isinstance(raw, list) or not 1 <= len(raw) <= 10:
         raise validation_error(
-            [violation(raw, "filters", "Member must have length between 1 and 10")]
+            [violation("filters", raw, constraint="Member must have length between 1 and 10")]
         )
     filters: dict[str, frozenset[str]] = {}
     for item in raw:
@@ -513,7 +531,13 @@ def parse_filters(raw: object) -> dict[str, frozenset[str]]:
             )
         if not isinstance(values, list) or not 1 <= len(values) <= 10:
             raise validation_error(
-                [violation(values, "filters.values", "Member must have length between 1 and 10")]
+                [
+                    violation(
+                        "filters.values",
+                        values,
+                        constraint="Member must have length between 1 and 10",
+                    )
+                ]
             )
         filters[name] = frozenset(str(v) for v in values)
     return filters
@@ -525,9 +549,10 @@ def check_version_arn(arn: object, path: str) -> str:
         raise validation_error(
             [
                 violation(
-                    arn,
                     path,
-                    f"Member must satisfy regular expression pattern: {_VERSION_ARN.pattern}",
+                    arn,
+                    constraint="Member must satisfy regular expression pattern: "
+                    + _VERSION_ARN.pattern,
                 )
             ]
         )

@@ -21,6 +21,7 @@ from ibimport.emulator.models import (
     ApiException,
     ImageBuild,
     ImageBuilderBackend,
+    Scope,
     check_version_arn,
     format_date,
     parse_filters,
@@ -34,15 +35,14 @@ _loads = json.loads
 _GET_IMAGE_ARN = re.compile(
     service_model()["shapes"]["ImageVersionArnOrBuildVersionArn"]["pattern"]
 )
-_OWNERS = frozenset(service_model()["shapes"]["Ownership"]["enum"])
+_OWNERS = tuple(service_model()["shapes"]["Ownership"]["enum"])
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Call:
     """One authenticated API request: whose it is, where, and what it carries."""
 
-    account: str
-    region: str
+    scope: Scope
     request_id: str
     body: bytes
     query: Mapping[str, str]
@@ -75,7 +75,7 @@ def _json_body(call: Call) -> dict[str, Any]:
 def import_vm_image(backend: ImageBuilderBackend, call: Call) -> bytes:
     """PUT /ImportVmImage."""
     params = validate_import_request(_json_body(call))
-    outcome = backend.import_vm_image(call.account, call.region, params)
+    outcome = backend.import_vm_image(call.scope, params)
     return _dumps(
         {
             "requestId": call.request_id,
@@ -89,16 +89,14 @@ def get_image(backend: ImageBuilderBackend, call: Call) -> bytes:
     """GET /GetImage?imageBuildVersionArn=..."""
     arn = call.query.get("imageBuildVersionArn")
     if arn is None:
-        raise validation_error([violation(None, "imageBuildVersionArn", "Member must not be null")])
-    if _GET_IMAGE_ARN.match(arn) is None:
         raise validation_error(
-            [
-                f"Value '{arn}' at 'imageBuildVersionArn' failed to satisfy constraint: "
-                f"Member must satisfy regular expression pattern: {_GET_IMAGE_ARN.pattern}"
-            ]
+            [violation("imageBuildVersionArn", None, constraint="Member must not be null")]
         )
-    build = backend.get_image(call.account, call.region, arn)
-    image = _describe(backend, build, call.region)
+    if _GET_IMAGE_ARN.match(arn) is None:
+        pattern = f"Member must satisfy regular expression pattern: {_GET_IMAGE_ARN.pattern}"
+        raise validation_error([violation("imageBuildVersionArn", arn, constraint=pattern)])
+    build = backend.get_image(call.scope, arn)
+    image = _describe(backend, build, call.scope.region)
     del image["owner"]  # Image, unlike ImageSummary, has no owner member
     image["enhancedImageMetadataEnabled"] = False
     return _dumps({"requestId": call.request_id, "image": image}).encode()
@@ -109,12 +107,8 @@ def list_images(backend: ImageBuilderBackend, call: Call) -> bytes:
     body = _json_body(call)
     owner = body.get("owner", "Self")
     if owner not in _OWNERS:
-        raise validation_error(
-            [
-                f"Value '{owner}' at 'owner' failed to satisfy constraint: "
-                f"Member must satisfy enum value set: [{', '.join(sorted(_OWNERS))}]"
-            ]
-        )
+        enum = f"Member must satisfy enum value set: [{', '.join(_OWNERS)}]"
+        raise validation_error([violation("owner", owner, constraint=enum)])
     filters = parse_filters(body.get("filters"))
     max_results = _max_results(body.get("maxResults"))
     next_token = _next_token(body.get("nextToken"))
@@ -123,8 +117,7 @@ def list_images(backend: ImageBuilderBackend, call: Call) -> bytes:
         token = None
     else:
         versions, token = backend.list_images(
-            call.account,
-            call.region,
+            call.scope,
             filters=filters,
             max_results=max_results,
             next_token=next_token,
@@ -155,19 +148,20 @@ def list_image_build_versions(backend: ImageBuilderBackend, call: Call) -> bytes
     body = _json_body(call)
     version_arn = body.get("imageVersionArn")
     if version_arn is None:
-        raise validation_error([violation(None, "imageVersionArn", "Member must not be null")])
+        raise validation_error(
+            [violation("imageVersionArn", None, constraint="Member must not be null")]
+        )
     check_version_arn(version_arn, "imageVersionArn")
     filters = parse_filters(body.get("filters"))
     builds, token = backend.list_image_build_versions(
-        call.account,
-        call.region,
+        call.scope,
         version_arn,
         max_results=_max_results(body.get("maxResults")),
         next_token=_next_token(body.get("nextToken")),
     )
     summaries = []
     for build in builds:
-        summary = _describe(backend, build, call.region)
+        summary = _describe(backend, build, call.scope.region)
         if all(_field_of(summary, name) in values for name, values in filters.items()):
             summaries.append(summary)
     answer: dict[str, Any] = {"requestId": call.request_id, "imageSummaryList": summaries}
@@ -186,16 +180,16 @@ def _max_results(value: object) -> int:
     if value is None:
         return PAGE_MAX
     if not isinstance(value, int) or isinstance(value, bool):
-        raise validation_error([violation(value, "maxResults", "Member must be an integer")])
+        raise validation_error(
+            [violation("maxResults", value, constraint="Member must be an integer")]
+        )
     if value < 1:
         constraint = "Member must have value greater than or equal to 1"
     elif value > PAGE_MAX:
         constraint = f"Member must have value less than or equal to {PAGE_MAX}"
     else:
         return value
-    raise validation_error(
-        [f"Value '{value}' at 'maxResults' failed to satisfy constraint: {constraint}"]
-    )
+    raise validation_error([violation("maxResults", value, constraint=constraint)])
 
 
 def _next_token(value: object) -> str | None:

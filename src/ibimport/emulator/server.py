@@ -32,7 +32,7 @@ from typing import Any, Self
 
 from aiohttp import web
 
-from ibimport.emulator.models import ApiException, Clock, ImageBuilderBackend
+from ibimport.emulator.models import ApiException, Clock, ImageBuilderBackend, Scope
 from ibimport.emulator.responses import OPERATIONS, Call, render_error
 from ibimport.errors import ConfigError
 
@@ -230,13 +230,18 @@ class Emulator:
         access_key, region = credential.groups()
         account = access_key if _ACCOUNT_KEY.match(access_key) else config.account_id
         request_id = str(uuid.uuid4())
-        call = Call(account, region, request_id, await request.read(), request.query)
+        call = Call(
+            scope=Scope(account, region),
+            request_id=request_id,
+            body=await request.read(),
+            query=request.query,
+        )
         try:
             body = handler(self.backend, call)
         except ApiException as exc:
-            response = self._error(exc, request_id)
+            response = self._error(exc, request_id=request_id)
         else:
-            response = _json_response(200, body, request_id)
+            response = _json_response(200, body, request_id=request_id)
         if drop:
             # The call took effect but its answer is lost: the client must retry safely.
             self.dropped += 1
@@ -252,15 +257,15 @@ class Emulator:
             self.buckets[operation] = bucket
         return bucket
 
-    def _error(self, exc: ApiException, request_id: str | None = None) -> web.Response:
+    def _error(self, exc: ApiException, *, request_id: str | None = None) -> web.Response:
         status, error_type, body = render_error(exc)
         self.errors[error_type] = self.errors.get(error_type, 0) + 1
-        response = _json_response(status, body, request_id or str(uuid.uuid4()))
+        response = _json_response(status, body, request_id=request_id or str(uuid.uuid4()))
         response.headers["x-amzn-ErrorType"] = error_type
         return response
 
 
-def _json_response(status: int, body: bytes, request_id: str | None = None) -> web.Response:
+def _json_response(status: int, body: bytes, *, request_id: str | None = None) -> web.Response:
     headers = {"Content-Type": _JSON}
     if request_id is not None:
         headers["x-amzn-RequestId"] = request_id
@@ -292,7 +297,7 @@ def _write_state(path: Path, data: dict[str, Any]) -> None:
         raise
 
 
-async def _save_periodically(emulator: Emulator, path: Path, interval_s: float) -> None:
+async def _save_periodically(emulator: Emulator, path: Path, *, interval_s: float) -> None:
     loop = asyncio.get_running_loop()
     while True:
         await asyncio.sleep(interval_s)
@@ -323,7 +328,9 @@ async def serve(
         port = _bound_port(runner)
         if config.state_file is not None and config.state_save_interval_s > 0:
             saver = asyncio.create_task(
-                _save_periodically(emulator, config.state_file, config.state_save_interval_s)
+                _save_periodically(
+                    emulator, config.state_file, interval_s=config.state_save_interval_s
+                )
             )
         on_ready(emulator, f"http://{_url_host(config.host)}:{port}")
         await stop.wait()
