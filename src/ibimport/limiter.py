@@ -336,19 +336,22 @@ class FixedRateLimiter(_PacedLimiter):
 class AdaptiveLimiter(_PacedLimiter):
     """An unknown quota, found from the service's throttling and then held.
 
-    Before the first throttle: unpaced, starting with ``initial_in_flight`` calls and adding
+    Discovery (before the first throttle): start with ``initial_in_flight`` calls and add
     one more each time a full round of calls (as many successes as the limit) succeeded
-    while waiting for a slot was what held calls back.
+    while waiting for a slot was what held calls back. The pace only spreads starts out
+    (``discovery_headroom`` times in-flight limit / mean latency, by Little's law), so calls
+    do not leave in lock-step waves that a small service burst would reject.
 
-    On a throttle: the rate at which the service *accepted* calls since the last reaction
-    (at most ``window_s`` back) is a direct measurement of the quota, so the pace is set to
-    ``margin`` of it instead of being halved. Reactions are debounced: one per
-    ``reaction_samples`` expected calls (between ``min_span_s`` and ``window_s``), so a volley
-    of throttles cannot collapse the rate.
+    On a throttle: the rate at which the service *accepted* calls over the last moments is
+    a direct measurement of the quota, so the pace is set to ``margin`` of it instead of
+    being halved. Reactions are debounced (one per ``reaction_samples`` calls at the current
+    pace, between ``min_span_s`` and ``window_s``) so a volley of throttles counts once.
 
-    Then probe: each clean second in which pacing was what limited the run (most starts
-    waited on the pace) raises the pace by ``probe_step``. The in-flight limit keeps
-    growing by the same rule as before whenever it, not the pace, is what holds calls back.
+    Then probe: every clean interval (a second, or ``probe_calls`` calls if that is longer)
+    in which pacing was what limited the run (most starts waited on the pace, not on a
+    slot) raises the pace by ``probe_step``; after ``probe_step``-sized steps have run clean
+    for a while the step doubles (up to 4x), to recover from an estimate that came out low.
+    The in-flight limit keeps growing by the discovery rule whenever it is what binds.
     """
 
     def __init__(
@@ -359,9 +362,12 @@ class AdaptiveLimiter(_PacedLimiter):
         initial_in_flight: int = 4,
         margin: float = 0.95,
         probe_step: float = 0.02,
+        probe_calls: int = 20,
         window_s: float = 2.0,
+        first_window_s: float = 0.5,
         min_span_s: float = 0.25,
         reaction_samples: int = 8,
+        discovery_headroom: float = 1.5,
         min_rate: float = 0.1,
     ) -> None:
         if concurrency < 1:
@@ -370,35 +376,50 @@ class AdaptiveLimiter(_PacedLimiter):
         self._max_in_flight = concurrency
         self._margin = margin
         self._probe_step = probe_step
+        self._probe_calls = probe_calls
         self._window = window_s
+        self._first_window = first_window_s
         self._min_span = min_span_s
         self._reaction_samples = reaction_samples
+        self._headroom = discovery_headroom
         self._min_rate = min_rate
         now = clock.now()
         self._began = now
         self._accepted: deque[float] = deque()  # end times of accepted calls, last window_s
-        self._reacted_at: float | None = None
+        self._reacted_at: float | None = None  # None: still discovering
+        self._starts: deque[float] = deque()  # start times of calls in flight, FIFO
+        self._latency: float | None = None  # mean call latency (EWMA)
         # the current ramp round (in-flight growth)
         self._round_ok = 0
         self._round_starts = 0
         self._round_slot_bound = 0
-        # the current probe second (pace growth)
+        # the current probe interval (pace growth)
         self._probe_since = now
         self._probe_starts = 0
         self._probe_paced = 0
+        self._clean_probes = 0
 
     def _started(self, now: float, *, slot_waited: bool, paced: bool) -> None:
+        self._starts.append(now)
         self._round_starts += 1
-        if slot_waited and not paced:
+        # In discovery the pace only spreads starts; afterwards a call held by the pace
+        # says the slots are not what binds.
+        if slot_waited and (self._reacted_at is None or not paced):
             self._round_slot_bound += 1
         self._probe_starts += 1
         if paced:
             self._probe_paced += 1
 
     def _ended(self, now: float, *, throttled: bool) -> None:
+        if self._starts:
+            # Pairing ends with starts first-in-first-out misattributes single calls but
+            # keeps the sum of latencies, which is all a mean needs.
+            sample = now - self._starts.popleft()
+            self._latency = sample if self._latency is None else 0.9 * self._latency + 0.1 * sample
         if throttled:
             self._round_ok = self._round_starts = self._round_slot_bound = 0
             self._probe_since, self._probe_starts, self._probe_paced = now, 0, 0
+            self._clean_probes = 0
             self._react(now)
             return
         self._accepted.append(now)
@@ -406,7 +427,10 @@ class AdaptiveLimiter(_PacedLimiter):
             self._accepted.popleft()
         self._round_ok += 1
         self._maybe_ramp()
-        self._maybe_probe(now)
+        if self._reacted_at is None:
+            self._spread()
+        else:
+            self._maybe_probe(now)
 
     def _maybe_ramp(self) -> None:
         limit = self._slots.limit
@@ -416,12 +440,23 @@ class AdaptiveLimiter(_PacedLimiter):
             self._slots.resize(limit + 1)
         self._round_ok = self._round_starts = self._round_slot_bound = 0
 
+    def _spread(self) -> None:
+        if not self._latency:
+            return
+        target = self._headroom * self._slots.limit / self._latency
+        rate = self._pacer.rate
+        if rate is None or abs(target - rate) > 0.02 * rate:
+            self._pacer.set_rate(target)
+
     def _maybe_probe(self, now: float) -> None:
         rate = self._pacer.rate
-        if rate is None or now - self._probe_since < 1.0:
+        assert rate is not None
+        if now - self._probe_since < max(1.0, self._probe_calls / rate):
             return
         if 2 * self._probe_paced >= self._probe_starts > 0:
-            self._pacer.set_rate(rate * (1.0 + self._probe_step))
+            self._clean_probes += 1
+            boost = 2 ** min(2, self._clean_probes // 5)
+            self._pacer.set_rate(rate * (1.0 + self._probe_step * boost))
         self._probe_since, self._probe_starts, self._probe_paced = now, 0, 0
 
     def _react(self, now: float) -> None:
@@ -431,16 +466,17 @@ class AdaptiveLimiter(_PacedLimiter):
             if now - self._reacted_at < debounce:
                 return
         # Since the last reaction the service has been at its limit, so what it accepted
-        # is its refill rate. Before the first reaction the window also holds the service's
-        # initial burst: an overestimate, corrected at the next reaction.
-        since = max(now - self._window, self._began)
-        if self._reacted_at is not None:
-            since = max(since, self._reacted_at)
-        since = min(since, now - self._min_span)
+        # is its refill rate. The first window also holds the service's initial burst: an
+        # overestimate, corrected at the next reaction.
+        if self._reacted_at is None:
+            since = now - self._first_window
+        else:
+            since = max(self._reacted_at, now - self._window)
+        since = min(max(since, self._began), now - self._min_span)
         accepted = len(self._accepted) - bisect.bisect_right(self._accepted, since)
-        if accepted >= 3:
+        if accepted:
             new_rate = self._margin * accepted / (now - since)
-        elif rate is not None:  # too little evidence to measure: back off instead
+        elif rate is not None:  # nothing got through: back off instead
             new_rate = 0.5 * rate
         else:  # nothing to go on yet; the throttled calls back off on their own
             return

@@ -1,0 +1,328 @@
+"""Limiter and FakeClock behaviour, in virtual time only (no wall-clock assertions)."""
+
+from __future__ import annotations
+
+import itertools
+
+import anyio
+import pytest
+
+from ibimport.limiter import (
+    AdaptiveLimiter,
+    FakeClock,
+    FixedRateLimiter,
+    MonotonicClock,
+    _Pacer,
+    build_limiter,
+)
+
+# --- FakeClock ---------------------------------------------------------------------------
+
+
+async def test_fake_clock_wakes_concurrent_sleepers_at_their_own_times() -> None:
+    clock = FakeClock()
+    woke: list[tuple[str, float]] = []
+
+    async def nap(name: str, seconds: float) -> None:
+        await clock.sleep(seconds)
+        woke.append((name, clock.now()))
+
+    async with anyio.create_task_group() as tg:
+        for name, seconds in [("c", 3.0), ("a", 1.0), ("b", 2.0), ("a2", 1.0)]:
+            tg.start_soon(nap, name, seconds)
+    assert woke == [("a", 1.0), ("a2", 1.0), ("b", 2.0), ("c", 3.0)]
+    assert clock.now() == 3.0
+
+
+async def test_fake_clock_chained_sleeps_add_up_and_do_not_interfere() -> None:
+    clock = FakeClock(start=10.0)
+    ends: dict[str, float] = {}
+
+    async def steps(name: str, step: float, count: int) -> None:
+        for _ in range(count):
+            await clock.sleep(step)
+        ends[name] = clock.now()
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(steps, "fast", 0.25, 8)
+        tg.start_soon(steps, "slow", 1.0, 3)
+    assert ends == {"fast": pytest.approx(12.0), "slow": pytest.approx(13.0)}
+
+
+async def test_fake_clock_time_waits_for_other_work_to_finish() -> None:
+    """Time moves only once every task is blocked: a busy task sees no time pass."""
+    clock = FakeClock()
+    seen: list[float] = []
+
+    async def busy() -> None:
+        for _ in range(50):
+            await anyio.lowlevel.checkpoint()
+            seen.append(clock.now())
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(clock.sleep, 5.0)
+        tg.start_soon(busy)
+    assert set(seen) == {0.0}
+
+
+async def test_fake_clock_survives_cancelled_sleepers_including_the_driver() -> None:
+    clock = FakeClock()
+    woke: list[float] = []
+
+    async def nap(seconds: float) -> None:
+        await clock.sleep(seconds)
+        woke.append(clock.now())
+
+    async with anyio.create_task_group() as tg:
+        with anyio.CancelScope() as first:  # the first sleeper becomes the driver
+            first.cancel()
+            await clock.sleep(100.0)
+        tg.start_soon(nap, 2.0)
+        async with anyio.create_task_group() as doomed:
+            doomed.start_soon(clock.sleep, 1.5)
+            doomed.start_soon(clock.sleep, 50.0)
+            await clock.sleep(1.0)
+            doomed.cancel_scope.cancel()
+    assert woke == [2.0]
+    assert clock.now() == 2.0
+
+
+async def test_fake_clock_zero_sleep_is_a_checkpoint() -> None:
+    clock = FakeClock()
+    await clock.sleep(0)
+    await clock.sleep(-1)
+    assert clock.now() == 0.0
+
+
+async def test_monotonic_clock_moves_forward() -> None:
+    clock = MonotonicClock()
+    before = clock.now()
+    await clock.sleep(0)
+    assert clock.now() >= before
+
+
+# --- pacing ------------------------------------------------------------------------------
+
+
+async def _run_calls(
+    limiter: FixedRateLimiter | AdaptiveLimiter,
+    clock: FakeClock,
+    *,
+    workers: int,
+    calls: int,
+    latency: float,
+) -> tuple[list[float], int]:
+    """Drive the limiter as the runner does; return start times and the peak in flight."""
+    starts: list[float] = []
+    in_flight = peak = 0
+    remaining = calls
+
+    async def worker() -> None:
+        nonlocal in_flight, peak, remaining
+        while remaining > 0:
+            remaining -= 1
+            await limiter.acquire()
+            starts.append(clock.now())
+            in_flight += 1
+            peak = max(peak, in_flight)
+            await clock.sleep(latency)
+            in_flight -= 1
+            limiter.release(throttled=False)
+
+    async with anyio.create_task_group() as tg:
+        for _ in range(workers):
+            tg.start_soon(worker)
+    return starts, peak
+
+
+async def test_fixed_rate_spaces_starts_evenly_with_no_initial_burst() -> None:
+    clock = FakeClock()
+    limiter = FixedRateLimiter(8, 20.0, clock=clock)
+    starts, _ = await _run_calls(limiter, clock, workers=8, calls=60, latency=0.01)
+    gaps = [b - a for a, b in itertools.pairwise(starts)]
+    assert starts[0] == 0.0
+    assert gaps == pytest.approx([0.05] * 59)
+
+
+async def test_fixed_rate_after_idle_starts_at_once_but_never_bursts() -> None:
+    clock = FakeClock()
+    limiter = FixedRateLimiter(4, 10.0, clock=clock)
+    await limiter.acquire()
+    limiter.release(throttled=False)
+    await clock.sleep(5.0)  # idle: no credit is banked
+    starts = []
+    for _ in range(3):
+        await limiter.acquire()
+        starts.append(clock.now())
+        limiter.release(throttled=False)
+    assert starts == pytest.approx([5.0, 5.1, 5.2])
+
+
+async def test_in_flight_never_exceeds_concurrency() -> None:
+    clock = FakeClock()
+    limiter = FixedRateLimiter(3, 1000.0, clock=clock)
+    starts, peak = await _run_calls(limiter, clock, workers=10, calls=50, latency=0.5)
+    assert peak == 3
+    assert len(starts) == 50
+    assert limiter.in_flight_limit == 3
+
+
+async def test_cancelled_acquire_gives_its_place_back() -> None:
+    clock = FakeClock()
+    limiter = FixedRateLimiter(1, 1.0, clock=clock)
+    await limiter.acquire()  # holds the only slot
+    with anyio.move_on_after(0.01):  # wall-clock timeout only unblocks the waiter
+        await limiter.acquire()
+    limiter.release(throttled=False)
+    await limiter.acquire()  # would hang if the cancelled waiter had leaked the slot
+    assert clock.now() == pytest.approx(1.0)  # and the pace still holds
+
+
+async def test_waiters_pick_up_a_slower_pace_at_once() -> None:
+    clock = FakeClock()
+    limiter = FixedRateLimiter(4, 1.0, clock=clock)
+    await limiter.acquire()  # starts at 0; the next may start at 1.0
+    started: list[float] = []
+
+    async def waiter() -> None:
+        await limiter.acquire()
+        started.append(clock.now())
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(waiter)
+        await clock.sleep(0.5)
+        limiter.release(throttled=True)  # throttled: pace drops to 0.9/s
+    assert limiter.rate == pytest.approx(0.9)
+    assert started == pytest.approx([1 / 0.9])
+
+
+@pytest.mark.parametrize(("new_rate", "expected_start"), [(10.0, 0.2), (0.5, 2.0), (None, 0.2)])
+async def test_waiters_pick_up_a_new_rate_at_once(
+    new_rate: float | None, expected_start: float
+) -> None:
+    clock = FakeClock()
+    pacer = _Pacer(clock, 1.0)
+    await pacer.wait()  # starts at 0; the next was due at 1.0
+    started: list[float] = []
+
+    async def waiter() -> None:
+        await pacer.wait()
+        started.append(clock.now())
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(waiter)
+        await clock.sleep(0.2)
+        pacer.set_rate(new_rate)
+    assert started == pytest.approx([expected_start])
+
+
+async def test_fixed_rate_backs_off_once_per_window_and_recovers_to_the_ceiling() -> None:
+    clock = FakeClock()
+    limiter = FixedRateLimiter(4, 10.0, clock=clock)
+    for _ in range(5):  # a volley of throttles is one reaction
+        await limiter.acquire()
+        limiter.release(throttled=True)
+    assert limiter.rate == pytest.approx(9.0)
+    for _ in range(60):
+        await limiter.acquire()
+        await clock.sleep(0.05)
+        limiter.release(throttled=False)
+    assert limiter.rate == pytest.approx(10.0)  # back at, and never above, the ceiling
+
+
+# --- adaptive ----------------------------------------------------------------------------
+
+
+async def test_adaptive_starts_modestly_unpaced_and_ramps_in_flight() -> None:
+    clock = FakeClock()
+    limiter = AdaptiveLimiter(16, clock=clock)
+    assert limiter.in_flight_limit == 4
+    assert limiter.rate is None
+    _, peak = await _run_calls(limiter, clock, workers=32, calls=400, latency=0.1)
+    assert limiter.in_flight_limit == 16  # grew while slots were the bottleneck; capped
+    assert peak == 16
+
+
+async def test_adaptive_does_not_ramp_when_slots_are_not_the_bottleneck() -> None:
+    clock = FakeClock()
+    limiter = AdaptiveLimiter(16, clock=clock)
+    await _run_calls(limiter, clock, workers=2, calls=200, latency=0.1)
+    assert limiter.in_flight_limit == 4
+
+
+async def _accepted_then_throttled(limiter: AdaptiveLimiter, clock: FakeClock) -> None:
+    """40 accepted calls/s for two seconds, one at a time, then a throttle."""
+    for _ in range(80):
+        await limiter.acquire()
+        await clock.sleep(0.025)
+        limiter.release(throttled=False)
+    await limiter.acquire()
+    limiter.release(throttled=True)
+
+
+async def test_adaptive_paces_just_under_the_accepted_rate_when_throttled() -> None:
+    clock = FakeClock()
+    limiter = AdaptiveLimiter(16, clock=clock)
+    await _accepted_then_throttled(limiter, clock)
+    assert limiter.rate == pytest.approx(0.95 * 40, rel=0.05)
+
+
+async def test_adaptive_a_volley_of_throttles_is_one_reaction() -> None:
+    clock = FakeClock()
+    limiter = AdaptiveLimiter(16, clock=clock)
+    await _accepted_then_throttled(limiter, clock)
+    rate = limiter.rate
+    assert rate is not None
+    for _ in range(int(0.2 * rate)):  # what was sent in the next moment comes back throttled
+        await limiter.acquire()
+        limiter.release(throttled=True)
+    assert limiter.rate == rate
+
+
+async def test_adaptive_backs_off_when_nothing_gets_through_for_a_while() -> None:
+    clock = FakeClock()
+    limiter = AdaptiveLimiter(16, clock=clock)
+    await _accepted_then_throttled(limiter, clock)
+    rate = limiter.rate
+    assert rate is not None
+    while clock.now() < 3.0:
+        await limiter.acquire()
+        limiter.release(throttled=True)
+    assert limiter.rate is not None
+    assert rate / 8 < limiter.rate < rate / 2  # halved per debounce window, not per throttle
+
+
+async def test_adaptive_probes_up_only_while_the_pace_binds() -> None:
+    clock = FakeClock()
+    bound_by_latency = AdaptiveLimiter(16, clock=clock)
+    await _accepted_then_throttled(bound_by_latency, clock)
+    rate = bound_by_latency.rate
+    assert rate is not None
+    await _run_calls(bound_by_latency, clock, workers=1, calls=100, latency=0.1)  # 10/s
+    assert bound_by_latency.rate == rate
+
+    clock = FakeClock()
+    bound_by_pace = AdaptiveLimiter(16, clock=clock)
+    await _accepted_then_throttled(bound_by_pace, clock)
+    start = clock.now()
+    await _run_calls(bound_by_pace, clock, workers=16, calls=400, latency=0.1)
+    seconds = clock.now() - start
+    grown = bound_by_pace.rate
+    assert grown is not None
+    assert rate * 1.01 < grown < rate * 1.05**seconds  # slowly: a few % per clean second
+
+
+def test_build_limiter_picks_by_whether_the_rate_is_known() -> None:
+    clock = FakeClock()
+    fixed = build_limiter(concurrency=8, rate=40.0, clock=clock)
+    assert isinstance(fixed, FixedRateLimiter)
+    assert (fixed.rate, fixed.in_flight_limit) == (40.0, 8)
+    adaptive = build_limiter(concurrency=2, rate=None, clock=clock)
+    assert isinstance(adaptive, AdaptiveLimiter)
+    assert (adaptive.rate, adaptive.in_flight_limit) == (None, 2)
+
+
+@pytest.mark.parametrize(("concurrency", "rate"), [(0, 1.0), (1, 0.0), (1, -5.0)])
+def test_fixed_rate_rejects_nonsense(concurrency: int, rate: float) -> None:
+    with pytest.raises(ValueError, match="must be"):
+        FixedRateLimiter(concurrency, rate, clock=FakeClock())
