@@ -20,7 +20,7 @@ def emulator_command(
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on; 0 picks a free one.")] = 8787,
     region: Annotated[
-        str, typer.Option(help="Region used when a request names none.")
+        str, typer.Option(help="Home region; state is kept per region a call is signed for.")
     ] = "us-east-1",
     account_id: Annotated[
         str, typer.Option(help="Account of callers whose access key is not 12 digits.")

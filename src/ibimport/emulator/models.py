@@ -176,6 +176,7 @@ class ImageBuild:
     created: float
 
     def to_state(self) -> dict[str, Any]:
+        """This build as the state file stores it."""
         return {
             "arn": self.arn,
             "versionArn": self.version_arn,
@@ -194,6 +195,7 @@ class ImageBuild:
 
     @classmethod
     def from_state(cls, data: dict[str, Any]) -> ImageBuild:
+        """A build read back from the state file."""
         return cls(
             arn=data["arn"],
             version_arn=data["versionArn"],
