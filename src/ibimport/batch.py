@@ -1,0 +1,250 @@
+"""One batch end to end: preflight the manifest, open the journal, run, write the outputs.
+
+This is the library entry point the CLI calls (and benchmarks and tests can call it
+too). It wires the parts together; the decisions live in the parts: rules in
+``manifest``, tokens in ``tokens``, pacing in ``limiter``, resume in ``journal``,
+orchestration in ``runner``, figures in ``report``.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+import tempfile
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from contextlib import AsyncExitStack, asynccontextmanager, contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ibimport.client import ClientSettings, ImageBuilderClient, open_client
+from ibimport.events import RunListener
+from ibimport.journal import Journal, ManifestDiff, NullJournal, SqliteJournal
+from ibimport.limiter import Clock, MonotonicClock, build_limiter
+from ibimport.manifest import ManifestFormat, ManifestRow, manifest_fingerprint, read_manifest
+from ibimport.report import ResultsWriter, RunStats, write_report
+from ibimport.runner import RunOutcome, Runner, RunSettings
+from ibimport.tokens import client_token
+
+#: How many invalid rows preflight keeps to show; the count is always exact.
+MAX_SHOWN_INVALID = 1000
+
+
+@dataclass(frozen=True, kw_only=True)
+class LocalEmulator:
+    """``--local``: an in-process emulator with throwaway credentials."""
+
+    latency_ms: float = 0.0
+    jitter_ms: float = 0.0
+    rate: float | None = None
+    burst: int | None = None
+    fault_rate: float = 0.0
+    seed: int | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class BatchConfig:
+    """Everything one ``ibimport run`` needs, already parsed."""
+
+    manifest: Path
+    fmt: ManifestFormat | None = None
+    extra_tags: Mapping[str, str] = field(default_factory=dict)
+    run: RunSettings = RunSettings()
+    rate: float | None = None
+    client: ClientSettings = ClientSettings()
+    local: LocalEmulator | None = None
+    journal_path: Path | None = None
+    report_path: Path | None = None
+    results_path: Path | None = None
+    skip_invalid: bool = False
+    force: bool = False
+
+
+@dataclass(slots=True)
+class Preflight:
+    """What reading the whole manifest once, before any call, found."""
+
+    total_rows: int = 0
+    invalid_count: int = 0
+    invalid_rows: list[ManifestRow] = field(default_factory=list)
+    diff: ManifestDiff | None = None
+    journal_is_new: bool = True
+
+
+@dataclass(slots=True)
+class BatchResult:
+    """How the batch ended, with its figures and where the outputs went."""
+
+    outcome: RunOutcome
+    stats: RunStats
+    report_path: Path
+    results_path: Path
+    journal_path: Path | None
+
+
+def default_output_paths(manifest: Path) -> tuple[Path, Path, Path]:
+    """Journal, report and results beside the manifest, named after it."""
+    stem = manifest.with_suffix("") if manifest.suffix else manifest
+    return (
+        stem.with_name(stem.name + ".journal"),
+        stem.with_name(stem.name + ".report.json"),
+        stem.with_name(stem.name + ".results.csv"),
+    )
+
+
+@contextmanager
+def spooled_stdin(fmt: ManifestFormat) -> Iterator[Path]:
+    """Copy stdin to a private temp file: a batch reads its manifest twice."""
+    suffix = "." + fmt.value
+    with tempfile.TemporaryDirectory(prefix="ibimport-") as tmp:
+        path = Path(tmp) / ("stdin" + suffix)
+        with open(path, "wb") as out:
+            shutil.copyfileobj(sys.stdin.buffer, out)
+        yield path
+
+
+def _rows(config: BatchConfig) -> Iterator[ManifestRow]:
+    return read_manifest(config.manifest, fmt=config.fmt, extra_tags=config.extra_tags)
+
+
+def preflight(config: BatchConfig, *, journal: SqliteJournal | None) -> Preflight:
+    """Validate every row, and compare with the journal, before a single call is sent."""
+    found = Preflight(journal_is_new=journal is None or journal.is_new)
+    for manifest_row in _rows(config):
+        found.total_rows += 1
+        if manifest_row.task is None:
+            found.invalid_count += 1
+            if len(found.invalid_rows) < MAX_SHOWN_INVALID:
+                found.invalid_rows.append(manifest_row)
+    if journal is not None and not journal.is_new:
+        found.diff = journal.diff(
+            (r.row, r.task.name, r.task.semanticVersion, client_token(r.task, salt=config.run.token_salt))
+            for r in _rows(config)
+            if r.task is not None
+        )
+    return found
+
+
+def open_journal(config: BatchConfig, journal_path: Path | None) -> SqliteJournal | None:
+    """Open (or create) the journal named for this manifest and these settings."""
+    if journal_path is None:
+        return None
+    return SqliteJournal.open(
+        journal_path,
+        manifest_path=str(config.manifest),
+        manifest_fingerprint=manifest_fingerprint(config.manifest),
+        settings={"token_salt": config.run.token_salt},
+    )
+
+
+class BatchControl:
+    """Lets a signal handler stop a running batch gracefully."""
+
+    def __init__(self) -> None:
+        self._runner: Runner | None = None
+        self._stop_requested = False
+
+    @property
+    def stop_requested(self) -> bool:
+        return self._stop_requested
+
+    def request_stop(self) -> None:
+        self._stop_requested = True
+        if self._runner is not None:
+            self._runner.request_stop()
+
+    def _attach(self, runner: Runner) -> None:
+        self._runner = runner
+        if self._stop_requested:
+            runner.request_stop()
+
+
+@asynccontextmanager
+async def _client_for(config: BatchConfig) -> AsyncIterator[ImageBuilderClient]:
+    async with AsyncExitStack() as stack:
+        settings = config.client
+        if config.local is not None:
+            from ibimport.emulator import EmulatorConfig, EmulatorServer
+
+            local = config.local
+            server = EmulatorServer(
+                EmulatorConfig(
+                    latency_ms=local.latency_ms,
+                    jitter_ms=local.jitter_ms,
+                    rate=local.rate,
+                    burst=local.burst,
+                    fault_rate=local.fault_rate,
+                    seed=local.seed,
+                    region=settings.region or "us-east-1",
+                )
+            )
+            stack.enter_context(server)
+            settings = ClientSettings(
+                region=settings.region or "us-east-1",
+                endpoint_url=server.url,
+                max_pool_connections=settings.max_pool_connections,
+                access_key_id="AKIAIBIMPORTLOCAL000",
+                secret_access_key="ibimport-local-throwaway-secret",
+            )
+        yield await stack.enter_async_context(open_client(settings))
+
+
+async def execute(
+    config: BatchConfig,
+    *,
+    journal: SqliteJournal | None,
+    total_rows: int | None,
+    listeners: Sequence[RunListener] = (),
+    control: BatchControl | None = None,
+    clock: Clock | None = None,
+) -> BatchResult:
+    """Run the batch and write the report and results, even when interrupted."""
+    _, default_report, default_results = default_output_paths(config.manifest)
+    report_path = config.report_path or default_report
+    results_path = config.results_path or default_results
+    clock = clock or MonotonicClock()
+    stats = RunStats()
+    store: Journal = journal if journal is not None else NullJournal()
+    with ResultsWriter(results_path) as results:
+        async with _client_for(config) as client:
+            runner = Runner(
+                client,
+                build_limiter(
+                    concurrency=config.run.concurrency, rate=config.rate, clock=clock
+                ),
+                journal=store,
+                clock=clock,
+                listeners=[stats, results, *listeners],
+                settings=config.run,
+            )
+            if control is not None:
+                control._attach(runner)
+            try:
+                async with store.running():
+                    outcome = await runner.run(_rows(config), total_rows=total_rows)
+            finally:
+                await store.aclose()
+    write_report(report_path, stats.to_report())
+    return BatchResult(
+        outcome=outcome,
+        stats=stats,
+        report_path=report_path,
+        results_path=results_path,
+        journal_path=config.journal_path,
+    )
+
+
+def exit_code(result: BatchResult) -> int:
+    """0 all rows imported or already there, 1 some not, 130 interrupted."""
+    if result.outcome.interrupted:
+        return 130
+    totals = result.stats.totals
+    unfinished = sum(
+        totals[s] for s in totals if s.value not in ("succeeded", "exists")
+    )
+    return 1 if unfinished or result.outcome.fatal is not None else 0
+
+
+def secure_umask() -> None:
+    """Files we create (journal and its WAL too) are private: they name accounts and images."""
+    os.umask(0o077)

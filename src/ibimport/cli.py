@@ -1,0 +1,356 @@
+"""The ``ibimport`` command line: parse, build a config, call the library, map to an exit code."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+from contextlib import ExitStack
+from datetime import datetime
+from pathlib import Path
+from typing import Annotated
+
+import anyio
+import typer
+from rich.console import Console
+
+from ibimport import __version__
+from ibimport.batch import (
+    BatchConfig,
+    BatchControl,
+    LocalEmulator,
+    default_output_paths,
+    execute,
+    exit_code,
+    open_journal,
+    preflight,
+    secure_umask,
+    spooled_stdin,
+)
+from ibimport.client import ClientSettings
+from ibimport.errors import IbimportError
+from ibimport.manifest import (
+    ManifestFormat,
+    ManifestRow,
+    manifest_fingerprint,
+    parse_tag_option,
+    read_manifest,
+)
+from ibimport.emulator.cli import emulator_command
+from ibimport.journal import SqliteJournal
+from ibimport.progress import ProgressListener
+from ibimport.report import ResultsWriter, RunStats, summary_table, write_report
+from ibimport.results import RowStatus
+from ibimport.runner import RunSettings
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+app = typer.Typer(
+    name="ibimport",
+    help="Import fleets of VM images into EC2 Image Builder: fast, resumable, exactly once.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+out = Console()
+err = Console(stderr=True)
+
+
+def _version(value: bool) -> None:
+    if value:
+        out.print(f"ibimport {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Show the version.")
+    ] = False,
+) -> None:
+    """ibimport: batch ImportVmImage with a rate limit, a journal and a report."""
+
+
+def _fail(message: str, code: int = EXIT_USAGE) -> typer.Exit:
+    err.print(f"[red]error:[/red] {message}", highlight=False)
+    return typer.Exit(code)
+
+
+def _tags(values: list[str] | None) -> dict[str, str]:
+    tags: dict[str, str] = {}
+    for text in values or []:
+        try:
+            key, value = parse_tag_option(text)
+        except ValueError as error:
+            raise _fail(f"--tag {text!r}: {error}") from None
+        tags[key] = value
+    return tags
+
+
+def _print_invalid(rows: list[ManifestRow], count: int, total: int) -> None:
+    for manifest_row in rows:
+        for line in manifest_row.describe():
+            err.print(line, highlight=False, markup=False)
+    if count > len(rows):
+        err.print(f"... and {count - len(rows)} more invalid rows", highlight=False)
+    err.print(f"{count} of {total} rows invalid", highlight=False)
+
+
+ManifestArg = Annotated[
+    Path, typer.Argument(help="CSV, JSON or JSON Lines manifest; - reads stdin (with --format).")
+]
+FormatOpt = Annotated[
+    ManifestFormat | None,
+    typer.Option("--format", help="Manifest format; by default from the file extension."),
+]
+TagOpt = Annotated[
+    list[str] | None,
+    typer.Option("--tag", help="KEY=VALUE tag added to every row (repeatable)."),
+]
+
+
+@app.command()
+def validate(manifest: ManifestArg, fmt: FormatOpt = None, tag: TagOpt = None) -> None:
+    """Check every row against the service's rules; send nothing. Exit 2 if any row is bad."""
+    extra_tags = _tags(tag)
+    total = invalid = 0
+    try:
+        source: Path | str = "-" if str(manifest) == "-" else manifest
+        if source == "-" and fmt is None:
+            raise _fail("reading stdin needs --format csv|json|jsonl")
+        for manifest_row in read_manifest(
+            source, fmt=fmt, extra_tags=extra_tags, stdin=sys.stdin.buffer
+        ):
+            total += 1
+            if manifest_row.task is None:
+                invalid += 1
+                for line in manifest_row.describe():
+                    out.print(line, highlight=False, markup=False)
+    except IbimportError as error:
+        raise _fail(str(error)) from None
+    except OSError as error:
+        raise _fail(f"cannot read {manifest}: {error.strerror}") from None
+    out.print(f"{total} rows, {invalid} invalid", highlight=False)
+    raise typer.Exit(EXIT_USAGE if invalid else EXIT_OK)
+
+
+@app.command()
+def run(
+    manifest: ManifestArg,
+    fmt: FormatOpt = None,
+    tag: TagOpt = None,
+    concurrency: Annotated[int, typer.Option(min=1, max=4096, help="Calls in flight at most.")] = 16,
+    rate: Annotated[
+        float | None,
+        typer.Option(min=0.01, help="Calls per second, when the quota is known; else adaptive."),
+    ] = None,
+    max_attempts: Annotated[int, typer.Option(min=1, max=100, help="Attempts per row.")] = 8,
+    token_salt: Annotated[
+        str, typer.Option(help="Start a new generation of clientTokens (re-imports everything).")
+    ] = "",
+    token_ttl: Annotated[
+        float, typer.Option(help="Seconds a clientToken is trusted; older rows are looked up first.")
+    ] = 8 * 3600.0,
+    skip_invalid: Annotated[
+        bool, typer.Option(help="Import the valid rows and record the others as invalid.")
+    ] = False,
+    retry_failed: Annotated[
+        bool, typer.Option(help="On resume, retry rows that failed in an earlier run.")
+    ] = True,
+    force: Annotated[
+        bool, typer.Option(help="Proceed although the manifest changed since the journal.")
+    ] = False,
+    journal: Annotated[Path | None, typer.Option(help="Journal file (default beside the manifest).")] = None,
+    no_journal: Annotated[bool, typer.Option(help="Run without a journal (no resume).")] = False,
+    report: Annotated[Path | None, typer.Option(help="JSON report path.")] = None,
+    results: Annotated[Path | None, typer.Option(help="Per-row results CSV path.")] = None,
+    region: Annotated[str | None, typer.Option(envvar="AWS_REGION", help="AWS region.")] = None,
+    profile: Annotated[str | None, typer.Option(help="AWS profile.")] = None,
+    endpoint_url: Annotated[str | None, typer.Option(help="Image Builder endpoint URL.")] = None,
+    local: Annotated[
+        bool, typer.Option(help="Run against an in-process emulator with throwaway credentials.")
+    ] = False,
+    emulator_latency_ms: Annotated[float, typer.Option(help="--local: answer latency.")] = 0.0,
+    emulator_rate: Annotated[float | None, typer.Option(help="--local: service quota, calls/s.")] = None,
+    emulator_burst: Annotated[int | None, typer.Option(help="--local: service burst.")] = None,
+    emulator_fault_rate: Annotated[float, typer.Option(help="--local: share of 5xx faults.")] = 0.0,
+    progress: Annotated[
+        str, typer.Option(help="auto (bar on a TTY, lines otherwise), plain, or off.")
+    ] = "auto",
+    no_progress: Annotated[bool, typer.Option(help="Same as --progress off.")] = False,
+) -> None:
+    """Import every row of MANIFEST, concurrently and exactly once, then report."""
+    secure_umask()
+    extra_tags = _tags(tag)
+    mode = "off" if no_progress else progress
+    if mode not in ("auto", "plain", "off"):
+        raise _fail("--progress must be auto, plain or off")
+    with ExitStack() as stack:
+        if str(manifest) == "-":
+            if fmt is None:
+                raise _fail("reading stdin needs --format csv|json|jsonl")
+            path = stack.enter_context(spooled_stdin(fmt))
+            outputs_beside = Path("ibimport-stdin")
+        elif manifest.is_file():
+            path = outputs_beside = manifest
+        else:
+            raise _fail(f"manifest not found: {manifest}")
+        default_journal, default_report, default_results = default_output_paths(outputs_beside)
+        config = BatchConfig(
+            manifest=path,
+            fmt=fmt,
+            extra_tags=extra_tags,
+            run=RunSettings(
+                concurrency=concurrency,
+                max_attempts=max_attempts,
+                token_salt=token_salt,
+                token_ttl_s=token_ttl,
+                retry_failed=retry_failed,
+            ),
+            rate=rate,
+            client=ClientSettings(
+                region=region,
+                profile=profile,
+                endpoint_url=endpoint_url,
+                max_pool_connections=concurrency,
+            ),
+            local=LocalEmulator(
+                latency_ms=emulator_latency_ms,
+                rate=emulator_rate,
+                burst=emulator_burst,
+                fault_rate=emulator_fault_rate,
+            )
+            if local
+            else None,
+            journal_path=None if no_journal else (journal or default_journal),
+            report_path=report or default_report,
+            results_path=results or default_results,
+            skip_invalid=skip_invalid,
+            force=force,
+        )
+        code = _run_batch(config, progress_mode=mode)
+    raise typer.Exit(code)
+
+
+def _run_batch(config: BatchConfig, *, progress_mode: str = "auto") -> int:
+    try:
+        journal = open_journal(config, config.journal_path)
+        found = preflight(config, journal=journal)
+    except IbimportError as error:
+        raise _fail(str(error)) from None
+    if found.invalid_count and not config.skip_invalid:
+        _print_invalid(found.invalid_rows, found.invalid_count, found.total_rows)
+        err.print("nothing was sent; fix the rows or pass --skip-invalid", highlight=False)
+        return EXIT_USAGE
+    if found.diff is not None and not found.diff.is_empty:
+        err.print(f"the manifest changed since the journal {config.journal_path} was written:")
+        for line in found.diff.describe():
+            err.print("  " + line, highlight=False, markup=False)
+        if not config.force:
+            err.print("nothing was sent; pass --force to proceed, or use another --journal")
+            return EXIT_USAGE
+        assert journal is not None
+        journal.update_header(
+            manifest_fingerprint=manifest_fingerprint(config.manifest), settings={"token_salt": config.run.token_salt}
+        )
+    progress = ProgressListener(err, mode=progress_mode)
+    control = BatchControl()
+
+    async def _main() -> int:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(_watch_signals, control, tg.cancel_scope)
+            with progress:
+                result = await execute(
+                    config,
+                    journal=journal,
+                    total_rows=found.total_rows,
+                    listeners=[progress],
+                    control=control,
+                )
+            tg.cancel_scope.cancel()
+        out.print(summary_table(result.stats, report_path=result.report_path, results_path=result.results_path))
+        if result.outcome.fatal is not None:
+            err.print(f"[red]stopped:[/red] {result.outcome.fatal}", highlight=False)
+        return exit_code(result)
+
+    try:
+        return anyio.run(_main)
+    except IbimportError as error:
+        raise _fail(str(error), EXIT_FAILED) from None
+
+
+async def _watch_signals(control: BatchControl, scope: anyio.CancelScope) -> None:
+    """First SIGINT/SIGTERM drains the batch; a second one leaves at once."""
+    with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async for _ in signals:
+            if control.stop_requested:
+                err.print("second interrupt: exiting now; the journal is consistent")
+                os._exit(EXIT_INTERRUPTED)  # SQLite's WAL keeps the journal consistent
+            err.print("interrupt: finishing calls in flight, then writing the report (again to quit now)")
+            control.request_stop()
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()
+
+
+@app.command()
+def status(journal: Annotated[Path, typer.Argument(help="A journal written by ibimport run.")]) -> None:
+    """Counts per state, failures by code, last update, and what a re-run would do."""
+    try:
+        store = SqliteJournal.open_readonly(journal)
+    except IbimportError as error:
+        raise _fail(str(error)) from None
+    counts = store.counts()
+    header = store.header
+    out.print(f"journal   {journal}", highlight=False)
+    out.print(f"manifest  {header.manifest_path}", highlight=False)
+    last = store.last_update()
+    if last is not None:
+        out.print(f"updated   {datetime.fromtimestamp(last).isoformat(timespec='seconds')}")
+    for state in RowStatus:
+        if counts.get(state):
+            out.print(f"{state.value:<10}{counts[state]:>8}", highlight=False)
+    errors = store.errors_by_code()
+    if errors:
+        out.print("failures by error code:")
+        for code, n in sorted(errors.items(), key=lambda kv: -kv[1]):
+            out.print(f"  {code:<40}{n:>8}", highlight=False)
+    done = counts.get(RowStatus.SUCCEEDED, 0) + counts.get(RowStatus.EXISTS, 0)
+    resend = counts.get(RowStatus.IN_FLIGHT, 0) + counts.get(RowStatus.PENDING, 0)
+    retry = counts.get(RowStatus.FAILED, 0)
+    out.print(
+        f"a re-run would skip {done} done rows, re-send {resend} unfinished rows "
+        f"with their recorded tokens, and retry {retry} failed rows (unless --no-retry-failed)",
+        highlight=False,
+    )
+    store.close()
+
+
+@app.command("report")
+def report_command(
+    journal: Annotated[Path, typer.Argument(help="A journal written by ibimport run.")],
+    report: Annotated[Path | None, typer.Option(help="JSON report path.")] = None,
+    results: Annotated[Path | None, typer.Option(help="Per-row results CSV path.")] = None,
+) -> None:
+    """Rewrite the report and results files from the journal alone."""
+    secure_umask()
+    try:
+        store = SqliteJournal.open_readonly(journal)
+    except IbimportError as error:
+        raise _fail(str(error)) from None
+    _, default_report, default_results = default_output_paths(Path(store.header.manifest_path))
+    report_path, results_path = report or default_report, results or default_results
+    stats = RunStats()
+    with ResultsWriter(results_path) as writer:
+        for entry in store.entries():
+            result = entry.to_result()
+            stats.on_row_done(result)
+            writer.write(result)
+    store.close()
+    write_report(report_path, stats.to_report())
+    out.print(summary_table(stats, report_path=report_path, results_path=results_path))
+
+
+app.command("emulator")(emulator_command)

@@ -1,0 +1,378 @@
+"""The engine: import every manifest row exactly once, concurrently, under a limiter.
+
+The runner only orchestrates. It pulls rows from the manifest as workers have room
+(so nothing is created up front and a million-row manifest streams), asks the limiter
+before each call, classifies each failure with ``ibimport.retry``, keeps the journal
+current, and tells listeners what happened. It prints nothing and knows no CLI.
+
+Why a retry is always safe: every attempt of a row carries the same clientToken, so a
+call that landed but whose answer was lost returns the original image when re-sent.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import anyio
+
+from ibimport.client import ImageBuilderClient
+from ibimport.errors import CallError, FatalBatchError
+from ibimport.events import CallEvent, CallOutcome, RunListener
+from ibimport.journal import Journal, JournalEntry
+from ibimport.limiter import Clock, Limiter
+from ibimport.manifest import ImportTask, ManifestRow
+from ibimport.results import RowResult, RowStatus
+from ibimport.retry import Backoff, Disposition, classify
+from ibimport.tokens import client_token
+
+_OUTCOMES = {
+    Disposition.THROTTLED: CallOutcome.THROTTLED,
+    Disposition.RETRY: CallOutcome.RETRYABLE,
+    Disposition.PERMANENT: CallOutcome.PERMANENT,
+    Disposition.FATAL: CallOutcome.FATAL,
+}
+
+# Transport failures that, when every call so far has hit them, mean the endpoint is
+# unreachable rather than flaky.
+_UNREACHABLE_CODES = frozenset({"EndpointConnectionError", "ConnectTimeout"})
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class RunSettings:
+    """The knobs of one batch that the runner itself honours."""
+
+    concurrency: int = 16
+    max_attempts: int = 8
+    #: Throttled attempts get a budget of their own: the limiter slows down, so a
+    #: throttled call is a pacing signal, not evidence that the row is broken.
+    max_throttled_attempts: int = 50
+    backoff_base_s: float = 0.1
+    backoff_cap_s: float = 20.0
+    token_salt: str = ""
+    token_ttl_s: float = 8 * 3600.0
+    retry_failed: bool = True
+    #: How long in-flight rows may take to finish after a stop is requested.
+    drain_timeout_s: float = 5.0
+    #: Consecutive "endpoint unreachable" failures, with no success yet, that stop the batch.
+    unreachable_after: int = 8
+
+
+@dataclass(slots=True)
+class RunOutcome:
+    """How a run ended: the listeners hold the figures, this says why it stopped."""
+
+    interrupted: bool = False
+    fatal: FatalBatchError | None = None
+    elapsed_s: float = 0.0
+
+
+@dataclass(slots=True)
+class _RowWork:
+    row: int
+    task: ImportTask
+    token: str
+    prior: JournalEntry | None
+    attempts: int = 0
+    throttled_attempts: int = 0
+
+
+@dataclass(slots=True)
+class _Shared:
+    stop_requested: bool = False
+    any_success: bool = False
+    unreachable_streak: int = 0
+    fatal: FatalBatchError | None = None
+    in_progress: dict[int, _RowWork] = field(default_factory=dict)
+
+
+class Runner:
+    """Runs one batch. Create it, then ``await run(rows)``; ``request_stop()`` drains it."""
+
+    def __init__(
+        self,
+        client: ImageBuilderClient,
+        limiter: Limiter,
+        *,
+        journal: Journal,
+        clock: Clock,
+        listeners: Sequence[RunListener] = (),
+        settings: RunSettings = RunSettings(),
+        rng: random.Random | None = None,
+        wall_clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._client = client
+        self._limiter = limiter
+        self._journal = journal
+        self._clock = clock
+        self._listeners = tuple(listeners)
+        self._settings = settings
+        self._rng = rng or random.Random()
+        self._wall_clock = wall_clock  # journal timestamps are wall time, unlike Clock
+        self._backoff = Backoff(
+            base_s=settings.backoff_base_s,
+            cap_s=settings.backoff_cap_s,
+            max_attempts=settings.max_attempts,
+        )
+        self._shared = _Shared()
+        self._dispatch_scope: anyio.CancelScope | None = None
+
+    def request_stop(self) -> None:
+        """Stop dispatching rows; rows in flight get ``drain_timeout_s`` to finish."""
+        if self._shared.stop_requested:
+            return
+        self._shared.stop_requested = True
+        if self._dispatch_scope is not None:
+            self._dispatch_scope.deadline = min(
+                self._dispatch_scope.deadline,
+                anyio.current_time() + self._settings.drain_timeout_s,
+            )
+
+    async def run(self, rows: Iterable[ManifestRow], *, total_rows: int | None = None) -> RunOutcome:
+        """Import every valid row; record the others. Returns once every row has a result."""
+        started = self._clock.now()
+        for listener in self._listeners:
+            listener.on_start(total_rows=total_rows)
+        row_iter = iter(rows)
+        with anyio.CancelScope() as scope:
+            self._dispatch_scope = scope
+            async with anyio.create_task_group() as workers:
+                for _ in range(max(1, self._settings.concurrency)):
+                    workers.start_soon(self._worker, row_iter)
+        self._dispatch_scope = None
+        # Rows cut off by the drain deadline or a fatal stop stay in_flight in the
+        # journal (a re-run re-sends them with their token); here they are "skipped".
+        for work in sorted(self._shared.in_progress.values(), key=lambda w: w.row):
+            self._finish(self._result(work, RowStatus.SKIPPED, error=("Interrupted", "")))
+        self._shared.in_progress.clear()
+        stopped = self._shared.stop_requested or self._shared.fatal is not None
+        if stopped:
+            for manifest_row in row_iter:
+                self._finish(self._unsent_result(manifest_row))
+        with anyio.CancelScope(shield=True):
+            await self._journal.flush()
+        elapsed = self._clock.now() - started
+        interrupted = self._shared.stop_requested and self._shared.fatal is None
+        for listener in self._listeners:
+            listener.on_finish(elapsed_s=elapsed, interrupted=interrupted)
+        return RunOutcome(interrupted=interrupted, fatal=self._shared.fatal, elapsed_s=elapsed)
+
+    async def _worker(self, rows: Iterator[ManifestRow]) -> None:
+        shared = self._shared
+        while not shared.stop_requested:
+            manifest_row = next(rows, None)
+            if manifest_row is None:
+                return
+            result = await self._import_row(manifest_row)
+            if result is not None:
+                self._finish(result)
+
+    async def _import_row(self, manifest_row: ManifestRow) -> RowResult | None:
+        """One row from manifest to outcome; None if the row was cut off mid-way."""
+        task = manifest_row.task
+        if task is None:
+            return _invalid_result(manifest_row)
+        token = client_token(task, salt=self._settings.token_salt)
+        prior = self._journal.get(task.name, task.semanticVersion)
+        if prior is not None:
+            carried = self._carry_over(prior)
+            if carried is not None:
+                return carried
+        work = _RowWork(row=manifest_row.row, task=task, token=token, prior=prior)
+        if prior is not None and self._needs_lookup(prior, token):
+            found = await self._find_existing(work)
+            if found is not None:
+                return found
+        self._shared.in_progress[work.row] = work
+        await self._journal.mark_in_flight(
+            row=work.row,
+            name=task.name,
+            semantic_version=task.semanticVersion,
+            client_token=token,
+            attempt=(prior.attempts if prior else 0) + 1,
+        )
+        result = await self._attempt_until_done(work)
+        del self._shared.in_progress[work.row]
+        return result
+
+    def _carry_over(self, prior: JournalEntry) -> RowResult | None:
+        """A row an earlier run settled is reported, not sent."""
+        if prior.state.is_done or (
+            prior.state is RowStatus.FAILED and not self._settings.retry_failed
+        ):
+            result = prior.to_result()
+            result.resumed = True
+            return result
+        return None
+
+    def _needs_lookup(self, prior: JournalEntry, token: str) -> bool:
+        """Was this row sent under a token the service may no longer remember?
+
+        Image Builder does not publish how long it remembers a clientToken; past our
+        conservative TTL, or when the row's token changed (a forced manifest change),
+        a re-send could create a second build, so look for an existing one first.
+        """
+        if prior.first_sent_at is None:
+            return False
+        if prior.client_token != token:
+            return True
+        return self._wall_clock() - prior.first_sent_at > self._settings.token_ttl_s
+
+    async def _find_existing(self, work: _RowWork) -> RowResult | None:
+        try:
+            arns = await self._client.find_build_arns(
+                name=work.task.name, semantic_version=work.task.semanticVersion
+            )
+        except CallError:
+            return None  # fall through to a normal send: the token still protects most cases
+        if not arns:
+            return None
+        result = self._result(work, RowStatus.EXISTS)
+        result.image_arn = sorted(arns)[0]
+        return result
+
+    async def _attempt_until_done(self, work: _RowWork) -> RowResult:
+        params = work.task.api_params()
+        while True:
+            work.attempts += 1
+            await self._limiter.acquire()
+            started = self._clock.now()
+            error: CallError | None = None
+            try:
+                answer = await self._client.import_vm_image(params, client_token=work.token)
+            except CallError as failure:
+                error = failure
+            finally:
+                disposition = classify(error) if error is not None else None
+                self._limiter.release(throttled=disposition is Disposition.THROTTLED)
+            latency = self._clock.now() - started
+            if error is None:
+                self._on_call(work, latency, CallOutcome.OK)
+                self._shared.any_success = True
+                self._shared.unreachable_streak = 0
+                result = self._result(work, RowStatus.SUCCEEDED)
+                result.image_arn = answer.image_arn
+                result.request_id = answer.request_id
+                result.latency_ms = latency * 1000.0
+                return result
+            assert disposition is not None
+            self._on_call(work, latency, _OUTCOMES[disposition], error.code)
+            fatal = self._fatal_for(error, disposition)
+            if fatal is not None:
+                self._stop_fatally(fatal)
+                return self._failed(work, error)
+            if disposition is Disposition.PERMANENT or not self._may_retry(work, disposition):
+                return self._failed(work, error)
+            if self._shared.stop_requested:
+                return self._result(work, RowStatus.SKIPPED, error=(error.code, error.message))
+            await self._clock.sleep(self._backoff.delay(work.attempts, self._rng))
+
+    def _may_retry(self, work: _RowWork, disposition: Disposition) -> bool:
+        if disposition is Disposition.THROTTLED:
+            work.throttled_attempts += 1
+            return work.throttled_attempts < self._settings.max_throttled_attempts
+        return self._backoff.should_retry(work.attempts - work.throttled_attempts)
+
+    def _fatal_for(self, error: CallError, disposition: Disposition) -> FatalBatchError | None:
+        """Faults that would fail every call stop the batch with one message."""
+        if disposition is Disposition.FATAL:
+            return FatalBatchError(_fatal_message(error))
+        if error.code in _UNREACHABLE_CODES and not self._shared.any_success:
+            self._shared.unreachable_streak += 1
+            if self._shared.unreachable_streak >= self._settings.unreachable_after:
+                return FatalBatchError(f"cannot reach the Image Builder endpoint: {error.message}")
+        return None
+
+    def _stop_fatally(self, fatal: FatalBatchError) -> None:
+        if self._shared.fatal is None:
+            self._shared.fatal = fatal
+        self._shared.stop_requested = True
+        if self._dispatch_scope is not None:
+            self._dispatch_scope.cancel()
+
+    def _on_call(
+        self, work: _RowWork, latency: float, outcome: CallOutcome, code: str = ""
+    ) -> None:
+        event = CallEvent(
+            row=work.row, attempt=work.attempts, latency_s=latency, outcome=outcome, error_code=code
+        )
+        for listener in self._listeners:
+            listener.on_call(event)
+
+    def _failed(self, work: _RowWork, error: CallError) -> RowResult:
+        result = self._result(work, RowStatus.FAILED, error=(error.code, error.message))
+        request_id = getattr(error, "request_id", None)
+        if request_id:
+            result.request_id = request_id
+        return result
+
+    def _result(
+        self, work: _RowWork, status: RowStatus, *, error: tuple[str, str] = ("", "")
+    ) -> RowResult:
+        prior_attempts = work.prior.attempts if work.prior is not None else 0
+        return RowResult(
+            row=work.row,
+            name=work.task.name,
+            semantic_version=work.task.semanticVersion,
+            status=status,
+            client_token=work.token,
+            attempts=prior_attempts + work.attempts,
+            error_code=error[0],
+            error_message=error[1],
+        )
+
+    def _unsent_result(self, manifest_row: ManifestRow) -> RowResult:
+        """A row the run never reached: carried over if an earlier run settled it."""
+        task = manifest_row.task
+        if task is None:
+            return _invalid_result(manifest_row)
+        prior = self._journal.get(task.name, task.semanticVersion)
+        if prior is not None:
+            carried = self._carry_over(prior)
+            if carried is not None:
+                return carried
+        return RowResult(
+            row=manifest_row.row,
+            name=task.name,
+            semantic_version=task.semanticVersion,
+            status=RowStatus.SKIPPED,
+            client_token=client_token(task, salt=self._settings.token_salt),
+            attempts=prior.attempts if prior is not None else 0,
+        )
+
+    def _finish(self, result: RowResult) -> None:
+        if not result.resumed and result.status is not RowStatus.SKIPPED:
+            self._journal.record(result)
+        for listener in self._listeners:
+            listener.on_row_done(result)
+
+
+def _invalid_result(manifest_row: ManifestRow) -> RowResult:
+    first = manifest_row.errors[0] if manifest_row.errors else None
+    return RowResult(
+        row=manifest_row.row,
+        name=manifest_row.name,
+        semantic_version=manifest_row.semantic_version,
+        status=RowStatus.INVALID,
+        error_code="InvalidManifestRow",
+        error_message="; ".join(f"{e.field}: {e.rule}" for e in manifest_row.errors)
+        if first
+        else "invalid row",
+    )
+
+
+def _fatal_message(error: CallError) -> str:
+    if error.code == "NoCredentials":
+        return "no usable AWS credentials: " + error.message
+    return (
+        f"every call would fail: {error.code}: {error.message} "
+        "(check the credentials, the region and the IAM policy in the README)"
+    )
+
+
+def describe(settings: RunSettings) -> dict[str, Any]:
+    """The settings that decide tokens, as stored in the journal header."""
+    return {"token_salt": settings.token_salt}
