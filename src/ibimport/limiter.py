@@ -304,7 +304,7 @@ class FixedRateLimiter(_PacedLimiter):
         rate: float,
         *,
         clock: Clock,
-        backoff_factor: float = 0.9,
+        backoff_factor: float = 0.95,
         recovery: float = 0.05,
         window_s: float = 1.0,
     ) -> None:
