@@ -26,7 +26,7 @@ from ibimport.journal import Journal, JournalEntry
 from ibimport.limiter import Clock, Limiter
 from ibimport.manifest import ImportTask, ManifestRow
 from ibimport.results import RowResult, RowStatus
-from ibimport.retry import Backoff, Disposition, classify
+from ibimport.retry import Backoff, Disposition, FatalDetector, classify
 from ibimport.tokens import client_token
 
 _OUTCOMES = {
@@ -35,10 +35,6 @@ _OUTCOMES = {
     Disposition.PERMANENT: CallOutcome.PERMANENT,
     Disposition.FATAL: CallOutcome.FATAL,
 }
-
-# Transport failures that, when every call so far has hit them, mean the endpoint is
-# unreachable rather than flaky.
-_UNREACHABLE_CODES = frozenset({"EndpointConnectionError", "ConnectTimeout"})
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -83,8 +79,6 @@ class _RowWork:
 @dataclass(slots=True)
 class _Shared:
     stop_requested: bool = False
-    any_success: bool = False
-    unreachable_streak: int = 0
     fatal: FatalBatchError | None = None
     in_progress: dict[int, _RowWork] = field(default_factory=dict)
 
@@ -118,6 +112,7 @@ class Runner:
             max_attempts=settings.max_attempts,
         )
         self._shared = _Shared()
+        self._unreachable = FatalDetector(settings.unreachable_after)
         self._dispatch_scope: anyio.CancelScope | None = None
 
     def request_stop(self) -> None:
@@ -251,8 +246,7 @@ class Runner:
             latency = self._clock.now() - started
             if error is None:
                 self._on_call(work, latency, CallOutcome.OK)
-                self._shared.any_success = True
-                self._shared.unreachable_streak = 0
+                self._unreachable.success()
                 result = self._result(work, RowStatus.SUCCEEDED)
                 result.image_arn = answer.image_arn
                 result.request_id = answer.request_id
@@ -280,10 +274,8 @@ class Runner:
         """Faults that would fail every call stop the batch with one message."""
         if disposition is Disposition.FATAL:
             return FatalBatchError(_fatal_message(error))
-        if error.code in _UNREACHABLE_CODES and not self._shared.any_success:
-            self._shared.unreachable_streak += 1
-            if self._shared.unreachable_streak >= self._settings.unreachable_after:
-                return FatalBatchError(f"cannot reach the Image Builder endpoint: {error.message}")
+        if self._unreachable.failure(error):
+            return FatalBatchError(f"cannot reach the Image Builder endpoint: {error.message}")
         return None
 
     def _stop_fatally(self, fatal: FatalBatchError) -> None:
