@@ -282,6 +282,8 @@ def _string_rule(err: ErrorDetails, rule: StringRule | None) -> str:
         violation = rule.check(value)
         if violation is not None:
             return violation.rule
+        if err["type"] == "string_pattern_mismatch" and rule.pattern is not None:
+            return f"must match {rule.pattern}"  # as apimodel states it, not our \Z form
     return _generic_rule(err)
 
 
@@ -881,6 +883,8 @@ class _JsonText:
             if len(self.buf) - self.pos > MAX_ROW_BYTES:
                 raise self.error(f"{what} is larger than {MAX_ROW_BYTES // (1 << 20)} MiB")
             self._fill(max(_CHUNK, len(self.buf) - self.pos))
+        if end - self.pos > MAX_ROW_BYTES:
+            raise self.error(f"{what} is larger than {MAX_ROW_BYTES // (1 << 20)} MiB")
         self.pos = end
         return obj
 
