@@ -6,10 +6,11 @@ database for several machines) can be added later without touching the runner.
 Durability model. A row is recorded ``in_flight`` and committed *before* its first call
 (``mark_in_flight`` returns only once that commit is done); outcomes (``record``) are
 buffered and written by the next commit. Commits are grouped: every caller appends to the
-batch that is forming, and one flusher task commits a batch when it is ~``max_delay`` old
-or ``max_batch`` long, in a worker thread so the event loop never waits for the disk. A
-crash therefore loses at most the uncommitted batch of outcomes, which is harmless: those
-rows are still ``in_flight`` in the journal and are re-sent with the same clientToken.
+batch that is forming, and one flusher task commits it, at most once per ``max_delay``
+(sooner when ``max_batch`` long), in a worker thread so the event loop never waits for
+the disk. A crash therefore loses at most the uncommitted batch of outcomes, which is
+harmless: those rows are still ``in_flight`` in the journal and are re-sent with the same
+clientToken.
 
 Concurrency. Two connections: a writer used only under ``_write_lock`` (in worker threads
 by the flusher, or synchronously for header updates) and a reader used under
@@ -90,10 +91,13 @@ CREATE TABLE rows (
 CREATE INDEX rows_in_order ON rows (row, name, semantic_version);
 """
 
+# In JournalEntry's field order: _entry() builds entries positionally.
 _COLUMNS = (
     "row, name, semantic_version, client_token, state, attempts, image_arn, request_id,"
     " error_code, error_message, first_sent_at, updated_at"
 )
+_GET_SQL = f"SELECT {_COLUMNS} FROM rows WHERE name = ? AND semantic_version = ?"
+_STATUS = {status.value: status for status in RowStatus}
 
 # first_sent_at is when this clientToken was first sent (the token-TTL clock): kept while
 # the token stays the same, restarted when the row's content (and so its token) changed.
@@ -297,11 +301,10 @@ def exit_after_commits(commits: int, *, exit_code: int = 137) -> FaultHook:
 class _Batch:
     """Operations committed together; ``done`` is set once they are (or failed to be)."""
 
-    __slots__ = ("done", "first_at", "full", "ops")
+    __slots__ = ("done", "full", "ops")
 
     def __init__(self) -> None:
         self.ops: list[_Op] = []
-        self.first_at = 0.0
         self.done: anyio.Event | None = None
         self.full: anyio.Event | None = None
 
@@ -436,11 +439,14 @@ class SqliteJournal:
 
     def get(self, name: str, semantic_version: str) -> JournalEntry | None:
         """The committed state of one row, or None if the journal has never seen it."""
-        with self._reading() as conn:
-            found = conn.execute(
-                f"SELECT {_COLUMNS} FROM rows WHERE name = ? AND semantic_version = ?",
-                (name, semantic_version),
-            ).fetchone()
+        # Called for every row when a big run resumes, so it skips the helpers.
+        if self._closed:
+            raise JournalError(f"the journal {self.path} is closed")
+        try:
+            with self._read_lock:
+                found = self._reader.execute(_GET_SQL, (name, semantic_version)).fetchone()
+        except sqlite3.Error as exc:
+            raise _unusable(self.path, exc) from exc
         return None if found is None else _entry(found)
 
     def entries(self, *, page: int = 1000) -> Iterator[JournalEntry]:
@@ -667,18 +673,22 @@ class SqliteJournal:
         """Append to the forming batch and nudge the flusher: the per-row hot path."""
         batch = self._batch
         ops = batch.ops
-        if not ops:
-            batch.first_at = time.monotonic()
-            if self._wake is not None:
-                self._wake.set()
+        if not ops and self._wake is not None:
+            self._wake.set()
         ops.append(op)
         if len(ops) >= self._max_batch and batch.full is not None:
             batch.full.set()
         return batch
 
     async def _flush_loop(self, *, task_status: anyio.abc.TaskStatus[None]) -> None:
-        """Commit each batch once it is ``max_delay`` old or ``max_batch`` long."""
+        """Commit the forming batch, at most one commit per ``max_delay`` (or when full).
+
+        Pacing commits (rather than delaying each batch by ``max_delay``) keeps a lone
+        mark's wait down to one commit while a busy run still shares each commit among
+        everything that arrived in the last ``max_delay``.
+        """
         task_status.started()
+        last_commit = -self._max_delay
         while True:
             wake = self._wake
             assert wake is not None
@@ -687,12 +697,12 @@ class SqliteJournal:
             batch = self._batch
             if not batch.ops:
                 continue
-            # A batch that formed during the previous commit may already be due.
-            delay = batch.first_at + self._max_delay - time.monotonic()
+            delay = last_commit + self._max_delay - time.monotonic()
             if delay > 0 and len(batch.ops) < self._max_batch:
                 batch.full = anyio.Event()
                 with anyio.move_on_after(delay):
                     await batch.full.wait()
+            last_commit = time.monotonic()
             await self._commit_batch()
             if self._batch.ops:
                 self._wake.set()
@@ -707,8 +717,11 @@ class SqliteJournal:
                 return
             self._batch = _Batch()
             try:
-                if self._broken is None:
-                    await anyio.to_thread.run_sync(self._write_batch, batch.ops)
+                # Shielded: once swapped out, the batch must be written even if this task
+                # is cancelled (the flusher is, when running() ends), or it would be lost.
+                with anyio.CancelScope(shield=True):
+                    if self._broken is None:
+                        await anyio.to_thread.run_sync(self._write_batch, batch.ops)
             except Exception:
                 pass  # kept in self._broken: every waiter and later call raises it
             finally:
@@ -944,22 +957,20 @@ def _dump_settings(settings: Mapping[str, Any]) -> str:
 
 
 def _entry(values: tuple[Any, ...]) -> JournalEntry:
-    (row, name, version, token, state, attempts, arn, request_id, code, message, first, upd) = (
-        values
-    )
+    row, name, version, token, state, attempts, arn, request_id, code, message, first, upd = values
     return JournalEntry(
-        row=row,
-        name=name,
-        semantic_version=version,
-        client_token=token,
-        state=RowStatus(state),
-        attempts=attempts,
-        image_arn=arn,
-        request_id=request_id,
-        error_code=code,
-        error_message=message,
-        first_sent_at=first,
-        updated_at=upd,
+        row,
+        name,
+        version,
+        token,
+        _STATUS[state],
+        attempts,
+        arn,
+        request_id,
+        code,
+        message,
+        first,
+        upd,
     )
 
 

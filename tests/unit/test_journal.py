@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import sqlite3
 import subprocess
@@ -11,7 +12,10 @@ import time
 from pathlib import Path
 
 import anyio
+import anyio.lowlevel
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from ibimport.errors import JournalError
 from ibimport.journal import (
@@ -190,6 +194,15 @@ async def test_full_batch_commits_without_waiting_for_the_delay(path: Path) -> N
     await journal.aclose()
 
 
+async def test_a_lone_mark_does_not_wait_for_the_commit_window(path: Path) -> None:
+    journal = open_journal(path, max_delay=30.0)
+    async with journal.running():
+        with anyio.fail_after(5):
+            await mark(journal, "a")
+        assert raw_row(path, "a") is not None
+    await journal.aclose()
+
+
 async def test_flusher_is_idle_without_work_and_commits_records_by_itself(path: Path) -> None:
     journal = open_journal(path, max_delay=0.005)
     async with journal.running():
@@ -227,6 +240,17 @@ async def test_running_flushes_on_exit_and_reraises_the_body_error_unwrapped(pat
     with pytest.raises(KeyError, match="boom"):
         await interrupted_run()
     assert raw_row(path, "a") is not None
+    await journal.aclose()
+
+
+async def test_a_commit_under_way_when_running_ends_is_not_lost(path: Path) -> None:
+    journal = open_journal(path)
+    async with journal.running():
+        journal.record(result("a", RowStatus.SUCCEEDED))
+        await anyio.lowlevel.checkpoint()  # the flusher takes the batch, then is cancelled
+    entry = journal.get("a", "1.0.0")
+    assert entry is not None
+    assert entry.state is RowStatus.SUCCEEDED
     await journal.aclose()
 
 
@@ -580,3 +604,68 @@ async def test_both_journals_satisfy_the_protocol(path: Path) -> None:
     journal = open_journal(path)
     assert isinstance(journal, Journal)
     await journal.aclose()
+
+
+# ------------------------------------------------------------------ batching preserves order
+
+_NAMES = ("a", "b", "c")
+_TOKENS = ("t1", "t2")
+_OUTCOMES = (RowStatus.SUCCEEDED, RowStatus.EXISTS, RowStatus.FAILED, RowStatus.SKIPPED)
+_op = st.one_of(
+    st.tuples(st.just("mark"), st.sampled_from(_NAMES), st.sampled_from(_TOKENS)),
+    st.tuples(st.sampled_from(_OUTCOMES), st.sampled_from(_NAMES), st.sampled_from(_TOKENS)),
+    st.tuples(st.just("flush"), st.just(""), st.just("")),
+)
+
+
+def _model(ops: list[tuple[object, str, str]]) -> dict[str, tuple[RowStatus, str, int]]:
+    """The row rules, one operation at a time: (state, token, attempts) per name."""
+    rows: dict[str, tuple[RowStatus, str, int]] = {}
+    for i, (kind, name, token) in enumerate(ops):
+        old = rows.get(name)
+        if kind == "flush":
+            continue
+        if kind == "mark":
+            rows[name] = (RowStatus.IN_FLIGHT, token, i)
+        elif kind is RowStatus.SKIPPED:
+            rows.setdefault(name, (RowStatus.SKIPPED, token, i))
+        elif old is not None and old[0].is_done and old[1] == token and not kind.is_done:  # type: ignore[attr-defined]
+            continue
+        else:
+            rows[name] = (kind, token, i)  # type: ignore[assignment]
+    return rows
+
+
+@settings(max_examples=40, deadline=None)
+@given(ops=st.lists(_op, max_size=30))
+def test_grouped_commits_apply_operations_in_order(
+    tmp_path_factory: pytest.TempPathFactory, ops: list[tuple[object, str, str]]
+) -> None:
+    path = tmp_path_factory.mktemp("journal") / "j.db"
+
+    async def play() -> dict[str, tuple[RowStatus, str, int]]:
+        journal = open_journal(path, max_delay=0.001)
+        async with journal.running(), anyio.create_task_group() as tg:
+            for i, (kind, name, token) in enumerate(ops):
+                if kind == "mark":
+                    # Started, not awaited: later operations join the same batch.
+                    tg.start_soon(
+                        functools.partial(
+                            journal.mark_in_flight,
+                            row=1,
+                            name=name,
+                            semantic_version="1.0.0",
+                            client_token=token,
+                            attempt=i,
+                        )
+                    )
+                    await anyio.lowlevel.checkpoint()
+                elif kind == "flush":
+                    await journal.flush()
+                else:
+                    journal.record(result(name, kind, token=token, attempts=i))  # type: ignore[arg-type]
+        found = {e.name: (e.state, e.client_token, e.attempts) for e in journal.entries()}
+        await journal.aclose()
+        return found
+
+    assert anyio.run(play) == _model(ops)
