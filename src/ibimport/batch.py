@@ -23,7 +23,7 @@ from ibimport.journal import Journal, ManifestDiff, NullJournal, SqliteJournal
 from ibimport.limiter import Clock, MonotonicClock, build_limiter
 from ibimport.manifest import ManifestFormat, ManifestRow, manifest_fingerprint, read_manifest
 from ibimport.report import ResultsWriter, RunStats, write_report
-from ibimport.runner import RunOutcome, Runner, RunSettings
+from ibimport.runner import Runner, RunOutcome, RunSettings
 from ibimport.tokens import client_token
 
 #: How many invalid rows preflight keeps to show; the count is always exact.
@@ -49,9 +49,9 @@ class BatchConfig:
     manifest: Path
     fmt: ManifestFormat | None = None
     extra_tags: Mapping[str, str] = field(default_factory=dict)
-    run: RunSettings = RunSettings()
+    run: RunSettings = field(default_factory=RunSettings)
     rate: float | None = None
-    client: ClientSettings = ClientSettings()
+    client: ClientSettings = field(default_factory=ClientSettings)
     local: LocalEmulator | None = None
     journal_path: Path | None = None
     report_path: Path | None = None
@@ -118,7 +118,12 @@ def preflight(config: BatchConfig, *, journal: SqliteJournal | None) -> Prefligh
                 found.invalid_rows.append(manifest_row)
     if journal is not None and not journal.is_new:
         found.diff = journal.diff(
-            (r.row, r.task.name, r.task.semanticVersion, client_token(r.task, salt=config.run.token_salt))
+            (
+                r.row,
+                r.task.name,
+                r.task.semanticVersion,
+                client_token(r.task, salt=config.run.token_salt),
+            )
             for r in _rows(config)
             if r.task is not None
         )
@@ -209,9 +214,7 @@ async def execute(
         async with _client_for(config) as client:
             runner = Runner(
                 client,
-                build_limiter(
-                    concurrency=config.run.concurrency, rate=config.rate, clock=clock
-                ),
+                build_limiter(concurrency=config.run.concurrency, rate=config.rate, clock=clock),
                 journal=store,
                 clock=clock,
                 listeners=[stats, results, *listeners],
@@ -239,9 +242,7 @@ def exit_code(result: BatchResult) -> int:
     if result.outcome.interrupted:
         return 130
     totals = result.stats.totals
-    unfinished = sum(
-        totals[s] for s in totals if s.value not in ("succeeded", "exists")
-    )
+    unfinished = sum(totals[s] for s in totals if s.value not in ("succeeded", "exists"))
     return 1 if unfinished or result.outcome.fatal is not None else 0
 
 

@@ -28,7 +28,9 @@ from ibimport.batch import (
     spooled_stdin,
 )
 from ibimport.client import ClientSettings
+from ibimport.emulator.cli import emulator_command
 from ibimport.errors import IbimportError
+from ibimport.journal import SqliteJournal
 from ibimport.manifest import (
     ManifestFormat,
     ManifestRow,
@@ -36,8 +38,6 @@ from ibimport.manifest import (
     parse_tag_option,
     read_manifest,
 )
-from ibimport.emulator.cli import emulator_command
-from ibimport.journal import SqliteJournal
 from ibimport.progress import ProgressListener
 from ibimport.report import ResultsWriter, RunStats, summary_table, write_report
 from ibimport.results import RowStatus
@@ -139,7 +139,9 @@ def run(
     manifest: ManifestArg,
     fmt: FormatOpt = None,
     tag: TagOpt = None,
-    concurrency: Annotated[int, typer.Option(min=1, max=4096, help="Calls in flight at most.")] = 16,
+    concurrency: Annotated[
+        int, typer.Option(min=1, max=4096, help="Calls in flight at most.")
+    ] = 16,
     rate: Annotated[
         float | None,
         typer.Option(min=0.01, help="Calls per second, when the quota is known; else adaptive."),
@@ -149,7 +151,8 @@ def run(
         str, typer.Option(help="Start a new generation of clientTokens (re-imports everything).")
     ] = "",
     token_ttl: Annotated[
-        float, typer.Option(help="Seconds a clientToken is trusted; older rows are looked up first.")
+        float,
+        typer.Option(help="Seconds a clientToken is trusted; older rows are looked up first."),
     ] = 8 * 3600.0,
     skip_invalid: Annotated[
         bool, typer.Option(help="Import the valid rows and record the others as invalid.")
@@ -160,7 +163,9 @@ def run(
     force: Annotated[
         bool, typer.Option(help="Proceed although the manifest changed since the journal.")
     ] = False,
-    journal: Annotated[Path | None, typer.Option(help="Journal file (default beside the manifest).")] = None,
+    journal: Annotated[
+        Path | None, typer.Option(help="Journal file (default beside the manifest).")
+    ] = None,
     no_journal: Annotated[bool, typer.Option(help="Run without a journal (no resume).")] = False,
     report: Annotated[Path | None, typer.Option(help="JSON report path.")] = None,
     results: Annotated[Path | None, typer.Option(help="Per-row results CSV path.")] = None,
@@ -171,7 +176,9 @@ def run(
         bool, typer.Option(help="Run against an in-process emulator with throwaway credentials.")
     ] = False,
     emulator_latency_ms: Annotated[float, typer.Option(help="--local: answer latency.")] = 0.0,
-    emulator_rate: Annotated[float | None, typer.Option(help="--local: service quota, calls/s.")] = None,
+    emulator_rate: Annotated[
+        float | None, typer.Option(help="--local: service quota, calls/s.")
+    ] = None,
     emulator_burst: Annotated[int | None, typer.Option(help="--local: service burst.")] = None,
     emulator_fault_rate: Annotated[float, typer.Option(help="--local: share of 5xx faults.")] = 0.0,
     progress: Annotated[
@@ -251,7 +258,8 @@ def _run_batch(config: BatchConfig, *, progress_mode: str = "auto") -> int:
             return EXIT_USAGE
         assert journal is not None
         journal.update_header(
-            manifest_fingerprint=manifest_fingerprint(config.manifest), settings={"token_salt": config.run.token_salt}
+            manifest_fingerprint=manifest_fingerprint(config.manifest),
+            settings={"token_salt": config.run.token_salt},
         )
     progress = ProgressListener(err, mode=progress_mode)
     control = BatchControl()
@@ -268,7 +276,11 @@ def _run_batch(config: BatchConfig, *, progress_mode: str = "auto") -> int:
                     control=control,
                 )
             tg.cancel_scope.cancel()
-        out.print(summary_table(result.stats, report_path=result.report_path, results_path=result.results_path))
+        out.print(
+            summary_table(
+                result.stats, report_path=result.report_path, results_path=result.results_path
+            )
+        )
         if result.outcome.fatal is not None:
             err.print(f"[red]stopped:[/red] {result.outcome.fatal}", highlight=False)
         return exit_code(result)
@@ -286,7 +298,9 @@ async def _watch_signals(control: BatchControl, scope: anyio.CancelScope) -> Non
             if control.stop_requested:
                 err.print("second interrupt: exiting now; the journal is consistent")
                 os._exit(EXIT_INTERRUPTED)  # SQLite's WAL keeps the journal consistent
-            err.print("interrupt: finishing calls in flight, then writing the report (again to quit now)")
+            err.print(
+                "interrupt: finishing calls in flight, then writing the report (again to quit now)"
+            )
             control.request_stop()
 
 
@@ -296,7 +310,9 @@ def main() -> None:
 
 
 @app.command()
-def status(journal: Annotated[Path, typer.Argument(help="A journal written by ibimport run.")]) -> None:
+def status(
+    journal: Annotated[Path, typer.Argument(help="A journal written by ibimport run.")],
+) -> None:
     """Counts per state, failures by code, last update, and what a re-run would do."""
     try:
         store = SqliteJournal.open_readonly(journal)

@@ -126,7 +126,9 @@ class Runner:
                 anyio.current_time() + self._settings.drain_timeout_s,
             )
 
-    async def run(self, rows: Iterable[ManifestRow], *, total_rows: int | None = None) -> RunOutcome:
+    async def run(
+        self, rows: Iterable[ManifestRow], *, total_rows: int | None = None
+    ) -> RunOutcome:
         """Import every valid row; record the others. Returns once every row has a result."""
         started = self._clock.now()
         for listener in self._listeners:
@@ -198,9 +200,7 @@ class Runner:
         if prior.state.is_done or (
             prior.state is RowStatus.FAILED and not self._settings.retry_failed
         ):
-            result = prior.to_result()
-            result.resumed = True
-            return result
+            return prior.to_result(resumed=True)
         return None
 
     def _needs_lookup(self, prior: JournalEntry, token: str) -> bool:
