@@ -278,7 +278,7 @@ def _string_rule(err: ErrorDetails, rule: StringRule | None) -> str:
     value = err.get("input")
     if err["type"] == "version_node":
         return _NODE_RULE
-    if rule is not None and isinstance(value, str) and err["type"] != "string_type":
+    if rule is not None and isinstance(value, str) and err["type"] == "string_pattern_mismatch":
         violation = rule.check(value)
         if violation is not None:
             return violation.rule

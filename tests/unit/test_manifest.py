@@ -170,6 +170,14 @@ def test_each_constraint(tmp_path: Path, fields: dict[str, Any], field: str, rul
     assert any(e.field == field and e.rule.startswith(rule) for e in row.errors), row.describe()
 
 
+def test_lone_surrogate_in_a_tag_key_is_a_printable_error(tmp_path: Path) -> None:
+    row = one(tmp_path, tags={"\udc00": "v"})
+    [error] = row.errors
+    assert error.field.startswith("tag:")
+    assert error.rule == "key must be valid Unicode (it holds a lone surrogate escape)"
+    row.describe()[0].encode("utf-8")
+
+
 @pytest.mark.parametrize(
     "fields",
     [
