@@ -241,10 +241,15 @@ def run(
 
 def _run_batch(config: BatchConfig, *, progress_mode: str = "auto") -> int:
     try:
+        for path in (config.journal_path, config.report_path, config.results_path):
+            if path is not None:
+                path.parent.mkdir(parents=True, exist_ok=True)
         journal = open_journal(config, config.journal_path)
         found = preflight(config, journal=journal)
     except IbimportError as error:
         raise _fail(str(error)) from None
+    except OSError as error:
+        raise _fail(f"cannot create {error.filename}: {error.strerror}") from None
     if found.invalid_count and not config.skip_invalid:
         _print_invalid(found.invalid_rows, found.invalid_count, found.total_rows)
         err.print("nothing was sent; fix the rows or pass --skip-invalid", highlight=False)
@@ -266,7 +271,8 @@ def _run_batch(config: BatchConfig, *, progress_mode: str = "auto") -> int:
 
     async def _main() -> int:
         async with anyio.create_task_group() as tg:
-            tg.start_soon(_watch_signals, control, tg.cancel_scope)
+            tg.start_soon(_watch_signals, control)
+            tg.start_soon(_tick, progress)
             with progress:
                 result = await execute(
                     config,
@@ -291,7 +297,14 @@ def _run_batch(config: BatchConfig, *, progress_mode: str = "auto") -> int:
         raise _fail(str(error), EXIT_FAILED) from None
 
 
-async def _watch_signals(control: BatchControl, scope: anyio.CancelScope) -> None:
+async def _tick(progress: ProgressListener) -> None:
+    """Plain progress lines keep coming even while no row finishes (a throttling storm)."""
+    while True:
+        await anyio.sleep(1.0)
+        progress.tick()
+
+
+async def _watch_signals(control: BatchControl) -> None:
     """First SIGINT/SIGTERM drains the batch; a second one leaves at once."""
     with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async for _ in signals:
