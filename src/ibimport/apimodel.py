@@ -79,7 +79,8 @@ class StringRule:
                 f"must be one of {', '.join(self.enum)}",
                 f"Member must satisfy enum value set: [{', '.join(self.enum)}]",
             )
-        if self.pattern is not None and _compiled(self.pattern).search(value) is None:
+        # fullmatch, not search: Python's "$" would also accept a trailing newline.
+        if self.pattern is not None and _compiled(self.pattern).fullmatch(value) is None:
             return Violation(
                 f"must match {self.pattern}",
                 f"Member must satisfy regular expression pattern: {self.pattern}",
@@ -104,12 +105,18 @@ class ImportVmImageRules:
         violation = self.fields["semanticVersion"].check(value)
         if violation is not None or not isinstance(value, str):
             return violation
-        if any(int(node) > VERSION_NODE_MAX for node in value.split(".")):
+        if any(_node_too_large(node) for node in value.split(".")):
             return Violation(
                 f"each version node must be between 0 and {VERSION_NODE_MAX}",
                 f"Member must have each version node less than or equal to {VERSION_NODE_MAX}",
             )
         return None
+
+
+def _node_too_large(node: str) -> bool:
+    """Compare by length first: int() of a 5,000-digit node raises instead of answering."""
+    digits = node.lstrip("0")
+    return len(digits) > len(str(VERSION_NODE_MAX)) or int(digits or "0") > VERSION_NODE_MAX
 
 
 @cache
