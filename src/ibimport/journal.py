@@ -547,14 +547,21 @@ class SqliteJournal:
 
     # ----------------------------------------------------------------- writing
 
-    def update_header(self, *, manifest_fingerprint: str, settings: Mapping[str, Any]) -> None:
+    def update_header(
+        self,
+        *,
+        manifest_fingerprint: str,
+        settings: Mapping[str, Any],
+        manifest_path: str | None = None,
+    ) -> None:
         """Adopt the current manifest and settings (after the user chose ``--force``)."""
         with self._writing() as conn:
             conn.execute("BEGIN IMMEDIATE")
             try:
                 conn.execute(
-                    "UPDATE run SET manifest_fingerprint = ?, settings = ? WHERE id = 1",
-                    (manifest_fingerprint, _dump_settings(settings)),
+                    "UPDATE run SET manifest_fingerprint = ?, settings = ?, "
+                    "manifest_path = COALESCE(?, manifest_path) WHERE id = 1",
+                    (manifest_fingerprint, _dump_settings(settings), manifest_path),
                 )
                 conn.execute("COMMIT")
             except BaseException:
@@ -987,4 +994,7 @@ def _unusable(path: Path, exc: sqlite3.Error) -> JournalError:
             f"the journal {path} is locked by another process ({text}); wait for the other "
             "ibimport run to finish, or pass another --journal path"
         )
-    return JournalError(f"cannot use the journal {path}: {text}")
+    return JournalError(
+        f"cannot use the journal {path}: {text}; check the file's permissions and the free "
+        "disk space, or pass another --journal path"
+    )
