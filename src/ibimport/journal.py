@@ -21,6 +21,7 @@ committed state while the writer commits, so ``get`` never blocks behind a commi
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import sqlite3
@@ -344,6 +345,7 @@ class SqliteJournal:
         self._running = False
         self._broken: JournalError | None = None
         self._closed = False
+        self._lock_fd: int | None = None
         #: Number of commits of row batches made so far (for tests and benchmarks).
         self.commits = 0
         #: Number of row operations committed so far.
@@ -376,6 +378,7 @@ class SqliteJournal:
         path = Path(path)
         exists = _check_file(path, must_exist=False)
         writer = reader = None
+        lock = _lock_exclusively(path)
         try:
             writer = _connect(path, readonly=False)
             is_new = not exists or _is_blank(writer)
@@ -386,7 +389,7 @@ class SqliteJournal:
             if is_new:
                 _create(writer, manifest_path, manifest_fingerprint, settings, clock())
             reader = _connect(path, readonly=False)
-            return cls(
+            journal = cls(
                 path,
                 writer=writer,
                 reader=reader,
@@ -396,7 +399,10 @@ class SqliteJournal:
                 fault_hook=fault_hook,
                 clock=clock,
             )
+            journal._lock_fd = lock
+            return journal
         except BaseException as exc:
+            os.close(lock)
             for conn in (writer, reader):
                 if conn is not None:
                     conn.close()
@@ -673,6 +679,9 @@ class SqliteJournal:
         if self._writer is not None:
             with self._write_lock:
                 self._writer.close()
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)  # releases the flock
+            self._lock_fd = None
 
     # ----------------------------------------------------------------- internals
 
@@ -827,6 +836,29 @@ class _Locked:
 
 
 # --------------------------------------------------------------------- file checks
+
+
+def _lock_exclusively(path: Path) -> int:
+    """Hold an advisory lock beside the journal: one writing run per journal at a time.
+
+    Two runs sharing a journal would send every row twice (harmless to the service, with
+    the same tokens, but wasteful and confusing). The kernel drops the lock when the
+    process dies, so a kill -9 never leaves a stale lock behind.
+    """
+    lock_path = path.with_name(path.name + ".lock")
+    try:
+        fd = os.open(lock_path, os.O_CREAT | os.O_RDWR, 0o600)
+    except OSError as exc:
+        raise JournalError(f"cannot create the journal lock {lock_path}: {exc.strerror}") from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        raise JournalError(
+            f"another ibimport run is using the journal {path}; wait for it to finish, "
+            "or give this run another --journal"
+        ) from None
+    return fd
 
 
 def _check_file(path: Path, *, must_exist: bool) -> bool:

@@ -714,3 +714,14 @@ def test_grouped_commits_apply_operations_in_order(
         return found
 
     assert anyio.run(play) == _model(ops)
+
+
+def test_a_second_writer_is_refused_while_the_first_holds_the_journal(tmp_path: Path) -> None:
+    path = tmp_path / "wave.journal"
+    first = SqliteJournal.open(path, manifest_path="m.csv", manifest_fingerprint="f", settings={})
+    with pytest.raises(JournalError, match="another ibimport run is using the journal"):
+        SqliteJournal.open(path, manifest_path="m.csv", manifest_fingerprint="f", settings={})
+    first.close()
+    again = SqliteJournal.open(path, manifest_path="m.csv", manifest_fingerprint="f", settings={})
+    assert not again.is_new
+    again.close()
