@@ -14,7 +14,7 @@ import anyio
 import typer
 from rich.console import Console
 
-from ibimport import __version__
+from ibimport._version import __version__
 from ibimport.batch import (
     BatchConfig,
     BatchControl,
