@@ -12,7 +12,13 @@ from typing import Annotated
 
 import typer
 
-from ibimport.emulator.server import EmulatorConfig, run_until_signalled
+from ibimport.emulator.server import (
+    LOCAL_ACCESS_KEY_ID,
+    LOCAL_SECRET_ACCESS_KEY,
+    SECRET_ENV,
+    EmulatorConfig,
+    run_until_signalled,
+)
 from ibimport.errors import ConfigError
 
 
@@ -58,6 +64,40 @@ def emulator_command(
     state_save_interval_s: Annotated[
         float, typer.Option(help="Seconds between state saves.")
     ] = 5.0,
+    drop_before_share: Annotated[
+        float,
+        typer.Option(help="Share of calls whose connection resets before the call takes effect."),
+    ] = 0.0,
+    truncate_share: Annotated[
+        float,
+        typer.Option(help="Share of calls that take effect and whose answer is cut off mid-body."),
+    ] = 0.0,
+    slow_share: Annotated[
+        float,
+        typer.Option(help="Share of calls that take effect and are answered --slow-ms late."),
+    ] = 0.0,
+    slow_ms: Annotated[
+        float, typer.Option(help="Delay of a --slow-share answer (beyond the read timeout).")
+    ] = 0.0,
+    verify_signatures: Annotated[
+        bool,
+        typer.Option(
+            help="Check SigV4 signatures against --access-key-id/--secret-access-key "
+            "(403 UnrecognizedClientException / InvalidSignatureException, as AWS answers)."
+        ),
+    ] = False,
+    access_key_id: Annotated[
+        str, typer.Option(help="The access key id --verify-signatures accepts.")
+    ] = LOCAL_ACCESS_KEY_ID,
+    secret_access_key: Annotated[
+        str,
+        typer.Option(
+            envvar=SECRET_ENV,
+            show_default=False,
+            help="Its secret (better given in the environment variable); "
+            "default: the throwaway pair `ibimport run --local` uses.",
+        ),
+    ] = LOCAL_SECRET_ACCESS_KEY,
 ) -> None:
     """Serve a local EC2 Image Builder for rehearsals, tests and benchmarks."""
     try:
@@ -77,6 +117,13 @@ def emulator_command(
             available_after_s=available_after_s,
             state_file=state,
             state_save_interval_s=state_save_interval_s,
+            drop_before_share=drop_before_share,
+            truncate_share=truncate_share,
+            slow_share=slow_share,
+            slow_ms=slow_ms,
+            verify_signatures=verify_signatures,
+            access_key_id=access_key_id,
+            secret_access_key=secret_access_key,
         )
     except ConfigError as exc:
         raise typer.BadParameter(str(exc)) from exc

@@ -25,7 +25,7 @@ import time
 import urllib.request
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
@@ -34,6 +34,7 @@ from aiohttp import web
 
 from ibimport.emulator.models import ApiException, Clock, ImageBuilderBackend, Scope
 from ibimport.emulator.responses import OPERATIONS, Call, render_error
+from ibimport.emulator.sigv4 import Credentials, verify
 from ibimport.errors import ConfigError
 
 # SigV4: "AWS4-HMAC-SHA256 Credential=AKID/20240101/us-east-1/imagebuilder/aws4_request, ..."
@@ -41,6 +42,11 @@ _CREDENTIAL = re.compile(r"Credential=([^/,\s]+)/[^/,\s]+/([^/,\s]+)/")
 _ACCOUNT_KEY = re.compile(r"^[0-9]{12}$")
 _JSON = "application/json"
 _STATS_PATH = "/_emulator/stats"
+#: The throwaway credentials ``ibimport run --local`` signs with: a well-known test pair.
+LOCAL_ACCESS_KEY_ID = "AKIAIBIMPORTLOCAL000"
+LOCAL_SECRET_ACCESS_KEY = "ibimport-local-throwaway-secret"
+#: Where ``ibimport emulator`` reads --secret-access-key from, so it never shows in ``ps``.
+SECRET_ENV = "IBIMPORT_EMULATOR_SECRET_ACCESS_KEY"
 _RESET_PATH = "/_emulator/reset"
 
 
@@ -51,6 +57,12 @@ class EmulatorConfig:
     ``rate``/``burst`` meter each operation with a token bucket (None: unlimited);
     ``fault_rate`` is the share of calls that fail with 500/503, of which ``drop_share``
     instead lose their answer (the connection closes after the call took effect).
+    The network faults of the fault matrix, each an independent share of the calls that
+    pass the meter: ``drop_before_share`` closes the connection before the call takes
+    effect, ``truncate_share`` sends the headers and half the body of a call that took
+    effect and closes, ``slow_share`` answers a call that took effect ``slow_ms`` late.
+    ``verify_signatures`` checks SigV4 against ``access_key_id``/``secret_access_key``
+    (by default the throwaway pair ``ibimport run --local`` signs with).
     """
 
     host: str = "127.0.0.1"
@@ -68,20 +80,35 @@ class EmulatorConfig:
     available_after_s: float = 0.0
     state_file: Path | None = None
     state_save_interval_s: float = 5.0
+    drop_before_share: float = 0.0
+    truncate_share: float = 0.0
+    slow_share: float = 0.0
+    slow_ms: float = 0.0
+    verify_signatures: bool = False
+    access_key_id: str = LOCAL_ACCESS_KEY_ID
+    secret_access_key: str = field(default=LOCAL_SECRET_ACCESS_KEY, repr=False)
 
     def __post_init__(self) -> None:
         if self.rate is not None and self.rate <= 0:
             raise ConfigError(f"rate must be positive, got {self.rate}")
         if self.burst is not None and self.burst < 1:
             raise ConfigError(f"burst must be at least 1, got {self.burst}")
-        for name in ("fault_rate", "drop_share"):
+        for name in (
+            "fault_rate",
+            "drop_share",
+            "drop_before_share",
+            "truncate_share",
+            "slow_share",
+        ):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ConfigError(f"{name} must be between 0 and 1, got {getattr(self, name)}")
-        for name in ("latency_ms", "jitter_ms", "token_ttl_s", "available_after_s"):
+        for name in ("latency_ms", "jitter_ms", "token_ttl_s", "available_after_s", "slow_ms"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name} must not be negative, got {getattr(self, name)}")
         if not _ACCOUNT_KEY.match(self.account_id):
             raise ConfigError(f"account_id must be 12 digits, got {self.account_id!r}")
+        if self.verify_signatures and not (self.access_key_id and self.secret_access_key):
+            raise ConfigError("verify_signatures needs an access key id and a secret access key")
 
     @property
     def effective_burst(self) -> int:
@@ -130,6 +157,10 @@ class Emulator:
         self.throttled = 0
         self.faults = 0
         self.dropped = 0
+        self.dropped_before = 0
+        self.truncated = 0
+        self.slowed = 0
+        self._credentials = Credentials(config.access_key_id, config.secret_access_key)
         self._internal: dict[tuple[str, str], Callable[[], web.Response]] = {
             ("GET", _STATS_PATH): lambda: _json_response(200, json.dumps(self.stats()).encode()),
             ("POST", _RESET_PATH): self._reset_response,
@@ -143,6 +174,9 @@ class Emulator:
             "throttled": self.throttled,
             "faults": self.faults,
             "dropped": self.dropped,
+            "droppedBefore": self.dropped_before,
+            "truncated": self.truncated,
+            "slowed": self.slowed,
             "errors": dict(self.errors),
             "images": backend.images,
             "duplicateBuilds": backend.duplicate_builds,
@@ -156,6 +190,7 @@ class Emulator:
         self.requests.clear()
         self.errors.clear()
         self.throttled = self.faults = self.dropped = 0
+        self.dropped_before = self.truncated = self.slowed = 0
         self.rng = random.Random(self.config.seed)
 
     def _reset_response(self) -> web.Response:
@@ -188,6 +223,21 @@ class Emulator:
                     status=403,
                 )
             )
+        config = self.config
+        body: bytes | None = None
+        if config.verify_signatures:
+            body = await request.read()
+            try:
+                verify(
+                    credentials=self._credentials,
+                    method=request.method,
+                    raw_path=request.raw_path,
+                    headers=request.headers,
+                    header_values=lambda header: request.headers.getall(header, ()),
+                    body=body,
+                )
+            except ApiException as exc:
+                return self._error(exc)
         if operation is None:
             return self._error(
                 ApiException("UnknownOperationException", "Unknown operation.", status=404)
@@ -195,7 +245,6 @@ class Emulator:
         name, handler = operation
         requests = self.requests
         requests[name] = requests.get(name, 0) + 1
-        config = self.config
         if config.latency_ms or config.jitter_ms:
             await asyncio.sleep((config.latency_ms + self.rng.random() * config.jitter_ms) / 1000.0)
         if config.rate is not None and not self._bucket(name).take():
@@ -227,26 +276,38 @@ class Emulator:
                             status=503,
                         )
                     )
+        if config.drop_before_share and self.rng.random() < config.drop_before_share:
+            # The connection resets before the call takes effect: nothing happened.
+            self.dropped_before += 1
+            _abort(request)
+            return _json_response(500, b"{}")  # never reaches the client
         access_key, region = credential.groups()
         account = access_key if _ACCOUNT_KEY.match(access_key) else config.account_id
         request_id = str(uuid.uuid4())
         call = Call(
             scope=Scope(account, region),
             request_id=request_id,
-            body=await request.read(),
+            body=body if body is not None else await request.read(),
             query=request.query,
         )
         try:
-            body = handler(self.backend, call)
+            answer = handler(self.backend, call)
         except ApiException as exc:
             response = self._error(exc, request_id=request_id)
         else:
-            response = _json_response(200, body, request_id=request_id)
+            response = _json_response(200, answer, request_id=request_id)
         if drop:
             # The call took effect but its answer is lost: the client must retry safely.
             self.dropped += 1
-            if request.transport is not None:
-                request.transport.abort()
+            _abort(request)
+            return response
+        if config.truncate_share and self.rng.random() < config.truncate_share:
+            self.truncated += 1
+            return await _send_truncated(request, response)
+        if config.slow_share and self.rng.random() < config.slow_share:
+            # The call took effect; its answer arrives after the client may have given up.
+            self.slowed += 1
+            await asyncio.sleep(config.slow_ms / 1000.0)
         return response
 
     def _bucket(self, operation: str) -> TokenBucket:
@@ -263,6 +324,23 @@ class Emulator:
         response = _json_response(status, body, request_id=request_id or str(uuid.uuid4()))
         response.headers["x-amzn-ErrorType"] = error_type
         return response
+
+
+def _abort(request: web.BaseRequest) -> None:
+    if request.transport is not None:
+        request.transport.abort()
+
+
+async def _send_truncated(request: web.BaseRequest, response: web.Response) -> web.StreamResponse:
+    """Send the status, the headers and half of the body announced by Content-Length; close."""
+    body = response.body
+    assert isinstance(body, bytes)
+    stream = web.StreamResponse(status=response.status, headers=response.headers)
+    stream.content_length = len(body)
+    await stream.prepare(request)
+    await stream.write(body[: len(body) // 2])
+    _abort(request)
+    return stream
 
 
 def _json_response(status: int, body: bytes, *, request_id: str | None = None) -> web.Response:
@@ -474,7 +552,14 @@ def cli_args(config: EmulatorConfig) -> list[str]:
         "--token-ttl", repr(config.token_ttl_s),
         "--available-after-s", repr(config.available_after_s),
         "--state-save-interval-s", repr(config.state_save_interval_s),
+        "--drop-before-share", repr(config.drop_before_share),
+        "--truncate-share", repr(config.truncate_share),
+        "--slow-share", repr(config.slow_share),
+        "--slow-ms", repr(config.slow_ms),
+        "--access-key-id", config.access_key_id,
     ]  # fmt: skip
+    if config.verify_signatures:
+        args.append("--verify-signatures")
     if config.rate is not None:
         args += ["--rate", repr(config.rate)]
     if config.burst is not None:
@@ -524,7 +609,10 @@ class EmulatorProcess:
         command = [self.python, "-m", "ibimport.emulator", *cli_args(self.config)]
         if self.cpus is not None:
             command = ["taskset", "-c", self.cpus, *command]
-        process = subprocess.Popen(command, stdout=subprocess.PIPE, stdin=subprocess.DEVNULL)
+        env = {**os.environ, SECRET_ENV: self.config.secret_access_key}
+        process = subprocess.Popen(
+            command, stdout=subprocess.PIPE, stdin=subprocess.DEVNULL, env=env
+        )
         self._process = process
         assert process.stdout is not None
         ready, _, _ = select.select([process.stdout], [], [], timeout_s)

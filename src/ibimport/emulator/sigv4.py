@@ -1,0 +1,147 @@
+"""AWS Signature Version 4 verification, for ``--verify-signatures``.
+
+The server recomputes the signature from what it received (method, path, query, the
+headers the client says it signed, the body) with the secret of the access key the
+client names, and compares in constant time. Written from the SigV4 specification
+rather than with botocore's signer, so the check is independent of the client it checks.
+Errors are the ones AWS's REST-JSON front end answers, all HTTP 403.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import re
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from urllib.parse import quote, unquote
+
+from ibimport.emulator.models import ApiException
+
+__all__ = ["Credentials", "verify"]
+
+_ALGORITHM = "AWS4-HMAC-SHA256"
+_SERVICE = "imagebuilder"
+_PARAMETER = re.compile(r"(Credential|SignedHeaders|Signature)=([^,\s]*)")
+_AMZ_DATE = re.compile(r"^[0-9]{8}T[0-9]{6}Z$")
+_HEX_SIGNATURE = re.compile(r"^[0-9a-f]{64}$")
+
+#: Messages as AWS words them.
+BAD_SIGNATURE = (
+    "The request signature we calculated does not match the signature you provided. "
+    "Check your AWS Secret Access Key and signing method. "
+    "Consult the service documentation for details."
+)
+UNKNOWN_KEY = "The security token included in the request is invalid."
+
+
+@dataclass(frozen=True, slots=True)
+class Credentials:
+    """The one access key pair the emulator recognises when it verifies signatures."""
+
+    access_key_id: str
+    secret_access_key: str = field(repr=False)
+
+
+def _incomplete(message: str) -> ApiException:
+    return ApiException("IncompleteSignatureException", message, status=403)
+
+
+def _bad_signature(message: str = BAD_SIGNATURE) -> ApiException:
+    return ApiException("InvalidSignatureException", message, status=403)
+
+
+def verify(
+    *,
+    credentials: Credentials,
+    method: str,
+    raw_path: str,
+    headers: Mapping[str, str],
+    header_values: Callable[[str], Iterable[str]],
+    body: bytes,
+) -> None:
+    """Raise the ApiException AWS would answer unless the request is signed by ``credentials``.
+
+    ``raw_path`` is the request target as sent (path and query, still percent-encoded);
+    ``header_values(name)`` returns every value of a header, in the order received.
+    """
+    authorization = headers.get("Authorization", "")
+    algorithm, _, rest = authorization.partition(" ")
+    if algorithm != _ALGORITHM:
+        raise _incomplete(f"Unsupported authorization type: {algorithm or 'none'}")
+    parameters = dict(_PARAMETER.findall(rest))
+    for name in ("Credential", "SignedHeaders", "Signature"):
+        if name not in parameters:
+            raise _incomplete(f"Authorization header requires '{name}' parameter.")
+    scope = parameters["Credential"].split("/")
+    if len(scope) != 5 or scope[4] != "aws4_request":
+        raise _incomplete(
+            "Credential must have exactly 5 slash-delimited elements, e.g. "
+            "keyid/date/region/service/term."
+        )
+    access_key, day, region, service, _ = scope
+    amz_date = headers.get("X-Amz-Date", "")
+    if not _AMZ_DATE.match(amz_date):
+        raise _incomplete(
+            "Authorization header requires existence of either a 'X-Amz-Date' or a 'Date' header."
+        )
+    # The key is checked before the signature, as AWS does: an unknown key says so.
+    if not hmac.compare_digest(access_key.encode(), credentials.access_key_id.encode()):
+        raise ApiException("UnrecognizedClientException", UNKNOWN_KEY, status=403)
+    if "X-Amz-Security-Token" in headers:
+        # The emulator issues no temporary credentials, so any session token is unknown.
+        raise ApiException("UnrecognizedClientException", UNKNOWN_KEY, status=403)
+    if service != _SERVICE:
+        raise _bad_signature(f"Credential should be scoped to correct service: '{_SERVICE}'. ")
+    if day != amz_date[:8]:
+        raise _bad_signature(
+            f"Date in Credential scope does not match YYYYMMDD from ISO-8601 version of "
+            f"date from HTTP: '{day}' != '{amz_date[:8]}', from '{amz_date}'."
+        )
+    signed = parameters["SignedHeaders"].split(";")
+    if "host" not in signed:
+        raise _bad_signature("'Host' must be a 'SignedHeader' in the AWS Authorization.")
+    path, _, query = raw_path.partition("?")
+    canonical = "\n".join(
+        [
+            method.upper(),
+            quote(path or "/", safe="/~"),
+            _canonical_query(query),
+            "".join(f"{name}:{_trim_all(header_values(name))}\n" for name in signed),
+            parameters["SignedHeaders"],
+            hashlib.sha256(body).hexdigest(),
+        ]
+    )
+    string_to_sign = "\n".join(
+        [
+            _ALGORITHM,
+            amz_date,
+            f"{day}/{region}/{service}/aws4_request",
+            hashlib.sha256(canonical.encode("utf-8")).hexdigest(),
+        ]
+    )
+    key = ("AWS4" + credentials.secret_access_key).encode("utf-8")
+    for part in (day, region, service, "aws4_request"):
+        key = hmac.new(key, part.encode("utf-8"), hashlib.sha256).digest()
+    expected = hmac.new(key, string_to_sign.encode("utf-8"), hashlib.sha256).hexdigest()
+    given = parameters["Signature"]
+    if not _HEX_SIGNATURE.match(given) or not hmac.compare_digest(
+        expected.encode("ascii"), given.encode("ascii")
+    ):
+        raise _bad_signature()
+
+
+def _canonical_query(query: str) -> str:
+    """Each name and value decoded, re-encoded with RFC 3986's unreserved set, then sorted."""
+    if not query:
+        return ""
+    pairs = []
+    for item in query.split("&"):
+        name, _, value = item.partition("=")
+        pairs.append((quote(unquote(name), safe="-_.~"), quote(unquote(value), safe="-_.~")))
+    return "&".join(f"{name}={value}" for name, value in sorted(pairs))
+
+
+def _trim_all(values: Iterable[str]) -> str:
+    """Header values joined by commas, each with its runs of spaces collapsed."""
+    return ",".join(" ".join(value.split()) for value in values)
