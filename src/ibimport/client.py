@@ -9,18 +9,31 @@ place, with one limiter, is what keeps the pace even.
 
 from __future__ import annotations
 
+import platform
 from collections.abc import AsyncIterator, Mapping
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 import aioboto3
+import aiobotocore
 import botocore.exceptions as bce
 from botocore.config import Config
 
+from ibimport._version import __version__
 from ibimport.errors import ApiError, FatalBatchError, TransportError
 
 SERVICE = "imagebuilder"
+
+#: The User-Agent, composed once. Left to itself botocore rebuilds its User-Agent twice
+#: per call (dozens of sanitising calls each time, about 15% of a call's CPU); a
+#: ``Config(user_agent=...)`` string is used as given. botocore appends the session's
+#: ``botocore/<version>`` extra to it.
+USER_AGENT = (
+    f"ibimport/{__version__} md/aiobotocore#{aiobotocore.__version__} ua/2.1 "
+    f"os/{platform.system().lower() or 'other'} "
+    f"lang/python#{platform.python_version()} md/pyimpl#{platform.python_implementation()}"
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,14 +161,23 @@ def _one_line(error: BaseException) -> str:
 
 
 def botocore_config(settings: ClientSettings) -> Config:
-    """botocore retries off (ours are the only ones), a pool as large as the concurrency."""
+    """botocore retries off (ours are the only ones), a pool as large as the concurrency.
+
+    The rest takes per-call work that never changes out of the hot path, through
+    botocore's own settings: a fixed User-Agent, no parameter validation (the manifest
+    already enforces the model's rules), checksums only where an operation requires one
+    (Image Builder's operations declare none).
+    """
     return Config(
         retries={"total_max_attempts": 1, "mode": "standard"},
         max_pool_connections=max(settings.max_pool_connections, 10),
         connect_timeout=settings.connect_timeout_s,
         read_timeout=settings.read_timeout_s,
         tcp_keepalive=True,
-        parameter_validation=False,  # the manifest already enforces the model's rules
+        parameter_validation=False,
+        user_agent=USER_AGENT,
+        request_checksum_calculation="when_required",
+        response_checksum_validation="when_required",
     )
 
 

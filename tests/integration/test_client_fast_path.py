@@ -1,0 +1,100 @@
+"""The client's fast path (fixed User-Agent, no per-call checks) still sends correct requests.
+
+The emulator does not check signatures, so each request the client sends is captured on
+its way out and its SigV4 signature recomputed independently with botocore's signer.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import pytest
+from botocore.auth import SigV4Auth
+from botocore.awsrequest import AWSRequest
+from botocore.credentials import Credentials
+
+from ibimport.client import USER_AGENT, ClientSettings, open_client
+from ibimport.emulator import EmulatorConfig, EmulatorServer
+from ibimport.errors import ApiError
+
+KEY, SECRET = "AKIDIBIMPORTFASTPATH", "fast-path-secret"
+PARAMS = {
+    "name": "fast-path-vm",
+    "semanticVersion": "1.2.3",
+    "platform": "Linux",
+    "osVersion": "Ubuntu 22.04",
+    "vmImportTaskId": "import-ami-0123456789abcdef0",
+    "tags": {"Wave": "1"},
+}
+
+
+def _settings(url: str) -> ClientSettings:
+    return ClientSettings(
+        region="us-east-1", endpoint_url=url, access_key_id=KEY, secret_access_key=SECRET
+    )
+
+
+def _text(value: str | bytes) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def _expected_signature(request: Any, signed_headers: set[str]) -> str:
+    """What the service computes: SigV4 over the headers the request says it signed."""
+    headers = {k: _text(v) for k, v in request.headers.items() if k.lower() in signed_headers}
+    body = request.body if isinstance(request.body, bytes) else (request.body or b"")
+    fresh = AWSRequest(method=request.method, url=request.url, headers=headers, data=body)
+    fresh.context["timestamp"] = headers["X-Amz-Date"]
+    signer = SigV4Auth(Credentials(KEY, SECRET), "imagebuilder", "us-east-1")
+    canonical = signer.canonical_request(fresh)
+    return signer.signature(signer.string_to_sign(fresh, canonical), fresh)
+
+
+async def test_fast_path_requests_are_signed_correctly_and_accepted(
+    emulator: EmulatorServer,
+) -> None:
+    sent: list[Any] = []
+    async with open_client(_settings(emulator.url)) as client:
+        client._client.meta.events.register(
+            "before-send.imagebuilder", lambda request, **_: sent.append(request)
+        )
+        for n in range(3):  # more than one call: nothing cached may go stale
+            answer = await client.import_vm_image(
+                {**PARAMS, "semanticVersion": f"1.2.{n}"}, client_token=f"fast-path-token-{n}"
+            )
+            assert answer.image_arn.endswith(f"/fast-path-vm/1.2.{n}/1")
+            assert answer.client_token == f"fast-path-token-{n}"
+    assert len(sent) == 3
+    for request in sent:
+        authorization = _text(request.headers["Authorization"])
+        assert f"Credential={KEY}/" in authorization
+        assert "/us-east-1/imagebuilder/aws4_request" in authorization
+        found = re.search(r"SignedHeaders=([a-z0-9;-]+), Signature=([0-9a-f]{64})", authorization)
+        assert found is not None
+        signed = set(found.group(1).split(";"))
+        assert {"host", "x-amz-date"} <= signed
+        assert found.group(2) == _expected_signature(request, signed)
+        assert _text(request.headers["User-Agent"]).startswith(USER_AGENT)
+
+
+async def test_fast_path_still_translates_service_errors(aws_credentials: None) -> None:
+    with EmulatorServer(EmulatorConfig(rate=1, burst=1)) as server:
+        async with open_client(_settings(server.url)) as client:
+            await client.import_vm_image(PARAMS, client_token="errors-1")
+            with pytest.raises(ApiError) as throttled:
+                await client.import_vm_image(
+                    {**PARAMS, "semanticVersion": "1.2.4"}, client_token="errors-2"
+                )
+    assert throttled.value.code == "CallRateLimitExceededException"
+    assert throttled.value.status == 429
+
+
+async def test_fast_path_lets_the_service_reject_bad_parameters(emulator: EmulatorServer) -> None:
+    # parameter_validation is off: the manifest checks rows, the service has the last word.
+    async with open_client(_settings(emulator.url)) as client:
+        with pytest.raises(ApiError) as rejected:
+            await client.import_vm_image(
+                {**PARAMS, "semanticVersion": "not-a-version"}, client_token="bad-1"
+            )
+    assert rejected.value.status == 400
+    assert rejected.value.code
