@@ -172,6 +172,10 @@ def run(
     region: Annotated[str | None, typer.Option(envvar="AWS_REGION", help="AWS region.")] = None,
     profile: Annotated[str | None, typer.Option(help="AWS profile.")] = None,
     endpoint_url: Annotated[str | None, typer.Option(help="Image Builder endpoint URL.")] = None,
+    read_timeout: Annotated[
+        float,
+        typer.Option(min=0.01, help="Seconds to wait for an answer before retrying the call."),
+    ] = 60.0,
     local: Annotated[
         bool, typer.Option(help="Run against an in-process emulator with throwaway credentials.")
     ] = False,
@@ -220,6 +224,7 @@ def run(
                 profile=profile,
                 endpoint_url=endpoint_url,
                 max_pool_connections=concurrency,
+                read_timeout_s=read_timeout,
             ),
             local=LocalEmulator(
                 latency_ms=emulator_latency_ms,
