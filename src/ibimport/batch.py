@@ -188,6 +188,8 @@ async def _client_for(config: BatchConfig) -> AsyncIterator[ImageBuilderClient]:
                 region=settings.region or "us-east-1",
                 endpoint_url=server.url,
                 max_pool_connections=settings.max_pool_connections,
+                connect_timeout_s=settings.connect_timeout_s,
+                read_timeout_s=settings.read_timeout_s,
                 access_key_id="AKIAIBIMPORTLOCAL000",
                 secret_access_key="ibimport-local-throwaway-secret",
             )
