@@ -300,6 +300,18 @@ def _run_batch(config: BatchConfig, *, progress_mode: str = "auto") -> int:
         return anyio.run(_main)
     except IbimportError as error:
         raise _fail(str(error), EXIT_FAILED) from None
+    except BaseExceptionGroup as group:
+        # The task group wraps a fatal error raised in it (no credentials, say) in a group.
+        ours, rest = group.split(IbimportError)
+        if ours is None or rest is not None:
+            raise
+        raise _fail(str(_first_leaf(ours)), EXIT_FAILED) from None
+
+
+def _first_leaf(error: BaseException) -> BaseException:
+    while isinstance(error, BaseExceptionGroup):
+        error = error.exceptions[0]
+    return error
 
 
 async def _tick(progress: ProgressListener) -> None:
