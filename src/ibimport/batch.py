@@ -23,6 +23,7 @@ from ibimport.journal import Journal, ManifestDiff, NullJournal, SqliteJournal
 from ibimport.limiter import Clock, MonotonicClock, build_limiter
 from ibimport.manifest import ManifestFormat, ManifestRow, manifest_fingerprint, read_manifest
 from ibimport.report import ResultsWriter, RunStats, write_report
+from ibimport.results import RowResult, RowStatus
 from ibimport.runner import Runner, RunOutcome, RunSettings
 from ibimport.tokens import client_token
 
@@ -116,7 +117,8 @@ def preflight(config: BatchConfig, *, journal: SqliteJournal | None) -> Prefligh
             found.invalid_count += 1
             if len(found.invalid_rows) < MAX_SHOWN_INVALID:
                 found.invalid_rows.append(manifest_row)
-    if journal is not None and not journal.is_new:
+    # A journal without rows was never sent under (killed while starting): nothing to compare.
+    if journal is not None and not journal.is_new and journal.last_update() is not None:
         found.diff = journal.diff(
             (
                 r.row,
@@ -225,6 +227,8 @@ async def execute(
             if control is not None:
                 control._attach(runner)
             try:
+                if journal is not None:
+                    await _journal_every_row(journal, config)
                 async with store.running():
                     outcome = await runner.run(_rows(config), total_rows=total_rows)
             finally:
@@ -237,6 +241,31 @@ async def execute(
         results_path=results_path,
         journal_path=config.journal_path,
     )
+
+
+async def _journal_every_row(journal: Journal, config: BatchConfig) -> None:
+    """Record every valid row ``pending`` (rows the journal knows keep their state).
+
+    So the journal holds the whole manifest before the first call: after a kill, the rows
+    the run never reached are not mistaken for rows added to the manifest, and
+    ``status`` / ``report`` account for every row.
+    """
+    for count, manifest_row in enumerate(_rows(config), start=1):
+        task = manifest_row.task
+        if task is None:
+            continue
+        journal.record(
+            RowResult(
+                row=manifest_row.row,
+                name=task.name,
+                semantic_version=task.semanticVersion,
+                status=RowStatus.PENDING,
+                client_token=client_token(task, salt=config.run.token_salt),
+            )
+        )
+        if count % 10_000 == 0:
+            await journal.flush()  # bounded memory for big manifests
+    await journal.flush()
 
 
 def exit_code(result: BatchResult) -> int:
