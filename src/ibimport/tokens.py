@@ -29,6 +29,8 @@ __all__ = ["NAMESPACE", "canonical_request", "client_token"]
 #: import every image a second time instead of being answered with the first import.
 NAMESPACE = uuid.UUID("502b806a-4c93-5804-9da4-c0f0b20e41b0")
 
+_NAMESPACE_BYTES = NAMESPACE.bytes
+
 # Separates the salt from the canonical request (canonical JSON escapes NUL, so never holds one).
 _SALT_SEPARATOR = b"\x00"
 
@@ -49,8 +51,10 @@ def canonical_request(task: ImportTask) -> bytes:
     loggingConfiguration as sent; strings are NFC; keys sorted; compact UTF-8 JSON.
     Golden tests pin this form: changing it changes every token.
     """
-    params = _nfc(task.api_params())
+    params = task.api_params()
     text = json.dumps(params, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    if not text.isascii():  # ASCII text is already NFC: only other text is normalised
+        text = json.dumps(_nfc(params), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     return text.encode("utf-8")
 
 
@@ -66,5 +70,8 @@ def client_token(task: ImportTask, *, salt: str = "") -> str:
     name = canonical_request(task)
     if salt:
         name = unicodedata.normalize("NFC", salt).encode("utf-8") + _SALT_SEPARATOR + name
-    digest = hashlib.sha1(NAMESPACE.bytes + name, usedforsecurity=False).digest()
-    return str(uuid.UUID(bytes=digest[:16], version=5))
+    digest = bytearray(hashlib.sha1(_NAMESPACE_BYTES + name, usedforsecurity=False).digest())
+    digest[6] = (digest[6] & 0x0F) | 0x50  # version 5
+    digest[8] = (digest[8] & 0x3F) | 0x80  # RFC 4122 variant
+    h = digest[:16].hex()
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
