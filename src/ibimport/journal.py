@@ -380,13 +380,15 @@ class SqliteJournal:
         writer = reader = None
         lock = _lock_exclusively(path)
         try:
+            if not exists:
+                _create_aside(path, manifest_path, manifest_fingerprint, settings, clock())
             writer = _connect(path, readonly=False)
             is_new = not exists or _is_blank(writer)
-            if not is_new:
+            if exists and not is_new:
                 # Before anything is changed: never switch a foreign database to WAL.
                 _validate(writer, path)
             _configure_writer(writer, path)
-            if is_new:
+            if exists and is_new:
                 _create(writer, manifest_path, manifest_fingerprint, settings, clock())
             reader = _connect(path, readonly=False)
             journal = cls(
@@ -988,6 +990,33 @@ def _create(
     except BaseException:
         if conn.in_transaction:
             conn.execute("ROLLBACK")
+        raise
+
+
+def _create_aside(
+    path: Path,
+    manifest_path: str,
+    manifest_fingerprint: str,
+    settings: Mapping[str, Any],
+    created_at: float,
+) -> None:
+    """Lay out a new journal beside ``path``, then rename it into place.
+
+    So a journal file that exists is always complete: a kill while creating it leaves no
+    empty file at ``path`` (which the next run would have to refuse as truncated).
+    """
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.new")
+    try:
+        conn = sqlite3.connect(temporary, isolation_level=None)
+        try:
+            _create(conn, manifest_path, manifest_fingerprint, settings, created_at)
+        finally:
+            conn.close()
+        os.replace(temporary, path)
+    except BaseException as exc:
+        temporary.unlink(missing_ok=True)
+        if isinstance(exc, OSError):
+            raise JournalError(f"cannot create the journal {path}: {exc.strerror}") from None
         raise
 
 
