@@ -132,7 +132,10 @@ class Emulator:
             endpoint_url=self.url,
             aws_access_key_id="AKIDIBIMPORTTEST",
             aws_secret_access_key="ibimport-test-secret",
-            config=Config(retries={"total_max_attempts": 1}, max_pool_connections=16),
+            # The emulator's faults hit these calls too; they are read-only, so retry freely.
+            config=Config(
+                retries={"mode": "standard", "total_max_attempts": 20}, max_pool_connections=16
+            ),
         )
 
         def count(name: str) -> int:
