@@ -111,26 +111,26 @@ def test_first_signal_drains_writes_everything_and_exits_130(
 
 @pytest.fixture
 def slow_emulator() -> Iterator[Emulator]:
-    """Calls take 1.5 s: a drain is still going on when the second Ctrl-C arrives."""
-    with Emulator(EmulatorConfig(latency_ms=1500.0)) as emulator:
+    """Calls take 1 s: a drain is still going on when the second Ctrl-C arrives."""
+    with Emulator(EmulatorConfig(latency_ms=1000.0)) as emulator:
         yield emulator
 
 
 def test_second_sigint_exits_at_once_leaving_a_consistent_journal(
     slow_emulator: Emulator, children: Children, tmp_path: Path
 ) -> None:
-    rows = 16
+    rows = CONCURRENCY  # all in flight at once
     manifest = write_manifest(tmp_path / "m.csv", rows)
     journal = tmp_path / "m.journal"
     args = run_args(manifest, slow_emulator.url, "--concurrency", str(CONCURRENCY))
 
     child = children.start(*args)
-    wait_for(lambda: slow_emulator.imports() >= CONCURRENCY, timeout=30, what="calls in flight")
+    wait_for(lambda: slow_emulator.imports() >= 1, timeout=30, what="a call in flight")
     child.signal(signal.SIGINT)
     wait_for(
         lambda: "interrupt: finishing" in child.stderr_text(), timeout=5, what="the first notice"
     )
-    assert child.running()  # draining: the calls in flight take 1.5 s
+    assert child.running()  # draining: the calls in flight take 1 s
     second, seconds = signal_and_time(child, signal.SIGINT, timeout=10)
 
     assert second.returncode == 130, second.stderr
@@ -139,13 +139,14 @@ def test_second_sigint_exits_at_once_leaving_a_consistent_journal(
     assert "second interrupt: exiting now" in second.stderr
     assert journal_integrity(journal) == "ok"
     counts = journal_counts(journal)
-    assert counts.get("in_flight", 0) == CONCURRENCY, counts  # sent, outcome unknown
+    assert counts.get("in_flight", 0) >= 1, counts  # sent, outcome unknown
+    assert sum(counts.values()) == rows, counts
     status = children.run("status", str(journal))
     assert status.returncode == 0, status.stderr
     status.assert_clean()
 
     # The calls cut off may still land; the re-run sends them again with the same tokens.
-    time.sleep(1.6)
+    time.sleep(1.1)
     rerun = children.run(*args)
     assert rerun.returncode == 0, rerun.stderr
     rerun.assert_clean()
