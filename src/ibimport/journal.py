@@ -1007,6 +1007,9 @@ def _create_aside(
     """
     temporary = path.with_name(f".{path.name}.{os.getpid()}.new")
     try:
+        # Private whatever the umask: SQLite gives the -wal and -shm files the same mode.
+        os.close(os.open(temporary, os.O_CREAT | os.O_TRUNC | os.O_WRONLY, 0o600))
+        os.chmod(temporary, 0o600)  # O_CREAT's mode does not apply to a leftover file
         conn = sqlite3.connect(temporary, isolation_level=None)
         try:
             _create(conn, manifest_path, manifest_fingerprint, settings, created_at)
