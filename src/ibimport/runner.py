@@ -356,9 +356,33 @@ def _invalid_result(manifest_row: ManifestRow) -> RowResult:
     )
 
 
+#: Codes with which the service refuses the caller's credentials themselves (not a permission).
+_REFUSED_CREDENTIALS = frozenset(
+    {
+        "UnrecognizedClientException",
+        "InvalidClientTokenId",
+        "InvalidAccessKeyId",
+        "InvalidSignatureException",
+        "SignatureDoesNotMatch",
+        "IncompleteSignature",
+        "IncompleteSignatureException",
+        "ExpiredTokenException",
+        "ExpiredToken",
+        "RequestExpired",
+        "AuthFailure",
+    }
+)
+
+
 def _fatal_message(error: CallError) -> str:
     if error.code == "NoCredentials":
         return "no usable AWS credentials: " + error.message
+    if error.code in _REFUSED_CREDENTIALS:
+        return (
+            f"the AWS credentials were refused: {error.code}: {error.message} "
+            "(check the access key, secret key and session token in use, whether they "
+            "expired, the profile, and the system clock)"
+        )
     return (
         f"every call would fail: {error.code}: {error.message} "
         "(check the credentials, the region and the IAM policy in the README)"
