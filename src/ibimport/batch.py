@@ -138,7 +138,7 @@ def open_journal(config: BatchConfig, journal_path: Path | None) -> SqliteJourna
         return None
     return SqliteJournal.open(
         journal_path,
-        manifest_path=str(config.manifest),
+        manifest_path=str(config.manifest.resolve()),  # `ibimport report` may run elsewhere
         manifest_fingerprint=manifest_fingerprint(config.manifest),
         settings={"token_salt": config.run.token_salt},
     )

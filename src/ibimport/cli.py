@@ -386,16 +386,26 @@ def report_command(
         store = SqliteJournal.open_readonly(journal)
     except IbimportError as error:
         raise _fail(str(error)) from None
-    _, default_report, default_results = default_output_paths(Path(store.header.manifest_path))
+    manifest = Path(store.header.manifest_path)
+    # Beside the manifest, as the run wrote them; beside the journal when the manifest's
+    # folder is gone (a manifest read from stdin was a temporary file).
+    beside = manifest if manifest.is_absolute() and manifest.parent.is_dir() else journal
+    _, default_report, default_results = default_output_paths(beside)
     report_path, results_path = report or default_report, results or default_results
     stats = RunStats()
-    with ResultsWriter(results_path) as writer:
-        for entry in store.entries():
-            result = entry.to_result()
-            stats.on_row_done(result)
-            writer.write(result)
-    store.close()
-    write_report(report_path, stats.to_report())
+    try:
+        with ResultsWriter(results_path) as writer:
+            for entry in store.entries():
+                result = entry.to_result()
+                stats.on_row_done(result)
+                writer.write(result)
+        write_report(report_path, stats.to_report())
+    except OSError as error:
+        raise _fail(f"cannot write {error.filename}: {error.strerror}") from None
+    except IbimportError as error:
+        raise _fail(str(error)) from None
+    finally:
+        store.close()
     out.print(summary_table(stats, report_path=report_path, results_path=results_path))
 
 
