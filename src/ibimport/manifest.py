@@ -386,7 +386,23 @@ _SCAN: Final[Callable[[str, int], tuple[Any, int]]] = _DECODER.scan_once  # type
 def _json_error(exc: ValueError) -> str:
     if isinstance(exc, json.JSONDecodeError):
         return f"invalid JSON: {exc.msg} at column {exc.colno}"
-    return f"invalid JSON: {exc}"
+    return f"invalid JSON: {_value_error(exc)}"
+
+
+def _value_error(exc: ValueError) -> str:
+    """A decoding ValueError in the user's terms (not Python's int-conversion advice)."""
+    if "integer string conversion" in str(exc):
+        return f"a number has more than {sys.get_int_max_str_digits()} digits"
+    return str(exc)
+
+
+def _csv_error(exc: csv.Error) -> str:
+    """csv's message, with the case of a bare CR explained in the user's terms."""
+    if "new-line character seen in unquoted field" in str(exc):
+        return "a carriage return (CR) inside an unquoted cell (lines ended by CR alone?)"
+    if "field larger than field limit" in str(exc):
+        return f"a cell is larger than {MAX_CSV_FIELD // 1024} KiB"
+    return str(exc)
 
 
 def _has_bad_unicode(value: str) -> bool:
@@ -613,7 +629,7 @@ class _Lines:
                 if not data:
                     break
                 self._offset += len(data)
-            raise _Oversize
+            raise _Oversize(f"line {self.lineno} is larger than {MAX_ROW_BYTES // (1 << 20)} MiB")
         skip = _start_of_file(data, self._label) if self.lineno == 1 else 0
         try:
             return data[skip:].decode("utf-8") if skip else data.decode("utf-8")
@@ -683,8 +699,12 @@ def _read_csv(f: BinaryIO, checker: _Checker, label: str) -> Iterator[ManifestRo
             header = next(reader)
         except StopIteration:
             raise ManifestError(f"{label}: empty: no header row") from None
-        except (csv.Error, _Oversize) as exc:
+        except _Oversize as exc:
             raise ManifestError(f"{label}: the header row cannot be read: {exc}") from None
+        except csv.Error as exc:
+            raise ManifestError(
+                f"{label}: the header row cannot be read: {_csv_error(exc)}"
+            ) from None
         if any(cell.strip() for cell in header):
             break
     columns = _csv_columns(header, label)
@@ -702,7 +722,8 @@ def _read_csv(f: BinaryIO, checker: _Checker, label: str) -> Iterator[ManifestRo
             continue
         except csv.Error as exc:
             row += 1
-            yield _invalid(row, ROW_FIELD, f"unreadable CSV: {exc} (line {lines.lineno})", "")
+            rule = f"unreadable CSV: {_csv_error(exc)} (line {lines.lineno})"
+            yield _invalid(row, ROW_FIELD, rule, "")
             continue
         if not any(cells):
             continue  # a blank line, or a spreadsheet's empty row of commas
@@ -879,7 +900,7 @@ class _JsonText:
                 if self.eof or not incomplete:
                     raise self.error(f"invalid JSON in {what}: {exc.msg}", exc.pos) from None
             except ValueError as exc:  # e.g. an integer of more than 4300 digits
-                raise self.error(f"invalid JSON in {what}: {exc}") from None
+                raise self.error(f"invalid JSON in {what}: {_value_error(exc)}") from None
             if len(self.buf) - self.pos > MAX_ROW_BYTES:
                 raise self.error(f"{what} is larger than {MAX_ROW_BYTES // (1 << 20)} MiB")
             self._fill(max(_CHUNK, len(self.buf) - self.pos))

@@ -340,7 +340,7 @@ def test_csv_field_over_the_limit_is_a_row_error_and_reading_goes_on(tmp_path: P
     huge = "x" * (MAX_CSV_FIELD + 1)
     rows = read(tmp_path, f'{HEADER},description\n{CSV_ROW},"{huge}"\nb,1.0.0,Linux,i-2,\n', "csv")
     assert rows[0].errors[0].field == ROW_FIELD
-    assert "field larger than field limit" in rows[0].errors[0].rule
+    assert "a cell is larger than 128 KiB" in rows[0].errors[0].rule
     assert rows[1].task is not None
 
 
@@ -375,7 +375,7 @@ def test_jsonl_broken_line_is_one_invalid_row(tmp_path: Path) -> None:
     ("line", "rule"),
     [
         ("[" * 100_000, "invalid JSON: nested too deeply"),
-        ("1" * 5000, "invalid JSON: Exceeds the limit"),
+        ("1" * 5000, "invalid JSON: a number has more than 4300 digits"),
         ('"just a string"', "must be a JSON object (a task)"),
         ("[1, 2]", "must be a JSON object (a task)"),
         ("null", "must be a JSON object (a task)"),
@@ -463,7 +463,7 @@ def test_json_defaults_are_merged_under_each_task(tmp_path: Path) -> None:
         ("[{},]", "trailing comma after task 1"),
         ("[{}] x", "unexpected data after the end"),
         ("[" * 100_000, "task 1 is nested too deeply"),
-        ("[" + "1" * 5000 + "]", "Exceeds the limit"),
+        ("[" + "1" * 5000 + "]", "a number has more than 4300 digits"),
     ],
 )
 def test_json_structure_errors_are_manifest_errors(tmp_path: Path, text: str, message: str) -> None:
