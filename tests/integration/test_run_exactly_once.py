@@ -59,7 +59,9 @@ def test_faults_and_throttling_still_import_each_row_once(
     # 5% of calls fail with 500/503, a third of those after the call took effect (the
     # answer is lost, so the retry must be answered with the original image); the
     # quota is 100/s with a burst of 5, which the adaptive limiter has to find.
-    server = start_emulator(latency_ms=2, fault_rate=0.05, drop_share=0.3, seed=7, rate=100, burst=5)
+    server = start_emulator(
+        latency_ms=2, fault_rate=0.05, drop_share=0.3, seed=7, rate=100, burst=5
+    )
     manifest = write_csv(tmp_path / "wave.csv", make_tasks(120, seed=2))
 
     result = invoke(*run_args(manifest, server.url, "--report", tmp_path / "r.json"))
