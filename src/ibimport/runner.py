@@ -175,7 +175,7 @@ class Runner:
         token = client_token(task, salt=self._settings.token_salt)
         prior = self._journal.get(task.name, task.semanticVersion)
         if prior is not None:
-            carried = self._carry_over(prior)
+            carried = self._carry_over(prior, row=manifest_row.row)
             if carried is not None:
                 return carried
         work = _RowWork(row=manifest_row.row, task=task, token=token, prior=prior)
@@ -195,12 +195,18 @@ class Runner:
         del self._shared.in_progress[work.row]
         return result
 
-    def _carry_over(self, prior: JournalEntry) -> RowResult | None:
-        """A row an earlier run settled is reported, not sent."""
+    def _carry_over(self, prior: JournalEntry, *, row: int) -> RowResult | None:
+        """A row an earlier run settled is reported, not sent, at its current ``row``.
+
+        (The journal's row number is where the row stood when it was journalled; after a
+        forced manifest change another row may stand there now.)
+        """
         if prior.state.is_done or (
             prior.state is RowStatus.FAILED and not self._settings.retry_failed
         ):
-            return prior.to_result(resumed=True)
+            result = prior.to_result(resumed=True)
+            result.row = row
+            return result
         return None
 
     def _needs_lookup(self, prior: JournalEntry, token: str) -> bool:
@@ -323,7 +329,7 @@ class Runner:
             return _invalid_result(manifest_row)
         prior = self._journal.get(task.name, task.semanticVersion)
         if prior is not None:
-            carried = self._carry_over(prior)
+            carried = self._carry_over(prior, row=manifest_row.row)
             if carried is not None:
                 return carried
         return RowResult(
