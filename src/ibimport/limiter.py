@@ -34,6 +34,8 @@ __all__ = [
 ]
 
 _EPS = 1e-9  # virtual-time slack for float rounding
+_PROVISIONAL_BOOST = 25  # probe steps while an early estimate is unconfirmed (2% -> 50%)
+_CATCH_UP = 2.0  # intervals a late-woken pacer may make up: at most 3 starts back to back
 
 
 class Clock(Protocol):
@@ -240,10 +242,12 @@ class _Pacer:
                     await self._clock.sleep(delay)
                 self._nap = None
             now, due = self._clock.now(), self._due()
-            # A sleeper woken late (real timers are) keeps its slot on the grid so the lateness
-            # does not add up to a lower rate; a call that found the gate open starts afresh.
-            if slept and self._rate is not None and now - due < 1.0 / self._rate:
-                self._last = due
+            # A sleeper woken late (real timers are, and more so on a loaded machine) keeps
+            # its slot on the grid, catching up at most _CATCH_UP intervals, so stalls do not
+            # add up to a lower rate while a catch-up stays a tiny burst. A call that found
+            # the gate open (the run was not pace-bound) starts afresh.
+            if slept and self._rate is not None:
+                self._last = max(due, now - _CATCH_UP / self._rate)
             else:
                 self._last = now
         return slept
@@ -384,9 +388,11 @@ class AdaptiveLimiter(_PacedLimiter):
         self._headroom = discovery_headroom
         self._min_rate = min_rate
         now = clock.now()
-        self._began = now
+        self._began: float | None = None  # first call's start: the service saw nothing before
         self._accepted: deque[float] = deque()  # end times of accepted calls, last window_s
         self._reacted_at: float | None = None  # None: still discovering
+        self._provisional = False  # the last estimate came from too few calls
+        self._probed_at = -math.inf  # when a probe last raised the pace
         self._starts: deque[float] = deque()  # start times of calls in flight, FIFO
         self._latency: float | None = None  # mean call latency (EWMA)
         # the current ramp round (in-flight growth)
@@ -400,6 +406,8 @@ class AdaptiveLimiter(_PacedLimiter):
         self._clean_probes = 0
 
     def _started(self, now: float, *, slot_waited: bool, paced: bool) -> None:
+        if self._began is None:
+            self._began = now
         self._starts.append(now)
         self._round_starts += 1
         # In discovery the pace only spreads starts; afterwards a call held by the pace
@@ -455,8 +463,11 @@ class AdaptiveLimiter(_PacedLimiter):
             return
         if 2 * self._probe_paced >= self._probe_starts > 0:
             self._clean_probes += 1
-            boost = 2 ** min(2, self._clean_probes // 5)
+            boost = (
+                _PROVISIONAL_BOOST if self._provisional else 2 ** min(2, self._clean_probes // 5)
+            )
             self._pacer.set_rate(rate * (1.0 + self._probe_step * boost))
+            self._probed_at = now
         self._probe_since, self._probe_starts, self._probe_paced = now, 0, 0
 
     def _react(self, now: float) -> None:
@@ -468,14 +479,22 @@ class AdaptiveLimiter(_PacedLimiter):
         # Since the last reaction the service has been at its limit, so what it accepted
         # is its refill rate. The first window also holds the service's initial burst: an
         # overestimate, corrected at the next reaction.
+        began = now if self._began is None else self._began
         if self._reacted_at is None:
-            since = now - self._first_window
+            since = max(now - self._first_window, began)
+            # A throttle this early divides few calls by at least min_span: the estimate
+            # may be low. Probe fast until the next throttle measures a saturated service.
+            self._provisional = now - since < self._min_span
         else:
-            since = max(self._reacted_at, now - self._window)
-        since = min(max(since, self._began), now - self._min_span)
+            # Only calls made at the current pace measure the quota: before the last probe
+            # the pace was lower, so counting those calls would underestimate it.
+            since = max(self._reacted_at, self._probed_at, now - self._window)
+            self._provisional = False
+        since = min(since, now - self._min_span)
+        span = now - since
         accepted = len(self._accepted) - bisect.bisect_right(self._accepted, since)
         if accepted:
-            new_rate = self._margin * accepted / (now - since)
+            new_rate = self._margin * accepted / span
         elif rate is not None:  # nothing got through: back off instead
             new_rate = 0.5 * rate
         else:  # nothing to go on yet; the throttled calls back off on their own
