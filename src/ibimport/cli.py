@@ -52,8 +52,17 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-out = Console()
-err = Console(stderr=True)
+
+
+def _console(*, stderr: bool) -> Console:
+    console = Console(stderr=stderr, soft_wrap=True)
+    if not console.is_terminal:
+        console.width = 240  # piped or logged: never wrap lines or elide paths at 80 columns
+    return console
+
+
+out = _console(stderr=False)
+err = _console(stderr=True)
 
 
 def _version(value: bool) -> None:

@@ -340,9 +340,10 @@ class FixedRateLimiter(_PacedLimiter):
 class AdaptiveLimiter(_PacedLimiter):
     """An unknown quota, found from the service's throttling and then held.
 
-    Discovery (before the first throttle): start with ``initial_in_flight`` calls and add
-    one more each time a full round of calls (as many successes as the limit) succeeded
-    while waiting for a slot was what held calls back. The pace only spreads starts out
+    Discovery (before the first throttle): start with ``initial_in_flight`` calls and grow
+    the limit by half each time a full round of calls (as many successes as the limit)
+    succeeded while waiting for a slot was what held calls back; after the first throttle
+    it grows by one per such round. The pace only spreads starts out
     (``discovery_headroom`` times in-flight limit / mean latency, by Little's law), so calls
     do not leave in lock-step waves that a small service burst would reject.
 
@@ -445,7 +446,10 @@ class AdaptiveLimiter(_PacedLimiter):
         if self._round_ok < limit:
             return
         if limit < self._max_in_flight and 2 * self._round_slot_bound >= self._round_starts > 0:
-            self._slots.resize(limit + 1)
+            # Before the first throttle, grow by half a round per round (reaching 256 in
+            # flight from 4 takes about ten round trips, not 250); after it, by one.
+            grown = limit + max(1, limit // 2) if self._reacted_at is None else limit + 1
+            self._slots.resize(min(self._max_in_flight, grown))
         self._round_ok = self._round_starts = self._round_slot_bound = 0
 
     def _spread(self) -> None:

@@ -326,3 +326,25 @@ def test_build_limiter_picks_by_whether_the_rate_is_known() -> None:
 def test_fixed_rate_rejects_nonsense(concurrency: int, rate: float) -> None:
     with pytest.raises(ValueError, match="must be"):
         FixedRateLimiter(concurrency, rate, clock=FakeClock())
+
+
+async def test_adaptive_discovery_opens_all_slots_within_a_few_round_trips() -> None:
+    """No quota in sight: 4 -> 256 calls in flight in a few seconds, not a few hundred rounds."""
+    clock = FakeClock()
+    limiter = AdaptiveLimiter(256, clock=clock)
+    reached_at: float | None = None
+
+    async def worker() -> None:
+        nonlocal reached_at
+        while clock.now() < 5.0:
+            await limiter.acquire()
+            await clock.sleep(0.1)
+            limiter.release(throttled=False)
+            if reached_at is None and limiter.in_flight_limit == 256:
+                reached_at = clock.now()
+
+    async with anyio.create_task_group() as tg:
+        for _ in range(256):
+            tg.start_soon(worker)
+    assert reached_at is not None
+    assert reached_at < 3.0, reached_at
