@@ -130,10 +130,10 @@ def translate_error(error: BaseException) -> ApiError | TransportError:
         err = error.response.get("Error", {})
         meta = error.response.get("ResponseMetadata", {})
         return ApiError(
-            str(err.get("Code") or "Unknown"),
-            str(err.get("Message") or error),
+            _printable(str(err.get("Code") or "Unknown")),
+            _printable(str(err.get("Message") or error)),
             status=meta.get("HTTPStatusCode"),
-            request_id=meta.get("RequestId"),
+            request_id=_printable(str(meta["RequestId"])) if meta.get("RequestId") else None,
         )
     kinds: tuple[tuple[type[BaseException], str], ...] = (
         (bce.NoCredentialsError, "NoCredentials"),
@@ -154,6 +154,13 @@ def translate_error(error: BaseException) -> ApiError | TransportError:
         if isinstance(error, kind):
             return TransportError(code, _one_line(error))
     return TransportError(type(error).__name__, _one_line(error))
+
+
+def _printable(text: str) -> str:
+    """Control characters escaped: what the service says is printed to terminals and files."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode() for c in text)
 
 
 def _one_line(error: BaseException) -> str:
