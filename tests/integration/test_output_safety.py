@@ -85,7 +85,7 @@ class _HostileService(BaseHTTPRequestHandler):
             body = {"imageArn": '=HYPERLINK("http://evil.example")', "requestId": "+1+1"}
             self._answer(200, body, {"x-amzn-RequestId": "+1+1"})
         else:
-            message = HOSTILE[(n // 2) % len(HOSTILE)] + " is not allowed"
+            message = HOSTILE[(n // 2) % len(HOSTILE)] + " is \x1b]0;not\x07 \x1b[31mallowed"
             self._answer(
                 400,
                 {"message": message},
@@ -134,9 +134,14 @@ def test_results_neutralise_what_the_service_answers(hostile_service: str, tmp_p
     assert succeeded
     assert {r["errorCode"] for r in failed} == {"'-InvalidRequestException"}
     assert {r["requestId"] for r in failed} == {"'@evil"}
-    assert {r["errorMessage"][:2] for r in failed} <= {"'" + h[0] for h in HOSTILE}
+    # A leading tab or CR arrives escaped (as text: backslash, t), the others quoted.
+    assert {r["errorMessage"][:2] for r in failed} <= {"'=", "'+", "'-", "'@", "\\t", "\\r"}
     assert {r["imageArn"][:2] for r in succeeded} == {"'="}
     assert {r["requestId"] for r in succeeded} == {"'+1+1"}
+    # Terminal escapes from the service are escaped before they reach a terminal or a file.
+    assert "\x1b" not in result.output
+    assert b"\x1b" not in (tmp_path / "wave.results.csv").read_bytes()
+    assert all("\\x1b[31mallowed" in r["errorMessage"] for r in failed)
 
 
 # --- file modes ------------------------------------------------------------------------
