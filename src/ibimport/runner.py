@@ -173,7 +173,7 @@ class Runner:
         if task is None:
             return _invalid_result(manifest_row)
         token = client_token(task, salt=self._settings.token_salt)
-        prior = self._journal.get(task.name, task.semanticVersion)
+        prior = self._prior(task)
         if prior is not None:
             carried = self._carry_over(prior, row=manifest_row.row)
             if carried is not None:
@@ -194,6 +194,12 @@ class Runner:
         result = await self._attempt_until_done(work)
         del self._shared.in_progress[work.row]
         return result
+
+    def _prior(self, task: ImportTask) -> JournalEntry | None:
+        """What an earlier run recorded of this row; a fresh journal is not asked."""
+        if not self._journal.has_history:
+            return None
+        return self._journal.get(task.name, task.semanticVersion)
 
     def _carry_over(self, prior: JournalEntry, *, row: int) -> RowResult | None:
         """A row an earlier run settled is reported, not sent, at its current ``row``.
@@ -327,7 +333,7 @@ class Runner:
         task = manifest_row.task
         if task is None:
             return _invalid_result(manifest_row)
-        prior = self._journal.get(task.name, task.semanticVersion)
+        prior = self._prior(task)
         if prior is not None:
             carried = self._carry_over(prior, row=manifest_row.row)
             if carried is not None:

@@ -98,3 +98,34 @@ async def test_fast_path_lets_the_service_reject_bad_parameters(emulator: Emulat
             )
     assert rejected.value.status == 400
     assert rejected.value.code
+
+
+async def test_botocore_never_retries_behind_our_back(aws_credentials: None) -> None:
+    # Our limiter must see every attempt; botocore's retry handler is gone, not just capped.
+    with EmulatorServer(EmulatorConfig(fault_rate=1.0, drop_share=0.0, seed=3)) as server:
+        async with open_client(_settings(server.url)) as client:
+            with pytest.raises(ApiError) as failed:
+                await client.import_vm_image(PARAMS, client_token="no-hidden-retry")
+        assert failed.value.status in (500, 503)
+        assert server.stats()["requests"]["ImportVmImage"] == 1
+
+
+async def test_endpoint_rules_run_once_per_operation(emulator: EmulatorServer) -> None:
+    async with open_client(_settings(emulator.url)) as client:
+        provider = client._client._ruleset_resolver._provider
+        resolve = provider.resolve_endpoint
+        resolved: list[dict[str, Any]] = []
+
+        def counting(**params: Any) -> Any:
+            resolved.append(params)
+            return resolve(**params)
+
+        provider.resolve_endpoint = counting
+        for n in range(4):
+            answer = await client.import_vm_image(
+                {**PARAMS, "semanticVersion": f"2.0.{n}"}, client_token=f"endpoint-{n}"
+            )
+            assert answer.image_arn.endswith(f"/2.0.{n}/1")
+        assert await client.find_build_arns(name="fast-path-vm", semantic_version="2.0.1")
+    assert len(resolved) == 3, "once for ImportVmImage, once per list operation"
+    assert all(p.get("Endpoint") == emulator.url for p in resolved)

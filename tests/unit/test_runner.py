@@ -77,6 +77,8 @@ class ScriptedClient:
 class MemoryJournal(NullJournal):
     """Just enough journal to drive resume decisions."""
 
+    has_history = True
+
     def __init__(self, entries: dict[str, JournalEntry] | None = None) -> None:
         self.entries = entries or {}
         self.marked: list[int] = []

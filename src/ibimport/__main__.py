@@ -1,0 +1,5 @@
+"""``python -m ibimport``: the same as the ``ibimport`` console script."""
+
+from ibimport.cli import main
+
+main()
