@@ -172,6 +172,7 @@ async def _client_for(config: BatchConfig) -> AsyncIterator[ImageBuilderClient]:
         settings = config.client
         if config.local is not None:
             from ibimport.emulator import EmulatorConfig, EmulatorServer
+            from ibimport.emulator.server import LOCAL_ACCESS_KEY_ID, LOCAL_SECRET_ACCESS_KEY
 
             local = config.local
             server = EmulatorServer(
@@ -192,8 +193,8 @@ async def _client_for(config: BatchConfig) -> AsyncIterator[ImageBuilderClient]:
                 max_pool_connections=settings.max_pool_connections,
                 connect_timeout_s=settings.connect_timeout_s,
                 read_timeout_s=settings.read_timeout_s,
-                access_key_id="AKIAIBIMPORTLOCAL000",
-                secret_access_key="ibimport-local-throwaway-secret",
+                access_key_id=LOCAL_ACCESS_KEY_ID,
+                secret_access_key=LOCAL_SECRET_ACCESS_KEY,
             )
         yield await stack.enter_async_context(open_client(settings))
 

@@ -13,6 +13,7 @@ from typing import Annotated
 import anyio
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from ibimport._version import __version__
 from ibimport.batch import (
@@ -81,7 +82,8 @@ def _main(
 
 
 def _fail(message: str, code: int = EXIT_USAGE) -> typer.Exit:
-    err.print(f"[red]error:[/red] {message}", highlight=False)
+    # Messages carry file names, cells and service text: never rich markup.
+    err.print(f"[red]error:[/red] {escape(message)}", highlight=False)
     return typer.Exit(code)
 
 
@@ -259,12 +261,19 @@ def _run_batch(config: BatchConfig, *, progress_mode: str = "auto") -> int:
             if path is not None:
                 path.parent.mkdir(parents=True, exist_ok=True)
         journal = open_journal(config, config.journal_path)
-        found = preflight(config, journal=journal)
     except IbimportError as error:
         raise _fail(str(error)) from None
     except OSError as error:
         raise _fail(f"cannot create {error.filename}: {error.strerror}") from None
+    try:
+        found = preflight(config, journal=journal)
+    except IbimportError as error:
+        if journal is not None:
+            journal.discard()
+        raise _fail(str(error)) from None
     if found.invalid_count and not config.skip_invalid:
+        if journal is not None:
+            journal.discard()
         _print_invalid(found.invalid_rows, found.invalid_count, found.total_rows)
         err.print("nothing was sent; fix the rows or pass --skip-invalid", highlight=False)
         return EXIT_USAGE
@@ -302,7 +311,7 @@ def _run_batch(config: BatchConfig, *, progress_mode: str = "auto") -> int:
             )
         )
         if result.outcome.fatal is not None:
-            err.print(f"[red]stopped:[/red] {result.outcome.fatal}", highlight=False)
+            err.print(f"[red]stopped:[/red] {escape(str(result.outcome.fatal))}", highlight=False)
         return exit_code(result)
 
     try:

@@ -678,6 +678,18 @@ class SqliteJournal:
         finally:
             self.close()
 
+    def discard(self) -> None:
+        """Close, and delete the files if this run created the journal and sent nothing.
+
+        A run refused before its first call (invalid manifest, unreadable file) leaves no
+        journal behind, so the next attempt starts clean instead of resuming nothing.
+        """
+        self.close()
+        if not self.is_new:
+            return
+        for suffix in ("", "-wal", "-shm", ".lock"):
+            self.path.with_name(self.path.name + suffix).unlink(missing_ok=True)
+
     def close(self) -> None:
         """Close without flushing: for read-only journals, or after ``aclose`` failed."""
         if self._closed:
