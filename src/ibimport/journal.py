@@ -369,7 +369,7 @@ class SqliteJournal:
         manifest_path: str,
         manifest_fingerprint: str,
         settings: Mapping[str, Any],
-        max_delay: float = 0.005,
+        max_delay: float = 0.002,
         max_batch: int = 512,
         fault_hook: FaultHook | None = None,
         clock: Callable[[], float] = time.time,
