@@ -8,6 +8,8 @@ orchestration in ``runner``, figures in ``report``.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import shutil
 import sys
@@ -117,8 +119,14 @@ def preflight(config: BatchConfig, *, journal: SqliteJournal | None) -> Prefligh
             found.invalid_count += 1
             if len(found.invalid_rows) < MAX_SHOWN_INVALID:
                 found.invalid_rows.append(manifest_row)
-    # A journal without rows was never sent under (killed while starting): nothing to compare.
-    if journal is not None and not journal.is_new and journal.last_update() is not None:
+    # A journal without rows was never sent under (killed while starting), and one written
+    # for these very bytes, tags and salt holds these very tokens: nothing to compare.
+    if (
+        journal is not None
+        and not journal.is_new
+        and journal.last_update() is not None
+        and journal.header.manifest_fingerprint != batch_fingerprint(config)
+    ):
         found.diff = journal.diff(
             (
                 r.row,
@@ -132,6 +140,23 @@ def preflight(config: BatchConfig, *, journal: SqliteJournal | None) -> Prefligh
     return found
 
 
+def batch_fingerprint(config: BatchConfig) -> str:
+    """What decides every row's token: the manifest's bytes, ``--tag``s and ``--token-salt``.
+
+    A journal written under the same fingerprint needs no row-by-row comparison on resume.
+    """
+    decided_by = json.dumps(
+        {
+            "manifest": manifest_fingerprint(config.manifest),
+            "format": config.fmt.value if config.fmt else None,
+            "tags": dict(sorted(config.extra_tags.items())),
+            "salt": config.run.token_salt,
+        },
+        sort_keys=True,
+    )
+    return hashlib.sha256(decided_by.encode()).hexdigest()
+
+
 def open_journal(config: BatchConfig, journal_path: Path | None) -> SqliteJournal | None:
     """Open (or create) the journal named for this manifest and these settings."""
     if journal_path is None:
@@ -139,7 +164,7 @@ def open_journal(config: BatchConfig, journal_path: Path | None) -> SqliteJourna
     return SqliteJournal.open(
         journal_path,
         manifest_path=str(config.manifest.resolve()),  # `ibimport report` may run elsewhere
-        manifest_fingerprint=manifest_fingerprint(config.manifest),
+        manifest_fingerprint=batch_fingerprint(config),
         settings={"token_salt": config.run.token_salt},
     )
 

@@ -20,6 +20,7 @@ from ibimport.batch import (
     BatchConfig,
     BatchControl,
     LocalEmulator,
+    batch_fingerprint,
     default_output_paths,
     execute,
     exit_code,
@@ -35,7 +36,6 @@ from ibimport.journal import SqliteJournal
 from ibimport.manifest import (
     ManifestFormat,
     ManifestRow,
-    manifest_fingerprint,
     parse_tag_option,
     read_manifest,
 )
@@ -286,7 +286,7 @@ def _run_batch(config: BatchConfig, *, progress_mode: str = "auto") -> int:
             return EXIT_USAGE
         assert journal is not None
         journal.update_header(
-            manifest_fingerprint=manifest_fingerprint(config.manifest),
+            manifest_fingerprint=batch_fingerprint(config),
             settings={"token_salt": config.run.token_salt},
         )
     progress = ProgressListener(err, mode=progress_mode)
@@ -354,7 +354,11 @@ async def _watch_signals(control: BatchControl) -> None:
 
 def main() -> None:
     """Console-script entry point."""
-    app()
+    try:
+        app()
+    except KeyboardInterrupt:  # Ctrl-C before the run installed its handler: nothing sent
+        err.print("interrupted")
+        raise SystemExit(EXIT_INTERRUPTED) from None
 
 
 @app.command()

@@ -235,6 +235,12 @@ def test_changed_manifest_is_explained_and_refused_unless_forced(
     names = [task_row(i)["name"] for i in range(ROWS + 3)]
     assert set(emulator.builds_per_row(names).values()) == {1}
 
+    # Forced once is accepted for good: the same manifest again resumes without --force.
+    again = children.run(*args)
+    again.assert_clean()
+    assert again.returncode == 0, again.stderr
+    assert emulator.imports() == sent + 3
+
 
 @pytest.fixture
 def flaky_emulator() -> Iterator[Emulator]:
