@@ -137,7 +137,7 @@ class Runner:
         with anyio.CancelScope() as scope:
             self._dispatch_scope = scope
             async with anyio.create_task_group() as workers:
-                for _ in range(max(1, self._settings.concurrency)):
+                for _ in range(_worker_count(self._settings.concurrency)):
                     workers.start_soon(self._worker, row_iter)
         self._dispatch_scope = None
         # Rows cut off by the drain deadline or a fatal stop stay in_flight in the
@@ -352,6 +352,17 @@ class Runner:
             self._journal.record(result)
         for listener in self._listeners:
             listener.on_row_done(result)
+
+
+def _worker_count(concurrency: int) -> int:
+    """More workers than calls in flight: the limiter bounds the calls.
+
+    A row waits for its in_flight group commit before it may be sent; the extra workers
+    do that wait while every slot is busy, so the commit overlaps calls instead of
+    leaving a slot idle behind each one.
+    """
+    concurrency = max(1, concurrency)
+    return concurrency + max(2, concurrency // 2)
 
 
 def _invalid_result(manifest_row: ManifestRow) -> RowResult:
