@@ -16,7 +16,7 @@ import os
 import sqlite3
 import tempfile
 from collections import Counter
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from types import TracebackType
 from typing import IO, Any, Final, Self
@@ -24,6 +24,7 @@ from typing import IO, Any, Final, Self
 from rich.table import Table
 from rich.text import Text
 
+from ibimport._files import atomic_private_file
 from ibimport.events import BaseListener, CallEvent, CallOutcome
 from ibimport.results import RowResult, RowStatus
 
@@ -223,30 +224,9 @@ class RunStats(BaseListener):
         }
 
 
-@contextlib.contextmanager
-def _atomic_private_file(path: Path) -> Iterator[IO[str]]:
-    """A text file that appears at ``path`` whole or not at all, mode 0600.
-
-    Written to a sibling temp file (mkstemp creates it 0600), fsynced, then ``os.replace``d,
-    so a crash never leaves a half-written file and never widens an existing file's mode.
-    """
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        os.fchmod(fd, 0o600)
-        with open(fd, "w", encoding="utf-8", errors="replace", newline="") as handle:
-            yield handle
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-
-
 def write_report(path: Path, report: Mapping[str, Any]) -> None:
     """Write the JSON report atomically with mode 0600."""
-    with _atomic_private_file(path) as handle:
+    with atomic_private_file(path) as handle:
         json.dump(report, handle, indent=2, ensure_ascii=False)
         handle.write("\n")
 
@@ -344,7 +324,7 @@ class ResultsWriter(BaseListener):
                             f"INSERT OR REPLACE INTO r VALUES ({placeholders})",
                             ((int(cells[0]), *cells[1:]) for cells in reader),
                         )
-                with _atomic_private_file(self.path) as out:
+                with atomic_private_file(self.path) as out:
                     writer = csv.writer(out)
                     writer.writerow(RESULTS_COLUMNS)
                     for record in db.execute("SELECT * FROM r ORDER BY row"):

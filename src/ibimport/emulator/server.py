@@ -19,7 +19,6 @@ import select
 import signal
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 import urllib.request
@@ -32,6 +31,7 @@ from typing import Any, Self
 
 from aiohttp import web
 
+from ibimport._files import atomic_private_file
 from ibimport.emulator.models import ApiException, Clock, ImageBuilderBackend, Scope
 from ibimport.emulator.responses import OPERATIONS, Call, render_error
 from ibimport.emulator.sigv4 import Credentials, verify
@@ -362,17 +362,8 @@ def _load_state(emulator: Emulator, path: Path) -> None:
 def _write_state(path: Path, data: dict[str, Any]) -> None:
     """Write atomically: a crash leaves the old file or the new one, never half of one."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            json.dump(data, handle, separators=(",", ":"))
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+    with atomic_private_file(path) as handle:
+        json.dump(data, handle, separators=(",", ":"))
 
 
 async def _save_periodically(emulator: Emulator, path: Path, *, interval_s: float) -> None:
