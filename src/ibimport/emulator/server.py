@@ -224,9 +224,13 @@ class Emulator:
                 )
             )
         config = self.config
-        body: bytes | None = None
-        if config.verify_signatures:
+        try:
             body = await request.read()
+        except ConnectionResetError:
+            # The client went away mid-request (killed, say): nothing happened and
+            # there is nobody to answer; a server takes that in its stride.
+            return _json_response(400, b"{}")
+        if config.verify_signatures:
             try:
                 verify(
                     credentials=self._credentials,
@@ -287,7 +291,7 @@ class Emulator:
         call = Call(
             scope=Scope(account, region),
             request_id=request_id,
-            body=body if body is not None else await request.read(),
+            body=body,
             query=request.query,
         )
         try:
