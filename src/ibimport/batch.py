@@ -23,7 +23,13 @@ from ibimport.client import ClientSettings, ImageBuilderClient, open_client
 from ibimport.events import RunListener
 from ibimport.journal import Journal, ManifestDiff, NullJournal, SqliteJournal
 from ibimport.limiter import Clock, MonotonicClock, build_limiter
-from ibimport.manifest import ManifestFormat, ManifestRow, manifest_fingerprint, read_manifest
+from ibimport.manifest import (
+    ImportTask,
+    ManifestFormat,
+    ManifestRow,
+    manifest_fingerprint,
+    read_manifest,
+)
 from ibimport.report import ResultsWriter, RunStats, write_report
 from ibimport.results import RowResult, RowStatus
 from ibimport.runner import Runner, RunOutcome, RunSettings
@@ -113,12 +119,29 @@ def _rows(config: BatchConfig) -> Iterator[ManifestRow]:
 def preflight(config: BatchConfig, *, journal: SqliteJournal | None) -> Preflight:
     """Validate every row, and compare with the journal, before a single call is sent."""
     found = Preflight(journal_is_new=journal is None or journal.is_new)
-    for manifest_row in _rows(config):
-        found.total_rows += 1
-        if manifest_row.task is None:
+    salt = config.run.token_salt
+
+    def valid_tasks() -> Iterator[tuple[int, ImportTask]]:
+        for manifest_row in _rows(config):
+            found.total_rows += 1
+            if manifest_row.task is not None:
+                yield manifest_row.row, manifest_row.task
+                continue
             found.invalid_count += 1
             if len(found.invalid_rows) < MAX_SHOWN_INVALID:
                 found.invalid_rows.append(manifest_row)
+
+    if journal is not None and journal.is_new:
+        # The same pass journals every valid row pending (what _journal_every_row does for
+        # a resumed journal), in one transaction; a run refused after preflight discards
+        # the new journal, rows and all.
+        journal.record_pending(
+            (row, task.name, task.semanticVersion, client_token(task, salt=salt))
+            for row, task in valid_tasks()
+        )
+    else:
+        for _ in valid_tasks():
+            pass
     # A journal without rows was never sent under (killed while starting), and one written
     # for these very bytes, tags and salt holds these very tokens: nothing to compare.
     if (
@@ -253,7 +276,7 @@ async def execute(
             if control is not None:
                 control._attach(runner)
             try:
-                if journal is not None:
+                if journal is not None and not journal.pending_recorded:
                     await _journal_every_row(journal, config)
                 async with store.running():
                     outcome = await runner.run(_rows(config), total_rows=total_rows)
@@ -271,6 +294,9 @@ async def execute(
 
 async def _journal_every_row(journal: Journal, config: BatchConfig) -> None:
     """Record every valid row ``pending`` (rows the journal knows keep their state).
+
+    For a journal that preflight did not fill (a resumed one, whose run may now be
+    refused or forced): a new journal got its rows in preflight's own pass.
 
     So the journal holds the whole manifest before the first call: after a kill, the rows
     the run never reached are not mistaken for rows added to the manifest, and

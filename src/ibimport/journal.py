@@ -141,6 +141,13 @@ WHERE excluded.state NOT IN ('skipped', 'pending')
            AND rows.client_token = excluded.client_token)
 """
 
+# A fresh journal's rows before the run (``record_pending``): rows it knows keep their state.
+_PENDING_SQL = """
+INSERT INTO rows (name, semantic_version, row, client_token, state, updated_at)
+VALUES (?, ?, ?, ?, 'pending', ?)
+ON CONFLICT (name, semantic_version) DO NOTHING
+"""
+
 _MARK, _RECORD = 0, 1
 _SQL_BY_KIND = (_MARK_SQL, _RECORD_SQL)
 _Op = tuple[int, tuple[object, ...]]
@@ -338,6 +345,8 @@ class SqliteJournal:
         self.path = path
         self.is_new = is_new
         self.has_history = not is_new
+        #: ``record_pending`` journalled the manifest's rows before the run.
+        self.pending_recorded = False
         self._writer = writer
         self._reader = reader
         self._write_lock = threading.Lock()
@@ -659,6 +668,45 @@ class SqliteJournal:
                 ),
             )
         )
+
+    def record_pending(self, rows: Iterable[tuple[int, str, str, str]]) -> int:
+        """Record ``(row, name, semantic_version, client_token)`` rows ``pending``, at once.
+
+        For the pass that reads the manifest before the run (synchronous: no event loop
+        yet), so a fresh journal holds every row before the first call without a second
+        pass. One transaction, streamed from ``rows``: all of them or, if ``rows`` raises,
+        none. Rows the journal already knows keep their state. Counts as one commit (the
+        fault hook sees it). Returns how many rows were given.
+        """
+        self._ensure_writable()
+        if self._running or self._batch.ops:
+            raise RuntimeError("record_pending() is for before the run, with nothing buffered")
+        given = 0
+        now = self._clock()
+
+        def values() -> Iterator[tuple[object, ...]]:
+            nonlocal given
+            for row, name, semantic_version, client_token in rows:
+                given += 1
+                yield (name, semantic_version, row, client_token, now)
+
+        # Not through _write_batch: an error of ``rows`` (an unreadable manifest) is the
+        # caller's to report as it is, and leaves the journal usable (and discardable).
+        with self._writing() as conn:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                conn.executemany(_PENDING_SQL, values())
+                if self._fault_hook is not None:
+                    self._fault_hook(self.commits + 1)
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+        self.commits += 1
+        self.ops_committed += given
+        self.pending_recorded = True
+        return given
 
     async def flush(self) -> None:
         """Commit everything buffered so far."""

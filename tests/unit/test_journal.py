@@ -9,7 +9,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import anyio
@@ -289,6 +289,57 @@ async def test_get_does_not_wait_for_a_commit_in_progress(path: Path) -> None:
         assert done.wait(2), "get() blocked behind the writer"
         thread.join()
     await journal.aclose()
+
+
+# ------------------------------------------------------------------ pending rows before the run
+
+
+def test_record_pending_writes_every_row_in_one_commit(path: Path) -> None:
+    journal = open_journal(path)
+    count = journal.record_pending(
+        (row, f"vm-{row}", "1.0.0", f"tok-{row}") for row in range(1, 1001)
+    )
+    assert count == 1000
+    assert journal.commits == 1
+    assert journal.ops_committed == 1000
+    assert journal.pending_recorded
+    assert journal.counts()[RowStatus.PENDING] == 1000
+    assert raw_row(path, "vm-7") == ("pending", "tok-7", 0, "", "", None)
+    journal.close()
+
+
+async def test_record_pending_keeps_rows_the_journal_knows(path: Path) -> None:
+    journal = open_journal(path)
+    await mark(journal, "a", token="tok-a")
+    journal.record_pending([(1, "a", "1.0.0", "tok-a"), (2, "b", "1.0.0", "tok-b")])
+    assert raw_row(path, "a")[0] == "in_flight"  # type: ignore[index]
+    assert raw_row(path, "b")[0] == "pending"  # type: ignore[index]
+    await journal.aclose()
+
+
+async def test_record_pending_is_all_or_nothing_and_passes_the_source_error_on(
+    path: Path,
+) -> None:
+    def rows() -> Iterator[tuple[int, str, str, str]]:
+        yield 1, "a", "1.0.0", "tok-a"
+        raise ValueError("row 2: not UTF-8")
+
+    journal = open_journal(path)
+    with pytest.raises(ValueError, match="not UTF-8"):
+        journal.record_pending(rows())
+    assert raw_row(path, "a") is None
+    assert not journal.pending_recorded
+    await mark(journal, "b", row=2)  # the journal is still usable
+    assert raw_row(path, "b") is not None
+    await journal.aclose()
+
+
+def test_record_pending_commit_meets_the_fault_hook(path: Path) -> None:
+    seen: list[int] = []
+    journal = open_journal(path, fault_hook=seen.append)
+    journal.record_pending([(1, "a", "1.0.0", "tok-a")])
+    assert seen == [1]
+    journal.close()
 
 
 # ------------------------------------------------------------------ state transitions

@@ -1,0 +1,70 @@
+"""A new journal gets every valid row ``pending`` in preflight's own pass, before any call."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import anyio
+from integration_support import expected_tokens, import_requests, make_tasks, write_csv
+
+from ibimport.batch import BatchConfig, execute, open_journal, preflight
+from ibimport.client import ClientSettings
+from ibimport.emulator import EmulatorServer
+from ibimport.journal import SqliteJournal
+from ibimport.results import RowStatus
+from ibimport.runner import RunSettings
+
+
+def _config(manifest: Path, url: str) -> BatchConfig:
+    return BatchConfig(
+        manifest=manifest,
+        run=RunSettings(concurrency=4),
+        client=ClientSettings(region="us-east-1", endpoint_url=url),
+        journal_path=manifest.with_suffix(".journal"),
+        report_path=manifest.with_suffix(".report.json"),
+        results_path=manifest.with_suffix(".results.csv"),
+    )
+
+
+def test_preflight_journals_every_valid_row_pending_with_its_token(
+    tmp_path: Path, emulator: EmulatorServer
+) -> None:
+    manifest = write_csv(tmp_path / "wave.csv", make_tasks(30))
+    with manifest.open("a", encoding="utf-8") as handle:
+        handle.write("broken,1.0,,Linux,,import-ami-1,,,,\n")  # invalid: not journalled
+    config = _config(manifest, emulator.url)
+    journal = open_journal(config, config.journal_path)
+    assert journal is not None
+    found = preflight(config, journal=journal)
+    assert (found.total_rows, found.invalid_count) == (31, 1)
+    assert import_requests(emulator.url) == 0
+    entries = list(journal.entries())
+    assert {e.state for e in entries} == {RowStatus.PENDING}
+    assert {(e.name, e.semantic_version): e.client_token for e in entries} == expected_tokens(
+        manifest
+    )
+    assert journal.commits == 1
+    journal.close()
+
+
+def test_a_run_after_preflight_does_not_journal_the_rows_again(
+    tmp_path: Path, emulator: EmulatorServer
+) -> None:
+    manifest = write_csv(tmp_path / "wave.csv", make_tasks(20))
+    config = _config(manifest, emulator.url)
+    journal = open_journal(config, config.journal_path)
+    assert journal is not None
+    found = preflight(config, journal=journal)
+    pending_ops = journal.ops_committed
+
+    async def main() -> None:
+        await execute(config, journal=journal, total_rows=found.total_rows)
+
+    anyio.run(main)
+    # The run wrote each row's in_flight mark and outcome, and no second pending pass.
+    assert journal.ops_committed == pending_ops + 2 * 20
+    reopened = SqliteJournal.open_readonly(manifest.with_suffix(".journal"))
+    try:
+        assert reopened.counts()[RowStatus.SUCCEEDED] == 20
+    finally:
+        reopened.close()
