@@ -13,6 +13,10 @@ as large as the concurrency: the plain-Python ceiling), and ``ibimport run`` (ad
 pace as a user would run it; at 100 ms also with ``--rate`` far above what is reachable,
 which starts every slot at once, to show what the adaptive ramp costs).
 
+Identical runs differ by up to a quarter on a shared machine, so the clients the targets
+compare (the bare aioboto3 loop and ``ibimport run``) run ``--reps`` times (default 3),
+interleaved, and the table and ratios use their medians; the others run once.
+
     .venv/bin/python benchmarks/throughput.py                 # full suite (~4 min)
     .venv/bin/python benchmarks/throughput.py --quick         # smaller N, for a smoke test
     .venv/bin/python benchmarks/throughput.py --only ibimport,aioboto3 --latencies 0
@@ -30,6 +34,7 @@ import json
 import os
 import platform
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -330,7 +335,17 @@ def plans(latency_ms: float, quick: bool) -> list[Plan]:
     ]
 
 
+#: The clients the targets' ratios compare: run ``--reps`` times, interleaved, medians kept.
+RATIO_CLIENTS = ("aioboto3", "ibimport", "ibimport-rate")
+
+
 def run_suite(args: argparse.Namespace) -> list[Measurement]:
+    """Every client once, then the ratio clients ``--reps`` times each, interleaved.
+
+    Identical runs on a shared 2-core machine differ by up to a quarter, so the clients the
+    targets compare alternate (each repetition rotates their order, so none always follows
+    another) and each keeps its median.
+    """
     from ibimport.emulator import EmulatorConfig, EmulatorProcess
 
     only = set(args.only.split(",")) if args.only else None
@@ -344,31 +359,73 @@ def run_suite(args: argparse.Namespace) -> list[Measurement]:
             emulator.start()
             try:
                 env = {**os.environ, **ENV, "BENCH_URL": emulator.url}
-                for plan in plans(latency, args.quick):
-                    if only is not None and not any(o in plan.key for o in only):
-                        continue
-                    emulator.reset()
-                    if plan.key in ("ibimport", "ibimport-rate"):
-                        extra = ["--rate", "5000"] if plan.key == "ibimport-rate" else []
-                        found = measure_ibimport(
-                            label=plan.label, manifest=manifest, workdir=workdir,
-                            rows=plan.rows, concurrency=plan.concurrency, latency_ms=latency,
-                            env=env, extra=extra,
-                        )  # fmt: skip
-                    else:
-                        found = measure_worker(
-                            plan.key, label=plan.label, manifest=manifest, rows=plan.rows,
-                            concurrency=plan.concurrency, latency_ms=latency, env=env,
-                        )  # fmt: skip
-                    served = emulator.stats()
-                    found.note = "; ".join(
-                        x for x in (found.note, f"emulator saw {_served(served)} imports") if x
-                    )
+                chosen = [
+                    plan
+                    for plan in plans(latency, args.quick)
+                    if only is None or any(o in plan.key for o in only)
+                ]
+                once = [plan for plan in chosen if plan.key not in RATIO_CLIENTS]
+                repeated = [plan for plan in chosen if plan.key in RATIO_CLIENTS]
+                for plan in once:
+                    found = _measure_plan(plan, emulator, manifest, workdir, latency, env)
                     results.append(found)
                     print(_row(found), flush=True)
+                samples: dict[str, list[Measurement]] = {plan.label: [] for plan in repeated}
+                for rep in range(args.reps):
+                    shift = rep % max(1, len(repeated))
+                    for plan in repeated[shift:] + repeated[:shift]:
+                        found = _measure_plan(plan, emulator, manifest, workdir, latency, env)
+                        samples[plan.label].append(found)
+                        print(f"{_row(found)} (run {rep + 1} of {args.reps})", flush=True)
+                for plan in repeated:
+                    found = _median(samples[plan.label])
+                    results.append(found)
+                    print(f"{_row(found)} (median)", flush=True)
             finally:
                 emulator.stop()
     return results
+
+
+def _measure_plan(
+    plan: Plan,
+    emulator: Any,
+    manifest: Path,
+    workdir: Path,
+    latency: float,
+    env: dict[str, str],
+) -> Measurement:
+    emulator.reset()
+    if plan.key in ("ibimport", "ibimport-rate"):
+        extra = ["--rate", "5000"] if plan.key == "ibimport-rate" else []
+        found = measure_ibimport(
+            label=plan.label, manifest=manifest, workdir=workdir,
+            rows=plan.rows, concurrency=plan.concurrency, latency_ms=latency,
+            env=env, extra=extra,
+        )  # fmt: skip
+    else:
+        found = measure_worker(
+            plan.key, label=plan.label, manifest=manifest, rows=plan.rows,
+            concurrency=plan.concurrency, latency_ms=latency, env=env,
+        )  # fmt: skip
+    served = emulator.stats()
+    found.note = "; ".join(x for x in (found.note, f"emulator saw {_served(served)} imports") if x)
+    return found
+
+
+def _median(runs: list[Measurement]) -> Measurement:
+    """One row for several runs: median calls/s and CPU per call, the worst peak RSS."""
+    by_speed = sorted(runs, key=lambda m: m.calls_per_s)
+    middle = by_speed[len(by_speed) // 2]
+    speeds = ", ".join(f"{m.calls_per_s:,.0f}" for m in runs)
+    return Measurement(
+        latency_ms=middle.latency_ms, client=middle.client, concurrency=middle.concurrency,
+        calls=middle.calls, failed=max(m.failed for m in runs),
+        wall_s=statistics.median(m.wall_s for m in runs),
+        calls_per_s=statistics.median(m.calls_per_s for m in runs),
+        cpu_ms_per_call=statistics.median(m.cpu_ms_per_call for m in runs),
+        peak_rss_mb=max(m.peak_rss_mb for m in runs),
+        note=f"median of {len(runs)} interleaved runs ({speeds} calls/s); {middle.note}",
+    )  # fmt: skip
 
 
 def _served(stats: dict[str, Any]) -> int:
@@ -484,6 +541,9 @@ def main() -> None:
     parser.add_argument("--latencies", type=float, nargs="+", default=[0.0, 100.0])
     parser.add_argument("--quick", action="store_true", help="a fifth of the rows")
     parser.add_argument("--only", help="comma-separated clients: awscli,boto3,aioboto3,ibimport")
+    parser.add_argument(
+        "--reps", type=int, default=3, help="runs of each client the targets compare (median)"
+    )
     parser.add_argument("--manifest-rows", type=int, default=12000)
     parser.add_argument("--json", type=Path, default=HERE / "throughput.json")
     parser.add_argument("--chart", type=Path, nargs="?", const=HERE / "throughput.png")
