@@ -60,6 +60,10 @@ RESULTS_COLUMNS: Final = (
     "requestId",
 )
 
+#: A results file up to this size is put in row order in memory (tens of MB at most while
+#: sorting); a bigger one through an on-disk SQLite index, so memory stays bounded.
+_SORT_IN_MEMORY_BYTES: Final = 4 * 1024 * 1024
+
 #: Leading characters that make Excel, LibreOffice or Sheets evaluate a cell (OWASP CSV injection).
 _FORMULA_TRIGGERS: Final = ("=", "+", "-", "@", "\t", "\r")
 
@@ -304,6 +308,9 @@ class ResultsWriter(BaseListener):
             self._rewrite_sorted()
 
     def _rewrite_sorted(self) -> None:
+        if os.path.getsize(self.path) <= _SORT_IN_MEMORY_BYTES:
+            self._rewrite_sorted_in_memory()
+            return
         fd, scratch = tempfile.mkstemp(
             dir=self.path.parent, prefix=f".{self.path.name}.", suffix=".sort.sqlite"
         )
@@ -334,6 +341,17 @@ class ResultsWriter(BaseListener):
         finally:
             with contextlib.suppress(OSError):
                 os.unlink(scratch)
+
+    def _rewrite_sorted_in_memory(self) -> None:
+        """A small file is sorted in memory: half the time of the on-disk index."""
+        with open(self.path, encoding="utf-8", newline="") as spilled:
+            reader = csv.reader(spilled)
+            next(reader)  # header
+            by_row = {int(cells[0]): cells for cells in reader}  # a row written twice: last wins
+        with atomic_private_file(self.path) as out:
+            writer = csv.writer(out)
+            writer.writerow(RESULTS_COLUMNS)
+            writer.writerows(by_row[row] for row in sorted(by_row))
 
     def __enter__(self) -> Self:
         return self

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
+from ibimport import report
 from ibimport.events import CallEvent, CallOutcome
 from ibimport.report import (
     RESULTS_COLUMNS,
@@ -282,6 +283,27 @@ def test_results_written_in_reverse_come_out_sorted_with_bounded_memory(tmp_path
         next(reader)
         rows = [int(cells[0]) for cells in reader]
     assert rows == list(range(1, n + 1))
+
+
+@pytest.mark.parametrize("in_memory_up_to", [0, 1 << 30], ids=["on-disk index", "in memory"])
+def test_both_sorts_give_the_same_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, in_memory_up_to: int
+) -> None:
+    monkeypatch.setattr(report, "_SORT_IN_MEMORY_BYTES", in_memory_up_to)
+    path = tmp_path / "results.csv"
+    with ResultsWriter(path) as writer:
+        for row in (3, 1, 2):
+            message = f'row {row}: "quoted", comma\nsecond line'
+            writer.write(_result(row, RowStatus.FAILED, error_message=message))
+        writer.write(_result(1))  # written twice: the last result wins
+    assert [(r["row"], r["status"]) for r in _read_csv(path)] == [
+        ("1", "succeeded"),
+        ("2", "failed"),
+        ("3", "failed"),
+    ]
+    assert _read_csv(path)[2]["errorMessage"] == 'row 3: "quoted", comma\nsecond line'
+    assert _mode(path) == 0o600
+    assert os.listdir(tmp_path) == ["results.csv"]
 
 
 def test_a_row_written_twice_keeps_its_last_result(tmp_path: Path) -> None:
