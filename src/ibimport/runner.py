@@ -70,6 +70,7 @@ class RunOutcome:
 class _RowWork:
     row: int
     task: ImportTask
+    params: dict[str, Any]
     token: str
     prior: JournalEntry | None
     attempts: int = 0
@@ -172,13 +173,14 @@ class Runner:
         task = manifest_row.task
         if task is None:
             return _invalid_result(manifest_row)
-        token = client_token(task, salt=self._settings.token_salt)
+        params = task.api_params()  # built once: for the token and for every attempt
+        token = client_token(task, salt=self._settings.token_salt, params=params)
         prior = self._prior(task)
         if prior is not None:
             carried = self._carry_over(prior, row=manifest_row.row)
             if carried is not None:
                 return carried
-        work = _RowWork(row=manifest_row.row, task=task, token=token, prior=prior)
+        work = _RowWork(row=manifest_row.row, task=task, params=params, token=token, prior=prior)
         if prior is not None and self._needs_lookup(prior, token):
             found = await self._find_existing(work)
             if found is not None:
@@ -242,7 +244,7 @@ class Runner:
         return result
 
     async def _attempt_until_done(self, work: _RowWork) -> RowResult:
-        params = work.task.api_params()
+        params = work.params
         while True:
             work.attempts += 1
             await self._limiter.acquire()

@@ -44,21 +44,23 @@ def _nfc(value: Any) -> Any:
     return value
 
 
-def canonical_request(task: ImportTask) -> bytes:
+def canonical_request(task: ImportTask, *, params: dict[str, Any] | None = None) -> bytes:
     """The request members that are sent, minus clientToken, in one canonical byte form.
 
     Absent fields are dropped, tags appear only when non-empty, logGroupName sits inside
     loggingConfiguration as sent; strings are NFC; keys sorted; compact UTF-8 JSON.
-    Golden tests pin this form: changing it changes every token.
+    Golden tests pin this form: changing it changes every token. ``params``: the task's
+    ``api_params()`` when the caller already built them (they are not modified).
     """
-    params = task.api_params()
+    if params is None:
+        params = task.api_params()
     text = json.dumps(params, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     if not text.isascii():  # ASCII text is already NFC: only other text is normalised
         text = json.dumps(_nfc(params), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     return text.encode("utf-8")
 
 
-def client_token(task: ImportTask, *, salt: str = "") -> str:
+def client_token(task: ImportTask, *, salt: str = "", params: dict[str, Any] | None = None) -> str:
     """The task's own clientToken when the manifest gives one, else its UUIDv5 (36 chars).
 
     Equal to ``str(uuid.uuid5(NAMESPACE, name))`` with name the canonical request,
@@ -67,7 +69,7 @@ def client_token(task: ImportTask, *, salt: str = "") -> str:
     """
     if task.clientToken is not None:
         return task.clientToken
-    name = canonical_request(task)
+    name = canonical_request(task, params=params)
     if salt:
         name = unicodedata.normalize("NFC", salt).encode("utf-8") + _SALT_SEPARATOR + name
     digest = bytearray(hashlib.sha1(_NAMESPACE_BYTES + name, usedforsecurity=False).digest())
