@@ -776,3 +776,19 @@ def test_a_second_writer_is_refused_while_the_first_holds_the_journal(tmp_path: 
     again = SqliteJournal.open(path, manifest_path="m.csv", manifest_fingerprint="f", settings={})
     assert not again.is_new
     again.close()
+
+
+async def test_checkpoints_keep_the_wal_bounded(path: Path) -> None:
+    """Automatic checkpoints are off (they would fsync on the event loop); the journal's
+    own checkpoints in a thread must still stop the WAL from growing with every commit."""
+    journal = open_journal(path)
+    wal = path.with_name(path.name + "-wal")
+    for i in range(2_000):  # outside running(): one commit per mark
+        await mark(journal, f"vm-{i}", row=i + 1)
+        if i % 200 == 199 and journal._checkpointer is not None:
+            await anyio.to_thread.run_sync(journal._checkpointer.join)
+    assert journal.commits >= 2_000
+    size = wal.stat().st_size
+    journal.close()
+    assert size < 3 * 1024 * 1024, f"WAL grew to {size} bytes"
+    assert raw_row(path, "vm-1999") is not None
