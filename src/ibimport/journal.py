@@ -9,9 +9,9 @@ buffered and written by the next commit. Commits are grouped: every caller appen
 batch that is forming, and one flusher task commits it, at most once per ``max_delay``
 (sooner when ``max_batch`` long). A commit runs on the event loop: with WAL and
 synchronous=NORMAL it only hands pages to the OS; the fsyncs happen in checkpoints, which
-run every few hundred commits in a thread of their own. A crash therefore loses at most the uncommitted batch of outcomes, which is
-harmless: those rows are still ``in_flight`` in the journal and are re-sent with the same
-clientToken.
+run every few hundred commits in a thread of their own. A crash therefore loses at most
+the uncommitted batch of outcomes, which is harmless: those rows are still ``in_flight``
+in the journal and are re-sent with the same clientToken.
 
 Concurrency. Two connections: a writer used only under ``_write_lock`` (by the flusher on
 the event loop, or synchronously for header updates) and a reader used under
