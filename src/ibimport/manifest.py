@@ -39,7 +39,12 @@ from pydantic import (
 )
 from pydantic_core import ErrorDetails, PydanticCustomError
 
-from ibimport.apimodel import VERSION_NODE_MAX, StringRule, import_vm_image_rules
+from ibimport.apimodel import (
+    REQUEST_FIELDS,
+    VERSION_NODE_MAX,
+    StringRule,
+    import_vm_image_rules,
+)
 from ibimport.errors import ConfigError, ManifestError
 
 __all__ = [
@@ -68,16 +73,8 @@ _CHUNK: Final = 64 * 1024
 _SHORT: Final = 60
 
 #: The manifest's field names: the API's own, with logGroupName lifted out of loggingConfiguration.
-FIELDS: Final = (
-    "name",
-    "semanticVersion",
-    "description",
-    "platform",
-    "osVersion",
-    "vmImportTaskId",
-    "tags",
-    "clientToken",
-    "logGroupName",
+FIELDS: Final = tuple(
+    "logGroupName" if name == "loggingConfiguration" else name for name in REQUEST_FIELDS
 )
 _STRING_RULES: Final[dict[str, StringRule]] = {
     **_RULES.fields,
