@@ -35,6 +35,7 @@ __all__ = [
 
 _EPS = 1e-9  # virtual-time slack for float rounding
 _PROVISIONAL_BOOST = 25  # probe steps while an early estimate is unconfirmed (2% -> 50%)
+_SLACK_S = 0.001  # a call may start this early: one timer per millisecond, not per call
 _CATCH_UP = 2.0  # intervals a late-woken pacer may make up: at most 3 starts back to back
 
 
@@ -230,26 +231,30 @@ class _Pacer:
 
     async def wait(self) -> bool:
         """Wait for this call's turn; True if the pace delayed it."""
-        # GCRA (virtual scheduling) with no burst tolerance: a call may start at
-        # max(now, previous start + 1/rate). No bursts: a client burst as large as the
+        # GCRA (virtual scheduling): a call may start at max(now, previous start + 1/rate),
+        # give or take _SLACK_S. No bursts beyond that: a client burst as large as the
         # quota trips a service bucket whose burst is smaller.
         async with self._gate:
             slept = False
-            while (delay := self._due() - self._clock.now()) > _EPS:
+            while (delay := self._due() - self._clock.now()) > _SLACK_S:
                 slept = True
                 with anyio.CancelScope() as nap:
                     self._nap = nap
                     await self._clock.sleep(delay)
                 self._nap = None
             now, due = self._clock.now(), self._due()
-            # A sleeper woken late (real timers are, and more so on a loaded machine) keeps
-            # its slot on the grid, catching up at most _CATCH_UP intervals, so stalls do not
-            # add up to a lower rate while a catch-up stays a tiny burst. A call that found
-            # the gate open (the run was not pace-bound) starts afresh.
-            if slept and self._rate is not None:
+            if self._rate is None:
+                self._last = now
+            elif slept or due >= now:
+                # On the grid. A call let through up to _SLACK_S early takes its due slot,
+                # so the average pace is exact while one timer serves every call due within
+                # the slack (at 5,000 calls/s a sleep per call cost ~70 us of CPU). A sleeper
+                # woken late (real timers are, more so on a loaded machine) catches up at
+                # most _CATCH_UP intervals, so stalls do not add up to a lower rate while a
+                # catch-up stays a tiny burst.
                 self._last = max(due, now - _CATCH_UP / self._rate)
             else:
-                self._last = now
+                self._last = now  # found the gate open: not pace-bound, start afresh
         return slept
 
 
