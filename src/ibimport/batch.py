@@ -77,7 +77,6 @@ class Preflight:
     invalid_count: int = 0
     invalid_rows: list[ManifestRow] = field(default_factory=list)
     diff: ManifestDiff | None = None
-    journal_is_new: bool = True
 
 
 @dataclass(slots=True)
@@ -118,7 +117,7 @@ def _rows(config: BatchConfig) -> Iterator[ManifestRow]:
 
 def preflight(config: BatchConfig, *, journal: SqliteJournal | None) -> Preflight:
     """Validate every row, and compare with the journal, before a single call is sent."""
-    found = Preflight(journal_is_new=journal is None or journal.is_new)
+    found = Preflight()
     salt = config.run.token_salt
 
     def valid_tasks() -> Iterator[tuple[int, ImportTask]]:
@@ -142,21 +141,16 @@ def preflight(config: BatchConfig, *, journal: SqliteJournal | None) -> Prefligh
     else:
         for _ in valid_tasks():
             pass
-    # A journal without rows was never sent under (killed while starting), and one written
-    # for these very bytes, tags and salt holds these very tokens: nothing to compare.
-    if (
-        journal is not None
-        and not journal.is_new
-        and journal.last_update() is not None
-        and journal.header.manifest_fingerprint != batch_fingerprint(config)
-    ):
+    if journal is None or journal.is_new or journal.last_update() is None:
+        # A journal without rows was never sent under (killed while starting).
+        return found
+    if journal.header.manifest_fingerprint == batch_fingerprint(config):
+        # Written for these very bytes, tags and salt: it holds these very rows and tokens,
+        # so there is nothing to compare and no pending row to add.
+        journal.pending_recorded = True
+    else:
         found.diff = journal.diff(
-            (
-                r.row,
-                r.task.name,
-                r.task.semanticVersion,
-                client_token(r.task, salt=config.run.token_salt),
-            )
+            (r.row, r.task.name, r.task.semanticVersion, client_token(r.task, salt=salt))
             for r in _rows(config)
             if r.task is not None
         )
@@ -188,8 +182,13 @@ def open_journal(config: BatchConfig, journal_path: Path | None) -> SqliteJourna
         journal_path,
         manifest_path=str(config.manifest.resolve()),  # `ibimport report` may run elsewhere
         manifest_fingerprint=batch_fingerprint(config),
-        settings={"token_salt": config.run.token_salt},
+        settings=journal_settings(config),
     )
+
+
+def journal_settings(config: BatchConfig) -> dict[str, str]:
+    """The settings a journal's header keeps: the ones that decide tokens."""
+    return {"token_salt": config.run.token_salt}
 
 
 class BatchControl:
@@ -325,7 +324,7 @@ def exit_code(result: BatchResult) -> int:
     if result.outcome.interrupted:
         return 130
     totals = result.stats.totals
-    unfinished = sum(totals[s] for s in totals if s.value not in ("succeeded", "exists"))
+    unfinished = sum(count for status, count in totals.items() if not status.is_done)
     return 1 if unfinished or result.outcome.fatal is not None else 0
 
 

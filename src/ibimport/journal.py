@@ -347,7 +347,8 @@ class SqliteJournal:
         self.path = path
         self.is_new = is_new
         self.has_history = not is_new
-        #: ``record_pending`` journalled the manifest's rows before the run.
+        #: The journal holds every row of this run's manifest: ``record_pending`` wrote
+        #: them, or preflight found it written for the same batch fingerprint.
         self.pending_recorded = False
         self._writer = writer
         self._reader = reader

@@ -68,3 +68,24 @@ def test_a_run_after_preflight_does_not_journal_the_rows_again(
         assert reopened.counts()[RowStatus.SUCCEEDED] == 20
     finally:
         reopened.close()
+
+
+def test_a_resumed_run_of_the_same_manifest_does_not_journal_the_rows_again(
+    tmp_path: Path, emulator: EmulatorServer
+) -> None:
+    manifest = write_csv(tmp_path / "wave.csv", make_tasks(20))
+    config = _config(manifest, emulator.url)
+
+    async def run_once() -> int:
+        journal = open_journal(config, config.journal_path)
+        assert journal is not None
+        found = preflight(config, journal=journal)
+        assert found.diff is None
+        before = journal.ops_committed
+        await execute(config, journal=journal, total_rows=found.total_rows)
+        return journal.ops_committed - before
+
+    assert anyio.run(run_once) == 2 * 20  # in_flight mark and outcome per row
+    # Same bytes, tags and salt: every row is carried over, nothing is written at all.
+    assert anyio.run(run_once) == 0
+    assert import_requests(emulator.url) == 20
