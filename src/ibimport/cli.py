@@ -24,6 +24,7 @@ from ibimport.batch import (
     default_output_paths,
     execute,
     exit_code,
+    journal_settings,
     open_journal,
     preflight,
     secure_umask,
@@ -287,7 +288,7 @@ def _run_batch(config: BatchConfig, *, progress_mode: str = "auto") -> int:
         assert journal is not None
         journal.update_header(
             manifest_fingerprint=batch_fingerprint(config),
-            settings={"token_salt": config.run.token_salt},
+            settings=journal_settings(config),
         )
     progress = ProgressListener(err, mode=progress_mode)
     control = BatchControl()

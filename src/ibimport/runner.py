@@ -412,8 +412,3 @@ def _fatal_message(error: CallError) -> str:
         f"every call would fail: {error.code}: {error.message} "
         "(check the credentials, the region and the IAM policy in the README)"
     )
-
-
-def describe(settings: RunSettings) -> dict[str, Any]:
-    """The settings that decide tokens, as stored in the journal header."""
-    return {"token_salt": settings.token_salt}
