@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import gc
 import os
 import signal
 import sys
-from contextlib import ExitStack
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from datetime import datetime
 from pathlib import Path
 from typing import Annotated
@@ -46,6 +48,7 @@ from ibimport.results import RowStatus
 from ibimport.runner import RunSettings
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+_GC_THRESHOLD = 20_000  # allocations between young collections (Python's default: 700)
 
 app = typer.Typer(
     name="ibimport",
@@ -257,6 +260,11 @@ def run(
 
 
 def _run_batch(config: BatchConfig, *, progress_mode: str = "auto") -> int:
+    with _fewer_gc_passes():
+        return _preflight_and_run(config, progress_mode=progress_mode)
+
+
+def _preflight_and_run(config: BatchConfig, *, progress_mode: str) -> int:
     try:
         for path in (config.journal_path, config.report_path, config.results_path):
             if path is not None:
@@ -325,6 +333,27 @@ def _run_batch(config: BatchConfig, *, progress_mode: str = "auto") -> int:
         if ours is None or rest is not None:
             raise
         raise _fail(str(_first_leaf(ours)), EXIT_FAILED) from None
+
+
+@contextmanager
+def _fewer_gc_passes() -> Iterator[None]:
+    """Fewer cyclic collections, and none over the start-up's objects, in preflight and run.
+
+    Every row and call allocates hundreds of short-lived containers that reference
+    counting frees alone; at Python's default threshold (700) the collector still ran every
+    few calls and, with hundreds of calls in flight, walked their live state each time
+    (about 8% of the CPU at 256 in flight). Start-up objects (botocore's models, pydantic's
+    validators) never die: frozen, full collections skip them. Undone on the way out, for
+    callers (tests) that run batches in a longer-lived process.
+    """
+    thresholds = gc.get_threshold()
+    gc.freeze()
+    gc.set_threshold(max(thresholds[0], _GC_THRESHOLD), *thresholds[1:])
+    try:
+        yield
+    finally:
+        gc.set_threshold(*thresholds)
+        gc.unfreeze()
 
 
 def _first_leaf(error: BaseException) -> BaseException:

@@ -117,3 +117,32 @@ def test_csv_and_jsonl_in_another_order_carry_the_same_tokens_and_replay(
         report=read_report(tmp_path / "wave-again.report.json"),
         before=after_first,
     )
+
+
+def test_the_run_collects_cycles_rarely_and_restores_the_collector(
+    start_emulator: StartEmulator, tmp_path, monkeypatch
+) -> None:
+    import gc
+
+    import ibimport.cli
+
+    server = start_emulator()
+    manifest = write_csv(tmp_path / "wave.csv", make_tasks(5, seed=3))
+    during: list[tuple[int, int]] = []
+    real_execute = ibimport.cli.execute
+
+    async def observed_execute(*args, **kwargs):  # type: ignore[no-untyped-def]
+        during.append((gc.get_threshold()[0], gc.get_freeze_count()))
+        return await real_execute(*args, **kwargs)
+
+    monkeypatch.setattr(ibimport.cli, "execute", observed_execute)
+    before = gc.get_threshold()
+
+    result = invoke(*run_args(manifest, server.url))
+
+    assert result.exit_code == 0, result.output
+    [(threshold, frozen)] = during
+    assert threshold >= 10_000 > before[0]
+    assert frozen > 0  # start-up objects moved out of the collector's way
+    assert gc.get_threshold() == before
+    assert gc.get_freeze_count() == 0
