@@ -22,6 +22,7 @@ from botocore.config import Config
 
 from ibimport._version import __version__
 from ibimport.errors import ApiError, FatalBatchError, TransportError
+from ibimport.signing import install_reusing_signer
 
 SERVICE = "imagebuilder"
 
@@ -227,7 +228,7 @@ async def open_client(settings: ClientSettings) -> AsyncIterator[AioImageBuilder
 
 
 def _trim_per_call_work(client: Any) -> None:
-    """Skip two pieces of per-call work that give the same answer on every call.
+    """Skip per-call work that gives the same answer on every call.
 
     - Endpoint rules: botocore runs the endpoint rules engine on every call (about 6% of
       a call's CPU), but for a client bound to one region and endpoint, an operation
@@ -236,7 +237,9 @@ def _trim_per_call_work(client: Any) -> None:
     - botocore's retry handler: our retries are the only ones (total_max_attempts 1), so
       its needs-retry check on every answer is dead work; it is unregistered by the
       unique id botocore gave it.
+    - SigV4's Host, body hash input and signing key: see ``ibimport.signing``.
     """
+    install_reusing_signer(client)
     service = client.meta.service_model.service_id.hyphenize()
     client.meta.events.unregister(f"needs-retry.{service}", unique_id=f"retry-config-{service}")
     resolver = getattr(client, "_ruleset_resolver", None)

@@ -1,7 +1,8 @@
 """The client's fast path (fixed User-Agent, no per-call checks) still sends correct requests.
 
-The emulator does not check signatures, so each request the client sends is captured on
-its way out and its SigV4 signature recomputed independently with botocore's signer.
+Each request the client sends is captured on its way out and its SigV4 signature
+recomputed independently with botocore's own signer; the emulator also checks signatures
+itself (``verify_signatures``) as the service would.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from botocore.credentials import Credentials
 from ibimport.client import USER_AGENT, ClientSettings, open_client
 from ibimport.emulator import EmulatorConfig, EmulatorServer
 from ibimport.errors import ApiError
+from ibimport.signing import SIGNATURE_VERSION
 
 KEY, SECRET = "AKIDIBIMPORTFASTPATH", "fast-path-secret"
 PARAMS = {
@@ -54,9 +56,14 @@ async def test_fast_path_requests_are_signed_correctly_and_accepted(
     emulator: EmulatorServer,
 ) -> None:
     sent: list[Any] = []
+    signers: list[str] = []
     async with open_client(_settings(emulator.url)) as client:
         client._client.meta.events.register(
             "before-send.imagebuilder", lambda request, **_: sent.append(request)
+        )
+        client._client.meta.events.register(
+            "before-sign.imagebuilder",
+            lambda signature_version, **_: signers.append(signature_version),
         )
         for n in range(3):  # more than one call: nothing cached may go stale
             answer = await client.import_vm_image(
@@ -65,6 +72,7 @@ async def test_fast_path_requests_are_signed_correctly_and_accepted(
             assert answer.image_arn.endswith(f"/fast-path-vm/1.2.{n}/1")
             assert answer.client_token == f"fast-path-token-{n}"
     assert len(sent) == 3
+    assert signers == [SIGNATURE_VERSION] * 3  # the reusing signer, not botocore's default
     for request in sent:
         authorization = _text(request.headers["Authorization"])
         assert f"Credential={KEY}/" in authorization
@@ -129,3 +137,27 @@ async def test_endpoint_rules_run_once_per_operation(emulator: EmulatorServer) -
         assert await client.find_build_arns(name="fast-path-vm", semantic_version="2.0.1")
     assert len(resolved) == 3, "once for ImportVmImage, once per list operation"
     assert all(p.get("Endpoint") == emulator.url for p in resolved)
+
+
+async def test_the_service_accepts_the_reusing_signers_signatures(
+    aws_credentials: None,
+) -> None:
+    config = EmulatorConfig(verify_signatures=True, access_key_id=KEY, secret_access_key=SECRET)
+    with EmulatorServer(config) as server:
+        async with open_client(_settings(server.url)) as client:
+            for n in range(3):
+                answer = await client.import_vm_image(
+                    {**PARAMS, "semanticVersion": f"3.0.{n}"}, client_token=f"verified-{n}"
+                )
+                assert answer.image_arn.endswith(f"/3.0.{n}/1")
+            assert await client.find_build_arns(name="fast-path-vm", semantic_version="3.0.2")
+        wrong = ClientSettings(
+            region="us-east-1",
+            endpoint_url=server.url,
+            access_key_id=KEY,
+            secret_access_key="not-the-secret",
+        )
+        async with open_client(wrong) as client:
+            with pytest.raises(ApiError) as refused:
+                await client.import_vm_image(PARAMS, client_token="verified-wrong")
+    assert refused.value.code == "InvalidSignatureException"

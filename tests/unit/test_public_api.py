@@ -27,8 +27,9 @@ def test_public_names_are_exported_nowhere_else_by_accident() -> None:
     assert public == set(ibimport.__all__) - {"__version__"}
 
 
-def test_only_the_client_module_imports_aioboto3_or_botocore() -> None:
-    allowed = {"client.py", "apimodel.py"}
+def test_only_the_client_boundary_imports_aioboto3_or_botocore() -> None:
+    # client.py, the botocore extension it installs, and the model the rules come from.
+    allowed = {"client.py", "signing.py", "apimodel.py"}
     offenders = []
     for path in SRC.rglob("*.py"):
         if path.name in allowed or "emulator" in path.parts:
@@ -58,6 +59,7 @@ def test_the_engine_never_prints() -> None:
         "manifest.py",
         "tokens.py",
         "client.py",
+        "signing.py",
     ]
     for name in engine:
         tree = ast.parse((SRC / name).read_text(encoding="utf-8"))
