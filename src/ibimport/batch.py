@@ -219,7 +219,7 @@ async def _client_for(config: BatchConfig) -> AsyncIterator[ImageBuilderClient]:
         settings = config.client
         if config.local is not None:
             from ibimport.emulator import EmulatorConfig, EmulatorServer
-            from ibimport.emulator.server import LOCAL_ACCESS_KEY_ID, LOCAL_SECRET_ACCESS_KEY
+            from ibimport.emulator.defaults import LOCAL_ACCESS_KEY_ID, LOCAL_SECRET_ACCESS_KEY
 
             local = config.local
             server = EmulatorServer(

@@ -12,13 +12,7 @@ from typing import Annotated
 
 import typer
 
-from ibimport.emulator.server import (
-    LOCAL_ACCESS_KEY_ID,
-    LOCAL_SECRET_ACCESS_KEY,
-    SECRET_ENV,
-    EmulatorConfig,
-    run_until_signalled,
-)
+from ibimport.emulator.defaults import LOCAL_ACCESS_KEY_ID, LOCAL_SECRET_ACCESS_KEY, SECRET_ENV
 from ibimport.errors import ConfigError
 
 
@@ -100,6 +94,9 @@ def emulator_command(
     ] = LOCAL_SECRET_ACCESS_KEY,
 ) -> None:
     """Serve a local EC2 Image Builder for rehearsals, tests and benchmarks."""
+    # Here, not at the top: `ibimport run` loads this module but never needs aiohttp.web.
+    from ibimport.emulator.server import EmulatorConfig, run_until_signalled
+
     try:
         config = EmulatorConfig(
             host=host,

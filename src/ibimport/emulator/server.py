@@ -32,6 +32,7 @@ from typing import Any, Self
 from aiohttp import web
 
 from ibimport._files import atomic_private_file
+from ibimport.emulator.defaults import LOCAL_ACCESS_KEY_ID, LOCAL_SECRET_ACCESS_KEY, SECRET_ENV
 from ibimport.emulator.models import ApiException, Clock, ImageBuilderBackend, Scope
 from ibimport.emulator.responses import OPERATIONS, Call, render_error
 from ibimport.emulator.sigv4 import Credentials, verify
@@ -42,11 +43,6 @@ _CREDENTIAL = re.compile(r"Credential=([^/,\s]+)/[^/,\s]+/([^/,\s]+)/")
 _ACCOUNT_KEY = re.compile(r"^[0-9]{12}$")
 _JSON = "application/json"
 _STATS_PATH = "/_emulator/stats"
-#: The throwaway credentials ``ibimport run --local`` signs with: a well-known test pair.
-LOCAL_ACCESS_KEY_ID = "AKIAIBIMPORTLOCAL000"
-LOCAL_SECRET_ACCESS_KEY = "ibimport-local-throwaway-secret"
-#: Where ``ibimport emulator`` reads --secret-access-key from, so it never shows in ``ps``.
-SECRET_ENV = "IBIMPORT_EMULATOR_SECRET_ACCESS_KEY"
 _RESET_PATH = "/_emulator/reset"
 
 
