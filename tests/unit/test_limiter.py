@@ -348,3 +348,22 @@ async def test_adaptive_discovery_opens_all_slots_within_a_few_round_trips() -> 
             tg.start_soon(worker)
     assert reached_at is not None
     assert reached_at < 3.0, reached_at
+
+
+@pytest.mark.parametrize("rate", [None, 1000.0])
+async def test_acquire_in_a_cancelled_scope_takes_nothing_even_with_room(
+    rate: float | None,
+) -> None:
+    # The uncontended path does not yield to the event loop, but a batch that was stopped
+    # (its scope cancelled) must not start one more call.
+    clock = FakeClock()
+    limiter = build_limiter(concurrency=2, rate=rate, clock=clock)
+    with anyio.CancelScope() as scope:
+        scope.cancel()
+        await limiter.acquire()
+        pytest.fail("acquire returned in a cancelled scope")
+    with anyio.fail_after(5):  # both slots are still free (none leaked): no wait
+        await limiter.acquire()
+        await limiter.acquire()
+    limiter.release(throttled=False)
+    limiter.release(throttled=False)
