@@ -449,7 +449,7 @@ def ratios(results: list[Measurement]) -> Iterator[str]:
     def get(latency: float, client: str) -> Measurement | None:
         return by.get((latency, client))
 
-    ib0, bare0 = get(0, "ibimport run"), get(0, "aioboto3 bare loop")
+    bare0 = get(0, "aioboto3 bare loop")
     for label in ("ibimport run", "ibimport run --rate 5000"):
         ib = get(0, label)
         if ib and bare0:
@@ -463,8 +463,9 @@ def ratios(results: list[Measurement]) -> Iterator[str]:
             ib = get(latency, label)
             if ib is None:
                 continue
-            # The CPU ceiling: one core divided by ibimport's own CPU per call at 0 ms.
-            ceiling = 1000.0 / ib0.cpu_ms_per_call if ib0 else float("inf")
+            # The CPU ceiling: one core divided by the same client's CPU per call at 0 ms.
+            at0 = get(0, label)
+            ceiling = 1000.0 / at0.cpu_ms_per_call if at0 else float("inf")
             ideal = min(ib.concurrency / (latency / 1000.0), ceiling)
             yield (
                 f"- {latency:g} ms, concurrency {ib.concurrency}: {label} = "
