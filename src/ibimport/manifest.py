@@ -21,6 +21,7 @@ import json
 import os
 import re
 import sys
+import unicodedata
 from array import array
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
@@ -474,6 +475,50 @@ class _Identities:
         self._keys, self._rows, self._mask = keys, rows, mask
 
 
+def _nfc_text(raw: dict[str, Any], errors: list[FieldError]) -> dict[str, Any]:
+    """The row with its text in Unicode NFC (composed), as it is validated, sent and keyed.
+
+    The clientToken is derived from the NFC form, so the same task saved composed or
+    decomposed (macOS file names, some editors) must also be the same request: the service
+    refuses a token it has seen with different parameters. ASCII rows pass untouched.
+    """
+    if all(_is_ascii(v) for v in raw.values()):
+        return raw
+    normal: dict[str, Any] = {}
+    for key, value in raw.items():
+        if type(value) is str:
+            value = unicodedata.normalize("NFC", value)
+        elif type(value) is dict:
+            tags = {_nfc(k): _nfc(v) for k, v in value.items()}
+            if len(tags) < len(value):  # two keys were one text, composed and decomposed
+                written: dict[Any, int] = {}
+                for k in value:
+                    written[_nfc(k)] = written.get(_nfc(k), 0) + 1
+                errors.extend(
+                    FieldError(f"tag:{_shorten(k, 40)}", _TWICE_NORMALISED, _shorten(k))
+                    for k, count in written.items()
+                    if count > 1
+                )
+            value = tags
+        normal[key] = value
+    return normal
+
+
+_TWICE_NORMALISED: Final = "is given twice: composed and decomposed forms of the same text"
+
+
+def _is_ascii(value: object) -> bool:
+    if type(value) is str:
+        return value.isascii()
+    if type(value) is dict:
+        return all(_is_ascii(k) and _is_ascii(v) for k, v in value.items())
+    return True
+
+
+def _nfc(value: Any) -> Any:
+    return unicodedata.normalize("NFC", value) if type(value) is str else value
+
+
 class _Checker:
     """Validates raw rows into ManifestRows and remembers identities to find repeats."""
 
@@ -484,6 +529,7 @@ class _Checker:
     def check(self, row: int, raw: dict[str, Any], errors: list[FieldError]) -> ManifestRow:
         if self._extra:
             self._merge_extra(raw, errors)
+        raw = _nfc_text(raw, errors)
         task: ImportTask | None = None
         try:
             task = ImportTask.model_validate(raw)

@@ -146,3 +146,39 @@ def test_the_run_collects_cycles_rarely_and_restores_the_collector(
     assert frozen > 0  # start-up objects moved out of the collector's way
     assert gc.get_threshold() == before
     assert gc.get_freeze_count() == 0
+
+
+def test_the_same_tasks_saved_decomposed_are_answered_with_the_same_images(
+    start_emulator: StartEmulator, tmp_path
+) -> None:
+    # A manifest re-saved with its text decomposed (NFD) keeps every clientToken; the
+    # requests must be the same too, or the service answers IdempotentParameterMismatch.
+    import unicodedata
+
+    server = start_emulator()
+    tasks = [
+        {**task, "description": f"Caf\u00e9 {i} \u2013 r\u00e9plica", "osVersion": "Windows \u00c9"}
+        for i, task in enumerate(make_tasks(12, seed=4))
+    ]
+    decomposed = [
+        {k: unicodedata.normalize("NFD", v) if isinstance(v, str) else v for k, v in t.items()}
+        for t in tasks
+    ]
+    assert decomposed != tasks
+    first = write_jsonl(tmp_path / "composed.jsonl", tasks)
+    second = write_jsonl(tmp_path / "decomposed.jsonl", decomposed, shuffle_seed=1)
+
+    assert invoke(*run_args(first, server.url)).exit_code == 0
+    result = invoke(*run_args(second, server.url))
+
+    assert result.exit_code == 0, result.output
+    arns = {
+        path: {r["name"]: r["imageArn"] for r in read_results(path)}
+        for path in (tmp_path / "composed.results.csv", tmp_path / "decomposed.results.csv")
+    }
+    assert arns[tmp_path / "composed.results.csv"] == arns[tmp_path / "decomposed.results.csv"]
+    counters = stats(server.url)
+    assert counters["images"] == 12
+    assert counters["duplicateBuilds"] == 0
+    assert counters["idempotentReplays"] == 12
+    assert counters["errors"] == {}

@@ -799,3 +799,47 @@ def test_any_csv_table(header: list[str], body: list[list[str]]) -> None:
     out = io.StringIO()
     csv.writer(out).writerows([header, *body])
     _drain(out.getvalue().encode("utf-8", "surrogatepass"), "csv")
+
+
+# --- Unicode normal forms ---------------------------------------------------------------
+
+_CAFE_NFC, _CAFE_NFD = "Caf\u00e9 d\u00e9mo", "Cafe\u0301 de\u0301mo"
+
+
+def test_decomposed_text_is_read_composed_so_token_and_request_agree(tmp_path: Path) -> None:
+    def task(text: str) -> dict[str, Any]:
+        return {**VALID, "description": text, "osVersion": text, "tags": {"Site": text}}
+
+    [composed] = read(tmp_path, json.dumps(task(_CAFE_NFC)) + "\n", "jsonl")
+    [decomposed] = read(tmp_path, json.dumps(task(_CAFE_NFD)) + "\n", "jsonl")
+    assert composed.task is not None
+    assert decomposed.task is not None
+    # The same request, not merely the same token: the service refuses a token it has seen
+    # with other parameters.
+    assert (
+        decomposed.task.api_params()
+        == composed.task.api_params()
+        == task(_CAFE_NFC) | {"platform": "Linux"}
+    )
+    assert client_token(decomposed.task) == client_token(composed.task)
+
+
+def test_names_equal_once_composed_are_duplicates(tmp_path: Path) -> None:
+    rows = read(
+        tmp_path,
+        "".join(json.dumps({**VALID, "name": n}) + "\n" for n in (_CAFE_NFC, _CAFE_NFD)),
+        "jsonl",
+    )
+    assert rows[0].task is not None
+    assert rows[1].task is None
+    assert "duplicate of row 1" in rows[1].errors[0].rule
+
+
+def test_tag_keys_equal_once_composed_are_an_error_not_a_silent_merge(tmp_path: Path) -> None:
+    [row] = read(
+        tmp_path, json.dumps({**VALID, "tags": {_CAFE_NFC: "a", _CAFE_NFD: "b"}}) + "\n", "jsonl"
+    )
+    assert row.task is None
+    # (Such a key breaks the TagKey pattern too; the merge must be reported all the same.)
+    twice = [e for e in row.errors if "composed and decomposed" in e.rule]
+    assert [e.field for e in twice] == [f"tag:{_CAFE_NFC}"]
