@@ -3,8 +3,8 @@
 botocore's ``SigV4Auth`` derives again, for every call, three things that are the same
 for every call of a batch: the Host header from the endpoint URL (a ``urlsplit`` and an
 IPv6 check, twice per call), the body's hash input (``AWSRequest.body`` prepares the whole
-request again), and the signing key (four HMACs, whose inputs change once a day). Together
-about a third of the signing cost, and signing is about a sixth of a call's CPU.
+request again), and the signing key (four HMACs, whose inputs change once a day): about
+half the signing cost (67 -> 35 us here), and signing is about a sixth of a call's CPU.
 ``ReusingSigV4Auth`` keeps botocore's algorithm and output and remembers those three.
 
 It is installed on one client through botocore's own extension points: a
