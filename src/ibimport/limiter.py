@@ -360,17 +360,24 @@ class FixedRateLimiter(_PacedLimiter):
 class AdaptiveLimiter(_PacedLimiter):
     """An unknown quota, found from the service's throttling and then held.
 
-    Discovery (before the first throttle): start with ``initial_in_flight`` calls and grow
-    the limit by half each time a full round of calls (as many successes as the limit)
-    succeeded while waiting for a slot was what held calls back; after the first throttle
-    it grows by one per such round. The pace only spreads starts out
-    (``discovery_headroom`` times in-flight limit / mean latency, by Little's law), so calls
-    do not leave in lock-step waves that a small service burst would reject.
+    Discovery (until the quota is measured): start with ``initial_in_flight`` calls and
+    grow the limit by half each time a full round of calls (as many successes as the limit)
+    succeeded while waiting for a slot was what held calls back; once the quota is measured
+    it grows by one per such round. Starts are not paced at first: like botocore's adaptive
+    mode, nothing is slowed before the service has said anything. The first throttle may
+    come from the service's burst rather than its rate (calls leaving in clumps), so it
+    measures nothing: from then on discovery spreads starts out (``discovery_headroom``
+    times in-flight limit / mean latency, by Little's law) and the next throttle, from a
+    call started after the spreading began (one mean latency later), measures the quota.
+    Unspread starts matter to the client too: answers keep the shape their calls left in,
+    and one answer per event-loop turn costs a loopback client about a quarter more CPU
+    than clumps do (benchmarks/README.md, Throughput findings).
 
-    On a throttle: the rate at which the service *accepted* calls over the last moments is
-    a direct measurement of the quota, so the pace is set to ``margin`` of it instead of
-    being halved. Reactions are debounced (one per ``reaction_samples`` calls at the current
-    pace, between ``min_span_s`` and ``window_s``) so a volley of throttles counts once.
+    On a measuring throttle: the rate at which the service *accepted* calls over the last
+    moments is a direct measurement of the quota, so the pace is set to ``margin`` of it
+    instead of being halved. Reactions are debounced (one per ``reaction_samples`` calls at
+    the current pace, between ``min_span_s`` and ``window_s``) so a volley of throttles
+    counts once.
 
     Then probe: every clean interval (a second, or ``probe_calls`` calls if that is longer)
     in which pacing was what limited the run (most starts waited on the pace, not on a
@@ -425,6 +432,7 @@ class AdaptiveLimiter(_PacedLimiter):
         self._probe_starts = 0
         self._probe_paced = 0
         self._clean_probes = 0
+        self._spread_since: float | None = None  # when discovery began to spread starts
 
     def _started(self, now: float, *, slot_waited: bool, paced: bool) -> None:
         if self._began is None:
@@ -449,6 +457,15 @@ class AdaptiveLimiter(_PacedLimiter):
             self._round_ok = self._round_starts = self._round_slot_bound = 0
             self._probe_since, self._probe_starts, self._probe_paced = now, 0, 0
             self._clean_probes = 0
+            if self._reacted_at is None:
+                if self._spread_since is None:
+                    # Unspread calls may have tripped the service's burst, not its rate:
+                    # spread the starts from now on and let a later throttle measure.
+                    self._spread_since = now
+                    self._spread()
+                    return
+                if now - self._spread_since < (self._latency or 0.0):
+                    return  # a call that left before the spreading: it measures nothing
             self._react(now)
             return
         self._accepted.append(now)
@@ -473,7 +490,7 @@ class AdaptiveLimiter(_PacedLimiter):
         self._round_ok = self._round_starts = self._round_slot_bound = 0
 
     def _spread(self) -> None:
-        if not self._latency:
+        if self._spread_since is None or not self._latency:
             return
         target = self._headroom * self._slots.limit / self._latency
         rate = self._pacer.rate

@@ -250,14 +250,51 @@ async def test_adaptive_does_not_ramp_when_slots_are_not_the_bottleneck() -> Non
     assert limiter.in_flight_limit == 4
 
 
-async def _accepted_then_throttled(limiter: AdaptiveLimiter, clock: FakeClock) -> None:
-    """40 accepted calls/s for two seconds, one at a time, then a throttle."""
-    for _ in range(80):
+async def _accepted(limiter: AdaptiveLimiter, clock: FakeClock, calls: int) -> None:
+    """40 accepted calls/s, one at a time."""
+    for _ in range(calls):
         await limiter.acquire()
         await clock.sleep(0.025)
         limiter.release(throttled=False)
+
+
+async def _throttled(limiter: AdaptiveLimiter, clock: FakeClock) -> None:
+    """One call, answered throttled as fast as an accepted one."""
     await limiter.acquire()
+    await clock.sleep(0.025)
     limiter.release(throttled=True)
+
+
+async def _accepted_then_throttled(limiter: AdaptiveLimiter, clock: FakeClock) -> None:
+    """40 accepted calls/s for two seconds, then a measuring throttle.
+
+    The first throttle of a discovery only starts spreading the starts; the one measuring
+    the quota comes from a call that left at least a mean latency later.
+    """
+    await _accepted(limiter, clock, 80)
+    await _throttled(limiter, clock)
+    await _accepted(limiter, clock, 2)
+    await _throttled(limiter, clock)
+
+
+async def test_adaptive_discovery_is_unpaced_until_a_throttle_which_spreads_but_measures_not() -> (
+    None
+):
+    clock = FakeClock()
+    limiter = AdaptiveLimiter(16, clock=clock)
+    await _accepted(limiter, clock, 80)
+    assert limiter.rate is None  # nothing slowed before the service said anything
+    await _throttled(limiter, clock)
+    # Spread by Little's law (1.5 x 4 in flight / 25 ms), not the quota's 40/s: a throttle
+    # of unspread calls may be the service's burst talking, not its rate.
+    assert limiter.rate == pytest.approx(1.5 * 4 / 0.025, rel=0.1)
+    await _throttled(limiter, clock)  # a call that left before the spreading: still no measurement
+    assert limiter.rate == pytest.approx(1.5 * 4 / 0.025, rel=0.1)
+    await _accepted(limiter, clock, 2)
+    await _throttled(limiter, clock)
+    # Now measured: just under what the service accepted over the last half second (two of
+    # that half second's calls were the throttled ones).
+    assert limiter.rate == pytest.approx(0.95 * 40 * 18 / 20, rel=0.05)
 
 
 async def test_adaptive_paces_just_under_the_accepted_rate_when_throttled() -> None:
