@@ -482,7 +482,13 @@ def _nfc_text(raw: dict[str, Any], errors: list[FieldError]) -> dict[str, Any]:
     decomposed (macOS file names, some editors) must also be the same request: the service
     refuses a token it has seen with different parameters. ASCII rows pass untouched.
     """
-    if all(_is_ascii(v) for v in raw.values()):
+    for value in raw.values():  # the common case, ASCII only, in as few calls as it takes
+        if type(value) is str:
+            if not value.isascii():
+                break
+        elif type(value) is dict and not _ascii_mapping(value):
+            break
+    else:
         return raw
     normal: dict[str, Any] = {}
     for key, value in raw.items():
@@ -507,12 +513,11 @@ def _nfc_text(raw: dict[str, Any], errors: list[FieldError]) -> dict[str, Any]:
 _TWICE_NORMALISED: Final = "is given twice: composed and decomposed forms of the same text"
 
 
-def _is_ascii(value: object) -> bool:
-    if type(value) is str:
-        return value.isascii()
-    if type(value) is dict:
-        return all(_is_ascii(k) and _is_ascii(v) for k, v in value.items())
-    return True
+def _ascii_mapping(tags: dict[Any, Any]) -> bool:
+    return all(
+        (type(k) is not str or k.isascii()) and (type(v) is not str or v.isascii())
+        for k, v in tags.items()
+    )
 
 
 def _nfc(value: Any) -> Any:
