@@ -529,12 +529,17 @@ class _Checker:
 
     def __init__(self, extra_tags: dict[str, str]) -> None:
         self._extra = extra_tags
+        self._extra_ascii = _ascii_mapping(extra_tags)
         self._seen = _Identities()
 
-    def check(self, row: int, raw: dict[str, Any], errors: list[FieldError]) -> ManifestRow:
+    def check(
+        self, row: int, raw: dict[str, Any], errors: list[FieldError], *, ascii_source: bool = False
+    ) -> ManifestRow:
+        """``ascii_source``: the row's text is known to be ASCII (so already NFC)."""
         if self._extra:
             self._merge_extra(raw, errors)
-        raw = _nfc_text(raw, errors)
+        if not (ascii_source and self._extra_ascii):
+            raw = _nfc_text(raw, errors)
         task: ImportTask | None = None
         try:
             task = ImportTask.model_validate(raw)
@@ -579,6 +584,7 @@ class _Checker:
         obj: object,
         *,
         defaults: dict[str, Any] | None = None,
+        ascii_source: bool = False,
     ) -> ManifestRow:
         """A decoded JSON task: duplicate keys, null/"" as absent, defaults merged under it."""
         if not isinstance(obj, dict):
@@ -604,7 +610,7 @@ class _Checker:
             if isinstance(tags, dict) and base_tags:
                 merged["tags"] = {**base_tags, **tags}
             obj = merged
-        return self.check(row, obj, errors)
+        return self.check(row, obj, errors, ascii_source=ascii_source and not defaults)
 
 
 def _invalid(row: int, field: str, rule: str, value: str) -> ManifestRow:
@@ -734,7 +740,8 @@ def _read_jsonl(f: BinaryIO, checker: _Checker, label: str) -> Iterator[Manifest
             rule = f"{_json_error(exc)} (line {lineno})"
             yield _invalid(row, ROW_FIELD, rule, _shorten(text.strip()))
             continue
-        yield check_json(row, obj)
+        # ASCII text without \u escapes decodes to ASCII strings: already NFC.
+        yield check_json(row, obj, ascii_source=text.isascii() and "\\u" not in text)
 
 
 def _read_csv(f: BinaryIO, checker: _Checker, label: str) -> Iterator[ManifestRow]:

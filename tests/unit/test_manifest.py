@@ -843,3 +843,14 @@ def test_tag_keys_equal_once_composed_are_an_error_not_a_silent_merge(tmp_path: 
     # (Such a key breaks the TagKey pattern too; the merge must be reported all the same.)
     twice = [e for e in row.errors if "composed and decomposed" in e.rule]
     assert [e.field for e in twice] == [f"tag:{_CAFE_NFC}"]
+
+
+def test_raw_utf8_and_tag_options_are_composed_too(tmp_path: Path) -> None:
+    # Not only \u escapes: UTF-8 text as written, and --tag values merged into ASCII rows.
+    raw_line = json.dumps({**VALID, "description": _CAFE_NFD}, ensure_ascii=False) + "\n"
+    [written] = read(tmp_path, raw_line, "jsonl")
+    assert written.task is not None
+    assert written.task.description == _CAFE_NFC
+    [tagged] = read(tmp_path, json.dumps(VALID) + "\n", "jsonl", extra_tags={"Site": _CAFE_NFD})
+    assert tagged.task is not None
+    assert tagged.task.tags == {"Site": _CAFE_NFC}
