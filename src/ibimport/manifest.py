@@ -21,8 +21,8 @@ import json
 import os
 import re
 import sys
-import unicodedata
 from array import array
+from collections import Counter
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
@@ -47,6 +47,7 @@ from ibimport.apimodel import (
     import_vm_image_rules,
 )
 from ibimport.errors import ConfigError, ManifestError
+from ibimport.tokens import nfc
 
 __all__ = [
     "ROW_FIELD",
@@ -490,23 +491,16 @@ def _nfc_text(raw: dict[str, Any], errors: list[FieldError]) -> dict[str, Any]:
             break
     else:
         return raw
-    normal: dict[str, Any] = {}
+    normal: dict[str, Any] = nfc(raw)
     for key, value in raw.items():
-        if type(value) is str:
-            value = unicodedata.normalize("NFC", value)
-        elif type(value) is dict:
-            tags = {_nfc(k): _nfc(v) for k, v in value.items()}
-            if len(tags) < len(value):  # two keys were one text, composed and decomposed
-                written: dict[Any, int] = {}
-                for k in value:
-                    written[_nfc(k)] = written.get(_nfc(k), 0) + 1
-                errors.extend(
-                    FieldError(f"tag:{_shorten(k, 40)}", _TWICE_NORMALISED, _shorten(k))
-                    for k, count in written.items()
-                    if count > 1
-                )
-            value = tags
-        normal[key] = value
+        if type(value) is dict and len(normal[nfc(key)]) < len(value):
+            # two keys were one text, composed and decomposed
+            written = Counter(nfc(k) for k in value)
+            errors.extend(
+                FieldError(f"tag:{_shorten(k, 40)}", _TWICE_NORMALISED, _shorten(k))
+                for k, count in written.items()
+                if count > 1
+            )
     return normal
 
 
@@ -520,26 +514,21 @@ def _ascii_mapping(tags: dict[Any, Any]) -> bool:
     )
 
 
-def _nfc(value: Any) -> Any:
-    return unicodedata.normalize("NFC", value) if type(value) is str else value
-
-
 class _Checker:
     """Validates raw rows into ManifestRows and remembers identities to find repeats."""
 
     def __init__(self, extra_tags: dict[str, str]) -> None:
-        self._extra = extra_tags
-        self._extra_ascii = _ascii_mapping(extra_tags)
+        self._extra: dict[str, str] = nfc(extra_tags)  # merged into rows already composed
         self._seen = _Identities()
 
     def check(
         self, row: int, raw: dict[str, Any], errors: list[FieldError], *, ascii_source: bool = False
     ) -> ManifestRow:
         """``ascii_source``: the row's text is known to be ASCII (so already NFC)."""
+        if not ascii_source:
+            raw = _nfc_text(raw, errors)  # first: --tag conflicts compare composed text
         if self._extra:
             self._merge_extra(raw, errors)
-        if not (ascii_source and self._extra_ascii):
-            raw = _nfc_text(raw, errors)
         task: ImportTask | None = None
         try:
             task = ImportTask.model_validate(raw)

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from ibimport.manifest import ImportTask
 
-__all__ = ["NAMESPACE", "canonical_request", "client_token"]
+__all__ = ["NAMESPACE", "canonical_request", "client_token", "nfc"]
 
 #: ibimport's UUIDv5 namespace, uuid5(NAMESPACE_URL, "https://github.com/ibimport/ibimport#clientToken").
 #: FROZEN FOREVER: changing it changes every token, so a re-run after an upgrade would
@@ -35,12 +35,16 @@ _NAMESPACE_BYTES = NAMESPACE.bytes
 _SALT_SEPARATOR = b"\x00"
 
 
-def _nfc(value: Any) -> Any:
-    """Normalise every string (keys too) to NFC, so composed and decomposed forms agree."""
+def nfc(value: Any) -> Any:
+    """Normalise every string (keys too) to NFC, so composed and decomposed forms agree.
+
+    The one normaliser: the manifest reads rows through it, so what is sent is what the
+    token was derived from.
+    """
     if isinstance(value, str):
         return unicodedata.normalize("NFC", value)
     if isinstance(value, dict):
-        return {_nfc(k): _nfc(v) for k, v in value.items()}
+        return {nfc(k): nfc(v) for k, v in value.items()}
     return value
 
 
@@ -56,7 +60,7 @@ def canonical_request(task: ImportTask, *, params: dict[str, Any] | None = None)
         params = task.api_params()
     text = json.dumps(params, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     if not text.isascii():  # ASCII text is already NFC: only other text is normalised
-        text = json.dumps(_nfc(params), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+        text = json.dumps(nfc(params), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     return text.encode("utf-8")
 
 

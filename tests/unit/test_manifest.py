@@ -854,3 +854,11 @@ def test_raw_utf8_and_tag_options_are_composed_too(tmp_path: Path) -> None:
     [tagged] = read(tmp_path, json.dumps(VALID) + "\n", "jsonl", extra_tags={"Site": _CAFE_NFD})
     assert tagged.task is not None
     assert tagged.task.tags == {"Site": _CAFE_NFC}
+
+
+def test_a_tag_option_equal_once_composed_is_no_conflict(tmp_path: Path) -> None:
+    line = json.dumps({**VALID, "tags": {"Site": _CAFE_NFD}}, ensure_ascii=False) + "\n"
+    [row] = read(tmp_path, line, "jsonl", extra_tags={"Site": _CAFE_NFC})
+    assert row.errors == ()
+    assert row.task is not None
+    assert row.task.tags == {"Site": _CAFE_NFC}
