@@ -1,4 +1,5 @@
-"""Integration fixtures: ``start_emulator``, in-process emulators with the knobs a test needs.
+"""Integration fixtures: ``start_emulator``, in-process emulators with the knobs a test needs;
+``children``, ibimport child processes that are all killed when the test ends.
 
 The helpers the tests share (manifests, the CLI, the emulator's view) are in
 ``integration_support``.
@@ -7,11 +8,15 @@ The helpers the tests share (manifests, the CLI, the emulator's view) are in
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
 from ibimport.emulator import EmulatorConfig, EmulatorServer
+
+if TYPE_CHECKING:
+    from resume_support import Children
 
 pytest.register_assert_rewrite("integration_support")
 
@@ -29,3 +34,14 @@ def start_emulator(aws_credentials: None) -> Iterator[Callable[..., EmulatorServ
     yield start
     for server in servers:
         server.stop()
+
+
+@pytest.fixture
+def children(tmp_path: Path) -> Iterator[Children]:
+    """``ibimport`` child processes run in ``tmp_path``; any still running are killed."""
+    # Imported here: resume_support imports integration_support, which must be imported
+    # after register_assert_rewrite above.
+    from resume_support import Children
+
+    with Children(tmp_path) as running:
+        yield running

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import csv
-import json
 import os
 import signal
 import sqlite3
@@ -25,12 +24,12 @@ from typing import Any, Self, TypeVar
 
 import boto3
 from botocore.config import Config
+from integration_support import REGION
 
 from ibimport.emulator import EmulatorConfig, EmulatorProcess
 
 #: The console script of the interpreter running the tests (the project's venv).
 IBIMPORT = str(Path(sys.executable).with_name("ibimport"))
-REGION = "us-east-1"
 ACCOUNT = "123456789012"
 #: Generous bound on any one child process; tests normally finish in a few seconds.
 RUN_TIMEOUT_S = 60.0
@@ -76,17 +75,6 @@ def write_manifest(path: Path, rows: Sequence[dict[str, str]] | int) -> Path:
         writer.writeheader()
         writer.writerows(tasks)
     return path
-
-
-def read_results(path: Path) -> list[dict[str, str]]:
-    """The results CSV as dicts, in file order."""
-    with path.open(newline="", encoding="utf-8") as file:
-        return list(csv.DictReader(file))
-
-
-def read_report(path: Path) -> dict[str, Any]:
-    result: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
-    return result
 
 
 # --------------------------------------------------------------------- emulator

@@ -13,13 +13,12 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from integration_support import read_report, read_results
 from resume_support import (
     Children,
     Emulator,
     Finished,
     journal_counts,
-    read_report,
-    read_results,
     run_args,
     task_row,
     write_manifest,
@@ -40,12 +39,6 @@ def fast_emulator() -> Iterator[Emulator]:
 def emulator(fast_emulator: Emulator) -> Emulator:
     fast_emulator.reset()
     return fast_emulator
-
-
-@pytest.fixture
-def children(tmp_path: Path) -> Iterator[Children]:
-    with Children(tmp_path) as running:
-        yield running
 
 
 @pytest.fixture(scope="module")

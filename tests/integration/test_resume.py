@@ -12,14 +12,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from integration_support import read_report, read_results
 from resume_support import (
     Children,
     Emulator,
     crash_driver,
     journal_counts,
     kill9,
-    read_report,
-    read_results,
     run_args,
     wait_for,
     wait_for_done,
@@ -45,12 +44,6 @@ def faulty_emulator() -> Iterator[Emulator]:
 def emulator(faulty_emulator: Emulator) -> Emulator:
     faulty_emulator.reset()
     return faulty_emulator
-
-
-@pytest.fixture
-def children(tmp_path: Path) -> Iterator[Children]:
-    with Children(tmp_path) as running:
-        yield running
 
 
 def assert_complete(emulator: Emulator, workdir: Path, rows: int) -> None:

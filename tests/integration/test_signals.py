@@ -13,13 +13,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from integration_support import read_report, read_results
 from resume_support import (
     Children,
     Emulator,
     journal_counts,
     journal_integrity,
-    read_report,
-    read_results,
     run_args,
     signal_and_time,
     wait_for,
@@ -47,12 +46,6 @@ def steady_emulator() -> Iterator[Emulator]:
 def emulator(steady_emulator: Emulator) -> Emulator:
     steady_emulator.reset()
     return steady_emulator
-
-
-@pytest.fixture
-def children(tmp_path: Path) -> Iterator[Children]:
-    with Children(tmp_path) as running:
-        yield running
 
 
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
