@@ -29,7 +29,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from itertools import groupby, islice
 from pathlib import Path
@@ -696,18 +696,8 @@ class SqliteJournal:
 
         # Not through _write_batch: an error of ``rows`` (an unreadable manifest) is the
         # caller's to report as it is, and leaves the journal usable (and discardable).
-        with self._writing() as conn:
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                conn.executemany(_PENDING_SQL, values())
-                if self._fault_hook is not None:
-                    self._fault_hook(self.commits + 1)
-                conn.execute("COMMIT")
-            except BaseException:
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
-                raise
-        self.commits += 1
+        with self._commit() as conn:
+            conn.executemany(_PENDING_SQL, values())
         self.ops_committed += given
         self.pending_recorded = True
         return given
@@ -852,18 +842,9 @@ class SqliteJournal:
     def _write_batch(self, ops: list[_Op]) -> None:
         """Write one batch in a single transaction."""
         try:
-            with self._writing() as conn:
-                conn.execute("BEGIN IMMEDIATE")
-                try:
-                    for kind, group in groupby(ops, key=lambda op: op[0]):
-                        conn.executemany(_SQL_BY_KIND[kind], [params for _, params in group])
-                    if self._fault_hook is not None:
-                        self._fault_hook(self.commits + 1)
-                    conn.execute("COMMIT")
-                except BaseException:
-                    if conn.in_transaction:
-                        conn.execute("ROLLBACK")
-                    raise
+            with self._commit() as conn:
+                for kind, group in groupby(ops, key=lambda op: op[0]):
+                    conn.executemany(_SQL_BY_KIND[kind], [params for _, params in group])
         except JournalError as exc:
             self._broken = exc
             raise
@@ -874,8 +855,26 @@ class SqliteJournal:
                 "to resume from what was recorded"
             )
             raise self._broken from exc
-        self.commits += 1
         self.ops_committed += len(ops)
+
+    @contextmanager
+    def _commit(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction: committed (and counted) if the body returns, else rolled back.
+
+        The fault hook runs after the body's statements and before COMMIT.
+        """
+        with self._writing() as conn:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield conn
+                if self._fault_hook is not None:
+                    self._fault_hook(self.commits + 1)
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+        self.commits += 1
 
     def _ensure_writable(self) -> None:
         if self._broken is not None:
