@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 AWSCLI_VENV := .venv-awscli
 AWSCLI_STAMP := $(AWSCLI_VENV)/.installed
 
-.PHONY: demo test lint typecheck unit setup bench clean
+.PHONY: demo test lint typecheck unit setup clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -43,9 +43,6 @@ unit: $(STAMP) $(AWSCLI_STAMP)
 	IBIMPORT_AWS_CLI=$(CURDIR)/$(AWSCLI_VENV)/bin/aws $(BIN)/pytest -q
 
 test: lint typecheck unit
-
-bench: $(STAMP)
-	$(BIN)/python benchmarks/run_all.py
 
 clean:
 	rm -rf $(VENV) $(AWSCLI_VENV) .mypy_cache .ruff_cache .pytest_cache
