@@ -4,150 +4,37 @@ Two small policies, composed: ``_Slots`` bounds calls in flight (a FIFO semaphor
 size can grow while calls wait) and ``_Pacer`` spaces call starts evenly. A call starts
 only when both allow it, so nothing queues up front and back-pressure is natural.
 ``FixedRateLimiter`` holds a known quota; ``AdaptiveLimiter`` finds an unknown one from the
-service's throttling. Time comes from a ``Clock``: tests and simulations run in virtual time
-on ``FakeClock``, never on the wall clock.
+service's throttling. Time comes from a ``Clock`` (``ibimport.clock``): tests and simulations
+run in virtual time on ``ibimport.testing.FakeClock``, never on the wall clock.
 """
 
 from __future__ import annotations
 
-import asyncio
 import bisect
-import heapq
-import itertools
 import math
-import time
 from collections import deque
-from dataclasses import dataclass, field
 from typing import Protocol
 
 import anyio
 import anyio.lowlevel
 
+from ibimport.clock import Clock, SystemClock
+
 __all__ = [
     "AdaptiveLimiter",
     "Clock",
-    "FakeClock",
     "FixedRateLimiter",
     "Limiter",
     "MonotonicClock",
     "build_limiter",
 ]
 
-_EPS = 1e-9  # virtual-time slack for float rounding
+#: The old name of ``ibimport.clock.SystemClock``, kept for existing imports.
+MonotonicClock = SystemClock
+
 _PROVISIONAL_BOOST = 25  # probe steps while an early estimate is unconfirmed (2% -> 50%)
 _SLACK_S = 0.001  # a call may start this early: one timer per millisecond, not per call
 _CATCH_UP = 2.0  # intervals a late-woken pacer may make up: at most 3 starts back to back
-
-
-class Clock(Protocol):
-    """Monotonic time and sleeping, injected so that pacing is testable without waiting."""
-
-    def now(self) -> float: ...
-
-    async def sleep(self, seconds: float) -> None: ...
-
-
-class MonotonicClock:
-    """The real clock: ``time.monotonic`` and ``anyio.sleep``."""
-
-    def now(self) -> float:
-        return time.monotonic()
-
-    async def sleep(self, seconds: float) -> None:
-        await anyio.sleep(seconds)
-
-
-@dataclass(eq=False, slots=True)
-class _Sleeper:
-    wake_at: float
-    event: anyio.Event = field(default_factory=anyio.Event)
-    woken: bool = False  # its time has come
-    gone: bool = False  # cancelled before its time: skip it
-
-
-class FakeClock:
-    """Virtual time for tests and simulations: ``sleep`` returns at once in wall time.
-
-    Any number of tasks may sleep concurrently. Sleepers wait on events kept in a heap
-    ordered by wake time. One of the sleeping tasks is the *driver*: it waits until every
-    other task is blocked, then advances time to the earliest wake time and wakes those
-    sleepers; when its own time comes (or it is cancelled) it hands the role to the
-    earliest remaining sleeper. Time therefore moves only when nothing else can run, so
-    each sleeper sees exactly the time it asked for and event ordering is deterministic.
-
-    "Blocked" is read from asyncio's ready queue (cheap), or on other event loops from
-    ``anyio.wait_all_tasks_blocked`` (correct but slow on asyncio loops without one).
-    A task waiting on a thread or a socket counts as blocked, so virtual time jumps ahead
-    meanwhile: use this clock for code whose waits are clock sleeps and in-process
-    synchronisation.
-    """
-
-    def __init__(self, start: float = 0.0) -> None:
-        self._now = start
-        self._heap: list[tuple[float, int, _Sleeper]] = []
-        self._seq = itertools.count()
-        self._driver: _Sleeper | None = None
-
-    def now(self) -> float:
-        return self._now
-
-    async def sleep(self, seconds: float) -> None:
-        if seconds <= 0:
-            await anyio.lowlevel.checkpoint()
-            return
-        me = _Sleeper(self._now + seconds)
-        heapq.heappush(self._heap, (me.wake_at, next(self._seq), me))
-        try:
-            if self._driver is None:
-                self._driver = me
-            else:
-                await me.event.wait()  # set when woken, or when promoted to driver
-            while not me.woken:
-                await self._settle()
-                self._advance()
-        finally:
-            if not me.woken:
-                me.gone = True
-            if self._driver is me:
-                self._driver = None
-                self._hand_off()
-
-    async def _settle(self) -> None:
-        """Return once every other task is blocked."""
-        try:
-            ready = getattr(asyncio.get_running_loop(), "_ready", None)
-        except RuntimeError:  # not asyncio
-            ready = None
-        if ready is None:
-            await anyio.wait_all_tasks_blocked()
-            return
-        await anyio.lowlevel.checkpoint()
-        while ready:  # something other than us ran and made more work: let it finish
-            await anyio.lowlevel.checkpoint()
-
-    def _advance(self) -> None:
-        heap = self._heap
-        while heap and heap[0][2].gone:
-            heapq.heappop(heap)
-        if not heap:
-            return
-        self._now = max(self._now, heap[0][0])
-        while heap and heap[0][0] <= self._now:
-            sleeper = heapq.heappop(heap)[2]
-            if not sleeper.gone:
-                sleeper.woken = True
-                sleeper.event.set()
-
-    def _hand_off(self) -> None:
-        heap = self._heap
-        while heap:
-            sleeper = heap[0][2]
-            if sleeper.gone or sleeper.woken:
-                heapq.heappop(heap)
-                continue
-            self._driver = sleeper
-            sleeper.event.set()
-            return
 
 
 class Limiter(Protocol):
@@ -158,14 +45,6 @@ class Limiter(Protocol):
 
     def release(self, *, throttled: bool) -> None:
         """One acquired call ended; ``throttled`` if the service said slow down."""
-
-    @property
-    def rate(self) -> float | None:
-        """Current pace in calls/s; None while unpaced."""
-
-    @property
-    def in_flight_limit(self) -> int:
-        """Current bound on calls in flight."""
 
 
 class _Slots:
@@ -280,14 +159,6 @@ class _PacedLimiter:
         self._clock = clock
         self._slots = _Slots(in_flight)
         self._pacer = _Pacer(clock, rate)
-
-    @property
-    def rate(self) -> float | None:
-        return self._pacer.rate
-
-    @property
-    def in_flight_limit(self) -> int:
-        return self._slots.limit
 
     async def acquire(self) -> None:
         slot_waited = await self._slots.take()

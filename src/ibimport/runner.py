@@ -12,18 +12,18 @@ call that landed but whose answer was lost returns the original image when re-se
 from __future__ import annotations
 
 import random
-import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import anyio
 
 from ibimport.client import ImageBuilderClient
+from ibimport.clock import Clock
 from ibimport.errors import CallError, FatalBatchError
 from ibimport.events import CallEvent, CallOutcome, RunListener
 from ibimport.journal import Journal, JournalEntry
-from ibimport.limiter import Clock, Limiter
+from ibimport.limiter import Limiter
 from ibimport.manifest import ImportTask, ManifestRow
 from ibimport.results import RowResult, RowStatus
 from ibimport.retry import Backoff, Disposition, FatalDetector, classify
@@ -97,7 +97,6 @@ class Runner:
         listeners: Sequence[RunListener] = (),
         settings: RunSettings = RunSettings(),
         rng: random.Random | None = None,
-        wall_clock: Callable[[], float] = time.time,
     ) -> None:
         self._client = client
         self._limiter = limiter
@@ -106,7 +105,6 @@ class Runner:
         self._listeners = tuple(listeners)
         self._settings = settings
         self._rng = rng or random.Random()
-        self._wall_clock = wall_clock  # journal timestamps are wall time, unlike Clock
         self._backoff = Backoff(
             base_s=settings.backoff_base_s,
             cap_s=settings.backoff_cap_s,
@@ -228,7 +226,7 @@ class Runner:
             return False
         if prior.client_token != token:
             return True
-        return self._wall_clock() - prior.first_sent_at > self._settings.token_ttl_s
+        return self._clock.wall() - prior.first_sent_at > self._settings.token_ttl_s
 
     async def _find_existing(self, work: _RowWork) -> RowResult | None:
         try:

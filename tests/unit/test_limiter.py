@@ -1,4 +1,4 @@
-"""Limiter and FakeClock behaviour, in virtual time only (no wall-clock assertions)."""
+"""Limiter behaviour, in virtual time only (no wall-clock assertions)."""
 
 from __future__ import annotations
 
@@ -7,98 +7,22 @@ import itertools
 import anyio
 import pytest
 
-from ibimport.limiter import (
-    AdaptiveLimiter,
-    FakeClock,
-    FixedRateLimiter,
-    MonotonicClock,
-    _Pacer,
-    build_limiter,
-)
-
-# --- FakeClock ---------------------------------------------------------------------------
+from ibimport.limiter import AdaptiveLimiter, FixedRateLimiter, _Pacer, build_limiter
+from ibimport.testing import FakeClock
 
 
-async def test_fake_clock_wakes_concurrent_sleepers_at_their_own_times() -> None:
-    clock = FakeClock()
-    woke: list[tuple[str, float]] = []
+def _pace(limiter: FixedRateLimiter | AdaptiveLimiter) -> float | None:
+    """The pace the limiter holds now, in calls/s (None: unpaced).
 
-    async def nap(name: str, seconds: float) -> None:
-        await clock.sleep(seconds)
-        woke.append((name, clock.now()))
-
-    async with anyio.create_task_group() as tg:
-        for name, seconds in [("c", 3.0), ("a", 1.0), ("b", 2.0), ("a2", 1.0)]:
-            tg.start_soon(nap, name, seconds)
-    assert woke == [("a", 1.0), ("a2", 1.0), ("b", 2.0), ("c", 3.0)]
-    assert clock.now() == 3.0
+    Read from its pacing policy: nothing outside the limiter needs it, so it is no
+    property of the limiter's.
+    """
+    return limiter._pacer.rate
 
 
-async def test_fake_clock_chained_sleeps_add_up_and_do_not_interfere() -> None:
-    clock = FakeClock(start=10.0)
-    ends: dict[str, float] = {}
-
-    async def steps(name: str, step: float, count: int) -> None:
-        for _ in range(count):
-            await clock.sleep(step)
-        ends[name] = clock.now()
-
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(steps, "fast", 0.25, 8)
-        tg.start_soon(steps, "slow", 1.0, 3)
-    assert ends == {"fast": pytest.approx(12.0), "slow": pytest.approx(13.0)}
-
-
-async def test_fake_clock_time_waits_for_other_work_to_finish() -> None:
-    """Time moves only once every task is blocked: a busy task sees no time pass."""
-    clock = FakeClock()
-    seen: list[float] = []
-
-    async def busy() -> None:
-        for _ in range(50):
-            await anyio.lowlevel.checkpoint()
-            seen.append(clock.now())
-
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(clock.sleep, 5.0)
-        tg.start_soon(busy)
-    assert set(seen) == {0.0}
-
-
-async def test_fake_clock_survives_cancelled_sleepers_including_the_driver() -> None:
-    clock = FakeClock()
-    woke: list[float] = []
-
-    async def nap(seconds: float) -> None:
-        await clock.sleep(seconds)
-        woke.append(clock.now())
-
-    async with anyio.create_task_group() as tg:
-        with anyio.CancelScope() as first:  # the first sleeper becomes the driver
-            first.cancel()
-            await clock.sleep(100.0)
-        tg.start_soon(nap, 2.0)
-        async with anyio.create_task_group() as doomed:
-            doomed.start_soon(clock.sleep, 1.5)
-            doomed.start_soon(clock.sleep, 50.0)
-            await clock.sleep(1.0)
-            doomed.cancel_scope.cancel()
-    assert woke == [2.0]
-    assert clock.now() == 2.0
-
-
-async def test_fake_clock_zero_sleep_is_a_checkpoint() -> None:
-    clock = FakeClock()
-    await clock.sleep(0)
-    await clock.sleep(-1)
-    assert clock.now() == 0.0
-
-
-async def test_monotonic_clock_moves_forward() -> None:
-    clock = MonotonicClock()
-    before = clock.now()
-    await clock.sleep(0)
-    assert clock.now() >= before
+def _in_flight_limit(limiter: FixedRateLimiter | AdaptiveLimiter) -> int:
+    """The bound on calls in flight the limiter holds now, read from its slots policy."""
+    return limiter._slots.limit
 
 
 # --- pacing ------------------------------------------------------------------------------
@@ -164,7 +88,7 @@ async def test_in_flight_never_exceeds_concurrency() -> None:
     starts, peak = await _run_calls(limiter, clock, workers=10, calls=50, latency=0.5)
     assert peak == 3
     assert len(starts) == 50
-    assert limiter.in_flight_limit == 3
+    assert _in_flight_limit(limiter) == 3
 
 
 async def test_cancelled_acquire_gives_its_place_back() -> None:
@@ -192,7 +116,7 @@ async def test_waiters_pick_up_a_slower_pace_at_once() -> None:
         tg.start_soon(waiter)
         await clock.sleep(0.5)
         limiter.release(throttled=True)  # throttled: pace drops to 0.95/s
-    assert limiter.rate == pytest.approx(0.95)
+    assert _pace(limiter) == pytest.approx(0.95)
     assert started == pytest.approx([1 / 0.95])
 
 
@@ -222,12 +146,12 @@ async def test_fixed_rate_backs_off_once_per_window_and_recovers_to_the_ceiling(
     for _ in range(5):  # a volley of throttles is one reaction
         await limiter.acquire()
         limiter.release(throttled=True)
-    assert limiter.rate == pytest.approx(9.5)
+    assert _pace(limiter) == pytest.approx(9.5)
     for _ in range(60):
         await limiter.acquire()
         await clock.sleep(0.05)
         limiter.release(throttled=False)
-    assert limiter.rate == pytest.approx(10.0)  # back at, and never above, the ceiling
+    assert _pace(limiter) == pytest.approx(10.0)  # back at, and never above, the ceiling
 
 
 # --- adaptive ----------------------------------------------------------------------------
@@ -236,10 +160,10 @@ async def test_fixed_rate_backs_off_once_per_window_and_recovers_to_the_ceiling(
 async def test_adaptive_starts_modestly_unpaced_and_ramps_in_flight() -> None:
     clock = FakeClock()
     limiter = AdaptiveLimiter(16, clock=clock)
-    assert limiter.in_flight_limit == 4
-    assert limiter.rate is None
+    assert _in_flight_limit(limiter) == 4
+    assert _pace(limiter) is None
     _, peak = await _run_calls(limiter, clock, workers=32, calls=400, latency=0.1)
-    assert limiter.in_flight_limit == 16  # grew while slots were the bottleneck; capped
+    assert _in_flight_limit(limiter) == 16  # grew while slots were the bottleneck; capped
     assert peak == 16
 
 
@@ -247,7 +171,7 @@ async def test_adaptive_does_not_ramp_when_slots_are_not_the_bottleneck() -> Non
     clock = FakeClock()
     limiter = AdaptiveLimiter(16, clock=clock)
     await _run_calls(limiter, clock, workers=2, calls=200, latency=0.1)
-    assert limiter.in_flight_limit == 4
+    assert _in_flight_limit(limiter) == 4
 
 
 async def _accepted(limiter: AdaptiveLimiter, clock: FakeClock, calls: int) -> None:
@@ -283,60 +207,60 @@ async def test_adaptive_discovery_is_unpaced_until_a_throttle_which_spreads_but_
     clock = FakeClock()
     limiter = AdaptiveLimiter(16, clock=clock)
     await _accepted(limiter, clock, 80)
-    assert limiter.rate is None  # nothing slowed before the service said anything
+    assert _pace(limiter) is None  # nothing slowed before the service said anything
     await _throttled(limiter, clock)
     # Spread by Little's law (1.5 x 4 in flight / 25 ms), not the quota's 40/s: a throttle
     # of unspread calls may be the service's burst talking, not its rate.
-    assert limiter.rate == pytest.approx(1.5 * 4 / 0.025, rel=0.1)
+    assert _pace(limiter) == pytest.approx(1.5 * 4 / 0.025, rel=0.1)
     await _throttled(limiter, clock)  # a call that left before the spreading: still no measurement
-    assert limiter.rate == pytest.approx(1.5 * 4 / 0.025, rel=0.1)
+    assert _pace(limiter) == pytest.approx(1.5 * 4 / 0.025, rel=0.1)
     await _accepted(limiter, clock, 2)
     await _throttled(limiter, clock)
     # Now measured: just under what the service accepted over the last half second (two of
     # that half second's calls were the throttled ones).
-    assert limiter.rate == pytest.approx(0.95 * 40 * 18 / 20, rel=0.05)
+    assert _pace(limiter) == pytest.approx(0.95 * 40 * 18 / 20, rel=0.05)
 
 
 async def test_adaptive_paces_just_under_the_accepted_rate_when_throttled() -> None:
     clock = FakeClock()
     limiter = AdaptiveLimiter(16, clock=clock)
     await _accepted_then_throttled(limiter, clock)
-    assert limiter.rate == pytest.approx(0.95 * 40, rel=0.05)
+    assert _pace(limiter) == pytest.approx(0.95 * 40, rel=0.05)
 
 
 async def test_adaptive_a_volley_of_throttles_is_one_reaction() -> None:
     clock = FakeClock()
     limiter = AdaptiveLimiter(16, clock=clock)
     await _accepted_then_throttled(limiter, clock)
-    rate = limiter.rate
+    rate = _pace(limiter)
     assert rate is not None
     for _ in range(int(0.2 * rate)):  # what was sent in the next moment comes back throttled
         await limiter.acquire()
         limiter.release(throttled=True)
-    assert limiter.rate == rate
+    assert _pace(limiter) == rate
 
 
 async def test_adaptive_backs_off_when_nothing_gets_through_for_a_while() -> None:
     clock = FakeClock()
     limiter = AdaptiveLimiter(16, clock=clock)
     await _accepted_then_throttled(limiter, clock)
-    rate = limiter.rate
+    rate = _pace(limiter)
     assert rate is not None
     while clock.now() < 3.0:
         await limiter.acquire()
         limiter.release(throttled=True)
-    assert limiter.rate is not None
-    assert rate / 8 < limiter.rate < rate / 2  # halved per debounce window, not per throttle
+    assert _pace(limiter) is not None
+    assert rate / 8 < _pace(limiter) < rate / 2  # halved per debounce window, not per throttle
 
 
 async def test_adaptive_probes_up_only_while_the_pace_binds() -> None:
     clock = FakeClock()
     bound_by_latency = AdaptiveLimiter(16, clock=clock)
     await _accepted_then_throttled(bound_by_latency, clock)
-    rate = bound_by_latency.rate
+    rate = _pace(bound_by_latency)
     assert rate is not None
     await _run_calls(bound_by_latency, clock, workers=1, calls=100, latency=0.1)  # 10/s
-    assert bound_by_latency.rate == rate
+    assert _pace(bound_by_latency) == rate
 
     clock = FakeClock()
     bound_by_pace = AdaptiveLimiter(16, clock=clock)
@@ -344,7 +268,7 @@ async def test_adaptive_probes_up_only_while_the_pace_binds() -> None:
     start = clock.now()
     await _run_calls(bound_by_pace, clock, workers=16, calls=400, latency=0.1)
     seconds = clock.now() - start
-    grown = bound_by_pace.rate
+    grown = _pace(bound_by_pace)
     assert grown is not None
     assert rate * 1.01 < grown < rate * 1.05**seconds  # slowly: a few % per clean second
 
@@ -353,10 +277,10 @@ def test_build_limiter_picks_by_whether_the_rate_is_known() -> None:
     clock = FakeClock()
     fixed = build_limiter(concurrency=8, rate=40.0, clock=clock)
     assert isinstance(fixed, FixedRateLimiter)
-    assert (fixed.rate, fixed.in_flight_limit) == (40.0, 8)
+    assert (_pace(fixed), _in_flight_limit(fixed)) == (40.0, 8)
     adaptive = build_limiter(concurrency=2, rate=None, clock=clock)
     assert isinstance(adaptive, AdaptiveLimiter)
-    assert (adaptive.rate, adaptive.in_flight_limit) == (None, 2)
+    assert (_pace(adaptive), _in_flight_limit(adaptive)) == (None, 2)
 
 
 @pytest.mark.parametrize(("concurrency", "rate"), [(0, 1.0), (1, 0.0), (1, -5.0)])
@@ -377,7 +301,7 @@ async def test_adaptive_discovery_opens_all_slots_within_a_few_round_trips() -> 
             await limiter.acquire()
             await clock.sleep(0.1)
             limiter.release(throttled=False)
-            if reached_at is None and limiter.in_flight_limit == 256:
+            if reached_at is None and _in_flight_limit(limiter) == 256:
                 reached_at = clock.now()
 
     async with anyio.create_task_group() as tg:

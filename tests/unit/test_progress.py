@@ -10,14 +10,7 @@ from rich.console import Console
 from ibimport.events import CallEvent, CallOutcome
 from ibimport.progress import ProgressListener
 from ibimport.results import RowResult, RowStatus
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
+from ibimport.testing import FakeClock
 
 
 def _console(*, terminal: bool) -> tuple[Console, io.StringIO]:
@@ -46,8 +39,8 @@ def test_unknown_mode_is_refused() -> None:
 
 def test_plain_mode_prints_a_line_only_once_the_interval_has_passed() -> None:
     console, out = _console(terminal=False)
-    clock = FakeClock()
-    progress = ProgressListener(console, mode="plain", clock=clock, interval_s=5.0)
+    clock = FakeClock(start=100.0)
+    progress = ProgressListener(console, mode="plain", clock=clock.now, interval_s=5.0)
     progress.on_start(total_rows=10)
     progress.on_row_done(_done(9, resumed=True))  # done earlier: counts toward done, not rate
     for row in (1, 2, 3):
@@ -55,20 +48,20 @@ def test_plain_mode_prints_a_line_only_once_the_interval_has_passed() -> None:
         progress.on_call(_call(row))
     progress.on_row_done(_done(1))
     progress.on_row_done(_done(2, RowStatus.FAILED))
-    clock.now += 4.9
+    clock.advance(4.9)
     progress.on_row_done(_done(3))
     assert out.getvalue() == ""
 
-    clock.now += 0.1  # 5 s after start: 6 calls, 3 rows this run, 6 rows left
+    clock.advance(0.1)  # 5 s after start: 6 calls, 3 rows this run, 6 rows left
     progress.on_call(_call(4))
     assert out.getvalue().splitlines() == [
         "4/10 rows, 1.4 calls/s, 3 throttled, 1 failed, ETA 0:00:10",
     ]
 
-    clock.now += 1.0  # not yet another interval
+    clock.advance(1.0)  # not yet another interval
     progress.on_call(_call(5))
     assert len(out.getvalue().splitlines()) == 1
-    clock.now += 4.0
+    clock.advance(4.0)
     progress.on_row_done(_done(4))
     assert len(out.getvalue().splitlines()) == 2
     progress.stop()
@@ -76,21 +69,21 @@ def test_plain_mode_prints_a_line_only_once_the_interval_has_passed() -> None:
 
 def test_plain_line_without_total_or_rate_has_no_eta() -> None:
     console, out = _console(terminal=False)
-    clock = FakeClock()
-    progress = ProgressListener(console, mode="plain", clock=clock, interval_s=1.0)
+    clock = FakeClock(start=100.0)
+    progress = ProgressListener(console, mode="plain", clock=clock.now, interval_s=1.0)
     progress.on_start(total_rows=None)
-    clock.now += 2.0
+    clock.advance(2.0)
     progress.on_call(_call(1))
     assert out.getvalue().strip() == "0 rows, 0.5 calls/s, 0 throttled, 0 failed, ETA --:--:--"
 
 
 def test_plain_mode_stops_printing_after_stop() -> None:
     console, out = _console(terminal=False)
-    clock = FakeClock()
-    progress = ProgressListener(console, mode="plain", clock=clock, interval_s=1.0)
+    clock = FakeClock(start=100.0)
+    progress = ProgressListener(console, mode="plain", clock=clock.now, interval_s=1.0)
     with progress:
         progress.on_start(total_rows=3)
-    clock.now += 10
+    clock.advance(10)
     progress.on_call(_call(1))
     progress.tick()
     assert out.getvalue() == ""
@@ -99,11 +92,11 @@ def test_plain_mode_stops_printing_after_stop() -> None:
 @pytest.mark.parametrize("terminal", [False, True])
 def test_off_mode_prints_nothing(terminal: bool) -> None:
     console, out = _console(terminal=terminal)
-    clock = FakeClock()
-    progress = ProgressListener(console, mode="off", clock=clock, interval_s=1.0)
+    clock = FakeClock(start=100.0)
+    progress = ProgressListener(console, mode="off", clock=clock.now, interval_s=1.0)
     progress.on_start(total_rows=2)
     for step in range(5):
-        clock.now += 2
+        clock.advance(2)
         progress.on_call(_call(step, CallOutcome.THROTTLED))
         progress.tick()
     progress.on_row_done(_done(1, RowStatus.FAILED))
@@ -114,14 +107,14 @@ def test_off_mode_prints_nothing(terminal: bool) -> None:
 
 def test_bar_mode_leaves_its_final_state_on_screen() -> None:
     console, out = _console(terminal=True)
-    clock = FakeClock()
-    progress = ProgressListener(console, mode="auto", clock=clock, refresh_per_second=1)
+    clock = FakeClock(start=100.0)
+    progress = ProgressListener(console, mode="auto", clock=clock.now, refresh_per_second=1)
     progress.on_start(total_rows=4)
     for row in (1, 2, 3):
         progress.on_call(_call(row, CallOutcome.THROTTLED))
         progress.on_call(_call(row))
         progress.on_row_done(_done(row, RowStatus.FAILED if row == 2 else RowStatus.SUCCEEDED))
-    clock.now += 2.0
+    clock.advance(2.0)
     progress.on_finish(elapsed_s=2.0, interrupted=False)
     text = out.getvalue()
     assert "3/4 rows" in text

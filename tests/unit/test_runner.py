@@ -14,10 +14,11 @@ from ibimport.client import ImportResult
 from ibimport.errors import ApiError, CallError, TransportError
 from ibimport.events import BaseListener, CallEvent, CallOutcome
 from ibimport.journal import JournalEntry, NullJournal
-from ibimport.limiter import FakeClock, build_limiter
+from ibimport.limiter import build_limiter
 from ibimport.manifest import FieldError, ImportTask, ManifestRow
 from ibimport.results import RowResult, RowStatus
 from ibimport.runner import Runner, RunSettings
+from ibimport.testing import FakeClock
 from ibimport.tokens import client_token
 
 LATENCY_S = 0.02
@@ -301,7 +302,8 @@ async def test_expired_token_looks_for_an_existing_build_first(
     now = 1_000_000.0
     journal = MemoryJournal({"vm-001": _entry(_task(1), RowStatus.IN_FLIGHT, sent_at=now - age_s)})
     client = ScriptedClient(
-        FakeClock(), existing={"vm-001": ["arn:aws:imagebuilder:x:1:image/vm-001/1.0.0/1"]}
+        FakeClock(wall_start=now),
+        existing={"vm-001": ["arn:aws:imagebuilder:x:1:image/vm-001/1.0.0/1"]},
     )
     collector = Collector()
     runner = Runner(
@@ -310,7 +312,6 @@ async def test_expired_token_looks_for_an_existing_build_first(
         journal=journal,
         clock=client.clock,
         listeners=[collector],
-        wall_clock=lambda: now,
     )
     await runner.run(_rows(1))
     if looks_up:

@@ -1,0 +1,104 @@
+"""What the journal hands out: one row's entry, the run's header, a manifest's diff.
+
+Plain values, no SQLite: the ``Journal`` protocol, the runner and the CLI speak them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from ibimport.results import RowResult, RowStatus
+
+__all__ = ["DiffRow", "JournalEntry", "ManifestDiff", "RunHeader"]
+
+
+@dataclass(frozen=True, slots=True)
+class JournalEntry:
+    """What the journal knows about one row (identity: name + semantic_version)."""
+
+    row: int
+    name: str
+    semantic_version: str
+    client_token: str
+    state: RowStatus
+    attempts: int
+    image_arn: str
+    request_id: str
+    error_code: str
+    error_message: str
+    #: Wall-clock time this clientToken was first sent; None if it never was.
+    first_sent_at: float | None
+    updated_at: float
+
+    def to_result(self, *, resumed: bool = False) -> RowResult:
+        """The row as a ``RowResult``; pass ``resumed=True`` for rows carried into a new run."""
+        return RowResult(
+            row=self.row,
+            name=self.name,
+            semantic_version=self.semantic_version,
+            status=self.state,
+            client_token=self.client_token,
+            image_arn=self.image_arn,
+            request_id=self.request_id,
+            attempts=self.attempts,
+            error_code=self.error_code,
+            error_message=self.error_message,
+            resumed=resumed,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class RunHeader:
+    """The run a journal belongs to: which manifest, with which settings."""
+
+    manifest_path: str
+    manifest_fingerprint: str
+    settings: dict[str, Any]
+    created_at: float
+    schema_version: int
+
+
+#: (row, name, semantic_version)
+DiffRow = tuple[int, str, str]
+
+
+@dataclass(frozen=True, slots=True)
+class ManifestDiff:
+    """How the current manifest differs from the one journalled.
+
+    The lists hold at most ``keep`` rows each (in row order); the ``n_*`` counts are exact.
+    """
+
+    changed: list[DiffRow] = field(default_factory=list)
+    added: list[DiffRow] = field(default_factory=list)
+    removed: list[DiffRow] = field(default_factory=list)
+    n_changed: int = 0
+    n_added: int = 0
+    n_removed: int = 0
+
+    @property
+    def is_empty(self) -> bool:
+        """True when resuming with this manifest needs no ``--force``."""
+        return not (self.n_changed or self.n_added or self.n_removed)
+
+    def describe(self, limit: int = 10) -> list[str]:
+        """Human lines explaining the difference, at most ``limit`` examples per kind."""
+        lines: list[str] = []
+        for what, rows, count in (
+            (
+                "changed (different content, so a different clientToken)",
+                self.changed,
+                self.n_changed,
+            ),
+            ("added", self.added, self.n_added),
+            ("removed", self.removed, self.n_removed),
+        ):
+            if not count:
+                continue
+            lines.append(f"{count} row{'s' if count != 1 else ''} {what}:")
+            shown = rows[:limit]
+            lines.extend(f"  row {row}: {name} {version}" for row, name, version in shown)
+            if count > len(shown):
+                lines.append(f"  ... and {count - len(shown)} more")
+        return lines

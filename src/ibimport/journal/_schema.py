@@ -1,0 +1,114 @@
+"""The journal's tables, its identity (``application_id``) and its version (``user_version``).
+
+A journal of another version is refused, never rewritten (``_file``): schema 1 is the
+first, so there is nothing to migrate from yet. Bump ``SCHEMA_VERSION`` when the tables
+change, and teach ``_file`` to upgrade the versions it then knows.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Mapping
+from typing import Any
+
+from ibimport.journal._model import JournalEntry
+from ibimport.results import RowStatus
+
+__all__ = [
+    "APPLICATION_ID",
+    "COLUMNS",
+    "GET_SQL",
+    "SCHEMA_VERSION",
+    "dump_settings",
+    "entry",
+    "lay_out",
+]
+
+#: ``PRAGMA application_id`` of an ibimport journal: "IBJN" in ASCII.
+APPLICATION_ID = 0x49424A4E
+#: ``PRAGMA user_version`` of the schema below; a journal of any other version is refused.
+SCHEMA_VERSION = 1
+
+_SCHEMA = """
+CREATE TABLE run (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    manifest_path TEXT NOT NULL,
+    manifest_fingerprint TEXT NOT NULL,
+    settings TEXT NOT NULL,
+    created_at REAL NOT NULL
+);
+CREATE TABLE rows (
+    name TEXT NOT NULL,
+    semantic_version TEXT NOT NULL,
+    row INTEGER NOT NULL,
+    client_token TEXT NOT NULL,
+    state TEXT NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    image_arn TEXT NOT NULL DEFAULT '',
+    request_id TEXT NOT NULL DEFAULT '',
+    error_code TEXT NOT NULL DEFAULT '',
+    error_message TEXT NOT NULL DEFAULT '',
+    first_sent_at REAL,
+    updated_at REAL NOT NULL,
+    PRIMARY KEY (name, semantic_version)
+);
+CREATE INDEX rows_in_order ON rows (row, name, semantic_version);
+"""
+
+# In JournalEntry's field order: entry() builds entries positionally.
+COLUMNS = (
+    "row, name, semantic_version, client_token, state, attempts, image_arn, request_id,"
+    " error_code, error_message, first_sent_at, updated_at"
+)
+GET_SQL = f"SELECT {COLUMNS} FROM rows WHERE name = ? AND semantic_version = ?"
+_STATUS = {status.value: status for status in RowStatus}
+
+
+def lay_out(
+    conn: sqlite3.Connection,
+    manifest_path: str,
+    manifest_fingerprint: str,
+    settings: Mapping[str, Any],
+    created_at: float,
+) -> None:
+    """Lay out a new journal in one transaction: a crash leaves nothing or all of it."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        for statement in _SCHEMA.split(";"):
+            if statement.strip():
+                conn.execute(statement)
+        conn.execute(
+            "INSERT INTO run VALUES (1, ?, ?, ?, ?)",
+            (manifest_path, manifest_fingerprint, dump_settings(settings), created_at),
+        )
+        conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+        conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+
+
+def dump_settings(settings: Mapping[str, Any]) -> str:
+    return json.dumps(dict(settings), sort_keys=True, default=str)
+
+
+def entry(values: tuple[Any, ...]) -> JournalEntry:
+    """A ``rows`` row, selected as ``COLUMNS``, as a ``JournalEntry``."""
+    row, name, version, token, state, attempts, arn, request_id, code, message, first, upd = values
+    return JournalEntry(
+        row,
+        name,
+        version,
+        token,
+        _STATUS[state],
+        attempts,
+        arn,
+        request_id,
+        code,
+        message,
+        first,
+        upd,
+    )

@@ -1,0 +1,590 @@
+"""``SqliteJournal``: the embedded journal, one SQLite file in WAL mode.
+
+Durability model. A row is recorded ``in_flight`` and committed *before* its first call
+(``mark_in_flight`` returns only once that commit is done); outcomes (``record``) are
+buffered and written by the next group commit (``_group_commit``). A commit runs on the
+event loop: with WAL and synchronous=NORMAL it only hands pages to the OS; the fsyncs
+happen in checkpoints, which run every few hundred commits in a thread of their own. A
+crash therefore loses at most the uncommitted batch of outcomes, which is harmless: those
+rows are still ``in_flight`` in the journal and are re-sent with the same clientToken.
+
+Concurrency. Two connections: a writer used only under ``_write_lock`` (by the flusher on
+the event loop, or synchronously for header updates) and a reader used under
+``_read_lock`` by ``get``/``counts``/``entries``/``diff``. WAL lets the reader see the last
+committed state while the writer commits, so ``get`` never blocks behind a commit.
+``get`` shows committed state only: ``await flush()`` first to read your own writes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import threading
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
+from contextlib import asynccontextmanager, contextmanager
+from itertools import groupby, islice
+from pathlib import Path
+from typing import Any
+
+import anyio
+
+from ibimport.clock import Clock, SystemClock
+from ibimport.errors import JournalError
+from ibimport.journal._file import close_all, connect, open_readable, open_writable, unusable
+from ibimport.journal._group_commit import GroupCommit, Op
+from ibimport.journal._model import DiffRow, JournalEntry, ManifestDiff, RunHeader
+from ibimport.journal._schema import COLUMNS, GET_SQL, dump_settings, entry
+from ibimport.journal._transitions import MARK_SQL, PENDING_SQL, RECORD_SQL
+from ibimport.results import RowResult, RowStatus
+
+__all__ = ["FaultHook", "SqliteJournal", "exit_after_commits"]
+
+#: Called in the writer thread with the 1-based number of the commit about to happen, after
+#: the batch's statements and before COMMIT. Raising aborts that commit (the journal then
+#: refuses further writes); ``os._exit`` simulates a crash between "sent" and "recorded".
+FaultHook = Callable[[int], None]
+
+_MARK, _RECORD = 0, 1  # an Op's kind: the statement it runs
+_SQL_BY_KIND = (MARK_SQL, RECORD_SQL)
+_CHECKPOINT_EVERY = 200  # commits between checkpoints: a WAL of a few MB at most
+
+
+def exit_after_commits(commits: int, *, exit_code: int = 137) -> FaultHook:
+    """A fault hook that kills the process (no cleanup) instead of making commit ``commits+1``.
+
+    Simulates a crash between "sent" and "recorded": the outcomes buffered in that batch
+    are lost, the rows it marked were never sent.
+    """
+
+    def hook(commit_number: int) -> None:
+        if commit_number > commits:
+            os._exit(exit_code)
+
+    return hook
+
+
+class SqliteJournal:
+    """The embedded journal: one SQLite file in WAL mode, written by group commit."""
+
+    header: RunHeader
+    is_new: bool
+
+    def __init__(
+        self,
+        path: Path,
+        *,
+        writer: sqlite3.Connection | None,
+        reader: sqlite3.Connection,
+        is_new: bool,
+        max_delay: float,
+        max_batch: int,
+        fault_hook: FaultHook | None,
+        clock: Clock,
+    ) -> None:
+        """Use ``open`` or ``open_readonly``; this only wires the parts together."""
+        self.path = path
+        self.is_new = is_new
+        self.has_history = not is_new
+        #: The journal holds every row of this run's manifest: ``record_pending`` wrote
+        #: them, or preflight found it written for the same batch fingerprint.
+        self.pending_recorded = False
+        self._writer = writer
+        self._reader = reader
+        self._write_lock = threading.Lock()
+        self._read_lock = threading.Lock()
+        self._fault_hook = fault_hook
+        self._clock = clock
+        self._group = GroupCommit(
+            self._write_ops, clock=clock, max_delay=max_delay, max_batch=max_batch
+        )
+        self._broken: JournalError | None = None
+        self._closed = False
+        self._lock_fd: int | None = None
+        self._checkpointer: threading.Thread | None = None
+        self._checkpointed_at = 0
+        #: Number of commits of row batches made so far (for tests and benchmarks).
+        self.commits = 0
+        #: Number of row operations committed so far.
+        self.ops_committed = 0
+        self.header = self._read_header()
+
+    # ----------------------------------------------------------------- opening
+
+    @classmethod
+    def open(
+        cls,
+        path: Path,
+        *,
+        manifest_path: str,
+        manifest_fingerprint: str,
+        settings: Mapping[str, Any],
+        max_delay: float = 0.002,
+        max_batch: int = 512,
+        fault_hook: FaultHook | None = None,
+        clock: Clock | None = None,
+    ) -> SqliteJournal:
+        """Create the journal at ``path``, or open the one there for resuming.
+
+        The manifest and settings are written only into a new journal; an existing one
+        keeps its header (compare ``header`` and ``diff``, then ``update_header`` on
+        ``--force``). Raises ``JournalError`` for anything unusable, saying what to do.
+        ``clock`` (the system clock unless given) stamps rows and paces group commits.
+        """
+        if max_delay < 0 or max_batch < 1:
+            raise ValueError("max_delay must be >= 0 and max_batch >= 1")
+        path = Path(path)
+        clock = clock or SystemClock()
+        lock, writer, reader, is_new = open_writable(
+            path,
+            manifest_path=manifest_path,
+            manifest_fingerprint=manifest_fingerprint,
+            settings=settings,
+            created_at=clock.wall(),
+        )
+        try:
+            journal = cls(
+                path,
+                writer=writer,
+                reader=reader,
+                is_new=is_new,
+                max_delay=max_delay,
+                max_batch=max_batch,
+                fault_hook=fault_hook,
+                clock=clock,
+            )
+        except BaseException as exc:
+            close_all(lock, writer, reader)
+            if isinstance(exc, sqlite3.Error):
+                raise unusable(path, exc) from exc
+            raise
+        journal._lock_fd = lock
+        return journal
+
+    @classmethod
+    def open_readonly(cls, path: Path) -> SqliteJournal:
+        """Open an existing journal for reading (``ibimport status`` / ``report``)."""
+        path = Path(path)
+        reader = open_readable(path)
+        try:
+            return cls(
+                path,
+                writer=None,
+                reader=reader,
+                is_new=False,
+                max_delay=0.0,
+                max_batch=1,
+                fault_hook=None,
+                clock=SystemClock(),
+            )
+        except BaseException as exc:
+            close_all(None, reader)
+            if isinstance(exc, sqlite3.Error):
+                raise unusable(path, exc) from exc
+            raise
+
+    # ----------------------------------------------------------------- reading
+
+    def get(self, name: str, semantic_version: str) -> JournalEntry | None:
+        """The committed state of one row, or None if the journal has never seen it."""
+        # Called for every row when a big run resumes, so it skips the helpers.
+        if self._closed:
+            raise JournalError(f"the journal {self.path} is closed")
+        try:
+            with self._read_lock:
+                found = self._reader.execute(GET_SQL, (name, semantic_version)).fetchone()
+        except sqlite3.Error as exc:
+            raise unusable(self.path, exc) from exc
+        return None if found is None else entry(found)
+
+    def entries(self, *, page: int = 1000) -> Iterator[JournalEntry]:
+        """Every row in row order, read a page at a time (bounded memory, no long lock)."""
+        after: tuple[int, str, str] | None = None
+        while True:
+            with self._reading() as conn:
+                if after is None:
+                    found = conn.execute(
+                        f"SELECT {COLUMNS} FROM rows ORDER BY row, name, semantic_version LIMIT ?",
+                        (page,),
+                    ).fetchall()
+                else:
+                    found = conn.execute(
+                        f"SELECT {COLUMNS} FROM rows "
+                        "WHERE (row, name, semantic_version) > (?, ?, ?) "
+                        "ORDER BY row, name, semantic_version LIMIT ?",
+                        (*after, page),
+                    ).fetchall()
+            for values in found:
+                yield entry(values)
+            if len(found) < page:
+                return
+            last = found[-1]
+            after = (last[0], last[1], last[2])
+
+    def counts(self) -> dict[RowStatus, int]:
+        """Rows per state; every state is present, zero if no row is in it."""
+        result = dict.fromkeys(RowStatus, 0)
+        with self._reading() as conn:
+            for state, count in conn.execute("SELECT state, COUNT(*) FROM rows GROUP BY state"):
+                result[RowStatus(state)] = count
+        return result
+
+    def errors_by_code(self) -> dict[str, int]:
+        """Failed rows per last error code, most frequent first."""
+        with self._reading() as conn:
+            found = conn.execute(
+                "SELECT error_code, COUNT(*) AS n FROM rows WHERE state = 'failed' "
+                "GROUP BY error_code ORDER BY n DESC, error_code"
+            ).fetchall()
+        return {code: count for code, count in found}
+
+    def last_update(self) -> float | None:
+        """Wall-clock time of the latest row change, None if no row was journalled."""
+        with self._reading() as conn:
+            (latest,) = conn.execute("SELECT MAX(updated_at) FROM rows").fetchone()
+        return None if latest is None else float(latest)
+
+    def diff(self, rows: Iterable[tuple[int, str, str, str]], *, keep: int = 1000) -> ManifestDiff:
+        """Compare the current manifest's ``(row, name, version, token)`` with the journal.
+
+        Same identity with another token is *changed*; unknown to the journal is *added*;
+        journalled but not in ``rows`` is *removed*. ``rows`` is streamed into a temporary
+        table, so memory stays bounded whatever the manifest's size.
+        """
+        with self._reading() as conn:
+            conn.execute("DROP TABLE IF EXISTS temp.manifest")
+            conn.execute(
+                "CREATE TEMP TABLE manifest (row INTEGER NOT NULL, name TEXT NOT NULL, "
+                "semantic_version TEXT NOT NULL, client_token TEXT NOT NULL, "
+                "PRIMARY KEY (name, semantic_version))"
+            )
+            try:
+                iterator = iter(rows)
+                while chunk := list(islice(iterator, 5000)):
+                    # A duplicate identity keeps its first row; the manifest reports it.
+                    conn.executemany(
+                        "INSERT OR IGNORE INTO temp.manifest VALUES (?, ?, ?, ?)", chunk
+                    )
+                changed = "FROM temp.manifest m JOIN main.rows r USING (name, semantic_version) "
+                changed += "WHERE m.client_token <> r.client_token"
+                added = "FROM temp.manifest m LEFT JOIN main.rows r USING (name, semantic_version) "
+                added += "WHERE r.name IS NULL"
+                removed = "FROM main.rows m LEFT JOIN temp.manifest t "
+                removed += "USING (name, semantic_version) WHERE t.name IS NULL"
+                lists: list[list[DiffRow]] = []
+                totals: list[int] = []
+                for where in (changed, added, removed):
+                    (total,) = conn.execute(f"SELECT COUNT(*) {where}").fetchone()
+                    found = conn.execute(
+                        f"SELECT m.row, m.name, m.semantic_version {where} "
+                        "ORDER BY m.row, m.name, m.semantic_version LIMIT ?",
+                        (keep,),
+                    ).fetchall()
+                    totals.append(total)
+                    lists.append([(r, n, v) for r, n, v in found])
+            finally:
+                conn.execute("DROP TABLE IF EXISTS temp.manifest")
+        return ManifestDiff(
+            changed=lists[0],
+            added=lists[1],
+            removed=lists[2],
+            n_changed=totals[0],
+            n_added=totals[1],
+            n_removed=totals[2],
+        )
+
+    # ----------------------------------------------------------------- writing
+
+    def update_header(
+        self,
+        *,
+        manifest_fingerprint: str,
+        settings: Mapping[str, Any],
+        manifest_path: str | None = None,
+    ) -> None:
+        """Adopt the current manifest and settings (after the user chose ``--force``)."""
+        with self._writing() as conn:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                conn.execute(
+                    "UPDATE run SET manifest_fingerprint = ?, settings = ?, "
+                    "manifest_path = COALESCE(?, manifest_path) WHERE id = 1",
+                    (manifest_fingerprint, dump_settings(settings), manifest_path),
+                )
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+        self.header = self._read_header()
+
+    @asynccontextmanager
+    async def running(self) -> AsyncIterator[None]:
+        """Run the group-commit flusher for the duration of the block, then flush.
+
+        The body's own exception is re-raised unchanged (not wrapped in an
+        ExceptionGroup); the final flush is shielded so an interrupted run still
+        records what it finished.
+        """
+        if self._group.running:
+            raise RuntimeError("journal.running() is already active")
+        self._ensure_writable()
+        body_failed = False
+        try:
+            async with self._group.flushing():
+                try:
+                    yield
+                except BaseException:
+                    body_failed = True
+                    raise
+        finally:
+            with anyio.CancelScope(shield=True):
+                try:
+                    await self.flush()
+                except JournalError:
+                    if not body_failed:
+                        raise
+
+    async def mark_in_flight(
+        self, *, row: int, name: str, semantic_version: str, client_token: str, attempt: int
+    ) -> None:
+        """Record that the row is about to be sent; returns once that is committed."""
+        self._ensure_writable()
+        now = self._clock.wall()
+        await self._group.add_and_wait(
+            (_MARK, (name, semantic_version, row, client_token, attempt, now, now))
+        )
+        if self._broken is not None:
+            raise self._broken
+
+    def record(self, result: RowResult) -> None:
+        """Buffer a row's outcome; the next group commit writes it."""
+        if result.resumed:
+            return  # carried over from the journal itself: nothing new to write
+        self._ensure_writable()
+        self._group.add(
+            (
+                _RECORD,
+                (
+                    result.name,
+                    result.semantic_version,
+                    result.row,
+                    result.client_token,
+                    result.status.value,
+                    result.attempts,
+                    result.image_arn,
+                    result.request_id,
+                    result.error_code,
+                    result.error_message,
+                    self._clock.wall(),
+                ),
+            )
+        )
+
+    def record_pending(self, rows: Iterable[tuple[int, str, str, str]]) -> int:
+        """Record ``(row, name, semantic_version, client_token)`` rows ``pending``, at once.
+
+        For the pass that reads the manifest before the run (synchronous: no event loop
+        yet), so a fresh journal holds every row before the first call without a second
+        pass. One transaction, streamed from ``rows``: all of them or, if ``rows`` raises,
+        none. Rows the journal already knows keep their state. Counts as one commit (the
+        fault hook sees it). Returns how many rows were given.
+        """
+        self._ensure_writable()
+        if self._group.running or self._group.pending:
+            raise RuntimeError("record_pending() is for before the run, with nothing buffered")
+        given = 0
+        now = self._clock.wall()
+
+        def values() -> Iterator[tuple[object, ...]]:
+            nonlocal given
+            for row, name, semantic_version, client_token in rows:
+                given += 1
+                yield (name, semantic_version, row, client_token, now)
+
+        # Not through _write_batch: an error of ``rows`` (an unreadable manifest) is the
+        # caller's to report as it is, and leaves the journal usable (and discardable).
+        with self._commit() as conn:
+            conn.executemany(PENDING_SQL, values())
+        self.ops_committed += given
+        self.pending_recorded = True
+        return given
+
+    async def flush(self) -> None:
+        """Commit everything buffered so far."""
+        if self._writer is None or self._closed:
+            return
+        await self._group.commit()
+        if self._broken is not None:
+            raise self._broken
+
+    async def aclose(self) -> None:
+        """Flush (unless the journal already failed) and close the file."""
+        if self._closed:
+            return
+        try:
+            if self._broken is None:
+                await self.flush()
+        finally:
+            self.close()
+
+    def discard(self) -> None:
+        """Close, and delete the files if this run created the journal and sent nothing.
+
+        A run refused before its first call (invalid manifest, unreadable file) leaves no
+        journal behind, so the next attempt starts clean instead of resuming nothing.
+        """
+        self.close()
+        if not self.is_new:
+            return
+        for suffix in ("", "-wal", "-shm", ".lock"):
+            self.path.with_name(self.path.name + suffix).unlink(missing_ok=True)
+
+    def close(self) -> None:
+        """Close without flushing: for read-only journals, or after ``aclose`` failed."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._checkpointer is not None:
+            self._checkpointer.join()
+        with self._read_lock:
+            self._reader.close()
+        if self._writer is not None:
+            with self._write_lock:
+                self._writer.close()
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)  # releases the flock
+            self._lock_fd = None
+
+    # ----------------------------------------------------------------- internals
+
+    def _write_ops(self, ops: list[Op]) -> None:
+        """The group commit's writer: one batch, then a checkpoint when one is due."""
+        if self._broken is None:
+            self._write_batch(ops)
+            self._maybe_checkpoint()
+
+    def _maybe_checkpoint(self) -> None:
+        """Every ``_CHECKPOINT_EVERY`` commits, copy the WAL into the database in a thread.
+
+        Automatic checkpoints are off on the writer (they would run inside a commit, on
+        the event loop, with an fsync); a PASSIVE checkpoint on a connection of its own
+        never blocks the writer, and keeps the WAL from growing without bound.
+        """
+        if self.commits - self._checkpointed_at < _CHECKPOINT_EVERY:
+            return
+        if self._checkpointer is not None and self._checkpointer.is_alive():
+            return
+        self._checkpointed_at = self.commits
+        self._checkpointer = threading.Thread(
+            target=self._checkpoint, name="ibimport-journal-checkpoint", daemon=True
+        )
+        self._checkpointer.start()
+
+    def _checkpoint(self) -> None:
+        try:
+            conn = connect(self.path, readonly=False)
+            try:
+                conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+            finally:
+                conn.close()
+        except sqlite3.Error:
+            pass  # a missed checkpoint only lets the WAL grow until the next one
+
+    def _write_batch(self, ops: list[Op]) -> None:
+        """Write one batch in a single transaction."""
+        try:
+            with self._commit() as conn:
+                for kind, group in groupby(ops, key=lambda op: op[0]):
+                    conn.executemany(_SQL_BY_KIND[kind], [params for _, params in group])
+        except JournalError as exc:
+            self._broken = exc
+            raise
+        except Exception as exc:
+            self._broken = JournalError(
+                f"cannot write the journal {self.path}: {exc}; the batch stops here. "
+                "Fix the cause (disk full? file moved?) and run the same command again "
+                "to resume from what was recorded"
+            )
+            raise self._broken from exc
+        self.ops_committed += len(ops)
+
+    @contextmanager
+    def _commit(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction: committed (and counted) if the body returns, else rolled back.
+
+        The fault hook runs after the body's statements and before COMMIT.
+        """
+        with self._writing() as conn:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield conn
+                if self._fault_hook is not None:
+                    self._fault_hook(self.commits + 1)
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+        self.commits += 1
+
+    def _ensure_writable(self) -> None:
+        if self._broken is not None:
+            raise self._broken
+        if self._writer is None:
+            raise JournalError(f"the journal {self.path} was opened read-only")
+        if self._closed:
+            raise JournalError(f"the journal {self.path} is closed")
+
+    def _reading(self) -> _Locked:
+        if self._closed:
+            raise JournalError(f"the journal {self.path} is closed")
+        return _Locked(self._read_lock, self._reader, self.path)
+
+    def _writing(self) -> _Locked:
+        if self._writer is None:
+            raise JournalError(f"the journal {self.path} was opened read-only")
+        if self._closed:
+            raise JournalError(f"the journal {self.path} is closed")
+        return _Locked(self._write_lock, self._writer, self.path)
+
+    def _read_header(self) -> RunHeader:
+        with self._reading() as conn:
+            found = conn.execute(
+                "SELECT manifest_path, manifest_fingerprint, settings, created_at FROM run"
+            ).fetchone()
+            (version,) = conn.execute("PRAGMA user_version").fetchone()
+        if found is None:
+            raise JournalError(
+                f"{self.path} has no run header (damaged journal); move it aside or pass "
+                "another --journal path to start over"
+            )
+        path, fingerprint, settings, created_at = found
+        return RunHeader(
+            manifest_path=path,
+            manifest_fingerprint=fingerprint,
+            settings=json.loads(settings),
+            created_at=created_at,
+            schema_version=version,
+        )
+
+
+class _Locked:
+    """``with`` a connection under its lock, translating SQLite errors to JournalError."""
+
+    __slots__ = ("_conn", "_lock", "_path")
+
+    def __init__(self, lock: threading.Lock, conn: sqlite3.Connection, path: Path) -> None:
+        self._lock = lock
+        self._conn = conn
+        self._path = path
+
+    def __enter__(self) -> sqlite3.Connection:
+        self._lock.acquire()
+        return self._conn
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: object
+    ) -> None:
+        self._lock.release()
+        if isinstance(exc, sqlite3.Error):
+            raise unusable(self._path, exc) from exc

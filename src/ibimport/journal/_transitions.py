@@ -1,0 +1,65 @@
+"""The SQL that moves a row from state to state: the journal's half of the row rules.
+
+``RECORD_GUARD`` is where the journal enforces which reported outcome may replace the
+state it holds (the rule ``ibimport.rowstate.replaces`` states in Python); keep the two
+in step, and test one against the other. ``MARK_SQL`` keeps the token-TTL clock.
+"""
+
+from __future__ import annotations
+
+from ibimport.results import RowStatus
+
+__all__ = ["MARK_SQL", "PENDING_SQL", "RECORD_GUARD", "RECORD_SQL"]
+
+_DONE_STATES = (RowStatus.SUCCEEDED.value, RowStatus.EXISTS.value)
+
+# first_sent_at is when this clientToken was first sent (the token-TTL clock): kept while
+# the token stays the same, restarted when the row's content (and so its token) changed.
+MARK_SQL = """
+INSERT INTO rows (name, semantic_version, row, client_token, state, attempts,
+                  first_sent_at, updated_at)
+VALUES (?, ?, ?, ?, 'in_flight', ?, ?, ?)
+ON CONFLICT (name, semantic_version) DO UPDATE SET
+    row = excluded.row,
+    client_token = excluded.client_token,
+    state = 'in_flight',
+    attempts = excluded.attempts,
+    first_sent_at = CASE
+        WHEN rows.client_token = excluded.client_token AND rows.first_sent_at IS NOT NULL
+        THEN rows.first_sent_at ELSE excluded.first_sent_at END,
+    updated_at = excluded.updated_at
+"""
+
+#: When a reported outcome (``excluded``) replaces the row the journal holds (``rows``):
+#: an outcome never downgrades a done row sent with the same token (a late or duplicate
+#: report must not make a resume send it again), and "skipped"/"pending" carry no news
+#: about a row the journal already knows, so they only insert.
+RECORD_GUARD = f"""excluded.state NOT IN ('skipped', 'pending')
+  AND NOT (rows.state IN {_DONE_STATES!r} AND excluded.state NOT IN {_DONE_STATES!r}
+           AND rows.client_token = excluded.client_token)
+"""
+
+RECORD_SQL = f"""
+INSERT INTO rows (name, semantic_version, row, client_token, state, attempts, image_arn,
+                  request_id, error_code, error_message, first_sent_at, updated_at)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, ?)
+ON CONFLICT (name, semantic_version) DO UPDATE SET
+    row = excluded.row,
+    client_token = excluded.client_token,
+    state = excluded.state,
+    attempts = excluded.attempts,
+    image_arn = excluded.image_arn,
+    request_id = excluded.request_id,
+    error_code = excluded.error_code,
+    error_message = excluded.error_message,
+    first_sent_at = CASE WHEN rows.client_token = excluded.client_token
+                         THEN rows.first_sent_at ELSE NULL END,
+    updated_at = excluded.updated_at
+WHERE {RECORD_GUARD}"""
+
+# A fresh journal's rows before the run (``record_pending``): rows it knows keep their state.
+PENDING_SQL = """
+INSERT INTO rows (name, semantic_version, row, client_token, state, updated_at)
+VALUES (?, ?, ?, ?, 'pending', ?)
+ON CONFLICT (name, semantic_version) DO NOTHING
+"""
