@@ -1,24 +1,31 @@
 """A local EC2 Image Builder that boto3, aioboto3 and the AWS CLI cannot tell from the service.
 
-Laid out like moto: ``models`` holds state and behaviour, ``responses`` the wire format,
-``server`` the aiohttp server and its knobs. Start one in-process with
-``EmulatorServer(EmulatorConfig(...))`` or in a child process with ``EmulatorProcess``.
+Laid out like moto: ``config`` holds every knob, ``models`` state and behaviour,
+``responses`` the wire format, ``exceptions`` the AWS errors, ``auth`` SigV4, ``faults``
+the misbehaviour, ``server`` the aiohttp wiring and ``process`` the child process. Start
+one in-process with ``EmulatorServer(EmulatorConfig(...))`` or in a child process with
+``EmulatorProcess``.
 """
 
 from __future__ import annotations
 
+from importlib import import_module
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from ibimport.emulator.server import EmulatorConfig, EmulatorProcess, EmulatorServer
+    from ibimport.emulator.config import EmulatorConfig
+    from ibimport.emulator.process import EmulatorProcess
+    from ibimport.emulator.server import EmulatorServer
 
 __all__ = ["EmulatorConfig", "EmulatorProcess", "EmulatorServer"]
 
+# Only the server loads aiohttp.web, and only when asked for: `ibimport run` never is.
+_HOMES = {"EmulatorConfig": "config", "EmulatorProcess": "process", "EmulatorServer": "server"}
+
 
 def __getattr__(name: str) -> Any:
-    """Load the server (and aiohttp.web) on first use: ``ibimport run`` never needs it."""
-    if name in __all__:
-        from ibimport.emulator import server
-
-        return getattr(server, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    """Load a public name's module on first use."""
+    home = _HOMES.get(name)
+    if home is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(import_module(f"{__name__}.{home}"), name)

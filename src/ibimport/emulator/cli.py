@@ -1,129 +1,113 @@
-"""``ibimport emulator``: serve a local Image Builder until SIGINT or SIGTERM.
+"""``ibimport emulator`` and ``run --local``'s options, both generated from ``EmulatorConfig``.
 
-The lead's main app registers ``emulator_command``; ``app`` here is a one-command typer
-app so that ``python -m ibimport.emulator`` works without the rest of the CLI.
+Typer reads a command's options from ``inspect.signature``, so the options here are
+built from the config's knobs and set as the command's ``__signature__``: a knob added
+to ``EmulatorConfig`` shows up in both commands and in ``process.cli_args`` with no other
+edit. The lead's main app registers ``emulator_command`` and decorates ``run`` with
+``local_emulator_options``; ``app`` here is a one-command typer app so that
+``python -m ibimport.emulator`` works without the rest of the CLI.
 """
 
 from __future__ import annotations
 
 import asyncio
-from pathlib import Path
-from typing import Annotated
+import functools
+import inspect
+from collections.abc import Callable, Iterable
+from typing import Annotated, Any, TypeVar
 
 import typer
 
-from ibimport.emulator.defaults import LOCAL_ACCESS_KEY_ID, LOCAL_SECRET_ACCESS_KEY, SECRET_ENV
+from ibimport.emulator.config import EmulatorConfig, KnobField, knobs
 from ibimport.errors import ConfigError
 
+__all__ = ["app", "config_command", "emulator_command", "local_emulator_options"]
 
-def emulator_command(
-    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="Port to listen on; 0 picks a free one.")] = 8787,
-    region: Annotated[
-        str, typer.Option(help="Home region; state is kept per region a call is signed for.")
-    ] = "us-east-1",
-    account_id: Annotated[
-        str, typer.Option(help="Account of callers whose access key is not 12 digits.")
-    ] = "123456789012",
-    rate: Annotated[
-        float | None, typer.Option(help="Calls per second per operation before HTTP 429.")
-    ] = None,
-    burst: Annotated[
-        int | None, typer.Option(help="Token bucket size (default: one second of --rate).")
-    ] = None,
-    latency_ms: Annotated[float, typer.Option(help="Delay added to every answer.")] = 0.0,
-    jitter_ms: Annotated[
-        float, typer.Option(help="Extra random delay, uniform in [0, jitter].")
-    ] = 0.0,
-    fault_rate: Annotated[
-        float, typer.Option(help="Share of calls answered 500/503 or dropped without an answer.")
-    ] = 0.0,
-    drop_share: Annotated[
-        float,
-        typer.Option(help="Share of faults that drop the connection after the call took effect."),
-    ] = 0.1,
-    seed: Annotated[
-        int | None, typer.Option(help="Seed for faults and jitter (repeatable runs).")
-    ] = None,
-    token_ttl: Annotated[
-        float, typer.Option(help="Seconds a clientToken is remembered.")
-    ] = 86400.0,
-    available_after_s: Annotated[
-        float, typer.Option(help="Seconds an image takes from PENDING to AVAILABLE.")
-    ] = 0.0,
-    state: Annotated[
-        Path | None,
-        typer.Option(help="JSON file to load at start and save on stop (and every few seconds)."),
-    ] = None,
-    state_save_interval_s: Annotated[
-        float, typer.Option(help="Seconds between state saves.")
-    ] = 5.0,
-    drop_before_share: Annotated[
-        float,
-        typer.Option(help="Share of calls whose connection resets before the call takes effect."),
-    ] = 0.0,
-    truncate_share: Annotated[
-        float,
-        typer.Option(help="Share of calls that take effect and whose answer is cut off mid-body."),
-    ] = 0.0,
-    slow_share: Annotated[
-        float,
-        typer.Option(help="Share of calls that take effect and are answered --slow-ms late."),
-    ] = 0.0,
-    slow_ms: Annotated[
-        float, typer.Option(help="Delay of a --slow-share answer (beyond the read timeout).")
-    ] = 0.0,
-    verify_signatures: Annotated[
-        bool,
-        typer.Option(
-            help="Check SigV4 signatures against --access-key-id/--secret-access-key "
-            "(403 UnrecognizedClientException / InvalidSignatureException, as AWS answers)."
-        ),
-    ] = False,
-    access_key_id: Annotated[
-        str, typer.Option(help="The access key id --verify-signatures accepts.")
-    ] = LOCAL_ACCESS_KEY_ID,
-    secret_access_key: Annotated[
-        str,
-        typer.Option(
-            envvar=SECRET_ENV,
-            show_default=False,
-            help="Its secret (better given in the environment variable); "
-            "default: the throwaway pair `ibimport run --local` uses.",
-        ),
-    ] = LOCAL_SECRET_ACCESS_KEY,
-) -> None:
-    """Serve a local EC2 Image Builder for rehearsals, tests and benchmarks."""
-    # Here, not at the top: `ibimport run` loads this module but never needs aiohttp.web.
-    from ibimport.emulator.server import EmulatorConfig, run_until_signalled
+_RUN_PREFIX = "emulator_"
+F = TypeVar("F", bound=Callable[..., Any])
 
+
+def _option(
+    item: KnobField,
+    *,
+    name: str,
+    default: Any,
+    help: str,
+    kind: inspect._ParameterKind = inspect.Parameter.KEYWORD_ONLY,
+) -> inspect.Parameter:
+    """One knob as a typer option named ``name`` (typer dashes it into the flag)."""
+    option = typer.Option(help=help, envvar=item.knob.envvar, show_default=not item.knob.secret)
+    return inspect.Parameter(name, kind, default=default, annotation=Annotated[item.type, option])
+
+
+def _config(values: Iterable[tuple[KnobField, Any]]) -> EmulatorConfig:
+    """The config the options ask for; a bad value is a usage error, as for any option."""
     try:
-        config = EmulatorConfig(
-            host=host,
-            port=port,
-            region=region,
-            account_id=account_id,
-            rate=rate,
-            burst=burst,
-            latency_ms=latency_ms,
-            jitter_ms=jitter_ms,
-            fault_rate=fault_rate,
-            drop_share=drop_share,
-            seed=seed,
-            token_ttl_s=token_ttl,
-            available_after_s=available_after_s,
-            state_file=state,
-            state_save_interval_s=state_save_interval_s,
-            drop_before_share=drop_before_share,
-            truncate_share=truncate_share,
-            slow_share=slow_share,
-            slow_ms=slow_ms,
-            verify_signatures=verify_signatures,
-            access_key_id=access_key_id,
-            secret_access_key=secret_access_key,
-        )
+        return EmulatorConfig(**{item.name: value for item, value in values})
     except ConfigError as exc:
         raise typer.BadParameter(str(exc)) from exc
+
+
+def _with_signature(command: F, parameters: list[inspect.Parameter]) -> F:
+    command.__signature__ = inspect.Signature(parameters, return_annotation=None)  # type: ignore[attr-defined]
+    command.__annotations__ = {p.name: p.annotation for p in parameters}
+    return command
+
+
+def config_command(serve: Callable[[EmulatorConfig], None]) -> Callable[..., None]:
+    """A typer command with one option per knob, which hands ``serve`` their config."""
+    items = {item.flag.replace("-", "_"): item for item in knobs()}
+
+    @functools.wraps(serve)
+    def command(**options: Any) -> None:
+        serve(_config((items[name], value) for name, value in options.items()))
+
+    parameters = [
+        _option(item, name=name, default=item.command_default, help=item.knob.help)
+        for name, item in items.items()
+    ]
+    return _with_signature(command, parameters)
+
+
+def local_emulator_options(command: F) -> F:
+    """Give ``command`` the ``--emulator-*`` options of the knobs ``run --local`` offers.
+
+    ``command`` has a ``local`` flag and an ``emulator`` parameter; the options take the
+    place of ``emulator``, which receives their ``EmulatorConfig``, or None without --local.
+    """
+    items = {
+        _RUN_PREFIX + item.flag.replace("-", "_"): item
+        for item in knobs()
+        if item.knob.run_help is not None
+    }
+    original = inspect.signature(command, eval_str=True)
+
+    @functools.wraps(command)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        values = [(item, kwargs.pop(name)) for name, item in items.items()]
+        kwargs["emulator"] = _config(values) if kwargs["local"] else None
+        return command(*args, **kwargs)
+
+    if "local" not in original.parameters or "emulator" not in original.parameters:
+        raise TypeError(f"{command.__name__} needs a local flag and an emulator parameter")
+    parameters: list[inspect.Parameter] = []
+    for parameter in original.parameters.values():
+        if parameter.name != "emulator":
+            parameters.append(parameter)
+            continue
+        for name, item in items.items():
+            help = item.knob.run_help or item.knob.help
+            parameters.append(
+                _option(item, name=name, default=item.default, help=help, kind=parameter.kind)
+            )
+    return _with_signature(wrapper, parameters)  # type: ignore[return-value]
+
+
+@config_command
+def emulator_command(config: EmulatorConfig) -> None:
+    """Serve a local EC2 Image Builder for rehearsals, tests and benchmarks."""
+    # Here, not at the top: `ibimport run` loads this module but never needs aiohttp.web.
+    from ibimport.emulator.server import run_until_signalled
 
     def announce(url: str) -> None:
         print(f"ibimport emulator listening on {url}", flush=True)

@@ -1,6 +1,6 @@
 """The emulator's well-known names, importable without loading its server (aiohttp.web).
 
-``ibimport``'s CLI builds the ``emulator`` command's options from these; the server itself
+``config`` takes its defaults from these, ``process`` its endpoints; the server itself
 is imported only when the command (or ``run --local``) actually starts one.
 """
 
@@ -9,3 +9,6 @@ LOCAL_ACCESS_KEY_ID = "AKIAIBIMPORTLOCAL000"
 LOCAL_SECRET_ACCESS_KEY = "ibimport-local-throwaway-secret"
 #: Where ``ibimport emulator`` reads --secret-access-key from, so it never shows in ``ps``.
 SECRET_ENV = "IBIMPORT_EMULATOR_SECRET_ACCESS_KEY"
+#: The emulator's own endpoints, beside the API: counters, and forgetting everything.
+STATS_PATH = "/_emulator/stats"
+RESET_PATH = "/_emulator/reset"

@@ -3,7 +3,7 @@
 One ``ImageBuilderBackend`` per server instance holds a ``RegionState`` per (account,
 region), as Image Builder scopes resources. Every time-dependent rule (token lifetime,
 image state) reads the injected clock, so tests move time instead of sleeping.
-Errors are ``ApiException``s that ``responses`` renders in AWS's error shape.
+Errors are the ``exceptions`` classes, which ``responses`` renders in AWS's error shape.
 """
 
 from __future__ import annotations
@@ -22,6 +22,14 @@ from ibimport.apimodel import (
     StringRule,
     Violation,
     import_vm_image_rules,
+)
+from ibimport.emulator.exceptions import (
+    IdempotentParameterMismatchException,
+    InvalidPaginationTokenException,
+    InvalidParameterValueException,
+    InvalidRequestException,
+    ResourceNotFoundException,
+    SerializationException,
 )
 
 #: Reads the current wall-clock time in seconds; tests pass a fake one.
@@ -47,26 +55,6 @@ class Scope(NamedTuple):
     region: str
 
 
-class ApiException(Exception):
-    """An AWS error answer: ``code`` goes to x-amzn-ErrorType, ``status`` to the HTTP status."""
-
-    def __init__(self, code: str, message: str, *, status: int = 400) -> None:
-        super().__init__(f"{code}: {message}")
-        self.code = code
-        self.message = message
-        self.status = status
-
-
-def validation_error(violations: list[str]) -> ApiException:
-    """Phrase violations exactly as AWS's request validator does."""
-    count = len(violations)
-    noun = "error" if count == 1 else "errors"
-    return ApiException(
-        "InvalidParameterValueException",
-        f"{count} validation {noun} detected: {'; '.join(violations)}",
-    )
-
-
 def violation(path: str, value: object, *, constraint: str) -> str:
     """One violation in AWS's words; ``None`` is a missing member."""
     shown = "null" if value is None else f"'{_java_repr(value)}'"
@@ -86,9 +74,7 @@ def validate_import_request(body: object) -> dict[str, Any]:
     Every violation is reported at once, as AWS does, so a caller fixes a row in one go.
     """
     if not isinstance(body, dict):
-        raise ApiException(
-            "SerializationException", "Start of structure or map found where not expected."
-        )
+        raise SerializationException("Start of structure or map found where not expected.")
     rules = import_vm_image_rules()
     problems: list[str] = []
     params: dict[str, Any] = {}
@@ -112,7 +98,7 @@ def validate_import_request(body: object) -> dict[str, Any]:
         if found is not None:
             problems.append(violation(name, value, constraint=found.aws_constraint))
     if problems:
-        raise validation_error(problems)
+        raise InvalidParameterValueException.of(problems)
     return params
 
 
@@ -292,9 +278,8 @@ class ImageBuilderBackend:
         record = tokens.get(token)
         if record is not None:
             if record.request != request:
-                raise ApiException(
-                    "IdempotentParameterMismatchException",
-                    f"The client token {token} was used with different request parameters.",
+                raise IdempotentParameterMismatchException(
+                    f"The client token {token} was used with different request parameters."
                 )
             self.idempotent_replays += 1
             return ImportOutcome(image_arn=record.image_arn, client_token=token, replay=True)
@@ -354,9 +339,7 @@ class ImageBuilderBackend:
             builds = state.builds_by_version.get(arn)
             if builds:
                 return builds[-1]
-        raise ApiException(
-            "ResourceNotFoundException", f"Resource {arn} does not exist.", status=404
-        )
+        raise ResourceNotFoundException(f"Resource {arn} does not exist.")
 
     def list_images(
         self,
@@ -393,9 +376,7 @@ class ImageBuilderBackend:
         state = self.regions.get(scope)
         builds = state.builds_by_version.get(version_arn) if state is not None else None
         if not builds:
-            raise ApiException(
-                "ResourceNotFoundException", f"Resource {version_arn} does not exist.", status=404
-            )
+            raise ResourceNotFoundException(f"Resource {version_arn} does not exist.")
         start = decode_page_token(next_token, len(builds))
         indexes, token = _page(range(start, len(builds)), lambda _: True, max_results=max_results)
         return [builds[i] for i in indexes], token
@@ -511,7 +492,7 @@ def decode_page_token(token: str | None, limit: int) -> int:
         start = -1
         prefix = ""
     if prefix != "ibimport-emulator" or not 0 <= start <= limit:
-        raise ApiException("InvalidPaginationTokenException", "The pagination token is invalid.")
+        raise InvalidPaginationTokenException()
     return start
 
 
@@ -520,7 +501,7 @@ def parse_filters(raw: object) -> dict[str, frozenset[str]]:
     if raw is None:
         return {}
     if not isinstance(raw, list) or not 1 <= len(raw) <= 10:
-        raise validation_error(
+        raise InvalidParameterValueException.of(
             [violation("filters", raw, constraint="Member must have length between 1 and 10")]
         )
     filters: dict[str, frozenset[str]] = {}
@@ -528,11 +509,9 @@ def parse_filters(raw: object) -> dict[str, frozenset[str]]:
         name = item.get("name") if isinstance(item, dict) else None
         values = item.get("values") if isinstance(item, dict) else None
         if name not in _FILTER_NAMES:
-            raise ApiException(
-                "InvalidRequestException", f"The filter name {name!r} is not supported."
-            )
+            raise InvalidRequestException(f"The filter name {name!r} is not supported.")
         if not isinstance(values, list) or not 1 <= len(values) <= 10:
-            raise validation_error(
+            raise InvalidParameterValueException.of(
                 [
                     violation(
                         "filters.values",
@@ -548,7 +527,7 @@ def parse_filters(raw: object) -> dict[str, frozenset[str]]:
 def check_version_arn(arn: object, path: str) -> str:
     """A version ARN as ListImageBuildVersions requires it."""
     if not isinstance(arn, str) or _VERSION_ARN.match(arn) is None:
-        raise validation_error(
+        raise InvalidParameterValueException.of(
             [
                 violation(
                     path,

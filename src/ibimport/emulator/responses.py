@@ -2,8 +2,10 @@
 
 Each operation handler turns one HTTP request (already authenticated and metered by
 ``server``) into JSON bytes, delegating every decision to ``models``. Errors travel as
-``ApiException`` and are rendered once, by ``render_error``, in the shape botocore
-parses: HTTP status, ``x-amzn-ErrorType`` header and a JSON ``message``.
+``exceptions.ServiceError`` and are rendered once, by ``render_error``, in the shape
+botocore parses: HTTP status, ``x-amzn-ErrorType`` header and a JSON ``message``.
+Adding an operation is a handler here, its route in ``OPERATIONS`` and its behaviour in
+``models``.
 """
 
 from __future__ import annotations
@@ -16,9 +18,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from ibimport.apimodel import service_model
+from ibimport.emulator.exceptions import (
+    InvalidPaginationTokenException,
+    InvalidParameterValueException,
+    SerializationException,
+    ServiceError,
+)
 from ibimport.emulator.models import (
     PAGE_MAX,
-    ApiException,
     ImageBuild,
     ImageBuilderBackend,
     Scope,
@@ -26,7 +33,6 @@ from ibimport.emulator.models import (
     format_date,
     parse_filters,
     validate_import_request,
-    validation_error,
     violation,
 )
 
@@ -51,7 +57,7 @@ class Call:
 Handler = Callable[[ImageBuilderBackend, Call], bytes]
 
 
-def render_error(exc: ApiException) -> tuple[int, str, bytes]:
+def render_error(exc: ServiceError) -> tuple[int, str, bytes]:
     """Status, x-amzn-ErrorType and body of an AWS error answer."""
     return exc.status, exc.code, _dumps({"message": exc.message}).encode()
 
@@ -62,13 +68,9 @@ def _json_body(call: Call) -> dict[str, Any]:
     try:
         body = _loads(call.body)
     except ValueError:
-        raise ApiException(
-            "SerializationException", "The request body is not valid JSON."
-        ) from None
+        raise SerializationException("The request body is not valid JSON.") from None
     if not isinstance(body, dict):
-        raise ApiException(
-            "SerializationException", "Start of structure or map found where not expected."
-        )
+        raise SerializationException("Start of structure or map found where not expected.")
     return body
 
 
@@ -89,12 +91,14 @@ def get_image(backend: ImageBuilderBackend, call: Call) -> bytes:
     """GET /GetImage?imageBuildVersionArn=..."""
     arn = call.query.get("imageBuildVersionArn")
     if arn is None:
-        raise validation_error(
+        raise InvalidParameterValueException.of(
             [violation("imageBuildVersionArn", None, constraint="Member must not be null")]
         )
     if _GET_IMAGE_ARN.match(arn) is None:
         pattern = f"Member must satisfy regular expression pattern: {_GET_IMAGE_ARN.pattern}"
-        raise validation_error([violation("imageBuildVersionArn", arn, constraint=pattern)])
+        raise InvalidParameterValueException.of(
+            [violation("imageBuildVersionArn", arn, constraint=pattern)]
+        )
     build = backend.get_image(call.scope, arn)
     image = _describe(backend, build, call.scope.region)
     del image["owner"]  # Image, unlike ImageSummary, has no owner member
@@ -108,7 +112,7 @@ def list_images(backend: ImageBuilderBackend, call: Call) -> bytes:
     owner = body.get("owner", "Self")
     if owner not in _OWNERS:
         enum = f"Member must satisfy enum value set: [{', '.join(_OWNERS)}]"
-        raise validation_error([violation("owner", owner, constraint=enum)])
+        raise InvalidParameterValueException.of([violation("owner", owner, constraint=enum)])
     filters = parse_filters(body.get("filters"))
     max_results = _max_results(body.get("maxResults"))
     next_token = _next_token(body.get("nextToken"))
@@ -148,7 +152,7 @@ def list_image_build_versions(backend: ImageBuilderBackend, call: Call) -> bytes
     body = _json_body(call)
     version_arn = body.get("imageVersionArn")
     if version_arn is None:
-        raise validation_error(
+        raise InvalidParameterValueException.of(
             [violation("imageVersionArn", None, constraint="Member must not be null")]
         )
     check_version_arn(version_arn, "imageVersionArn")
@@ -180,7 +184,7 @@ def _max_results(value: object) -> int:
     if value is None:
         return PAGE_MAX
     if not isinstance(value, int) or isinstance(value, bool):
-        raise validation_error(
+        raise InvalidParameterValueException.of(
             [violation("maxResults", value, constraint="Member must be an integer")]
         )
     if value < 1:
@@ -189,13 +193,13 @@ def _max_results(value: object) -> int:
         constraint = f"Member must have value less than or equal to {PAGE_MAX}"
     else:
         return value
-    raise validation_error([violation("maxResults", value, constraint=constraint)])
+    raise InvalidParameterValueException.of([violation("maxResults", value, constraint=constraint)])
 
 
 def _next_token(value: object) -> str | None:
     if value is None or isinstance(value, str):
         return value
-    raise ApiException("InvalidPaginationTokenException", "The pagination token is invalid.")
+    raise InvalidPaginationTokenException()
 
 
 def _describe(backend: ImageBuilderBackend, build: ImageBuild, region: str) -> dict[str, Any]:

@@ -1,28 +1,31 @@
-"""``--verify-signatures``: real SigV4 checks, answered as AWS's REST-JSON front end answers.
+"""Authentication: every call must be signed; ``--verify-signatures`` checks the signature.
 
-Real boto3 and aioboto3 clients sign; the emulator recomputes. Good credentials pass on
-every operation (GET with a query string, PUT and POST with bodies); a wrong secret, an
-unknown key, a tampered body or a session token the emulator never issued get 403.
+Checks are answered as AWS's REST-JSON front end answers. Real boto3 and aioboto3
+clients sign; the emulator recomputes. Good credentials pass on every operation (GET
+with a query string, PUT and POST with bodies); a wrong secret, an unknown key, a
+tampered body or a session token the emulator never issued get 403; so does a call
+that is not signed at all.
 """
 
 from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from collections.abc import Callable
 from typing import Any
 
 import aioboto3
 import pytest
+from botocore import UNSIGNED
 from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
+from botocore.config import Config
 from botocore.credentials import Credentials
 from botocore.exceptions import ClientError
 from emulator_support import NO_RETRIES, import_params, raw_request
 
 from ibimport.emulator import EmulatorConfig, EmulatorProcess, EmulatorServer
-from ibimport.emulator.sigv4 import BAD_SIGNATURE, UNKNOWN_KEY
+from ibimport.emulator.exceptions import BAD_SIGNATURE, UNKNOWN_KEY
 
 KEY, SECRET = "AKIDIBIMPORTTEST", "ibimport-test-secret"
 Start = Callable[..., EmulatorServer]
@@ -187,21 +190,24 @@ def test_the_command_verifies_with_the_secret_from_the_environment() -> None:
         assert SECRET not in command.stdout  # the secret is not on the command line
 
 
-def test_the_command_help_names_the_knobs() -> None:
-    shown = subprocess.run(
-        [sys.executable, "-m", "ibimport.emulator", "--help"],
-        capture_output=True,
-        text=True,
-        env={"COLUMNS": "200", "PATH": ""},
-        check=True,
-    ).stdout
-    for knob in (
-        "--verify-signatures",
-        "--access-key-id",
-        "--secret-access-key",
-        "--drop-before-share",
-        "--truncate-share",
-        "--slow-share",
-        "--slow-ms",
-    ):
-        assert knob in shown  # fmt: skip
+def test_an_unsigned_request_is_refused_with_403(server: EmulatorServer) -> None:
+    status, headers, body = raw_request(
+        server.url, "PUT", "/ImportVmImage", body=json.dumps(import_params()).encode()
+    )
+    assert status == 403
+    assert headers["x-amzn-ErrorType"] == "MissingAuthenticationTokenException"
+    assert body == {"message": "Missing Authentication Token"}
+    status, headers, _ = raw_request(
+        server.url, "GET", "/GetImage?imageBuildVersionArn=x", headers={"Authorization": "Bearer x"}
+    )
+    assert (status, headers["x-amzn-ErrorType"]) == (403, "IncompleteSignatureException")
+    assert server.stats()["images"] == 0
+
+
+def test_an_unsigned_boto3_client_is_refused(
+    make_client: Callable[..., Any], server: EmulatorServer
+) -> None:
+    client = make_client(server.url, config=Config(signature_version=UNSIGNED))
+    with pytest.raises(ClientError) as caught:
+        client.import_vm_image(**import_params())
+    assert caught.value.response["ResponseMetadata"]["HTTPStatusCode"] == 403

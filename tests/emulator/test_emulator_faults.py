@@ -1,4 +1,4 @@
-"""Throttling, injected faults, latency, authentication, and the stats/reset endpoints."""
+"""Throttling, injected faults and latency: what ``faults`` does to calls."""
 
 from __future__ import annotations
 
@@ -12,10 +12,8 @@ from typing import Any
 import aioboto3
 import aiohttp
 import pytest
-from botocore import UNSIGNED
-from botocore.config import Config
 from botocore.exceptions import ClientError, ConnectionClosedError
-from emulator_support import AUTHORIZATION, NO_RETRIES, FakeClock, import_params, raw_request
+from emulator_support import AUTHORIZATION, NO_RETRIES, FakeClock, import_params
 
 from ibimport.emulator import EmulatorConfig, EmulatorServer
 
@@ -145,42 +143,3 @@ def test_latency_delays_every_answer(
         started = time.monotonic()
         client.import_vm_image(**import_params(n))
         assert time.monotonic() - started >= 0.06
-
-
-def test_an_unsigned_request_is_refused_with_403(server: EmulatorServer) -> None:
-    status, headers, body = raw_request(
-        server.url, "PUT", "/ImportVmImage", body=json.dumps(import_params()).encode()
-    )
-    assert status == 403
-    assert headers["x-amzn-ErrorType"] == "MissingAuthenticationTokenException"
-    assert body == {"message": "Missing Authentication Token"}
-    status, headers, _ = raw_request(
-        server.url, "GET", "/GetImage?imageBuildVersionArn=x", headers={"Authorization": "Bearer x"}
-    )
-    assert (status, headers["x-amzn-ErrorType"]) == (403, "IncompleteSignatureException")
-    assert server.stats()["images"] == 0
-
-
-def test_an_unsigned_boto3_client_is_refused(
-    make_client: Callable[..., Any], server: EmulatorServer
-) -> None:
-    client = make_client(server.url, config=Config(signature_version=UNSIGNED))
-    with pytest.raises(ClientError) as caught:
-        client.import_vm_image(**import_params())
-    assert caught.value.response["ResponseMetadata"]["HTTPStatusCode"] == 403
-
-
-def test_stats_and_reset_over_http(client: Any, server: EmulatorServer) -> None:
-    client.import_vm_image(**import_params())
-    client.import_vm_image(**import_params())
-    status, _, stats = raw_request(server.url, "GET", "/_emulator/stats")
-    assert status == 200
-    assert stats["requests"] == {"ImportVmImage": 2}
-    assert (stats["images"], stats["idempotentReplays"]) == (1, 1)
-    assert (stats["throttled"], stats["faults"], stats["duplicateBuilds"]) == (0, 0, 0)
-    assert raw_request(server.url, "POST", "/_emulator/reset", body=b"")[0] == 200
-    assert server.stats()["images"] == 0
-    assert server.stats()["requests"] == {}
-    # The token is forgotten too: the same request creates the image afresh.
-    client.import_vm_image(**import_params())
-    assert server.stats()["idempotentReplays"] == 0

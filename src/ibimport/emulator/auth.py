@@ -1,10 +1,12 @@
-"""AWS Signature Version 4 verification, for ``--verify-signatures``.
+"""Who a request says it is from, and AWS Signature Version 4 verification.
 
-The server recomputes the signature from what it received (method, path, query, the
-headers the client says it signed, the body) with the secret of the access key the
-client names, and compares in constant time. Written from the SigV4 specification
-rather than with botocore's signer, so the check is independent of the client it checks.
-Errors are the ones AWS's REST-JSON front end answers, all HTTP 403.
+``caller`` reads the access key and region from the Authorization header (every call
+needs one, as on AWS). ``verify``, for ``--verify-signatures``, recomputes the signature
+from what the server received (method, path, query, the headers the client says it
+signed, the body) with the secret of the access key the client names, and compares in
+constant time. Written from the SigV4 specification rather than with botocore's signer,
+so the check is independent of the client it checks. Errors are the ones AWS's
+REST-JSON front end answers, all HTTP 403.
 """
 
 from __future__ import annotations
@@ -16,23 +18,24 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from urllib.parse import quote, unquote
 
-from ibimport.emulator.models import ApiException
+from ibimport.emulator.config import is_account_id
+from ibimport.emulator.exceptions import (
+    IncompleteSignatureException,
+    InvalidSignatureException,
+    MissingAuthenticationTokenException,
+    UnrecognizedClientException,
+)
+from ibimport.emulator.models import Scope
 
-__all__ = ["Credentials", "verify"]
+__all__ = ["Credentials", "caller", "scope_of", "verify"]
 
 _ALGORITHM = "AWS4-HMAC-SHA256"
 _SERVICE = "imagebuilder"
 _PARAMETER = re.compile(r"(Credential|SignedHeaders|Signature)=([^,\s]*)")
 _AMZ_DATE = re.compile(r"^[0-9]{8}T[0-9]{6}Z$")
 _HEX_SIGNATURE = re.compile(r"^[0-9a-f]{64}$")
-
-#: Messages as AWS words them.
-BAD_SIGNATURE = (
-    "The request signature we calculated does not match the signature you provided. "
-    "Check your AWS Secret Access Key and signing method. "
-    "Consult the service documentation for details."
-)
-UNKNOWN_KEY = "The security token included in the request is invalid."
+# "AWS4-HMAC-SHA256 Credential=AKID/20240101/us-east-1/imagebuilder/aws4_request, ..."
+_CREDENTIAL = re.compile(r"Credential=([^/,\s]+)/[^/,\s]+/([^/,\s]+)/")
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,12 +46,24 @@ class Credentials:
     secret_access_key: str = field(repr=False)
 
 
-def _incomplete(message: str) -> ApiException:
-    return ApiException("IncompleteSignatureException", message, status=403)
+def caller(authorization: str | None) -> tuple[str, str]:
+    """The access key and region a request is signed with, read without checking them.
+
+    Raises what AWS answers to a request without an Authorization header, or whose
+    header names no credential.
+    """
+    if authorization is None:
+        raise MissingAuthenticationTokenException()
+    credential = _CREDENTIAL.search(authorization)
+    if credential is None:
+        raise IncompleteSignatureException("Authorization header requires 'Credential' parameter.")
+    access_key, region = credential.groups()
+    return access_key, region
 
 
-def _bad_signature(message: str = BAD_SIGNATURE) -> ApiException:
-    return ApiException("InvalidSignatureException", message, status=403)
+def scope_of(access_key: str, region: str, *, default_account: str) -> Scope:
+    """Where a caller's call acts: a 12-digit access key names its account, as in tests."""
+    return Scope(access_key if is_account_id(access_key) else default_account, region)
 
 
 def verify(
@@ -60,7 +75,7 @@ def verify(
     header_values: Callable[[str], Iterable[str]],
     body: bytes,
 ) -> None:
-    """Raise the ApiException AWS would answer unless the request is signed by ``credentials``.
+    """Raise the error AWS would answer unless the request is signed by ``credentials``.
 
     ``raw_path`` is the request target as sent (path and query, still percent-encoded);
     ``header_values(name)`` returns every value of a header, in the order received.
@@ -68,39 +83,41 @@ def verify(
     authorization = headers.get("Authorization", "")
     algorithm, _, rest = authorization.partition(" ")
     if algorithm != _ALGORITHM:
-        raise _incomplete(f"Unsupported authorization type: {algorithm or 'none'}")
+        raise IncompleteSignatureException(f"Unsupported authorization type: {algorithm or 'none'}")
     parameters = dict(_PARAMETER.findall(rest))
     for name in ("Credential", "SignedHeaders", "Signature"):
         if name not in parameters:
-            raise _incomplete(f"Authorization header requires '{name}' parameter.")
+            raise IncompleteSignatureException(f"Authorization header requires '{name}' parameter.")
     scope = parameters["Credential"].split("/")
     if len(scope) != 5 or scope[4] != "aws4_request":
-        raise _incomplete(
+        raise IncompleteSignatureException(
             "Credential must have exactly 5 slash-delimited elements, e.g. "
             "keyid/date/region/service/term."
         )
     access_key, day, region, service, _ = scope
     amz_date = headers.get("X-Amz-Date", "")
     if not _AMZ_DATE.match(amz_date):
-        raise _incomplete(
+        raise IncompleteSignatureException(
             "Authorization header requires existence of either a 'X-Amz-Date' or a 'Date' header."
         )
     # The key is checked before the signature, as AWS does: an unknown key says so.
     if not hmac.compare_digest(access_key.encode(), credentials.access_key_id.encode()):
-        raise ApiException("UnrecognizedClientException", UNKNOWN_KEY, status=403)
+        raise UnrecognizedClientException()
     if "X-Amz-Security-Token" in headers:
         # The emulator issues no temporary credentials, so any session token is unknown.
-        raise ApiException("UnrecognizedClientException", UNKNOWN_KEY, status=403)
+        raise UnrecognizedClientException()
     if service != _SERVICE:
-        raise _bad_signature(f"Credential should be scoped to correct service: '{_SERVICE}'. ")
+        raise InvalidSignatureException(
+            f"Credential should be scoped to correct service: '{_SERVICE}'. "
+        )
     if day != amz_date[:8]:
-        raise _bad_signature(
+        raise InvalidSignatureException(
             f"Date in Credential scope does not match YYYYMMDD from ISO-8601 version of "
             f"date from HTTP: '{day}' != '{amz_date[:8]}', from '{amz_date}'."
         )
     signed = parameters["SignedHeaders"].split(";")
     if "host" not in signed:
-        raise _bad_signature("'Host' must be a 'SignedHeader' in the AWS Authorization.")
+        raise InvalidSignatureException("'Host' must be a 'SignedHeader' in the AWS Authorization.")
     path, _, query = raw_path.partition("?")
     canonical = "\n".join(
         [
@@ -128,7 +145,7 @@ def verify(
     if not _HEX_SIGNATURE.match(given) or not hmac.compare_digest(
         expected.encode("ascii"), given.encode("ascii")
     ):
-        raise _bad_signature()
+        raise InvalidSignatureException()
 
 
 def _canonical_query(query: str) -> str:

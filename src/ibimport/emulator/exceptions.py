@@ -1,0 +1,144 @@
+"""The AWS errors the emulator answers with: one class per error code, as moto has them.
+
+A class's name is its code (``x-amzn-ErrorType``), its ``status`` the HTTP status, and
+its ``default_message`` the words AWS uses when the message never varies. Models, the
+signature check and the server raise them; ``responses.render_error`` alone turns one
+into an answer, so adding an error is adding a class here.
+
+    ServiceError
+    ├── InvalidParameterValueException      400  a request member broke the model
+    ├── SerializationException              400  the body is not a JSON object
+    ├── InvalidRequestException             400  e.g. an unsupported filter name
+    ├── InvalidPaginationTokenException     400
+    ├── IdempotentParameterMismatchException 400 a clientToken reused with other members
+    ├── MissingAuthenticationTokenException 403  no Authorization header
+    ├── IncompleteSignatureException        403  an Authorization header AWS cannot parse
+    ├── InvalidSignatureException           403  the signature does not match
+    ├── UnrecognizedClientException         403  unknown access key or session token
+    ├── ResourceNotFoundException           404
+    ├── UnknownOperationException           404  no operation at that route
+    ├── CallRateLimitExceededException      429  the per-operation quota
+    ├── ServiceException                    500  an injected fault
+    └── ServiceUnavailableException         503  an injected fault
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+#: What AWS answers to a signature that does not match.
+BAD_SIGNATURE = (
+    "The request signature we calculated does not match the signature you provided. "
+    "Check your AWS Secret Access Key and signing method. "
+    "Consult the service documentation for details."
+)
+#: What AWS answers to an access key or session token it does not know.
+UNKNOWN_KEY = "The security token included in the request is invalid."
+
+
+class ServiceError(Exception):
+    """An AWS error answer; subclasses name the code and the HTTP status."""
+
+    status: ClassVar[int] = 400
+    default_message: ClassVar[str | None] = None
+
+    def __init__(self, message: str | None = None) -> None:
+        text = message if message is not None else self.default_message
+        if text is None:
+            raise TypeError(f"{type(self).__name__} needs a message")
+        super().__init__(f"{self.code}: {text}")
+        self.message = text
+
+    @property
+    def code(self) -> str:
+        """The error code AWS puts in ``x-amzn-ErrorType``: the class's name."""
+        return type(self).__name__
+
+
+class InvalidParameterValueException(ServiceError):
+    """Image Builder's answer to a request that breaks the service model's constraints."""
+
+    @classmethod
+    def of(cls, violations: list[str]) -> InvalidParameterValueException:
+        """Phrase violations exactly as AWS's request validator does, all at once."""
+        count = len(violations)
+        noun = "error" if count == 1 else "errors"
+        return cls(f"{count} validation {noun} detected: {'; '.join(violations)}")
+
+
+class SerializationException(ServiceError):
+    """The body is not JSON, or not the structure the operation takes."""
+
+
+class InvalidRequestException(ServiceError):
+    """A well-formed request the service refuses (e.g. an unsupported filter name)."""
+
+
+class InvalidPaginationTokenException(ServiceError):
+    """A nextToken this emulator did not hand out."""
+
+    default_message = "The pagination token is invalid."
+
+
+class IdempotentParameterMismatchException(ServiceError):
+    """A clientToken seen before, with other request members."""
+
+
+class MissingAuthenticationTokenException(ServiceError):
+    """A request with no Authorization header at all."""
+
+    status = 403
+    default_message = "Missing Authentication Token"
+
+
+class IncompleteSignatureException(ServiceError):
+    """An Authorization header that lacks a part SigV4 needs."""
+
+    status = 403
+
+
+class InvalidSignatureException(ServiceError):
+    """A SigV4 signature that does not match the request (``--verify-signatures``)."""
+
+    status = 403
+    default_message = BAD_SIGNATURE
+
+
+class UnrecognizedClientException(ServiceError):
+    """An access key or session token the emulator does not know (``--verify-signatures``)."""
+
+    status = 403
+    default_message = UNKNOWN_KEY
+
+
+class ResourceNotFoundException(ServiceError):
+    """No image or image version at that ARN."""
+
+    status = 404
+
+
+class UnknownOperationException(ServiceError):
+    """No operation at that method and path."""
+
+    status = 404
+    default_message = "Unknown operation."
+
+
+class CallRateLimitExceededException(ServiceError):
+    """The operation's quota (``--rate``/``--burst``) is spent."""
+
+    status = 429
+
+
+class ServiceException(ServiceError):
+    """An injected internal error (``--fault-rate``)."""
+
+    status = 500
+    default_message = "An internal error occurred."
+
+
+class ServiceUnavailableException(ServiceError):
+    """An injected unavailability (``--fault-rate``)."""
+
+    status = 503
+    default_message = "The service is unavailable. Try again later."
