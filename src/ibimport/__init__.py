@@ -4,23 +4,47 @@ The public API is what this module exports; everything else is internal and may 
 """
 
 from ibimport._version import __version__
-from ibimport.batch import BatchConfig, BatchResult, LocalEmulator, execute, preflight
+from ibimport.batch import (
+    Batch,
+    BatchConfig,
+    BatchControl,
+    BatchResult,
+    BatchStatus,
+    RebuiltOutputs,
+    batch_status,
+    default_output_paths,
+    open_batch,
+    rebuild_outputs,
+    run_batch,
+    spooled_stdin,
+)
 from ibimport.client import ClientSettings, ImageBuilderClient, ImportResult, open_client
+from ibimport.emulator.config import EmulatorConfig
 from ibimport.errors import (
     ApiError,
+    BatchRefused,
     CallError,
     ConfigError,
     FatalBatchError,
     IbimportError,
+    InvalidManifest,
     JournalError,
+    ManifestChanged,
     ManifestError,
     TransportError,
 )
 from ibimport.events import BaseListener, CallEvent, CallOutcome, RunListener
 from ibimport.journal import Journal, NullJournal, SqliteJournal
 from ibimport.limiter import AdaptiveLimiter, FixedRateLimiter, build_limiter
-from ibimport.manifest import ImportTask, ManifestFormat, ManifestRow, read_manifest
-from ibimport.results import RowResult, RowStatus
+from ibimport.manifest import (
+    ImportTask,
+    ManifestFormat,
+    ManifestRow,
+    parse_tag_option,
+    read_manifest,
+)
+from ibimport.results import RowResult
+from ibimport.rowstate import RerunPlan, RowStatus
 from ibimport.runner import Runner, RunOutcome, RunSettings
 from ibimport.tokens import client_token
 
@@ -28,26 +52,34 @@ __all__ = [
     "AdaptiveLimiter",
     "ApiError",
     "BaseListener",
+    "Batch",
     "BatchConfig",
+    "BatchControl",
+    "BatchRefused",
     "BatchResult",
+    "BatchStatus",
     "CallError",
     "CallEvent",
     "CallOutcome",
     "ClientSettings",
     "ConfigError",
+    "EmulatorConfig",
     "FatalBatchError",
     "FixedRateLimiter",
     "IbimportError",
     "ImageBuilderClient",
     "ImportResult",
     "ImportTask",
+    "InvalidManifest",
     "Journal",
     "JournalError",
-    "LocalEmulator",
+    "ManifestChanged",
     "ManifestError",
     "ManifestFormat",
     "ManifestRow",
     "NullJournal",
+    "RebuiltOutputs",
+    "RerunPlan",
     "RowResult",
     "RowStatus",
     "RunListener",
@@ -57,10 +89,15 @@ __all__ = [
     "SqliteJournal",
     "TransportError",
     "__version__",
+    "batch_status",
     "build_limiter",
     "client_token",
-    "execute",
+    "default_output_paths",
+    "open_batch",
     "open_client",
-    "preflight",
+    "parse_tag_option",
     "read_manifest",
+    "rebuild_outputs",
+    "run_batch",
+    "spooled_stdin",
 ]

@@ -1,25 +1,31 @@
-"""One batch end to end: preflight the manifest, open the journal, run, write the outputs.
+"""One batch's whole lifecycle: open the journal, preflight, refuse or run, write the outputs.
 
-This is the library entry point the CLI calls (and benchmarks and tests can call it
-too). It wires the parts together; the decisions live in the parts: rules in
-``manifest``, tokens in ``tokens``, pacing in ``limiter``, resume in ``journal``,
-orchestration in ``runner``, figures in ``report``.
+This is the library entry point the CLI calls (benchmarks and tests call it too), so a
+library caller gets the same refusals as a person: ``open_batch`` raises
+``InvalidManifest`` or ``ManifestChanged`` before anything is sent, and ``Batch.run`` is
+the only way to send. ``rebuild_outputs`` and ``batch_status`` read a journal alone. It
+wires the parts together; the decisions live in the parts: rules in ``manifest``, tokens
+in ``tokens``, pacing in ``limiter``, states and resume in ``rowstate``, orchestration in
+``runner``, figures in ``report``.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
 import sys
 import tempfile
-from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager, contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from datetime import datetime
 from pathlib import Path
+from typing import Self
 
 from ibimport.client import ClientSettings, ImageBuilderClient, open_client
+from ibimport.emulator.config import EmulatorConfig
+from ibimport.errors import ConfigError, IbimportError, InvalidManifest, ManifestChanged
 from ibimport.events import RunListener
 from ibimport.journal import Journal, ManifestDiff, NullJournal, SqliteJournal
 from ibimport.limiter import Clock, MonotonicClock, build_limiter
@@ -32,23 +38,12 @@ from ibimport.manifest import (
 )
 from ibimport.report import ResultsWriter, RunStats, write_report
 from ibimport.results import RowResult, RowStatus
+from ibimport.rowstate import RerunPlan
 from ibimport.runner import Runner, RunOutcome, RunSettings
 from ibimport.tokens import client_token
 
 #: How many invalid rows preflight keeps to show; the count is always exact.
 MAX_SHOWN_INVALID = 1000
-
-
-@dataclass(frozen=True, kw_only=True)
-class LocalEmulator:
-    """``--local``: an in-process emulator with throwaway credentials."""
-
-    latency_ms: float = 0.0
-    jitter_ms: float = 0.0
-    rate: float | None = None
-    burst: int | None = None
-    fault_rate: float = 0.0
-    seed: int | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -61,7 +56,8 @@ class BatchConfig:
     run: RunSettings = field(default_factory=RunSettings)
     rate: float | None = None
     client: ClientSettings = field(default_factory=ClientSettings)
-    local: LocalEmulator | None = None
+    #: ``--local``: an in-process emulator (its region defaults to the client's).
+    local: EmulatorConfig | None = None
     journal_path: Path | None = None
     report_path: Path | None = None
     results_path: Path | None = None
@@ -89,6 +85,13 @@ class BatchResult:
     results_path: Path
     journal_path: Path | None
 
+    @property
+    def all_done(self) -> bool:
+        """Every row imported or already there, and the batch not stopped."""
+        if self.outcome.interrupted or self.outcome.fatal is not None:
+            return False
+        return all(status.is_done for status, n in self.stats.totals.items() if n)
+
 
 def default_output_paths(manifest: Path) -> tuple[Path, Path, Path]:
     """Journal, report and results beside the manifest, named after it."""
@@ -115,7 +118,7 @@ def _rows(config: BatchConfig) -> Iterator[ManifestRow]:
     return read_manifest(config.manifest, fmt=config.fmt, extra_tags=config.extra_tags)
 
 
-def preflight(config: BatchConfig, *, journal: SqliteJournal | None) -> Preflight:
+def _preflight(config: BatchConfig, *, journal: SqliteJournal | None) -> Preflight:
     """Validate every row, and compare with the journal, before a single call is sent."""
     found = Preflight()
     salt = config.run.token_salt
@@ -174,21 +177,38 @@ def batch_fingerprint(config: BatchConfig) -> str:
     return hashlib.sha256(decided_by.encode()).hexdigest()
 
 
-def open_journal(config: BatchConfig, journal_path: Path | None) -> SqliteJournal | None:
+def _open_journal(
+    config: BatchConfig, *, fault_hook: Callable[[int], None] | None
+) -> SqliteJournal | None:
     """Open (or create) the journal named for this manifest and these settings."""
-    if journal_path is None:
+    if config.journal_path is None:
         return None
     return SqliteJournal.open(
-        journal_path,
+        config.journal_path,
         manifest_path=str(config.manifest.resolve()),  # `ibimport report` may run elsewhere
         manifest_fingerprint=batch_fingerprint(config),
-        settings=journal_settings(config),
+        settings=_journal_settings(config),
+        fault_hook=fault_hook,
     )
 
 
-def journal_settings(config: BatchConfig) -> dict[str, str]:
-    """The settings a journal's header keeps: the ones that decide tokens."""
-    return {"token_salt": config.run.token_salt}
+def _journal_settings(config: BatchConfig) -> dict[str, str]:
+    """What a journal's header keeps of its run: the salt, and where the outputs went.
+
+    ``rebuild_outputs`` writes a journal's report and results where its run wrote them,
+    not beside the manifest, where another run's outputs may be.
+    """
+    report, results = _output_paths(config)
+    return {
+        "token_salt": config.run.token_salt,
+        "report": str(report.resolve()),
+        "results": str(results.resolve()),
+    }
+
+
+def _output_paths(config: BatchConfig) -> tuple[Path, Path]:
+    _, default_report, default_results = default_output_paths(config.manifest)
+    return config.report_path or default_report, config.results_path or default_results
 
 
 class BatchControl:
@@ -218,35 +238,24 @@ async def _client_for(config: BatchConfig) -> AsyncIterator[ImageBuilderClient]:
     async with AsyncExitStack() as stack:
         settings = config.client
         if config.local is not None:
-            from ibimport.emulator import EmulatorConfig, EmulatorServer
-            from ibimport.emulator.defaults import LOCAL_ACCESS_KEY_ID, LOCAL_SECRET_ACCESS_KEY
+            from ibimport.emulator import EmulatorServer
 
-            local = config.local
-            server = EmulatorServer(
-                EmulatorConfig(
-                    latency_ms=local.latency_ms,
-                    jitter_ms=local.jitter_ms,
-                    rate=local.rate,
-                    burst=local.burst,
-                    fault_rate=local.fault_rate,
-                    seed=local.seed,
-                    region=settings.region or "us-east-1",
-                )
-            )
+            local = replace(config.local, region=settings.region or config.local.region)
+            server = EmulatorServer(local)
             stack.enter_context(server)
             settings = ClientSettings(
-                region=settings.region or "us-east-1",
+                region=local.region,
                 endpoint_url=server.url,
                 max_pool_connections=settings.max_pool_connections,
                 connect_timeout_s=settings.connect_timeout_s,
                 read_timeout_s=settings.read_timeout_s,
-                access_key_id=LOCAL_ACCESS_KEY_ID,
-                secret_access_key=LOCAL_SECRET_ACCESS_KEY,
+                access_key_id=local.access_key_id,
+                secret_access_key=local.secret_access_key,
             )
         yield await stack.enter_async_context(open_client(settings))
 
 
-async def execute(
+async def _execute(
     config: BatchConfig,
     *,
     journal: SqliteJournal | None,
@@ -256,9 +265,7 @@ async def execute(
     clock: Clock | None = None,
 ) -> BatchResult:
     """Run the batch and write the report and results, even when interrupted."""
-    _, default_report, default_results = default_output_paths(config.manifest)
-    report_path = config.report_path or default_report
-    results_path = config.results_path or default_results
+    report_path, results_path = _output_paths(config)
     clock = clock or MonotonicClock()
     stats = RunStats()
     store: Journal = journal if journal is not None else NullJournal()
@@ -319,15 +326,188 @@ async def _journal_every_row(journal: Journal, config: BatchConfig) -> None:
     await journal.flush()
 
 
-def exit_code(result: BatchResult) -> int:
-    """0 all rows imported or already there, 1 some not, 130 interrupted."""
-    if result.outcome.interrupted:
-        return 130
-    totals = result.stats.totals
-    unfinished = sum(count for status, count in totals.items() if not status.is_done)
-    return 1 if unfinished or result.outcome.fatal is not None else 0
+class Batch:
+    """A batch that passed preflight: its journal open, ready to be run once.
+
+    ``changes`` explains how the manifest differs from the journal's when ``--force``
+    let the batch go on anyway (empty otherwise), so a caller can show it before running.
+    """
+
+    def __init__(
+        self, config: BatchConfig, *, journal: SqliteJournal | None, found: Preflight
+    ) -> None:
+        self.config = config
+        self.total_rows = found.total_rows
+        self.invalid_rows = found.invalid_count
+        self.changes: tuple[str, ...] = tuple(found.diff.describe()) if found.diff else ()
+        self._journal = journal
+        self._ran = False
+
+    @property
+    def journal(self) -> SqliteJournal | None:
+        """The batch's journal (None with ``journal_path=None``), already holding every row."""
+        return self._journal
+
+    async def run(
+        self,
+        *,
+        listeners: Sequence[RunListener] = (),
+        control: BatchControl | None = None,
+        clock: Clock | None = None,
+    ) -> BatchResult:
+        """Send every row that needs it; write the report and results, even when stopped."""
+        if self._ran:
+            raise ConfigError("a batch runs once; open it again to resume")
+        self._ran = True
+        return await _execute(
+            self.config,
+            journal=self._journal,
+            total_rows=self.total_rows,
+            listeners=listeners,
+            control=control,
+            clock=clock,
+        )
+
+    def close(self) -> None:
+        """Release the journal of a batch that will not be run."""
+        if self._journal is not None and not self._ran:
+            self._journal.close()
+            self._ran = True
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
 
 
-def secure_umask() -> None:
-    """Files we create (journal and its WAL too) are private: they name accounts and images."""
-    os.umask(0o077)
+def open_batch(config: BatchConfig, *, fault_hook: Callable[[int], None] | None = None) -> Batch:
+    """Open the journal and read the whole manifest once; refuse before any call is sent.
+
+    Raises ``InvalidManifest`` (some rows broke a rule and ``skip_invalid`` is off) or
+    ``ManifestChanged`` (the journal was written for other rows and ``force`` is off). A
+    journal this call created is discarded when the batch is refused; an existing one is
+    left as it was. With ``force``, the journal adopts the new manifest from now on.
+    ``fault_hook`` reaches the journal's commits, for crash tests (``exit_after_commits``).
+    """
+    try:
+        for path in (config.journal_path, config.report_path, config.results_path):
+            if path is not None:
+                path.parent.mkdir(parents=True, exist_ok=True)
+        journal = _open_journal(config, fault_hook=fault_hook)
+    except OSError as error:
+        raise ConfigError(f"cannot create {error.filename}: {error.strerror}") from None
+    try:
+        found = _preflight(config, journal=journal)
+    except IbimportError:
+        if journal is not None:
+            journal.discard()
+        raise
+    if found.invalid_count and not config.skip_invalid:
+        if journal is not None:
+            journal.discard()
+        raise InvalidManifest(
+            lines=tuple(line for row in found.invalid_rows for line in row.describe()),
+            shown_rows=len(found.invalid_rows),
+            invalid_rows=found.invalid_count,
+            total_rows=found.total_rows,
+        )
+    if found.diff is not None and not found.diff.is_empty:
+        assert journal is not None  # a diff is only ever made against a journal
+        if not config.force:
+            journal.close()
+            raise ManifestChanged(
+                journal=str(config.journal_path), lines=tuple(found.diff.describe())
+            )
+        journal.update_header(
+            manifest_fingerprint=batch_fingerprint(config), settings=_journal_settings(config)
+        )
+    else:
+        found.diff = None
+    return Batch(config, journal=journal, found=found)
+
+
+async def run_batch(
+    config: BatchConfig,
+    *,
+    listeners: Sequence[RunListener] = (),
+    control: BatchControl | None = None,
+    clock: Clock | None = None,
+) -> BatchResult:
+    """``open_batch`` then ``Batch.run``: the whole batch in one call."""
+    with open_batch(config) as batch:
+        return await batch.run(listeners=listeners, control=control, clock=clock)
+
+
+@dataclass(frozen=True, slots=True)
+class RebuiltOutputs:
+    """The report and results ``rebuild_outputs`` wrote, and the figures in them."""
+
+    stats: RunStats
+    report_path: Path
+    results_path: Path
+
+
+def rebuild_outputs(
+    journal_path: Path, *, report_path: Path | None = None, results_path: Path | None = None
+) -> RebuiltOutputs:
+    """Write a journal's report and results from the journal alone.
+
+    By default where that journal's run wrote them (its header records them); for a
+    journal written before the paths were recorded, beside its manifest, or beside the
+    journal when the manifest's folder is gone (stdin was a temporary file).
+    """
+    store = SqliteJournal.open_readonly(journal_path)
+    try:
+        recorded = store.header.settings
+        manifest = Path(store.header.manifest_path)
+        beside = manifest if manifest.is_absolute() and manifest.parent.is_dir() else journal_path
+        _, default_report, default_results = default_output_paths(beside)
+        report_path = report_path or _recorded_path(recorded, "report") or default_report
+        results_path = results_path or _recorded_path(recorded, "results") or default_results
+        stats = RunStats()
+        try:
+            with ResultsWriter(results_path) as writer:
+                for entry in store.entries():
+                    result = entry.to_result()
+                    stats.on_row_done(result)
+                    writer.write(result)
+            write_report(report_path, stats.to_report())
+        except OSError as error:
+            raise ConfigError(f"cannot write {error.filename}: {error.strerror}") from None
+    finally:
+        store.close()
+    return RebuiltOutputs(stats=stats, report_path=report_path, results_path=results_path)
+
+
+def _recorded_path(settings: Mapping[str, object], key: str) -> Path | None:
+    value = settings.get(key)
+    return Path(value) if isinstance(value, str) and value else None
+
+
+@dataclass(frozen=True, slots=True)
+class BatchStatus:
+    """Where a batch stands, from its journal alone (``ibimport status``)."""
+
+    manifest_path: str
+    updated_at: datetime | None
+    counts: Mapping[RowStatus, int]
+    errors_by_code: Mapping[str, int]
+    rerun: RerunPlan
+
+
+def batch_status(journal_path: Path) -> BatchStatus:
+    """Counts per state, failures by code, and what a re-run would do."""
+    store = SqliteJournal.open_readonly(journal_path)
+    try:
+        counts = store.counts()
+        last = store.last_update()
+        return BatchStatus(
+            manifest_path=store.header.manifest_path,
+            updated_at=datetime.fromtimestamp(last) if last is not None else None,
+            counts=counts,
+            errors_by_code=store.errors_by_code(),
+            rerun=RerunPlan.from_counts(counts),
+        )
+    finally:
+        store.close()

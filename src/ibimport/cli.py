@@ -8,7 +8,6 @@ import signal
 import sys
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
-from datetime import datetime
 from pathlib import Path
 from typing import Annotated
 
@@ -17,35 +16,29 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from ibimport._version import __version__
-from ibimport.batch import (
+from ibimport import (
     BatchConfig,
     BatchControl,
-    LocalEmulator,
-    batch_fingerprint,
-    default_output_paths,
-    execute,
-    exit_code,
-    journal_settings,
-    open_journal,
-    preflight,
-    secure_umask,
-    spooled_stdin,
-)
-from ibimport.client import ClientSettings
-from ibimport.emulator.cli import emulator_command
-from ibimport.errors import IbimportError
-from ibimport.journal import SqliteJournal
-from ibimport.manifest import (
+    BatchRefused,
+    ClientSettings,
+    EmulatorConfig,
+    IbimportError,
+    InvalidManifest,
     ManifestFormat,
-    ManifestRow,
+    RowStatus,
+    RunSettings,
+    __version__,
+    batch_status,
+    default_output_paths,
+    open_batch,
     parse_tag_option,
     read_manifest,
+    rebuild_outputs,
+    spooled_stdin,
 )
+from ibimport.emulator.cli import emulator_command, local_emulator_options
 from ibimport.progress import ProgressListener
-from ibimport.report import ResultsWriter, RunStats, summary_table, write_report
-from ibimport.results import RowStatus
-from ibimport.runner import RunSettings
+from ibimport.rendering import summary_table
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 _GC_THRESHOLD = 20_000  # allocations between young collections (Python's default: 700)
@@ -102,13 +95,13 @@ def _tags(values: list[str] | None) -> dict[str, str]:
     return tags
 
 
-def _print_invalid(rows: list[ManifestRow], count: int, total: int) -> None:
-    for manifest_row in rows:
-        for line in manifest_row.describe():
-            err.print(line, highlight=False, markup=False)
-    if count > len(rows):
-        err.print(f"... and {count - len(rows)} more invalid rows", highlight=False)
-    err.print(f"{count} of {total} rows invalid", highlight=False)
+def _print_invalid(refusal: InvalidManifest) -> None:
+    for line in refusal.lines:
+        err.print(line, highlight=False, markup=False)
+    hidden = refusal.invalid_rows - refusal.shown_rows
+    if hidden:
+        err.print(f"... and {hidden} more invalid rows", highlight=False)
+    err.print(str(refusal), highlight=False, markup=False)
 
 
 ManifestArg = Annotated[
@@ -150,6 +143,7 @@ def validate(manifest: ManifestArg, fmt: FormatOpt = None, tag: TagOpt = None) -
 
 
 @app.command()
+@local_emulator_options
 def run(
     manifest: ManifestArg,
     fmt: FormatOpt = None,
@@ -194,19 +188,14 @@ def run(
     local: Annotated[
         bool, typer.Option(help="Run against an in-process emulator with throwaway credentials.")
     ] = False,
-    emulator_latency_ms: Annotated[float, typer.Option(help="--local: answer latency.")] = 0.0,
-    emulator_rate: Annotated[
-        float | None, typer.Option(help="--local: service quota, calls/s.")
-    ] = None,
-    emulator_burst: Annotated[int | None, typer.Option(help="--local: service burst.")] = None,
-    emulator_fault_rate: Annotated[float, typer.Option(help="--local: share of 5xx faults.")] = 0.0,
+    emulator: EmulatorConfig | None = None,  # --emulator-* (local_emulator_options)
     progress: Annotated[
         str, typer.Option(help="auto (bar on a TTY, lines otherwise), plain, or off.")
     ] = "auto",
     no_progress: Annotated[bool, typer.Option(help="Same as --progress off.")] = False,
 ) -> None:
     """Import every row of MANIFEST, concurrently and exactly once, then report."""
-    secure_umask()
+    _secure_umask()
     extra_tags = _tags(tag)
     mode = "off" if no_progress else progress
     if mode not in ("auto", "plain", "off"):
@@ -241,14 +230,7 @@ def run(
                 max_pool_connections=concurrency,
                 read_timeout_s=read_timeout,
             ),
-            local=LocalEmulator(
-                latency_ms=emulator_latency_ms,
-                rate=emulator_rate,
-                burst=emulator_burst,
-                fault_rate=emulator_fault_rate,
-            )
-            if local
-            else None,
+            local=emulator,
             journal_path=None if no_journal else (journal or default_journal),
             report_path=report or default_report,
             results_path=results or default_results,
@@ -266,38 +248,23 @@ def _run_batch(config: BatchConfig, *, progress_mode: str = "auto") -> int:
 
 def _preflight_and_run(config: BatchConfig, *, progress_mode: str) -> int:
     try:
-        for path in (config.journal_path, config.report_path, config.results_path):
-            if path is not None:
-                path.parent.mkdir(parents=True, exist_ok=True)
-        journal = open_journal(config, config.journal_path)
-    except IbimportError as error:
-        raise _fail(str(error)) from None
-    except OSError as error:
-        raise _fail(f"cannot create {error.filename}: {error.strerror}") from None
-    try:
-        found = preflight(config, journal=journal)
-    except IbimportError as error:
-        if journal is not None:
-            journal.discard()
-        raise _fail(str(error)) from None
-    if found.invalid_count and not config.skip_invalid:
-        if journal is not None:
-            journal.discard()
-        _print_invalid(found.invalid_rows, found.invalid_count, found.total_rows)
+        batch = open_batch(config)
+    except InvalidManifest as refusal:
+        _print_invalid(refusal)
         err.print("nothing was sent; fix the rows or pass --skip-invalid", highlight=False)
         return EXIT_USAGE
-    if found.diff is not None and not found.diff.is_empty:
-        err.print(f"the manifest changed since the journal {config.journal_path} was written:")
-        for line in found.diff.describe():
+    except BatchRefused as refusal:  # the manifest changed since the journal
+        err.print(f"{refusal}:", highlight=False, markup=False)
+        for line in refusal.lines:
             err.print("  " + line, highlight=False, markup=False)
-        if not config.force:
-            err.print("nothing was sent; pass --force to proceed, or use another --journal")
-            return EXIT_USAGE
-        assert journal is not None
-        journal.update_header(
-            manifest_fingerprint=batch_fingerprint(config),
-            settings=journal_settings(config),
-        )
+        err.print("nothing was sent; pass --force to proceed, or use another --journal")
+        return EXIT_USAGE
+    except IbimportError as error:
+        raise _fail(str(error)) from None
+    if batch.changes:
+        err.print(f"the manifest changed since the journal {config.journal_path} was written:")
+        for line in batch.changes:
+            err.print("  " + line, highlight=False, markup=False)
     progress = ProgressListener(err, mode=progress_mode)
     control = BatchControl()
 
@@ -306,13 +273,7 @@ def _preflight_and_run(config: BatchConfig, *, progress_mode: str) -> int:
             tg.start_soon(_watch_signals, control)
             tg.start_soon(_tick, progress)
             with progress:
-                result = await execute(
-                    config,
-                    journal=journal,
-                    total_rows=found.total_rows,
-                    listeners=[progress],
-                    control=control,
-                )
+                result = await batch.run(listeners=[progress], control=control)
             tg.cancel_scope.cancel()
         out.print(
             summary_table(
@@ -321,7 +282,9 @@ def _preflight_and_run(config: BatchConfig, *, progress_mode: str) -> int:
         )
         if result.outcome.fatal is not None:
             err.print(f"[red]stopped:[/red] {escape(str(result.outcome.fatal))}", highlight=False)
-        return exit_code(result)
+        if result.outcome.interrupted:
+            return EXIT_INTERRUPTED
+        return EXIT_OK if result.all_done else EXIT_FAILED
 
     try:
         return anyio.run(_main)
@@ -397,33 +360,26 @@ def status(
 ) -> None:
     """Counts per state, failures by code, last update, and what a re-run would do."""
     try:
-        store = SqliteJournal.open_readonly(journal)
+        found = batch_status(journal)
     except IbimportError as error:
         raise _fail(str(error)) from None
-    counts = store.counts()
-    header = store.header
     out.print(f"journal   {journal}", highlight=False)
-    out.print(f"manifest  {header.manifest_path}", highlight=False)
-    last = store.last_update()
-    if last is not None:
-        out.print(f"updated   {datetime.fromtimestamp(last).isoformat(timespec='seconds')}")
+    out.print(f"manifest  {found.manifest_path}", highlight=False)
+    if found.updated_at is not None:
+        out.print(f"updated   {found.updated_at.isoformat(timespec='seconds')}")
     for state in RowStatus:
-        if counts.get(state):
-            out.print(f"{state.value:<10}{counts[state]:>8}", highlight=False)
-    errors = store.errors_by_code()
-    if errors:
+        if found.counts.get(state):
+            out.print(f"{state.value:<10}{found.counts[state]:>8}", highlight=False)
+    if found.errors_by_code:
         out.print("failures by error code:")
-        for code, n in sorted(errors.items(), key=lambda kv: -kv[1]):
+        for code, n in sorted(found.errors_by_code.items(), key=lambda kv: -kv[1]):
             out.print(f"  {code:<40}{n:>8}", highlight=False)
-    done = counts.get(RowStatus.SUCCEEDED, 0) + counts.get(RowStatus.EXISTS, 0)
-    resend = counts.get(RowStatus.IN_FLIGHT, 0) + counts.get(RowStatus.PENDING, 0)
-    retry = counts.get(RowStatus.FAILED, 0)
+    plan = found.rerun
     out.print(
-        f"a re-run would skip {done} done rows, re-send {resend} unfinished rows "
-        f"with their recorded tokens, and retry {retry} failed rows (unless --no-retry-failed)",
+        f"a re-run would skip {plan.skip} done rows, re-send {plan.resend} unfinished rows with "
+        f"their recorded tokens, and retry {plan.retry} failed rows (unless --no-retry-failed)",
         highlight=False,
     )
-    store.close()
 
 
 @app.command("report")
@@ -433,32 +389,21 @@ def report_command(
     results: Annotated[Path | None, typer.Option(help="Per-row results CSV path.")] = None,
 ) -> None:
     """Rewrite the report and results files from the journal alone."""
-    secure_umask()
+    _secure_umask()
     try:
-        store = SqliteJournal.open_readonly(journal)
+        rebuilt = rebuild_outputs(journal, report_path=report, results_path=results)
     except IbimportError as error:
         raise _fail(str(error)) from None
-    manifest = Path(store.header.manifest_path)
-    # Beside the manifest, as the run wrote them; beside the journal when the manifest's
-    # folder is gone (a manifest read from stdin was a temporary file).
-    beside = manifest if manifest.is_absolute() and manifest.parent.is_dir() else journal
-    _, default_report, default_results = default_output_paths(beside)
-    report_path, results_path = report or default_report, results or default_results
-    stats = RunStats()
-    try:
-        with ResultsWriter(results_path) as writer:
-            for entry in store.entries():
-                result = entry.to_result()
-                stats.on_row_done(result)
-                writer.write(result)
-        write_report(report_path, stats.to_report())
-    except OSError as error:
-        raise _fail(f"cannot write {error.filename}: {error.strerror}") from None
-    except IbimportError as error:
-        raise _fail(str(error)) from None
-    finally:
-        store.close()
-    out.print(summary_table(stats, report_path=report_path, results_path=results_path))
+    out.print(
+        summary_table(
+            rebuilt.stats, report_path=rebuilt.report_path, results_path=rebuilt.results_path
+        )
+    )
+
+
+def _secure_umask() -> None:
+    """Files this process creates (the journal's WAL too) are private: they name accounts."""
+    os.umask(0o077)
 
 
 app.command("emulator")(emulator_command)

@@ -4,6 +4,9 @@
     ├── ManifestError        the manifest as a whole cannot be read (encoding, syntax, size)
     ├── JournalError         the journal is corrupt, foreign, newer, or unwritable
     ├── ConfigError          a setting the user gave is unusable
+    ├── BatchRefused         the batch will not start, and nothing was sent:
+    │   ├── InvalidManifest  rows broke the service's rules (and --skip-invalid is off)
+    │   └── ManifestChanged  the manifest differs from the journal's (and --force is off)
     └── CallError            one Image Builder call failed (raised by ibimport.client only)
         ├── ApiError         the service answered with an error code (4xx/5xx)
         └── TransportError   no usable answer: connection refused or reset, timeout, truncation
@@ -30,6 +33,36 @@ class JournalError(IbimportError):
 
 class ConfigError(IbimportError):
     """A command-line or library setting is unusable."""
+
+
+class BatchRefused(IbimportError):
+    """The batch was refused before its first call; ``lines`` are what a person reads."""
+
+    def __init__(self, message: str, *, lines: tuple[str, ...] = ()) -> None:
+        super().__init__(message)
+        self.lines = lines
+
+
+class InvalidManifest(BatchRefused):
+    """Some rows are invalid: ``lines`` name each (row, field, rule) of the first ``shown_rows``."""
+
+    def __init__(
+        self, *, lines: tuple[str, ...], shown_rows: int, invalid_rows: int, total_rows: int
+    ) -> None:
+        super().__init__(f"{invalid_rows} of {total_rows} rows invalid", lines=lines)
+        self.shown_rows = shown_rows
+        self.invalid_rows = invalid_rows
+        self.total_rows = total_rows
+
+
+class ManifestChanged(BatchRefused):
+    """The manifest is not the one the journal was written for: ``lines`` say how."""
+
+    def __init__(self, *, journal: str, lines: tuple[str, ...]) -> None:
+        super().__init__(
+            f"the manifest changed since the journal {journal} was written", lines=lines
+        )
+        self.journal = journal
 
 
 class CallError(IbimportError):

@@ -1,4 +1,4 @@
-"""What a run did: statistics from runner events, the JSON report, the results CSV, the summary.
+"""What a run did: statistics from runner events, the JSON report, the results CSV.
 
 ``RunStats`` listens to the runner and keeps only counters and a fixed-size latency
 histogram, so its memory does not grow with the manifest. ``ResultsWriter`` streams rows
@@ -21,12 +21,10 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO, Any, Final, Self
 
-from rich.table import Table
-from rich.text import Text
-
 from ibimport._files import atomic_private_file
 from ibimport.events import BaseListener, CallEvent, CallOutcome
 from ibimport.results import RowResult, RowStatus
+from ibimport.rowstate import reported_as
 
 __all__ = [
     "RESULTS_COLUMNS",
@@ -34,7 +32,6 @@ __all__ = [
     "ResultsWriter",
     "RunStats",
     "neutralise_cell",
-    "summary_table",
     "write_report",
 ]
 
@@ -77,13 +74,6 @@ def neutralise_cell(value: str) -> str:
     if value.startswith(_FORMULA_TRIGGERS):
         return "'" + value
     return value
-
-
-def _final_status(status: RowStatus) -> RowStatus:
-    """A row reported while still pending or in flight was not finished this run: skipped."""
-    if status in (RowStatus.PENDING, RowStatus.IN_FLIGHT):
-        return RowStatus.SKIPPED
-    return status
 
 
 class LatencyHistogram:
@@ -180,7 +170,7 @@ class RunStats(BaseListener):
 
     def on_row_done(self, result: RowResult) -> None:
         self._open_rows.discard(result.row)
-        status = _final_status(result.status)
+        status = reported_as(result.status)
         self.totals[status] += 1
         if result.resumed:
             self.resumed += 1
@@ -241,7 +231,7 @@ def _cells(result: RowResult) -> list[str]:
         str(result.row),
         neutralise_cell(result.name),
         neutralise_cell(result.semantic_version),
-        _final_status(result.status).value,
+        reported_as(result.status).value,
         neutralise_cell(result.image_arn),
         neutralise_cell(result.client_token),
         str(result.attempts),
@@ -364,50 +354,3 @@ class ResultsWriter(BaseListener):
     ) -> None:
         # Close (and sort) even on error: the rows of a crashed run are still worth having.
         self.close()
-
-
-def _duration(seconds: float) -> str:
-    whole = int(seconds)
-    return f"{whole // 3600}:{whole // 60 % 60:02d}:{whole % 60:02d}"
-
-
-def summary_table(stats: RunStats, *, report_path: Path | None, results_path: Path | None) -> Table:
-    """The end-of-run summary for the terminal: outcomes, calls, speed, errors, where files went."""
-    title = "ibimport run: interrupted" if stats.interrupted else "ibimport run"
-    table = Table(title=title, show_header=False, title_justify="left", box=None, pad_edge=False)
-    table.add_column(style="bold")
-    table.add_column(justify="right")
-    table.add_column()
-
-    styles = {RowStatus.SUCCEEDED: "green", RowStatus.EXISTS: "green", RowStatus.FAILED: "red"}
-    table.add_row("rows", str(stats.rows), "")
-    for status in FINAL_STATUSES:
-        count = stats.totals[status]
-        style = styles.get(status, "yellow") if count else "dim"
-        table.add_row(f"  {status.value}", Text(str(count), style=style), "")
-    if stats.resumed:
-        table.add_row("  resumed", str(stats.resumed), "done by an earlier run, not sent")
-    table.add_row(
-        "calls", str(stats.calls), f"{stats.retries} retries, {stats.throttled} throttled"
-    )
-    table.add_row(
-        "elapsed",
-        _duration(stats.elapsed_s),
-        f"{stats.throughput_per_s:.1f} rows/s imported this run",
-    )
-    pct = stats.latency_percentiles()
-    table.add_row(
-        "latency",
-        f"{pct['p50']:.0f} ms",
-        f"p50; p95 {pct['p95']:.0f} ms, p99 {pct['p99']:.0f} ms, max {pct['max']:.0f} ms",
-    )
-    shown = 5
-    for i, (code, count) in enumerate(stats.errors_by_code.most_common(shown)):
-        table.add_row("failed calls" if i == 0 else "", str(count), Text(code))
-    if len(stats.errors_by_code) > shown:
-        table.add_row("", "", f"... and {len(stats.errors_by_code) - shown} other codes")
-    if report_path is not None:
-        table.add_row("report", "", Text(str(report_path)))
-    if results_path is not None:
-        table.add_row("results", "", Text(str(results_path)))
-    return table

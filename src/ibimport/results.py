@@ -1,30 +1,15 @@
-"""Row states and per-row outcomes: the vocabulary shared by runner, journal and report."""
+"""Per-row outcomes: what the runner reports, the journal keeps and the results CSV shows.
+
+``RowStatus`` and its rules live in ``ibimport.rowstate``; it is re-exported here.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from enum import StrEnum
 
+from ibimport.rowstate import RowStatus
 
-class RowStatus(StrEnum):
-    """Where one manifest row stands.
-
-    pending -> in_flight -> succeeded | exists | failed; invalid rows never leave the
-    manifest; skipped rows were done by an earlier run (resume) or not reached.
-    """
-
-    PENDING = "pending"
-    IN_FLIGHT = "in_flight"
-    SUCCEEDED = "succeeded"
-    EXISTS = "exists"
-    FAILED = "failed"
-    INVALID = "invalid"
-    SKIPPED = "skipped"
-
-    @property
-    def is_done(self) -> bool:
-        """A done row is never sent again on resume."""
-        return self in (RowStatus.SUCCEEDED, RowStatus.EXISTS)
+__all__ = ["RowResult", "RowStatus"]
 
 
 @dataclass(slots=True)

@@ -16,6 +16,7 @@ from ibimport.errors import CallError, TransportError
 
 __all__ = [
     "FATAL_CODES",
+    "REFUSED_CREDENTIAL_CODES",
     "RETRYABLE_CODES",
     "RETRYABLE_STATUSES",
     "THROTTLING_CODES",
@@ -24,6 +25,7 @@ __all__ = [
     "Disposition",
     "FatalDetector",
     "classify",
+    "fatal_message",
 ]
 
 
@@ -74,9 +76,9 @@ RETRYABLE_CODES: frozenset[str] = frozenset(
 )
 RETRYABLE_STATUSES: frozenset[int] = frozenset({500, 502, 503, 504})
 
-# Credential, signature and permission faults: they fail every call, so retrying a
-# thousand rows only produces a thousand identical failures.
-FATAL_CODES: frozenset[str] = frozenset(
+# The service refuses the caller's credentials themselves (not a permission): the fix is
+# another key, secret, session token or system clock.
+REFUSED_CREDENTIAL_CODES: frozenset[str] = frozenset(
     {
         "UnrecognizedClientException",
         "InvalidClientTokenId",
@@ -84,20 +86,27 @@ FATAL_CODES: frozenset[str] = frozenset(
         "SignatureDoesNotMatch",
         "InvalidSignatureException",
         "IncompleteSignature",
+        "IncompleteSignatureException",
+        "ExpiredTokenException",
+        "ExpiredToken",
+        "RequestExpired",
+        "AuthFailure",
+    }
+)
+
+# Credential, signature and permission faults: they fail every call, so retrying a
+# thousand rows only produces a thousand identical failures.
+FATAL_CODES: frozenset[str] = REFUSED_CREDENTIAL_CODES | frozenset(
+    {
         "AccessDeniedException",
         "AccessDenied",
         "ForbiddenException",
         "UnauthorizedOperation",
-        "AuthFailure",
         "OptInRequired",
-        "ExpiredTokenException",
-        "ExpiredToken",
-        "RequestExpired",
         "MissingAuthenticationTokenException",
         "MissingAuthenticationToken",
         # TransportError codes from ibimport.client: no usable credentials at all.
         "NoCredentials",
-        "PartialCredentials",
         "CredentialRetrievalError",
     }
 )
@@ -127,6 +136,22 @@ def classify(error: CallError) -> Disposition:
     if status == 403:
         return Disposition.FATAL
     return Disposition.PERMANENT
+
+
+def fatal_message(error: CallError) -> str:
+    """The one line a batch stopped by ``error`` (classified FATAL) tells a person."""
+    if error.code == "NoCredentials":
+        return "no usable AWS credentials: " + error.message
+    if error.code in REFUSED_CREDENTIAL_CODES:
+        return (
+            f"the AWS credentials were refused: {error.code}: {error.message} "
+            "(check the access key, secret key and session token in use, whether they "
+            "expired, the profile, and the system clock)"
+        )
+    return (
+        f"every call would fail: {error.code}: {error.message} "
+        "(check the credentials, the region and the IAM policy in the README)"
+    )
 
 
 @dataclass(frozen=True, slots=True)

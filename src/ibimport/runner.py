@@ -18,6 +18,7 @@ from typing import Any
 
 import anyio
 
+from ibimport import rowstate
 from ibimport.client import ImageBuilderClient
 from ibimport.clock import Clock
 from ibimport.errors import CallError, FatalBatchError
@@ -26,7 +27,7 @@ from ibimport.journal import Journal, JournalEntry
 from ibimport.limiter import Limiter
 from ibimport.manifest import ImportTask, ManifestRow
 from ibimport.results import RowResult, RowStatus
-from ibimport.retry import Backoff, Disposition, FatalDetector, classify
+from ibimport.retry import Backoff, Disposition, FatalDetector, classify, fatal_message
 from ibimport.tokens import client_token
 
 _OUTCOMES = {
@@ -207,26 +208,20 @@ class Runner:
         (The journal's row number is where the row stood when it was journalled; after a
         forced manifest change another row may stand there now.)
         """
-        if prior.state.is_done or (
-            prior.state is RowStatus.FAILED and not self._settings.retry_failed
-        ):
+        if rowstate.settled(prior.state, retry_failed=self._settings.retry_failed):
             result = prior.to_result(resumed=True)
             result.row = row
             return result
         return None
 
     def _needs_lookup(self, prior: JournalEntry, token: str) -> bool:
-        """Was this row sent under a token the service may no longer remember?
-
-        Image Builder does not publish how long it remembers a clientToken; past our
-        conservative TTL, or when the row's token changed (a forced manifest change),
-        a re-send could create a second build, so look for an existing one first.
-        """
-        if prior.first_sent_at is None:
-            return False
-        if prior.client_token != token:
-            return True
-        return self._clock.wall() - prior.first_sent_at > self._settings.token_ttl_s
+        return rowstate.needs_lookup(
+            first_sent_at=prior.first_sent_at,
+            recorded_token=prior.client_token,
+            token=token,
+            now=self._clock.wall(),  # journal stamps are wall time
+            token_ttl_s=self._settings.token_ttl_s,
+        )
 
     async def _find_existing(self, work: _RowWork) -> RowResult | None:
         try:
@@ -285,7 +280,7 @@ class Runner:
     def _fatal_for(self, error: CallError, disposition: Disposition) -> FatalBatchError | None:
         """Faults that would fail every call stop the batch with one message."""
         if disposition is Disposition.FATAL:
-            return FatalBatchError(_fatal_message(error))
+            return FatalBatchError(fatal_message(error))
         if self._unreachable.failure(error):
             return FatalBatchError(f"cannot reach the Image Builder endpoint: {error.message}")
         return None
@@ -376,37 +371,4 @@ def _invalid_result(manifest_row: ManifestRow) -> RowResult:
         error_message="; ".join(f"{e.field}: {e.rule}" for e in manifest_row.errors)
         if first
         else "invalid row",
-    )
-
-
-#: Codes with which the service refuses the caller's credentials themselves (not a permission).
-_REFUSED_CREDENTIALS = frozenset(
-    {
-        "UnrecognizedClientException",
-        "InvalidClientTokenId",
-        "InvalidAccessKeyId",
-        "InvalidSignatureException",
-        "SignatureDoesNotMatch",
-        "IncompleteSignature",
-        "IncompleteSignatureException",
-        "ExpiredTokenException",
-        "ExpiredToken",
-        "RequestExpired",
-        "AuthFailure",
-    }
-)
-
-
-def _fatal_message(error: CallError) -> str:
-    if error.code == "NoCredentials":
-        return "no usable AWS credentials: " + error.message
-    if error.code in _REFUSED_CREDENTIALS:
-        return (
-            f"the AWS credentials were refused: {error.code}: {error.message} "
-            "(check the access key, secret key and session token in use, whether they "
-            "expired, the profile, and the system clock)"
-        )
-    return (
-        f"every call would fail: {error.code}: {error.message} "
-        "(check the credentials, the region and the IAM policy in the README)"
     )

@@ -355,11 +355,8 @@ from pathlib import Path
 
 import anyio
 
-from ibimport.batch import BatchConfig, default_output_paths, execute, preflight
-from ibimport.client import ClientSettings
-from ibimport.journal import SqliteJournal, exit_after_commits
-from ibimport.manifest import manifest_fingerprint
-from ibimport.runner import RunSettings
+from ibimport import BatchConfig, ClientSettings, RunSettings, default_output_paths, open_batch
+from ibimport.journal import exit_after_commits
 
 manifest, url = Path(sys.argv[1]), sys.argv[2]
 commits, concurrency = int(sys.argv[3]), int(sys.argv[4])
@@ -372,18 +369,11 @@ config = BatchConfig(
     report_path=report_path,
     results_path=results_path,
 )
-journal = SqliteJournal.open(
-    journal_path,
-    manifest_path=str(manifest),
-    manifest_fingerprint=manifest_fingerprint(manifest),
-    settings={"token_salt": ""},
-    fault_hook=exit_after_commits(commits),
-)
-found = preflight(config, journal=journal)
+batch = open_batch(config, fault_hook=exit_after_commits(commits))
 
 
 async def main() -> None:
-    await execute(config, journal=journal, total_rows=found.total_rows)
+    await batch.run()
 
 
 anyio.run(main)

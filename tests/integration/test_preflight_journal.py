@@ -7,16 +7,13 @@ from pathlib import Path
 import anyio
 from integration_support import expected_tokens, import_requests, make_tasks, write_csv
 
-from ibimport.batch import BatchConfig, execute, open_journal, preflight
-from ibimport.client import ClientSettings
+from ibimport import BatchConfig, ClientSettings, RowStatus, RunSettings, SqliteJournal, open_batch
 from ibimport.emulator import EmulatorServer
-from ibimport.journal import SqliteJournal
-from ibimport.results import RowStatus
-from ibimport.runner import RunSettings
 
 
-def _config(manifest: Path, url: str) -> BatchConfig:
+def _config(manifest: Path, url: str, *, skip_invalid: bool = False) -> BatchConfig:
     return BatchConfig(
+        skip_invalid=skip_invalid,
         manifest=manifest,
         run=RunSettings(concurrency=4),
         client=ClientSettings(region="us-east-1", endpoint_url=url),
@@ -32,11 +29,11 @@ def test_preflight_journals_every_valid_row_pending_with_its_token(
     manifest = write_csv(tmp_path / "wave.csv", make_tasks(30))
     with manifest.open("a", encoding="utf-8") as handle:
         handle.write("broken,1.0,,Linux,,import-ami-1,,,,\n")  # invalid: not journalled
-    config = _config(manifest, emulator.url)
-    journal = open_journal(config, config.journal_path)
+    config = _config(manifest, emulator.url, skip_invalid=True)
+    batch = open_batch(config)
+    journal = batch.journal
     assert journal is not None
-    found = preflight(config, journal=journal)
-    assert (found.total_rows, found.invalid_count) == (31, 1)
+    assert (batch.total_rows, batch.invalid_rows) == (31, 1)
     assert import_requests(emulator.url) == 0
     entries = list(journal.entries())
     assert {e.state for e in entries} == {RowStatus.PENDING}
@@ -52,13 +49,13 @@ def test_a_run_after_preflight_does_not_journal_the_rows_again(
 ) -> None:
     manifest = write_csv(tmp_path / "wave.csv", make_tasks(20))
     config = _config(manifest, emulator.url)
-    journal = open_journal(config, config.journal_path)
+    batch = open_batch(config)
+    journal = batch.journal
     assert journal is not None
-    found = preflight(config, journal=journal)
     pending_ops = journal.ops_committed
 
     async def main() -> None:
-        await execute(config, journal=journal, total_rows=found.total_rows)
+        await batch.run()
 
     anyio.run(main)
     # The run wrote each row's in_flight mark and outcome, and no second pending pass.
@@ -77,12 +74,12 @@ def test_a_resumed_run_of_the_same_manifest_does_not_journal_the_rows_again(
     config = _config(manifest, emulator.url)
 
     async def run_once() -> int:
-        journal = open_journal(config, config.journal_path)
+        batch = open_batch(config)
+        journal = batch.journal
         assert journal is not None
-        found = preflight(config, journal=journal)
-        assert found.diff is None
+        assert batch.changes == ()
         before = journal.ops_committed
-        await execute(config, journal=journal, total_rows=found.total_rows)
+        await batch.run()
         return journal.ops_committed - before
 
     assert anyio.run(run_once) == 2 * 20  # in_flight mark and outcome per row

@@ -57,7 +57,8 @@ def test_the_engine_never_prints() -> None:
         "retry.py",
         *(f"journal/{p.name}" for p in (SRC / "journal").glob("*.py")),
         "clock.py",
-        "manifest.py",
+        *(f"manifest/{p.name}" for p in (SRC / "manifest").glob("*.py")),
+        "task.py",
         "tokens.py",
         "client.py",
         "signing.py",
@@ -70,3 +71,18 @@ def test_the_engine_never_prints() -> None:
             if isinstance(n, ast.Call) and getattr(n.func, "id", "") == "print"
         ]
         assert calls == [], f"{name} prints"
+
+
+def test_the_cli_uses_only_the_public_api_and_its_presentation_modules() -> None:
+    presentation = {"ibimport.progress", "ibimport.rendering", "ibimport.emulator.cli"}
+    tree = ast.parse((SRC / "cli.py").read_text(encoding="utf-8"))
+    off_api = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("ibimport"):
+            if node.module == "ibimport":
+                off_api += [a.name for a in node.names if a.name not in ibimport.__all__]
+            elif node.module not in presentation:
+                off_api.append(node.module or "")
+        elif isinstance(node, ast.Import):
+            off_api += [a.name for a in node.names if a.name.startswith("ibimport")]
+    assert off_api == []

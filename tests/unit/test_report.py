@@ -15,12 +15,12 @@ from rich.console import Console
 
 from ibimport import report
 from ibimport.events import CallEvent, CallOutcome
+from ibimport.rendering import summary_table
 from ibimport.report import (
     RESULTS_COLUMNS,
     ResultsWriter,
     RunStats,
     neutralise_cell,
-    summary_table,
     write_report,
 )
 from ibimport.results import RowResult, RowStatus

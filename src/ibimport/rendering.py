@@ -1,0 +1,60 @@
+"""What a person reads on the terminal at the end of a run: the CLI's presentation."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from rich.table import Table
+from rich.text import Text
+
+from ibimport.report import FINAL_STATUSES, RunStats
+from ibimport.results import RowStatus
+
+__all__ = ["summary_table"]
+
+
+def _duration(seconds: float) -> str:
+    whole = int(seconds)
+    return f"{whole // 3600}:{whole // 60 % 60:02d}:{whole % 60:02d}"
+
+
+def summary_table(stats: RunStats, *, report_path: Path | None, results_path: Path | None) -> Table:
+    """The end-of-run summary for the terminal: outcomes, calls, speed, errors, where files went."""
+    title = "ibimport run: interrupted" if stats.interrupted else "ibimport run"
+    table = Table(title=title, show_header=False, title_justify="left", box=None, pad_edge=False)
+    table.add_column(style="bold")
+    table.add_column(justify="right")
+    table.add_column()
+
+    styles = {RowStatus.SUCCEEDED: "green", RowStatus.EXISTS: "green", RowStatus.FAILED: "red"}
+    table.add_row("rows", str(stats.rows), "")
+    for status in FINAL_STATUSES:
+        count = stats.totals[status]
+        style = styles.get(status, "yellow") if count else "dim"
+        table.add_row(f"  {status.value}", Text(str(count), style=style), "")
+    if stats.resumed:
+        table.add_row("  resumed", str(stats.resumed), "done by an earlier run, not sent")
+    table.add_row(
+        "calls", str(stats.calls), f"{stats.retries} retries, {stats.throttled} throttled"
+    )
+    table.add_row(
+        "elapsed",
+        _duration(stats.elapsed_s),
+        f"{stats.throughput_per_s:.1f} rows/s imported this run",
+    )
+    pct = stats.latency_percentiles()
+    table.add_row(
+        "latency",
+        f"{pct['p50']:.0f} ms",
+        f"p50; p95 {pct['p95']:.0f} ms, p99 {pct['p99']:.0f} ms, max {pct['max']:.0f} ms",
+    )
+    shown = 5
+    for i, (code, count) in enumerate(stats.errors_by_code.most_common(shown)):
+        table.add_row("failed calls" if i == 0 else "", str(count), Text(code))
+    if len(stats.errors_by_code) > shown:
+        table.add_row("", "", f"... and {len(stats.errors_by_code) - shown} other codes")
+    if report_path is not None:
+        table.add_row("report", "", Text(str(report_path)))
+    if results_path is not None:
+        table.add_row("results", "", Text(str(results_path)))
+    return table

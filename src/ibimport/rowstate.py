@@ -1,0 +1,106 @@
+"""The row state machine and the resume rules: the one place that says what a state means.
+
+```
+pending ──▶ in_flight ──▶ succeeded
+   │            │  ▲──┐──▶ exists    (a build of the image was found: never a second one)
+   │            │  retry└─▶ failed   (permanent 4xx, or attempts exhausted)
+   └──▶ invalid (the manifest row broke a rule; never sent)
+```
+
+``skipped`` is not a journal state: it is how a report names a row this run did not
+finish (never reached, or cut off by a stop). The journal keeps such a row ``pending`` or
+``in_flight`` and a re-run sends it with its recorded token. The journal's SQL enforces
+``replaces`` (tested against it); the runner, the report and ``status`` ask this module.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from enum import StrEnum
+
+__all__ = ["RerunPlan", "RowStatus", "needs_lookup", "replaces", "reported_as", "settled"]
+
+
+class RowStatus(StrEnum):
+    """Where one manifest row stands (see the module's diagram)."""
+
+    PENDING = "pending"
+    IN_FLIGHT = "in_flight"
+    SUCCEEDED = "succeeded"
+    EXISTS = "exists"
+    FAILED = "failed"
+    INVALID = "invalid"
+    SKIPPED = "skipped"
+
+    @property
+    def is_done(self) -> bool:
+        """A done row is never sent again on resume."""
+        return self in _DONE
+
+
+_DONE = frozenset({RowStatus.SUCCEEDED, RowStatus.EXISTS})
+_UNFINISHED = frozenset({RowStatus.PENDING, RowStatus.IN_FLIGHT})
+#: States an outcome report carries no news in, for a row the journal already knows.
+_NO_NEWS = frozenset({RowStatus.SKIPPED, RowStatus.PENDING})
+
+
+def replaces(new: RowStatus, *, old: RowStatus, same_token: bool) -> bool:
+    """Whether a reported outcome overwrites the state the journal holds for a row.
+
+    A done row sent with the same token is never downgraded (a late or duplicate report
+    must not make a resume send it again); ``skipped`` and ``pending`` say nothing new
+    about a row the journal knows.
+    """
+    if new in _NO_NEWS:
+        return False
+    return not (old in _DONE and new not in _DONE and same_token)
+
+
+def settled(state: RowStatus, *, retry_failed: bool) -> bool:
+    """Whether a row an earlier run recorded in ``state`` is reported, not sent, on resume."""
+    return state in _DONE or (state is RowStatus.FAILED and not retry_failed)
+
+
+def needs_lookup(
+    *,
+    first_sent_at: float | None,
+    recorded_token: str,
+    token: str,
+    now: float,
+    token_ttl_s: float,
+) -> bool:
+    """Was this row sent under a token the service may no longer remember?
+
+    Image Builder does not publish how long it remembers a clientToken; past our
+    conservative TTL, or when the row's token changed (a forced manifest change), a re-send
+    could create a second build, so look for an existing one first. A row never sent
+    needs no lookup: its token is new. ``now`` and ``first_sent_at`` are wall time.
+    """
+    if first_sent_at is None:
+        return False
+    if recorded_token != token:
+        return True
+    return now - first_sent_at > token_ttl_s
+
+
+def reported_as(state: RowStatus) -> RowStatus:
+    """A row the journal still holds unfinished is reported as ``skipped`` by this run."""
+    return RowStatus.SKIPPED if state in _UNFINISHED else state
+
+
+@dataclass(frozen=True, slots=True)
+class RerunPlan:
+    """What running the same command again would do with a journal's rows."""
+
+    skip: int  # done: not sent
+    resend: int  # pending or in flight: sent with their recorded tokens
+    retry: int  # failed: retried unless --no-retry-failed
+
+    @classmethod
+    def from_counts(cls, counts: Mapping[RowStatus, int]) -> RerunPlan:
+        return cls(
+            skip=sum(counts.get(s, 0) for s in _DONE),
+            resend=sum(counts.get(s, 0) for s in _UNFINISHED),
+            retry=counts.get(RowStatus.FAILED, 0),
+        )
