@@ -19,10 +19,12 @@ import unicodedata
 import uuid
 from typing import TYPE_CHECKING, Any
 
-if TYPE_CHECKING:
-    from ibimport.manifest import ImportTask
+from ibimport.task import nfc
 
-__all__ = ["NAMESPACE", "canonical_request", "client_token", "nfc"]
+if TYPE_CHECKING:
+    from ibimport.task import ImportTask
+
+__all__ = ["NAMESPACE", "canonical_request", "client_token"]
 
 #: ibimport's UUIDv5 namespace, uuid5(NAMESPACE_URL, "https://github.com/ibimport/ibimport#clientToken").
 #: FROZEN FOREVER: changing it changes every token, so a re-run after an upgrade would
@@ -33,19 +35,6 @@ _NAMESPACE_BYTES = NAMESPACE.bytes
 
 # Separates the salt from the canonical request (canonical JSON escapes NUL, so never holds one).
 _SALT_SEPARATOR = b"\x00"
-
-
-def nfc(value: Any) -> Any:
-    """Normalise every string (keys too) to NFC, so composed and decomposed forms agree.
-
-    The one normaliser: the manifest reads rows through it, so what is sent is what the
-    token was derived from.
-    """
-    if isinstance(value, str):
-        return unicodedata.normalize("NFC", value)
-    if isinstance(value, dict):
-        return {nfc(k): nfc(v) for k, v in value.items()}
-    return value
 
 
 def canonical_request(task: ImportTask, *, params: dict[str, Any] | None = None) -> bytes:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from ibimport.apimodel import VERSION_NODE_MAX, import_vm_image_rules
+from ibimport.apimodel import VERSION_NODE_MAX, check_version_nodes, import_vm_image_rules
 
 
 def test_rules_come_from_the_model_with_current_service_overrides() -> None:
@@ -44,3 +44,19 @@ def test_tag_keys_may_not_start_with_aws_prefix() -> None:
     violation = rule.check("aws:createdBy")
     assert violation is not None
     assert "pattern" in violation.aws_constraint
+
+
+@pytest.mark.parametrize(
+    ("version", "ok"),
+    [
+        ("999999999.999999999.0", True),
+        (f"{VERSION_NODE_MAX}.0.0", True),
+        (f"0.0.000{VERSION_NODE_MAX}", True),
+        (f"0.{VERSION_NODE_MAX + 1}.0", False),
+        ("1.0." + "9" * 5000, False),
+    ],
+)
+def test_version_nodes_alone_for_a_value_that_matched_the_pattern(version: str, ok: bool) -> None:
+    violation = check_version_nodes(version)
+    assert (violation is None) is ok
+    assert violation == import_vm_image_rules().check_semantic_version(version)

@@ -95,13 +95,6 @@ def test_valid_row_gives_a_frozen_task_with_api_params(tmp_path: Path) -> None:
         row.task.name = "other"
 
 
-def test_api_params_omit_absent_fields_empty_tags_and_the_token() -> None:
-    task = ImportTask(**VALID, clientToken="t")
-    assert task.api_params() == VALID
-    tagged = ImportTask(**VALID, tags={"Env": "prod"})
-    assert tagged.api_params()["tags"] == {"Env": "prod"}
-
-
 @pytest.mark.parametrize(
     ("fields", "field", "rule"),
     [

@@ -1,0 +1,119 @@
+"""One ImportVmImage request as a value: ``ImportTask``, its fields, and the text form it holds.
+
+Every format the manifest reads becomes an ``ImportTask``; the runner sends its
+``api_params()`` and ``tokens`` derives the clientToken from the same parameters, so
+what is sent and what the token names cannot differ. Text is held in Unicode NFC, the
+form both are built from. The constraints come from :mod:`ibimport.apimodel`.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from typing import Annotated, Any, Final
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
+from pydantic_core import PydanticCustomError
+
+from ibimport.apimodel import REQUEST_FIELDS, StringRule, check_version_nodes, import_vm_image_rules
+
+__all__ = ["FIELDS", "ImportTask", "nfc"]
+
+_RULES: Final = import_vm_image_rules()
+
+#: The task's field names: the API's own, with logGroupName lifted out of loggingConfiguration.
+FIELDS: Final = tuple(
+    "logGroupName" if name == "loggingConfiguration" else name for name in REQUEST_FIELDS
+)
+
+
+def nfc(value: Any) -> Any:
+    """Normalise every string (keys too) to NFC, so composed and decomposed forms agree.
+
+    The one normaliser: the manifest reads rows through it, so what is sent is what the
+    token was derived from.
+    """
+    if isinstance(value, str):
+        return unicodedata.normalize("NFC", value)
+    if isinstance(value, dict):
+        return {nfc(k): nfc(v) for k, v in value.items()}
+    return value
+
+
+def _pattern(rule: StringRule) -> str | None:
+    """The rule's pattern (or enum) as a whole-value Python regex."""
+    if rule.enum:
+        return "^(?:" + "|".join(re.escape(value) for value in rule.enum) + r")\Z"
+    if rule.pattern is None:
+        return None
+    # The service matches the whole value; Python's `$` would also accept a final "\n".
+    if rule.pattern.endswith("$") and not rule.pattern.endswith("\\$"):
+        return rule.pattern[:-1] + r"\Z"
+    return rule.pattern
+
+
+def _constraints(rule: StringRule) -> StringConstraints:
+    return StringConstraints(
+        min_length=rule.min_len, max_length=rule.max_len, pattern=_pattern(rule)
+    )
+
+
+def _check_version_nodes(value: str) -> str:
+    """apimodel's node range rule, as a pydantic error (runs after the pattern matched)."""
+    violation = check_version_nodes(value)
+    if violation is not None:
+        raise PydanticCustomError("version_node", violation.rule)
+    return value
+
+
+_F = _RULES.fields
+_Name = Annotated[str, _constraints(_F["name"])]
+_Version = Annotated[str, _constraints(_F["semanticVersion"]), AfterValidator(_check_version_nodes)]
+_Description = Annotated[str, _constraints(_F["description"])]
+_Platform = Annotated[str, _constraints(_F["platform"])]
+_OsVersion = Annotated[str, _constraints(_F["osVersion"])]
+_TaskId = Annotated[str, _constraints(_F["vmImportTaskId"])]
+_Token = Annotated[str, _constraints(_F["clientToken"])]
+_LogGroup = Annotated[str, _constraints(_RULES.log_group_name)]
+_TagKey = Annotated[str, _constraints(_RULES.tag_key)]
+_TagValue = Annotated[str, _constraints(_RULES.tag_value)]
+#: A tags mapping as a task holds it (the manifest also checks ``--tag`` values with it).
+Tags = Annotated[dict[_TagKey, _TagValue], Field(max_length=_RULES.tags_max)]
+
+_MODEL_CONFIG: Final = ConfigDict(
+    strict=True, extra="forbid", frozen=True, regex_engine="python-re"
+)
+
+
+class ImportTask(BaseModel):
+    """One valid ImportVmImage request as the manifest gives it; field names are the API's.
+
+    Strict: a number where a string belongs is an error, not silently converted.
+    """
+
+    model_config = _MODEL_CONFIG
+
+    name: _Name
+    semanticVersion: _Version
+    description: _Description | None = None
+    platform: _Platform
+    osVersion: _OsVersion | None = None
+    vmImportTaskId: _TaskId
+    tags: Tags = Field(default_factory=dict)
+    clientToken: _Token | None = None
+    logGroupName: _LogGroup | None = None
+
+    def api_params(self) -> dict[str, Any]:
+        """The ImportVmImage request members except clientToken (the caller adds it)."""
+        params: dict[str, Any] = {"name": self.name, "semanticVersion": self.semanticVersion}
+        if self.description is not None:
+            params["description"] = self.description
+        params["platform"] = self.platform
+        if self.osVersion is not None:
+            params["osVersion"] = self.osVersion
+        params["vmImportTaskId"] = self.vmImportTaskId
+        if self.tags:
+            params["tags"] = dict(self.tags)
+        if self.logGroupName is not None:
+            params["loggingConfiguration"] = {"logGroupName": self.logGroupName}
+        return params

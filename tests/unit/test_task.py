@@ -1,0 +1,34 @@
+"""ImportTask, the request it sends, and the NFC text form it is built from."""
+
+from __future__ import annotations
+
+import unicodedata
+from typing import Any
+
+from ibimport.task import FIELDS, ImportTask, nfc
+
+VALID: dict[str, Any] = {
+    "name": "web-frontend-03",
+    "semanticVersion": "1.0.0",
+    "platform": "Linux",
+    "vmImportTaskId": "import-ami-0abc1234def567890",
+}
+
+
+def test_api_params_omit_absent_fields_empty_tags_and_the_token() -> None:
+    task = ImportTask(**VALID, clientToken="t")
+    assert task.api_params() == VALID
+    tagged = ImportTask(**VALID, tags={"Env": "prod"})
+    assert tagged.api_params()["tags"] == {"Env": "prod"}
+
+
+def test_fields_are_the_tasks_own_in_api_order() -> None:
+    assert tuple(ImportTask.model_fields) == FIELDS
+    assert FIELDS[-1] == "logGroupName"
+
+
+def test_nfc_composes_strings_and_mapping_keys_and_leaves_other_values() -> None:
+    decomposed = unicodedata.normalize("NFD", "Zoë")
+    assert nfc(decomposed) == "Zoë"
+    assert nfc({decomposed: {decomposed: decomposed}, "n": 1}) == {"Zoë": {"Zoë": "Zoë"}, "n": 1}
+    assert nfc([decomposed]) == [decomposed]
