@@ -16,6 +16,7 @@ from ibimport.errors import CallError, TransportError
 
 __all__ = [
     "FATAL_CODES",
+    "NO_ANSWER_CODES",
     "REFUSED_CREDENTIAL_CODES",
     "RETRYABLE_CODES",
     "RETRYABLE_STATUSES",
@@ -24,6 +25,7 @@ __all__ = [
     "Backoff",
     "Disposition",
     "FatalDetector",
+    "OutageDetector",
     "classify",
     "fatal_message",
 ]
@@ -221,3 +223,52 @@ class FatalDetector:
         else:
             self._streak_code, self._streak = error.code, 1
         return self._streak >= self._threshold
+
+
+# Transport codes that mean "no answer came back at all": a stopped, hung or unreachable
+# service. (A reset, ConnectionError, is left out: a flaky path drops single connections.)
+NO_ANSWER_CODES: frozenset[str] = frozenset(
+    {"ReadTimeout", "ConnectTimeout", "EndpointConnectionError"}
+)
+
+
+class OutageDetector:
+    """Tells the runner when a service that answered before has stopped answering.
+
+    ``FatalDetector`` gives up on an endpoint that never answered; this one covers the
+    service that hangs mid-batch (stopped, overloaded, a black-holed route), where per-row
+    retries would spend ``--max-attempts`` read timeouts on every row: hours at the
+    defaults. The batch stops once ``threshold`` calls in a row, across rows, got no
+    answer (timed out or could not connect) and no answer has come for ``quiet_s`` since
+    the first of them. Any answer, even an error, resets it. ``now`` is monotonic seconds.
+    """
+
+    def __init__(self, threshold: int = 32, *, quiet_s: float = 10.0) -> None:
+        if threshold < 1 or quiet_s < 0:
+            raise ValueError("OutageDetector needs threshold >= 1 and quiet_s >= 0")
+        self.threshold = threshold
+        self.quiet_s = quiet_s
+        self.streak = 0
+        self._since: float | None = None
+
+    def answered(self) -> None:
+        """A call got an answer from the service (any answer, even an error)."""
+        self.streak, self._since = 0, None
+
+    def failure(self, error: CallError, *, now: float) -> bool:
+        """Record a failed call at ``now``; True if the batch should stop now."""
+        if not isinstance(error, TransportError) or error.code not in NO_ANSWER_CODES:
+            self.answered()
+            return False
+        if self._since is None:
+            self._since = now
+        self.streak += 1
+        return self.streak >= self.threshold and now - self._since >= self.quiet_s
+
+    def message(self, error: CallError) -> str:
+        """The one line a batch stopped by an outage tells a person."""
+        return (
+            f"the Image Builder endpoint stopped answering: {self.streak} calls in a row got "
+            f"no answer (last: {error.code}: {error.message}); every row is resumable: "
+            "run the same command again once the service answers"
+        )

@@ -9,7 +9,14 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from ibimport.errors import ApiError, CallError, TransportError
-from ibimport.retry import THROTTLING_CODES, Backoff, Disposition, FatalDetector, classify
+from ibimport.retry import (
+    THROTTLING_CODES,
+    Backoff,
+    Disposition,
+    FatalDetector,
+    OutageDetector,
+    classify,
+)
 
 T, R, P, F = (
     Disposition.THROTTLED,
@@ -165,3 +172,29 @@ def test_fatal_detector_an_api_error_proves_the_endpoint_reachable() -> None:
     assert not detector.failure(ApiError("ServiceException", "x", status=500))
     assert not detector.failure(TransportError("EndpointConnectionError", "x"))
     assert not detector.failure(TransportError("EndpointConnectionError", "x"))
+
+
+def test_outage_detector_stops_after_a_streak_without_an_answer_for_long_enough() -> None:
+    detector = OutageDetector(3, quiet_s=10.0)
+    timeout = TransportError("ReadTimeout", "Read timeout on endpoint URL")
+    assert not detector.failure(timeout, now=100.0)
+    assert not detector.failure(TransportError("ConnectTimeout", "x"), now=101.0)
+    assert not detector.failure(timeout, now=105.0), "a streak, but not quiet for 10 s yet"
+    assert detector.failure(timeout, now=110.0)
+    assert "4 calls in a row got no answer" in detector.message(timeout)
+
+
+def test_outage_detector_any_answer_resets_it() -> None:
+    detector = OutageDetector(2, quiet_s=0.0)
+    assert not detector.failure(TransportError("ReadTimeout", "x"), now=0.0)
+    assert not detector.failure(ApiError("CallRateLimitExceededException", "x", status=429), now=1)
+    assert not detector.failure(TransportError("ReadTimeout", "x"), now=2.0)
+    detector.answered()
+    assert not detector.failure(TransportError("ReadTimeout", "x"), now=3.0)
+    assert detector.failure(TransportError("EndpointConnectionError", "x"), now=4.0)
+
+
+def test_outage_detector_ignores_resets_which_a_flaky_path_produces() -> None:
+    detector = OutageDetector(2, quiet_s=0.0)
+    for second in range(10):
+        assert not detector.failure(TransportError("ConnectionError", "reset"), now=second)
