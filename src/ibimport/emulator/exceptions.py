@@ -13,10 +13,12 @@ into an answer, so adding an error is adding a class here.
     ├── IdempotentParameterMismatchException 400 a clientToken reused with other members
     ├── MissingAuthenticationTokenException 403  no Authorization header
     ├── IncompleteSignatureException        403  an Authorization header AWS cannot parse
-    ├── InvalidSignatureException           403  the signature does not match
+    ├── InvalidSignatureException           403  the signature does not match, is out of
+    │                                            its time window or scoped to another region
     ├── UnrecognizedClientException         403  unknown access key or session token
     ├── ResourceNotFoundException           404
     ├── UnknownOperationException           404  no operation at that route
+    ├── RequestEntityTooLargeException      413  a body beyond the front end's limit
     ├── CallRateLimitExceededException      429  the per-operation quota
     ├── ServiceException                    500  an injected fault
     └── ServiceUnavailableException         503  an injected fault
@@ -122,6 +124,12 @@ class UnknownOperationException(ServiceError):
 
     status = 404
     default_message = "Unknown operation."
+
+
+class RequestEntityTooLargeException(ServiceError):
+    """A body larger than the server reads; answered as JSON like every other error."""
+
+    status = 413
 
 
 class CallRateLimitExceededException(ServiceError):
