@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import stat
 import sys
 from collections.abc import Callable, Iterator, Mapping
 from enum import StrEnum
@@ -46,10 +47,12 @@ __all__ = [
     "ImportTask",
     "ManifestFormat",
     "ManifestRow",
+    "SourceKind",
     "detect_format",
     "manifest_fingerprint",
     "parse_tag_option",
     "read_manifest",
+    "source_kind",
 ]
 
 
@@ -100,6 +103,39 @@ def parse_tag_option(text: str) -> tuple[str, str]:
     return key, value
 
 
+class SourceKind(StrEnum):
+    """What a manifest path names: a file reads any number of times, a FIFO once."""
+
+    FILE = "file"
+    FIFO = "fifo"
+
+
+_NOT_A_MANIFEST: Final = (
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+    (stat.S_ISSOCK, "a socket"),
+    (stat.S_ISDIR, "a directory"),
+)
+
+
+def source_kind(path: str | Path) -> SourceKind:
+    """Whether ``path`` is a regular file or a FIFO; ManifestError names anything else.
+
+    A device (``/dev/zero``), a socket or a directory is refused for what it is, not
+    reported as missing; links are followed.
+    """
+    try:
+        mode = os.stat(path).st_mode
+    except OSError as exc:
+        raise ManifestError(f"{path}: cannot read: {exc.strerror}") from None
+    if stat.S_ISFIFO(mode):
+        return SourceKind.FIFO
+    for test, what in _NOT_A_MANIFEST:
+        if test(mode):
+            raise ManifestError(f"{path}: is {what}, not a manifest file")
+    return SourceKind.FILE
+
+
 def _is_stdin(source: str | Path) -> bool:
     return isinstance(source, str) and source == "-"
 
@@ -126,14 +162,9 @@ def read_manifest(
             raise ManifestError("reading a manifest from stdin (-) needs its format (--format)")
         label = "<stdin>"
     else:
+        source_kind(source)  # a device or a folder is named for what it is, first
         fmt = ManifestFormat(fmt) if fmt is not None else detect_format(source)
         label = str(source)
-        try:
-            if Path(source).is_dir():
-                raise ManifestError(f"{label}: is a directory, not a manifest")
-            os.stat(source)
-        except OSError as exc:
-            raise ManifestError(f"{label}: cannot read: {exc.strerror}") from None
     return _rows(source, fmt, tags, stdin, label)
 
 

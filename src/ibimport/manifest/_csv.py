@@ -156,6 +156,7 @@ def _csv_columns(header: list[str], label: str) -> list[tuple[str, str]]:
     """Classify each header cell: ("field", name), ("tag", key), ("tags", ""), ("unknown", text)
     or ("blank", "column N"); repeated columns make the file ambiguous, so ManifestError."""
     columns: list[tuple[str, str]] = []
+    seen: set[tuple[str, str]] = set()  # a set: a header may have 100,000 cells
     for index, cell in enumerate(header, start=1):
         text = cell.strip()
         if "\x00" in text:
@@ -174,7 +175,9 @@ def _csv_columns(header: list[str], label: str) -> list[tuple[str, str]]:
             column = ("unknown", text)
         else:
             column = ("blank", f"column {index}")
-        if column[0] != "blank" and column in columns:
-            raise ManifestError(f"{label}: column {shorten(text)!r} appears more than once")
+        if column[0] != "blank":
+            if column in seen:
+                raise ManifestError(f"{label}: column {shorten(text)!r} appears more than once")
+            seen.add(column)
         columns.append(column)
     return columns

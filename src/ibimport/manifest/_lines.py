@@ -2,8 +2,10 @@
 
 A hostile manifest can hold a line of gigabytes, so no line is ever read whole past
 ``MAX_ROW_BYTES``: the rest of it is skipped and the caller is told, so one oversized
-row becomes one invalid row. Encoding problems are whole-file problems (``ManifestError``)
-and name the byte offset and line, so the user can find them.
+row becomes one invalid row. A line that goes on past ``MAX_SKIP_BYTES`` (a device, a
+binary file, an endless pipe) ends the reading there with ``ManifestError``. Encoding
+problems are whole-file problems (``ManifestError``) and name the byte offset and line,
+so the user can find them.
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ from ibimport.errors import ManifestError
 #: refused; the largest valid task is well under 100 KiB.
 MAX_ROW_BYTES: Final = 1 << 20
 CHUNK: Final = 64 * 1024
+#: An oversized line is skipped up to here; past it the input is refused as a whole.
+MAX_SKIP_BYTES: Final = 16 * MAX_ROW_BYTES
 
 
 class RowTooLarge(Exception):
@@ -48,6 +52,9 @@ class Lines:
         self.lineno += 1
         start = self._offset
         self._offset += len(data)
+        # The file's first bytes are checked first: a NUL start (UTF-16, /dev/zero) is
+        # refused at once, before any oversized first line is skipped.
+        skip = start_of_file(data, self._label) if self.lineno == 1 else 0
         if len(data) > MAX_ROW_BYTES and not data.endswith(b"\n"):
             self._skip_line()
             raise RowTooLarge(self._too_large())
@@ -55,14 +62,14 @@ class Lines:
             self.record_bytes += len(data)
             if self.record_bytes > self._record_limit:
                 raise RowTooLarge(self._too_large())  # the line was read to its end
-        skip = start_of_file(data, self._label) if self.lineno == 1 else 0
         try:
             return data[skip:].decode("utf-8") if skip else data.decode("utf-8")
         except UnicodeDecodeError as exc:
             raise not_utf8(self._label, exc, offset=start + skip, line=self.lineno) from None
 
     def _skip_line(self) -> None:
-        """Read past the rest of an oversized line, a chunk at a time."""
+        """Read past the rest of an oversized line, a chunk at a time, up to MAX_SKIP_BYTES."""
+        skipped = 0
         while True:
             data = self._readline(CHUNK)
             if not data:
@@ -70,6 +77,13 @@ class Lines:
             self._offset += len(data)
             if data.endswith(b"\n"):
                 return
+            skipped += len(data)
+            if skipped > MAX_SKIP_BYTES:
+                raise ManifestError(
+                    f"{self._label}: line {self.lineno} goes on past "
+                    f"{MAX_SKIP_BYTES // (1 << 20)} MiB without a line break: not a manifest; "
+                    "stopped reading"
+                )
 
     def _too_large(self) -> str:
         return f"line {self.lineno} is larger than {MAX_ROW_BYTES // (1 << 20)} MiB"
