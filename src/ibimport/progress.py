@@ -10,6 +10,7 @@ from __future__ import annotations
 import time
 from collections import deque
 from collections.abc import Callable
+from enum import StrEnum
 from types import TracebackType
 from typing import Final, Literal, Self
 
@@ -22,10 +23,18 @@ from rich.text import Text
 from ibimport.events import BaseListener, CallEvent, CallOutcome
 from ibimport.results import RowResult, RowStatus
 
-__all__ = ["PROGRESS_MODES", "ProgressListener"]
+__all__ = ["PROGRESS_MODES", "ProgressListener", "ProgressMode"]
 
-#: What ``--progress`` accepts; ``--no-progress`` means ``"off"``.
-PROGRESS_MODES: Final = ("auto", "plain", "off")
+
+class ProgressMode(StrEnum):
+    """What ``--progress`` accepts; ``--no-progress`` means ``off``."""
+
+    AUTO = "auto"  # a bar on an interactive terminal, plain lines elsewhere
+    PLAIN = "plain"
+    OFF = "off"
+
+
+PROGRESS_MODES: Final = tuple(mode.value for mode in ProgressMode)
 
 #: Rates (and so the ETA) are measured over roughly this many recent seconds.
 RATE_WINDOW_S: Final = 30.0

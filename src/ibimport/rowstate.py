@@ -19,7 +19,15 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 
-__all__ = ["RerunPlan", "RowStatus", "needs_lookup", "replaces", "reported_as", "settled"]
+__all__ = [
+    "RerunPlan",
+    "RowStatus",
+    "needs_lookup",
+    "replaces",
+    "reported_as",
+    "reported_counts",
+    "settled",
+]
 
 
 class RowStatus(StrEnum):
@@ -85,8 +93,23 @@ def needs_lookup(
 
 
 def reported_as(state: RowStatus) -> RowStatus:
-    """A row the journal still holds unfinished is reported as ``skipped`` by this run."""
+    """A row the journal still holds unfinished is reported as ``skipped`` by this run.
+
+    ``skipped`` is the one word the results, the report, the summary and ``status`` use
+    for a row not finished (never reached, or cut off by a stop); the journal's own states
+    (``pending``, ``in_flight``) say which, and ``status --json`` shows them too.
+    """
     return RowStatus.SKIPPED if state in _UNFINISHED else state
+
+
+def reported_counts(counts: Mapping[RowStatus, int]) -> dict[RowStatus, int]:
+    """Journal state counts in the report's words (unfinished rows are ``skipped``)."""
+    reported: dict[RowStatus, int] = {}
+    for state, n in counts.items():
+        if n:
+            key = reported_as(state)
+            reported[key] = reported.get(key, 0) + n
+    return reported
 
 
 @dataclass(frozen=True, slots=True)

@@ -86,7 +86,7 @@ def test_an_unreachable_endpoint_stops_the_batch_with_one_message(tmp_path: Path
     done = _run(manifest, f"http://127.0.0.1:{_closed_port()}", _env(tmp_path))
     elapsed = time.monotonic() - started
 
-    assert done.returncode == 1, done.stderr
+    assert done.returncode == 3, done.stderr  # a fatal stop
     assert "Traceback" not in done.stderr + done.stdout
     assert "cannot reach the Image Builder endpoint" in done.stderr
     assert elapsed < 30
@@ -109,7 +109,7 @@ def test_no_credentials_stop_the_batch_before_any_call(
     done = _run(manifest, server.url, _env(tmp_path, credentials=False))
     elapsed = time.monotonic() - started
 
-    assert done.returncode == 1, done.stderr
+    assert done.returncode == 3, done.stderr  # could not start
     assert "Traceback" not in done.stderr + done.stdout
     assert "no AWS credentials found" in done.stderr
     assert len(done.stderr.strip().splitlines()) <= 3, done.stderr

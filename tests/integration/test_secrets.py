@@ -107,7 +107,7 @@ def test_a_fatal_403_leaks_nothing_and_names_the_credentials(
 
     result = invoke(*run_args(_manifest(tmp_path), server.url))
 
-    assert result.exit_code == 1, result.output
+    assert result.exit_code == 3, result.output  # a fatal stop
     code = "UnrecognizedClientException" if with_token else "InvalidSignatureException"
     output = " ".join(result.output.split())  # undo the terminal's wrapping
     assert output.count("stopped:") == 1, result.output
@@ -140,7 +140,7 @@ def test_an_unreachable_endpoint_leaks_nothing_even_in_a_real_process(
         env=env,
         timeout=60,
     )
-    assert process.returncode == 1, process.stderr
+    assert process.returncode == 3, process.stderr  # a fatal stop
     assert "cannot reach" in process.stderr
     assert "Traceback" not in process.stdout + process.stderr
     assert_no_sentinel(process.stdout, process.stderr, _after(tmp_path), directory=tmp_path)

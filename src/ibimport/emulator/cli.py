@@ -117,6 +117,13 @@ def emulator_command(config: EmulatorConfig) -> None:
     except ConfigError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from exc
+    except OSError as exc:  # the port is taken, or the address is not this machine's
+        typer.echo(
+            f"error: cannot listen on {config.host}:{config.port}: {exc.strerror or exc}; "
+            "pick another --port (0 takes a free one)",
+            err=True,
+        )
+        raise typer.Exit(2) from None
 
 
 app = typer.Typer(add_completion=False)

@@ -14,7 +14,13 @@ from pathlib import Path
 from typing import Any
 
 from ibimport.errors import JournalError
-from ibimport.journal._schema import APPLICATION_ID, SCHEMA_VERSION, lay_out
+from ibimport.journal._schema import (
+    APPLICATION_ID,
+    FIRST_SCHEMA_VERSION,
+    SCHEMA_VERSION,
+    lay_out,
+    upgrade,
+)
 
 __all__ = ["close_all", "connect", "open_readable", "open_writable", "unusable"]
 
@@ -46,6 +52,9 @@ def open_writable(
             # Before anything is changed: never switch a foreign database to WAL.
             validate(writer, path)
         configure_writer(writer, path)
+        if exists and not is_new:
+            (version,) = writer.execute("PRAGMA user_version").fetchone()
+            upgrade(writer, version)
         if exists and is_new:
             lay_out(writer, manifest_path, manifest_fingerprint, settings, created_at)
         reader = connect(path, readonly=False)
@@ -197,7 +206,7 @@ def validate(conn: sqlite3.Connection, path: Path) -> None:
             f"the journal {path} was written by a newer ibimport (schema {version}; this one "
             f"reads up to {SCHEMA_VERSION}); upgrade ibimport or use another --journal path"
         )
-    if version < SCHEMA_VERSION:  # schema 1 is the first: anything older is damaged
+    if version < FIRST_SCHEMA_VERSION:  # anything older than the first schema is damaged
         raise JournalError(
             f"the journal {path} has an unknown schema version {version}; move it aside or "
             "pass another --journal path"

@@ -1,8 +1,9 @@
 """The journal's tables, its identity (``application_id``) and its version (``user_version``).
 
-A journal of another version is refused, never rewritten (``_file``): schema 1 is the
-first, so there is nothing to migrate from yet. Bump ``SCHEMA_VERSION`` when the tables
-change, and teach ``_file`` to upgrade the versions it then knows.
+A journal of a newer version is refused, never rewritten (``_file``); an older one is
+upgraded in place by ``upgrade`` when opened for writing (read-only, it is read as it
+is). Schema 2 added the ``runs`` table: one row per run of the batch, so the report keeps
+every run's figures across processes (a resumed run used to overwrite the first one's).
 """
 
 from __future__ import annotations
@@ -18,17 +19,30 @@ from ibimport.results import RowStatus
 __all__ = [
     "APPLICATION_ID",
     "COLUMNS",
+    "FIRST_SCHEMA_VERSION",
     "GET_SQL",
     "SCHEMA_VERSION",
     "dump_settings",
     "entry",
     "lay_out",
+    "upgrade",
 ]
 
 #: ``PRAGMA application_id`` of an ibimport journal: "IBJN" in ASCII.
 APPLICATION_ID = 0x49424A4E
-#: ``PRAGMA user_version`` of the schema below; a journal of any other version is refused.
-SCHEMA_VERSION = 1
+#: ``PRAGMA user_version`` of the schema below; a newer journal is refused.
+SCHEMA_VERSION = 2
+#: The oldest schema ``upgrade`` knows; anything older is damaged.
+FIRST_SCHEMA_VERSION = 1
+
+#: Schema 2: each run's figures (``RunStats.run_figures``) as JSON, oldest first.
+_RUNS = """
+CREATE TABLE runs (
+    id INTEGER PRIMARY KEY,
+    started_at REAL NOT NULL,
+    figures TEXT NOT NULL
+)
+"""
 
 _SCHEMA = """
 CREATE TABLE run (
@@ -55,6 +69,7 @@ CREATE TABLE rows (
 );
 CREATE INDEX rows_in_order ON rows (row, name, semantic_version);
 """
+_SCHEMA += _RUNS.strip() + ";\n"
 
 # In JournalEntry's field order: entry() builds entries positionally.
 COLUMNS = (
@@ -83,6 +98,22 @@ def lay_out(
             (manifest_path, manifest_fingerprint, dump_settings(settings), created_at),
         )
         conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+        conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+
+
+def upgrade(conn: sqlite3.Connection, version: int) -> None:
+    """Bring a journal of an older schema up to ``SCHEMA_VERSION`` in one transaction."""
+    if version >= SCHEMA_VERSION:
+        return
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        if version < 2:
+            conn.execute(_RUNS)
         conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
         conn.execute("COMMIT")
     except BaseException:
