@@ -22,6 +22,7 @@ from rich.text import Text
 
 from ibimport.events import BaseListener, CallEvent, CallOutcome
 from ibimport.results import RowResult, RowStatus
+from ibimport.rowstate import reported_as
 
 __all__ = ["PROGRESS_MODES", "ProgressListener", "ProgressMode"]
 
@@ -81,8 +82,14 @@ class ProgressListener(BaseListener):
         self.done = 0  # rows with an outcome, resumed ones included
         self.done_this_run = 0  # rows finished by calls of this run: what the ETA is based on
         self.calls = 0
+        self.retries = 0  # calls beyond the first of each row
         self.throttled = 0
         self.failed = 0
+        #: Rows the run reported not finished (never reached, or cut off by a stop): they
+        #: are not done, so the bar stops where the run stopped instead of jumping to the end.
+        self.skipped = 0
+        self.stopped = False
+        self._called: set[int] = set()  # rows with a call and no outcome yet: bounded
         self._running = False
         self._next_line_at = 0.0
         self._live: Live | None = None
@@ -96,12 +103,22 @@ class ProgressListener(BaseListener):
 
     def on_call(self, event: CallEvent) -> None:
         self.calls += 1
+        if event.row in self._called:
+            self.retries += 1
+        else:
+            self._called.add(event.row)
         if event.outcome is CallOutcome.THROTTLED:
             self.throttled += 1
         if self.display == "plain":
             self.tick()
 
     def on_row_done(self, result: RowResult) -> None:
+        self._called.discard(result.row)
+        if reported_as(result.status) is RowStatus.SKIPPED:  # not finished: not progress
+            self.skipped += 1
+            if self.display == "plain":
+                self.tick()
+            return
         self.done += 1
         if not result.resumed:
             self.done_this_run += 1
@@ -111,6 +128,7 @@ class ProgressListener(BaseListener):
             self.tick()
 
     def on_finish(self, *, elapsed_s: float, interrupted: bool) -> None:
+        self.stopped = interrupted or self.skipped > 0
         self.stop()
 
     # -- display lifecycle --------------------------------------------------------------------
@@ -179,6 +197,9 @@ class ProgressListener(BaseListener):
             return 0.0, 0.0
         return (self.done_this_run - rows_then) / span, (self.calls - calls_then) / span
 
+    def _eta_text(self, rows_per_s: float) -> str:
+        return "stopped" if self.stopped else f"ETA {_eta(self._eta_s(rows_per_s))}"
+
     def _eta_s(self, rows_per_s: float) -> float | None:
         if self.total is None:
             return None
@@ -188,12 +209,14 @@ class ProgressListener(BaseListener):
         return remaining / rows_per_s if rows_per_s > 0 else None
 
     def status_line(self, now: float | None = None) -> str:
-        """The plain progress line, e.g. ``1234/5000 rows, 97.3 calls/s, 12 throttled, ...``."""
+        """The plain progress line, e.g. ``1234/5000 rows, 97.3 calls/s, 3 retries, ...``."""
         rows_per_s, calls_per_s = self._rates(self._clock() if now is None else now)
         done = f"{self.done}/{self.total}" if self.total is not None else str(self.done)
+        skipped = f", {self.skipped} skipped" if self.skipped else ""
         return (
-            f"{done} rows, {calls_per_s:.1f} calls/s, {self.throttled} throttled, "
-            f"{self.failed} failed, ETA {_eta(self._eta_s(rows_per_s))}"
+            f"{done} rows, {calls_per_s:.1f} calls/s, {self.retries} retries, "
+            f"{self.throttled} throttled, {self.failed} failed{skipped}, "
+            f"{self._eta_text(rows_per_s)}"
         )
 
     def _bar_row(self) -> Table:
@@ -204,9 +227,11 @@ class ProgressListener(BaseListener):
             Text(f"{self.done}/{self.total}" if self.total is not None else str(self.done)),
             Text("rows"),
             Text(f"{calls_per_s:.1f} calls/s", style="cyan"),
+            Text(f"{self.retries} retries", style="yellow" if self.retries else "dim"),
             Text(f"{self.throttled} throttled", style="yellow" if self.throttled else "dim"),
             Text(f"{self.failed} failed", style="red" if self.failed else "dim"),
-            Text(f"ETA {_eta(self._eta_s(rows_per_s))}"),
+            *([Text(f"{self.skipped} skipped", style="yellow")] if self.skipped else []),
+            Text(self._eta_text(rows_per_s), style="yellow" if self.stopped else ""),
         )
         return grid
 

@@ -55,7 +55,7 @@ def test_plain_mode_prints_a_line_only_once_the_interval_has_passed() -> None:
     clock.advance(0.1)  # 5 s after start: 6 calls, 3 rows this run, 6 rows left
     progress.on_call(_call(4))
     assert out.getvalue().splitlines() == [
-        "4/10 rows, 1.4 calls/s, 3 throttled, 1 failed, ETA 0:00:10",
+        "4/10 rows, 1.4 calls/s, 3 retries, 3 throttled, 1 failed, ETA 0:00:10",
     ]
 
     clock.advance(1.0)  # not yet another interval
@@ -74,7 +74,10 @@ def test_plain_line_without_total_or_rate_has_no_eta() -> None:
     progress.on_start(total_rows=None)
     clock.advance(2.0)
     progress.on_call(_call(1))
-    assert out.getvalue().strip() == "0 rows, 0.5 calls/s, 0 throttled, 0 failed, ETA --:--:--"
+    assert (
+        out.getvalue().strip()
+        == "0 rows, 0.5 calls/s, 0 retries, 0 throttled, 0 failed, ETA --:--:--"
+    )
 
 
 def test_plain_mode_stops_printing_after_stop() -> None:
@@ -122,3 +125,40 @@ def test_bar_mode_leaves_its_final_state_on_screen() -> None:
     assert "3 throttled" in text
     assert "1 failed" in text
     assert "ETA 0:00:01" in text  # 1 row left at 1.5 rows/s
+
+
+def test_a_stopped_run_leaves_the_bar_where_it_stopped() -> None:
+    # An interrupted run reports its unreached rows as skipped: they are not progress.
+    console, out = _console(terminal=True)
+    clock = FakeClock(start=100.0)
+    progress = ProgressListener(console, mode="auto", clock=clock.now, refresh_per_second=1)
+    progress.on_start(total_rows=10)
+    progress.on_call(_call(1, CallOutcome.RETRYABLE))
+    progress.on_call(_call(1))
+    progress.on_row_done(_done(1))
+    for row in range(2, 11):
+        progress.on_row_done(_done(row, RowStatus.SKIPPED))
+    clock.advance(1.0)
+    progress.on_finish(elapsed_s=1.0, interrupted=True)
+    text = out.getvalue()
+    assert "1/10 rows" in text
+    assert "10/10" not in text
+    assert "1 retries" in text
+    assert "9 skipped" in text
+    assert "stopped" in text
+    assert "ETA 0:00:00" not in text
+
+
+def test_plain_line_counts_retries_and_unfinished_rows() -> None:
+    console, _ = _console(terminal=False)
+    clock = FakeClock(start=0.0)
+    progress = ProgressListener(console, mode="plain", clock=clock.now, interval_s=1.0)
+    progress.on_start(total_rows=3)
+    for _ in range(3):
+        progress.on_call(_call(1, CallOutcome.THROTTLED))
+    progress.on_row_done(_done(1, RowStatus.FAILED))
+    progress.on_row_done(_done(2, RowStatus.SKIPPED))
+    progress.on_finish(elapsed_s=1.0, interrupted=False)  # a fatal stop: rows cut off
+    assert progress.status_line(1.0) == (
+        "1/3 rows, 3.0 calls/s, 2 retries, 3 throttled, 1 failed, 1 skipped, stopped"
+    )
