@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from pathlib import Path
 
 from rich.table import Table
@@ -10,7 +11,12 @@ from rich.text import Text
 from ibimport.report import FINAL_STATUSES, RunStats
 from ibimport.results import RowStatus
 
-__all__ = ["summary_table"]
+__all__ = ["plural", "summary_table"]
+
+
+def plural(n: int, singular: str, plural_form: str | None = None) -> str:
+    """``1 retry``, ``2 retries``: counts in English for people."""
+    return f"{n} {singular if n == 1 else plural_form or singular + 's'}"
 
 
 def _duration(seconds: float) -> str:
@@ -35,24 +41,32 @@ def summary_table(stats: RunStats, *, report_path: Path | None, results_path: Pa
     if stats.resumed:
         table.add_row("  resumed", str(stats.resumed), "done by an earlier run, not sent")
     table.add_row(
-        "calls", str(stats.calls), f"{stats.retries} retries, {stats.throttled} throttled"
+        "calls",
+        str(stats.calls),
+        f"{plural(stats.retries, 'retry', 'retries')}, {stats.throttled} throttled",
     )
+    if stats.started_at is not None:
+        started = datetime.fromtimestamp(stats.started_at).astimezone()
+        table.add_row("started", "", started.isoformat(sep=" ", timespec="seconds"))
     table.add_row(
         "elapsed",
         _duration(stats.elapsed_s),
         f"{stats.throughput_per_s:.1f} rows/s imported this run",
     )
-    pct = stats.latency_percentiles()
-    table.add_row(
-        "latency",
-        f"{pct['p50']:.0f} ms",
-        f"p50; p95 {pct['p95']:.0f} ms, p99 {pct['p99']:.0f} ms, max {pct['max']:.0f} ms",
-    )
+    if stats.latency.count:
+        pct = stats.latency_percentiles()
+        table.add_row(
+            "latency",
+            f"{pct['p50']:.0f} ms",
+            f"p50; p95 {pct['p95']:.0f} ms, p99 {pct['p99']:.0f} ms, max {pct['max']:.0f} ms",
+        )
+    # Calls, not rows: labelled apart from the rows' "failed" above.
     shown = 5
     for i, (code, count) in enumerate(stats.errors_by_code.most_common(shown)):
-        table.add_row("failed calls" if i == 0 else "", str(count), Text(code))
+        table.add_row("call errors" if i == 0 else "", str(count), Text(code))
     if len(stats.errors_by_code) > shown:
-        table.add_row("", "", f"... and {len(stats.errors_by_code) - shown} other codes")
+        others = len(stats.errors_by_code) - shown
+        table.add_row("", "", f"... and {plural(others, 'other code')}")
     if report_path is not None:
         table.add_row("report", "", Text(str(report_path)))
     if results_path is not None:

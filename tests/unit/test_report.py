@@ -358,3 +358,71 @@ def test_summary_table_shows_the_figures(tmp_path: Path) -> None:
     assert "0:00:02" in text
     assert "r[bold].json" in text  # paths are shown literally, not as markup
     assert "results.csv" in text
+    assert "call errors" in text  # calls, labelled apart from the rows' "failed"
+    assert "failed calls" not in text
+
+
+def test_summary_wording_is_singular_for_one_and_times_carry_their_timezone() -> None:
+    stats = RunStats()
+    stats.on_start(total_rows=1)
+    stats.started_at = 1_700_000_000.0
+    stats.on_call(_call(1, outcome=CallOutcome.RETRYABLE, code="ServiceException"))
+    stats.on_call(_call(1, 2))
+    stats.on_row_done(_result(1))
+    console = Console(record=True, width=100, file=io.StringIO())
+    console.print(summary_table(stats, report_path=None, results_path=None))
+    text = console.export_text()
+    assert "1 retry," in text
+    assert "1 retries" not in text
+    started = next(line for line in text.splitlines() if line.startswith("started"))
+    assert started.rstrip()[-6] in "+-", started  # e.g. 2023-11-14 22:13:20+00:00
+
+
+def test_a_summary_without_calls_shows_no_latency() -> None:
+    console = Console(record=True, width=100, file=io.StringIO())
+    console.print(summary_table(RunStats(), report_path=None, results_path=None))
+    assert "latency" not in console.export_text()
+
+
+def test_the_report_lists_earlier_runs_then_this_one_and_sums_the_batch() -> None:
+    earlier = {
+        "calls": 7,
+        "retries": 2,
+        "throttled": 1,
+        "elapsed_s": 1.5,
+        "interrupted": True,
+        "errors_by_code": {"ThrottlingException": 1},
+    }
+    stats = _scripted_run()
+    stats.started_at = 1_700_000_000.0
+    report = stats.to_report(earlier_runs=[earlier])
+    assert [run["calls"] for run in report["runs"]] == [7, 8]
+    this_run = report["runs"][1]
+    assert this_run["started_at"][-6] in "+-"
+    assert this_run["interrupted"] is True
+    assert this_run["latency_ms"] == report["latency_ms"]
+    assert report["batch"]["runs"] == 2
+    assert report["batch"]["calls"] == 15
+    assert report["batch"]["interrupted_runs"] == 2
+    assert report["batch"]["errors_by_code"]["ThrottlingException"] == 3
+    assert report["calls"] == 8  # the top level is this run's
+
+
+def test_a_rebuilt_report_takes_its_figures_from_the_latest_recorded_run() -> None:
+    stats = RunStats()  # rebuilt from a journal: no run watched
+    stats.on_row_done(_result(1))
+    latest = {
+        "calls": 3,
+        "retries": 1,
+        "throttled": 0,
+        "elapsed_s": 2.0,
+        "interrupted": True,
+        "latency_ms": {"p50": 5.0},
+        "errors_by_code": {},
+    }
+    report = stats.to_report(earlier_runs=[{"calls": 9}, latest])
+    assert report["interrupted"] is True  # `report` after a Ctrl-C says so
+    assert report["calls"] == 3
+    assert report["latency_ms"] == {"p50": 5.0}
+    assert report["batch"]["calls"] == 12
+    assert len(report["runs"]) == 2
