@@ -11,6 +11,7 @@ import csv
 from collections.abc import Iterator
 from typing import Any, BinaryIO, Final
 
+from ibimport.apimodel import import_vm_image_rules
 from ibimport.errors import ManifestError
 from ibimport.manifest._json import DECODER, DupKeys
 from ibimport.manifest._lines import MAX_ROW_BYTES, Lines, RowTooLarge
@@ -28,6 +29,10 @@ from ibimport.task import FIELDS
 
 #: csv.field_size_limit while reading; the largest valid cell (a full tags column) is ~20 KiB.
 MAX_CSV_FIELD: Final = 128 * 1024
+
+#: Columns every CSV header must have: the service's required fields, but clientToken,
+#: which ibimport derives when a row gives none.
+_REQUIRED_COLUMNS: Final = import_vm_image_rules().required - {"clientToken"}
 
 _TAGS_CELL_RULE: Final = 'must be a JSON object of tag keys to values, like {"Env": "prod"}'
 
@@ -60,6 +65,14 @@ def read_csv(f: BinaryIO, checker: Checker, label: str) -> Iterator[ManifestRow]
         if any(cell.strip() for cell in header):
             break
     columns = _csv_columns(header, label)
+    present = {key for kind, key in columns if kind == "field"}
+    missing = [field for field in FIELDS if field in _REQUIRED_COLUMNS and field not in present]
+    if missing:  # once, for the header, not once per row
+        names, them = (missing[0], "it") if len(missing) == 1 else (" and ".join(missing), "them")
+        raise ManifestError(
+            f"{label}: the header has no {names} column{'s' if them == 'them' else ''}; "
+            f"every row needs {them}"
+        )
     width = len(columns)
     row = 0
     while True:

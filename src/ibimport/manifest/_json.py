@@ -172,6 +172,7 @@ class _JsonText:
         self._read = 0  # bytes read so far
         self._newlines_read = 0
         self._lines_dropped = 0  # newlines in text already dropped from buf
+        self._column_dropped = 0  # characters of the current line already dropped from buf
 
     def _fill(self, size: int = CHUNK) -> bool:
         """Read and decode more; False at end of file."""
@@ -192,6 +193,11 @@ class _JsonText:
             self.eof = True
         if self.pos:
             self._lines_dropped += self.buf.count("\n", 0, self.pos)
+            newline = self.buf.rfind("\n", 0, self.pos)
+            if newline >= 0:
+                self._column_dropped = self.pos - newline - 1
+            else:
+                self._column_dropped += self.pos
             self.buf = self.buf[self.pos :] + text
             self.pos = 0
         else:
@@ -202,8 +208,21 @@ class _JsonText:
         """The line number of a position in buf (default: the current one)."""
         return self._lines_dropped + self.buf.count("\n", 0, self.pos if pos is None else pos) + 1
 
+    def column(self, pos: int | None = None) -> int:
+        """The column (in characters, from 1) of a position in buf."""
+        at = self.pos if pos is None else pos
+        newline = self.buf.rfind("\n", 0, at)
+        return at - newline if newline >= 0 else self._column_dropped + at + 1
+
     def error(self, message: str, pos: int | None = None) -> ManifestError:
-        return ManifestError(f"{self.label}: {message} (line {self.line(pos)})")
+        where = f"line {self.line(pos)}, column {self.column(pos)}"
+        return ManifestError(f"{self.label}: {message} ({where})")
+
+    def expected(self, what: str) -> ManifestError:
+        """``expected ...`` where something else stands, or the file ends too early."""
+        if self.peek() == "":
+            return self.error(f"invalid JSON: the file ends where {what} should be (truncated?)")
+        return self.error(f"expected {what}")
 
     def peek(self) -> str:
         """The next character that is not whitespace ("" at end of file)."""
@@ -260,16 +279,20 @@ def read_json(f: BinaryIO, checker: Checker, label: str) -> Iterator[ManifestRow
 def _json_object(js: _JsonText, checker: Checker) -> Iterator[ManifestRow]:
     defaults: dict[str, Any] | None = None
     seen: set[str] = set()
+    #: An unknown key is reported once the object is known to be valid JSON: a truncated
+    #: file is said to be truncated, not to have a wrong key.
+    unknown: tuple[str, int] | None = None
     char = js.peek()
     while char != "}":
         if char != '"':
-            raise js.error("expected a key ('defaults' or 'tasks') in the top-level object")
+            raise js.expected("a key ('defaults' or 'tasks') in the top-level object")
+        key_at = js.pos
         key = js.value("a key")
-        if key in seen:
+        if key in seen and unknown is None:
             raise js.error(f"top-level key {shorten(key)!r} appears more than once")
         seen.add(key)
         if js.peek() != ":":
-            raise js.error("expected ':' after a key")
+            raise js.expected("':' after a key")
         js.pos += 1
         char = js.peek()
         if key == "defaults":
@@ -283,9 +306,9 @@ def _json_object(js: _JsonText, checker: Checker) -> Iterator[ManifestRow]:
             js.pos += 1
             yield from _json_tasks(js, checker, defaults)
         else:
-            raise js.error(
-                f"unknown top-level key {shorten(key)!r}; expected 'defaults' and 'tasks'"
-            )
+            if unknown is None:
+                unknown = (key, js.line(key_at))
+            js.value(f"the value of {shorten(key)!r}")
         char = js.peek()
         if char == ",":
             js.pos += 1
@@ -293,8 +316,14 @@ def _json_object(js: _JsonText, checker: Checker) -> Iterator[ManifestRow]:
             if char == "}":
                 raise js.error("trailing comma in the top-level object")
         elif char != "}":
-            raise js.error("expected ',' or '}' in the top-level object")
+            raise js.expected("',' or '}' in the top-level object")
     js.pos += 1
+    if unknown is not None:
+        key, line = unknown
+        raise ManifestError(
+            f"{js.label}: unknown top-level key {shorten(key)!r} (line {line}); expected "
+            "'defaults' and 'tasks' (a list of tasks is an array: [{...}, {...}])"
+        )
     if "tasks" not in seen:
         raise js.error("the top-level object has no 'tasks' array")
 
@@ -335,7 +364,7 @@ def _json_tasks(
             js.pos += 1
             return
         if char != ",":
-            raise js.error(f"expected ',' or ']' after task {row}")
+            raise js.expected(f"',' or ']' after task {row}")
         js.pos += 1
         if js.peek() == "]":
             raise js.error(f"trailing comma after task {row}")
