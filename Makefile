@@ -26,7 +26,7 @@ setup: $(STAMP)
 # A real batch against the embedded emulator: 300 rows, 40 ms latency and a 60/s quota with
 # a burst of 10, so progress, throttling and the adaptive limiter are visible. Fresh each time.
 demo: $(STAMP)
-	rm -rf demo-output
+	rm -rf demo-output && mkdir demo-output
 	$(BIN)/ibimport run manifests/example.csv --local \
 		--emulator-latency-ms 40 --emulator-rate 60 --emulator-burst 10 --emulator-fault-rate 0.01 \
 		--tag wave=demo --journal demo-output/example.journal \
