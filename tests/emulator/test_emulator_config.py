@@ -55,10 +55,19 @@ def _every_knob_changed(tmp_path: Path) -> EmulatorConfig:
     number 0.5 or 3, inside every knob's range. A new knob of another type fails here.
     """
     values: dict[str, Any] = {}
+    value: Any
+    # Knobs with a grammar of their own get a value that follows it.
+    grammar: dict[str, Any] = {
+        "regions": ("eu-west-1", "ap-south-1"),
+        "rate_per_region": ("eu-west-1=3", "us-west-2=0.5"),
+        "task_mix": "completed=0.5,missing=0.5",
+    }
     for index, item in enumerate(knobs()):
         kind = item.type
-        if kind is bool:
-            value: Any = not item.default
+        if item.name in grammar:
+            value = grammar[item.name]
+        elif kind is bool:
+            value = not item.default
         elif kind is str:
             value = str(210987654300 + index)
         elif kind in (int, int | None):

@@ -16,12 +16,27 @@ into an answer, so adding an error is adding a class here.
     ├── InvalidSignatureException           403  the signature does not match, is out of
     │                                            its time window or scoped to another region
     ├── UnrecognizedClientException         403  unknown access key or session token
+    ├── ExpiredTokenException               403  temporary credentials past Expiration
     ├── ResourceNotFoundException           404
     ├── UnknownOperationException           404  no operation at that route
     ├── RequestEntityTooLargeException      413  a body beyond the front end's limit
     ├── CallRateLimitExceededException      429  the per-operation quota
     ├── ServiceException                    500  an injected fault
     └── ServiceUnavailableException         503  an injected fault
+
+EC2's query protocol (``ec2_responses``, rendered as EC2's XML) has its own codes:
+
+    ServiceError
+    ├── InvalidParameterValue               400  a malformed task ID, MaxResults or filter
+    ├── InvalidConversionTaskIdMalformed    400  InvalidConversionTaskId.Malformed: no such task
+    ├── InvalidAction                       400  an Action the emulator does not serve
+    ├── AuthFailure                         401  any signature or key problem
+    ├── DryRunOperation                     412  DryRun=true and the call would succeed
+    ├── InternalError                       500  an injected fault
+    └── RequestLimitExceeded / Unavailable  503  the EC2 quota / an injected fault
+
+and so has STS's (``sts_responses``): ValidationError (400), InvalidClientTokenId,
+SignatureDoesNotMatch, IncompleteSignature, ExpiredToken (403).
 """
 
 from __future__ import annotations
@@ -43,6 +58,8 @@ class ServiceError(Exception):
 
     status: ClassVar[int] = 400
     default_message: ClassVar[str | None] = None
+    #: The code when it is not the class's name (EC2's dotted codes).
+    aws_code: ClassVar[str | None] = None
 
     def __init__(self, message: str | None = None) -> None:
         text = message if message is not None else self.default_message
@@ -54,7 +71,7 @@ class ServiceError(Exception):
     @property
     def code(self) -> str:
         """The error code AWS puts in ``x-amzn-ErrorType``: the class's name."""
-        return type(self).__name__
+        return self.aws_code or type(self).__name__
 
 
 class InvalidParameterValueException(ServiceError):
@@ -113,6 +130,13 @@ class UnrecognizedClientException(ServiceError):
     default_message = UNKNOWN_KEY
 
 
+class ExpiredTokenException(ServiceError):
+    """Temporary credentials (from the emulator's AssumeRole) past their Expiration."""
+
+    status = 403
+    default_message = "The security token included in the request is expired"
+
+
 class ResourceNotFoundException(ServiceError):
     """No image or image version at that ARN."""
 
@@ -150,3 +174,91 @@ class ServiceUnavailableException(ServiceError):
 
     status = 503
     default_message = "The service is unavailable. Try again later."
+
+
+# EC2 (query protocol). Codes and statuses as EC2's API reference lists them.
+
+
+class InvalidParameterValue(ServiceError):
+    """EC2: a parameter's value is not one EC2 takes (a malformed import task ID, say)."""
+
+
+class InvalidConversionTaskIdMalformed(ServiceError):
+    """EC2's answer to a well-formed import task ID it has no task for (expired or never
+    existed): the code OpenStack nodepool's AWS driver treats as "the task no longer
+    exists" (EC2's reference lists it beside InvalidConversionTaskId)."""
+
+    aws_code = "InvalidConversionTaskId.Malformed"
+
+
+class InvalidAction(ServiceError):
+    """EC2: an Action this endpoint does not serve."""
+
+
+class AuthFailure(ServiceError):
+    """EC2's one answer to any credential or signature problem."""
+
+    status = 401
+    default_message = "AWS was not able to validate the provided access credentials"
+
+
+class DryRunOperation(ServiceError):
+    """EC2's answer to DryRun=true when the call would have succeeded."""
+
+    status = 412
+    default_message = "Request would have succeeded, but DryRun flag is set."
+
+
+class InternalError(ServiceError):
+    """EC2: an injected internal error (``--fault-rate``)."""
+
+    status = 500
+    default_message = "An internal error has occurred"
+
+
+class RequestLimitExceeded(ServiceError):
+    """EC2's throttling answer (``--ec2-rate``), which botocore retries as throttling."""
+
+    status = 503
+    default_message = "Request limit exceeded."
+
+
+class Unavailable(ServiceError):
+    """EC2: an injected unavailability (``--fault-rate``)."""
+
+    status = 503
+    default_message = "The server is overloaded and can't handle the request."
+
+
+# STS (query protocol).
+
+
+class ValidationError(ServiceError):
+    """STS: a member breaks the model (RoleArn, RoleSessionName, DurationSeconds)."""
+
+
+class InvalidClientTokenId(ServiceError):
+    """STS: an access key it does not know."""
+
+    status = 403
+    default_message = UNKNOWN_KEY
+
+
+class SignatureDoesNotMatch(ServiceError):
+    """STS: a signature that does not match."""
+
+    status = 403
+    default_message = BAD_SIGNATURE
+
+
+class IncompleteSignature(ServiceError):
+    """STS: an Authorization header it cannot parse."""
+
+    status = 403
+
+
+class ExpiredToken(ServiceError):
+    """Temporary credentials past their Expiration (``--verify-signatures``)."""
+
+    status = 403
+    default_message = "The security token included in the request is expired"

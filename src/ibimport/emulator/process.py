@@ -33,6 +33,9 @@ def cli_args(config: EmulatorConfig) -> list[str]:
             continue
         if isinstance(value, bool):
             args.append(f"--{item.flag}" if value else f"--no-{item.flag}")
+        elif isinstance(value, tuple):  # a repeatable option
+            for each in value:
+                args += [f"--{item.flag}", str(each)]
         else:
             args += [f"--{item.flag}", str(value)]
     return args
