@@ -1,22 +1,27 @@
-"""Write the example manifests in this directory, deterministically.
+"""Generate manifests of valid, varied tasks, deterministically: for rehearsals and tests.
 
-    .venv/bin/python manifests/generate.py
+    .venv/bin/python manifests/generate.py --rows 10000 --format jsonl --out wave.jsonl
+    .venv/bin/python manifests/generate.py --rows 50 --format csv --out - --seed 7
+    .venv/bin/python manifests/generate.py --examples   # rewrite the examples here
 
-example.csv    ~300 valid, varied tasks (tags as tag: columns and a tags JSON column)
+The same --rows and --seed give the same tasks in every format (so the same clientTokens).
+--examples rewrites the committed examples in this directory and checks them with
+ibimport.manifest, so they cannot drift from the rules:
+
+example.csv    300 valid, varied tasks (tags as tag: columns and a tags JSON column)
 example.jsonl  the same tasks in another order (identical clientTokens)
 example.json   an object with defaults and a few tasks
 invalid.csv    one row per broken rule, for `ibimport validate`
-
-The output is committed; run this again only to change the examples. It checks what it
-wrote with ibimport.manifest, so the examples cannot drift from the rules.
 """
 
 from __future__ import annotations
 
+import argparse
 import csv
 import io
 import json
 import random
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -60,11 +65,11 @@ FIELDS = ["name", "semanticVersion", "description", "platform", "osVersion", "vm
 TAG_COLUMNS = ["Env", "Wave", "Owner"]
 
 
-def tasks(rng: random.Random) -> list[dict[str, Any]]:
-    """ROWS varied, valid tasks with unique name+semanticVersion."""
+def tasks(rng: random.Random, rows: int = ROWS) -> list[dict[str, Any]]:
+    """``rows`` varied, valid tasks with unique name+semanticVersion."""
     out: list[dict[str, Any]] = []
     counters: dict[str, int] = {}
-    for i in range(ROWS):
+    for i in range(rows):
         platform = rng.choices(["Linux", "Windows", "macOS"], weights=[60, 35, 5])[0]
         role = rng.choice(ROLES[platform])
         counters[role] = counters.get(role, 0) + 1
@@ -89,7 +94,7 @@ def tasks(rng: random.Random) -> list[dict[str, Any]]:
             tags["SourceDatacenter"] = dc
         task["tags"] = tags
         if rng.random() < 0.1:
-            task["logGroupName"] = "/ibimport/migration"
+            task["logGroupName"] = "/aws/imagebuilder/migration"
         out.append(task)
     return out
 
@@ -157,7 +162,7 @@ ragged-row,1.0.0,Linux
 """.replace("{long}", "x" * 1025)
 
 
-def main() -> None:
+def write_examples() -> None:
     rng = random.Random(SEED)
     rows = tasks(rng)
     shuffled = rows[:]
@@ -193,5 +198,52 @@ def check() -> None:
     print(f"wrote {written} ({ROWS} tasks) and invalid.csv ({len(invalid)} rows)")
 
 
+FORMATS = {
+    "csv": to_csv,
+    "jsonl": to_jsonl,
+    "json": lambda rows: json.dumps(rows, indent=2, ensure_ascii=False) + "\n",
+}
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return value
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="manifests/generate.py",
+        description="Write a manifest of valid, varied ImportVmImage tasks (deterministic).",
+        epilog="Example: manifests/generate.py --rows 10000 --format jsonl --out wave.jsonl",
+    )
+    parser.add_argument("--rows", type=_positive, metavar="N", help="how many tasks")
+    parser.add_argument("--format", choices=sorted(FORMATS), help="default: from --out's suffix")
+    parser.add_argument("--out", metavar="FILE", help="where to write; - for stdout")
+    parser.add_argument("--seed", type=int, default=SEED, metavar="S", help="default: %(default)s")
+    parser.add_argument(
+        "--examples", action="store_true", help="rewrite and check the examples in manifests/"
+    )
+    args = parser.parse_args(argv)
+    if args.examples:
+        if args.rows or args.out:
+            parser.error("--examples takes no --rows or --out")
+        write_examples()
+        return 0
+    if args.rows is None or args.out is None:
+        parser.error("--rows and --out are required (or --examples)")
+    fmt = args.format or Path(args.out).suffix.lstrip(".")
+    if fmt not in FORMATS:
+        parser.error(f"--format csv, json or jsonl (cannot tell from {args.out!r})")
+    text = FORMATS[fmt](tasks(random.Random(args.seed), args.rows))
+    if args.out == "-":
+        sys.stdout.write(text)
+    else:
+        Path(args.out).write_text(text, encoding="utf-8", newline="")
+        print(f"wrote {args.out} ({args.rows} tasks, {fmt}, seed {args.seed})", file=sys.stderr)
+    return 0
+
+
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

@@ -40,9 +40,13 @@ from ibimport.manifest import (
     ImportTask,
     ManifestFormat,
     ManifestRow,
+    SourceKind,
+    detect_format,
     parse_tag_option,
     read_manifest,
+    source_kind,
 )
+from ibimport.plan import BatchPlan, PlannedRow, PlannedStatus, plan_batch
 from ibimport.results import RowResult
 from ibimport.rowstate import RerunPlan, RowStatus
 from ibimport.runner import Runner, RunOutcome, RunSettings
@@ -55,6 +59,7 @@ __all__ = [
     "Batch",
     "BatchConfig",
     "BatchControl",
+    "BatchPlan",
     "BatchRefused",
     "BatchResult",
     "BatchStatus",
@@ -78,6 +83,8 @@ __all__ = [
     "ManifestFormat",
     "ManifestRow",
     "NullJournal",
+    "PlannedRow",
+    "PlannedStatus",
     "RebuiltOutputs",
     "RerunPlan",
     "RowResult",
@@ -86,6 +93,7 @@ __all__ = [
     "RunOutcome",
     "RunSettings",
     "Runner",
+    "SourceKind",
     "SqliteJournal",
     "TransportError",
     "__version__",
@@ -93,11 +101,14 @@ __all__ = [
     "build_limiter",
     "client_token",
     "default_output_paths",
+    "detect_format",
     "open_batch",
     "open_client",
     "parse_tag_option",
+    "plan_batch",
     "read_manifest",
     "rebuild_outputs",
     "run_batch",
+    "source_kind",
     "spooled_stdin",
 ]

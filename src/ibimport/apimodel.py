@@ -9,9 +9,10 @@ the botocore that aiobotocore pins; those are listed once, in ``_CURRENT_SERVICE
 from __future__ import annotations
 
 import re
+import unicodedata
 from dataclasses import dataclass
 from functools import cache
-from typing import Any
+from typing import Any, NamedTuple
 
 import botocore.loaders
 
@@ -182,3 +183,91 @@ def import_vm_image_rules() -> ImportVmImageRules:
         tag_key=_string_rule(shapes, tag_map["key"]["shape"]),
         tag_value=_string_rule(shapes, tag_map["value"]["shape"]),
     )
+
+
+# --- An image's identity, and the names an image may have (current service model) --------
+#
+# From the current model (botocore 1.44.8, ImportVmImage ``name``): "Image Builder generates
+# the image ARN from a normalized form of the name, so names that differ only in case,
+# spaces, or underscores count as the same name. If an image with the same name and
+# semantic version already exists in your account in the same Region, the import creates
+# a new build version for it." The resulting Image's ``name`` is a ``ResourceName``, and
+# "for ImportVmImage, the log group name must be within the /aws/imagebuilder/ namespace".
+
+#: The shape of an Image's name; an imported image gets the request's name.
+IMAGE_NAME_SHAPE = "ResourceName"
+#: Where an ImportVmImage log group must live (current model).
+IMPORT_LOG_GROUP_PREFIX = "/aws/imagebuilder/"
+#: List pages: 25 by default; the current model raised RestrictedInteger's max from 25 to 100.
+LIST_PAGE_DEFAULT = 25
+LIST_PAGE_MAX = 100
+
+_NOT_NAME_CHARACTER = re.compile(r"[^-_A-Za-z0-9 ]")
+
+
+class ImageIdentity(NamedTuple):
+    """What makes two imports the same image in one account and Region."""
+
+    name: str  # normalised: see ``normalised_name``
+    semantic_version: str
+
+
+def normalised_name(name: str) -> str:
+    """The form of a name the service derives the ARN from: lowercase, spaces and
+    underscores as hyphens (the form that appears in ``.../image/<name>/...``)."""
+    return name.lower().replace(" ", "-").replace("_", "-")
+
+
+def image_identity(name: str, semantic_version: str) -> ImageIdentity:
+    """The one definition of "the same image": used by the manifest's duplicate check, the
+    emulator's ARNs and build numbering, and the lookups that find an existing build."""
+    return ImageIdentity(normalised_name(name), semantic_version)
+
+
+def name_problem(name: str) -> str | None:
+    """Why no image may have this name, in words a person can act on, or None if it fits.
+
+    The rule is the ``ResourceName`` pattern: 3 to 128 letters, digits, hyphens,
+    underscores, with spaces only inside. VM inventories are full of FQDNs, so the message
+    names the first character that breaks it and suggests a name that would fit.
+    """
+    rule = _image_name_rule()
+    if rule.check(name) is None:
+        return None
+    bad = _NOT_NAME_CHARACTER.search(name)
+    if bad is not None:
+        why = f"{bad.group()!r} at position {bad.start() + 1} is not allowed"
+    elif len(name) < 3:
+        why = "it must be at least 3 characters"
+    elif len(name) > 128:
+        why = "it must be at most 128 characters"
+    else:
+        why = "it must not start or end with a space"
+    text = (
+        f"{why}: an image name is 3 to 128 letters, digits, hyphens, underscores and inner spaces"
+    )
+    suggestion = suggested_name(name)
+    return f"{text}; try {suggestion!r}" if suggestion else text
+
+
+def suggested_name(name: str) -> str | None:
+    """A name close to ``name`` that the rule accepts, or None if nothing sensible is left."""
+    # Accents dropped first (Café -> Cafe), then what is left that no name may hold.
+    ascii_name = unicodedata.normalize("NFKD", name).encode("ascii", "ignore").decode()
+    fitted = _NOT_NAME_CHARACTER.sub("-", ascii_name).strip()[:128].strip()
+    fitted = re.sub(r"-{2,}", "-", fitted).strip("-") or ""
+    if len(fitted) < 3 or _image_name_rule().check(fitted) is not None:
+        return None
+    return fitted
+
+
+def log_group_problem(log_group_name: str) -> str | None:
+    """The current model's ImportVmImage-only rule; the pattern is checked with the others."""
+    if log_group_name.startswith(IMPORT_LOG_GROUP_PREFIX):
+        return None
+    return f"must be within {IMPORT_LOG_GROUP_PREFIX} (ImportVmImage's log groups live there)"
+
+
+@cache
+def _image_name_rule() -> StringRule:
+    return _string_rule(service_model()["shapes"], IMAGE_NAME_SHAPE)

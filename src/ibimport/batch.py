@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import shutil
 import sys
 import tempfile
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
@@ -21,11 +20,19 @@ from contextlib import AsyncExitStack, asynccontextmanager, contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
-from typing import Self
+from typing import Any, BinaryIO, Self
 
+from ibimport import rowstate
+from ibimport._files import check_paths, remove_leftovers
 from ibimport.client import ClientSettings, ImageBuilderClient, open_client
 from ibimport.emulator.config import EmulatorConfig
-from ibimport.errors import ConfigError, IbimportError, InvalidManifest, ManifestChanged
+from ibimport.errors import (
+    ConfigError,
+    IbimportError,
+    InvalidManifest,
+    ManifestChanged,
+    ManifestError,
+)
 from ibimport.events import RunListener
 from ibimport.journal import Journal, ManifestDiff, NullJournal, SqliteJournal
 from ibimport.limiter import Clock, MonotonicClock, build_limiter
@@ -36,9 +43,11 @@ from ibimport.manifest import (
     manifest_fingerprint,
     read_manifest,
 )
+from ibimport.reconcile import Reconciler
 from ibimport.report import ResultsWriter, RunStats, write_report
 from ibimport.results import RowResult, RowStatus
-from ibimport.rowstate import RerunPlan
+from ibimport.rowprints import RowPrints
+from ibimport.rowstate import RerunPlan, reported_counts
 from ibimport.runner import Runner, RunOutcome, RunSettings
 from ibimport.tokens import client_token
 
@@ -63,6 +72,12 @@ class BatchConfig:
     results_path: Path | None = None
     skip_invalid: bool = False
     force: bool = False
+    #: False: the JSON report is only returned (``BatchResult.report``), not written to a
+    #: file (``--report -`` prints it on stdout).
+    report_file: bool = True
+    #: List what already exists before a batch with a new journal sends anything
+    #: (``ibimport.reconcile``); off only for an account known to have no images.
+    reconcile: bool = True
 
 
 @dataclass(slots=True)
@@ -73,6 +88,8 @@ class Preflight:
     invalid_count: int = 0
     invalid_rows: list[ManifestRow] = field(default_factory=list)
     diff: ManifestDiff | None = None
+    #: Each row as read, so the run's second read is held to it (``rowprints``).
+    prints: RowPrints = field(default_factory=RowPrints)
 
 
 @dataclass(slots=True)
@@ -81,6 +98,8 @@ class BatchResult:
 
     outcome: RunOutcome
     stats: RunStats
+    #: The JSON report's content, as written to ``report_path`` (unless ``report_file`` is off).
+    report: dict[str, Any]
     report_path: Path
     results_path: Path
     journal_path: Path | None
@@ -103,14 +122,46 @@ def default_output_paths(manifest: Path) -> tuple[Path, Path, Path]:
     )
 
 
+#: The most ``spooled_stdin`` copies by default (``ibimport run --max-stdin-mib``).
+MAX_SPOOL_BYTES = 1 << 30
+_SPOOL_CHUNK = 1 << 20
+
+
 @contextmanager
-def spooled_stdin(fmt: ManifestFormat) -> Iterator[Path]:
-    """Copy stdin to a private temp file: a batch reads its manifest twice."""
-    suffix = "." + fmt.value
+def spooled_stdin(
+    fmt: ManifestFormat,
+    *,
+    source: BinaryIO | None = None,
+    label: str = "stdin",
+    max_bytes: int | None = None,
+) -> Iterator[Path]:
+    """Copy stdin (or ``source``, a FIFO) to a private temp file: a batch reads it twice.
+
+    At most ``max_bytes`` (an endless pipe would fill the disk): past it, or when the disk
+    fills, ``ManifestError``. The temp folder is removed on every way out (SIGTERM too,
+    which the CLI turns into KeyboardInterrupt).
+    """
+    src = source if source is not None else sys.stdin.buffer
+    max_bytes = MAX_SPOOL_BYTES if max_bytes is None else max_bytes
     with tempfile.TemporaryDirectory(prefix="ibimport-") as tmp:
-        path = Path(tmp) / ("stdin" + suffix)
-        with open(path, "wb") as out:
-            shutil.copyfileobj(sys.stdin.buffer, out)
+        path = Path(tmp) / ("stdin." + fmt.value)
+        try:
+            with open(path, "wb") as out:
+                copied = 0
+                while chunk := src.read(_SPOOL_CHUNK):
+                    copied += len(chunk)
+                    if copied > max_bytes:
+                        raise ManifestError(
+                            f"{label} holds more than {max_bytes / (1 << 20):g} MiB, the most "
+                            "a manifest read from a pipe may have (--max-stdin-mib); "
+                            "save it to a file and give that"
+                        )
+                    out.write(chunk)
+        except OSError as exc:
+            raise ManifestError(
+                f"cannot copy {label} to a temporary file in {tempfile.gettempdir()}: "
+                f"{exc.strerror or exc}"
+            ) from None
         yield path
 
 
@@ -126,8 +177,10 @@ def _preflight(config: BatchConfig, *, journal: SqliteJournal | None) -> Preflig
     def valid_tasks() -> Iterator[tuple[int, ImportTask]]:
         for manifest_row in _rows(config):
             found.total_rows += 1
-            if manifest_row.task is not None:
-                yield manifest_row.row, manifest_row.task
+            task = manifest_row.task
+            found.prints.add(manifest_row.row, client_token(task, salt=salt) if task else None)
+            if task is not None:
+                yield manifest_row.row, task
                 continue
             found.invalid_count += 1
             if len(found.invalid_rows) < MAX_SHOWN_INVALID:
@@ -206,6 +259,18 @@ def _journal_settings(config: BatchConfig) -> dict[str, str]:
     }
 
 
+def _check_paths(config: BatchConfig) -> None:
+    """Refuse aliased outputs, folders and missing or read-only folders before any read."""
+    report, results = _output_paths(config)
+    outputs: dict[str, Path] = {}
+    if config.journal_path is not None:
+        outputs["--journal"] = config.journal_path
+    if config.report_file:
+        outputs["--report"] = report
+    outputs["--results"] = results
+    check_paths(inputs={"the manifest": config.manifest}, outputs=outputs)
+
+
 def _output_paths(config: BatchConfig) -> tuple[Path, Path]:
     _, default_report, default_results = default_output_paths(config.manifest)
     return config.report_path or default_report, config.results_path or default_results
@@ -263,11 +328,15 @@ async def _execute(
     listeners: Sequence[RunListener] = (),
     control: BatchControl | None = None,
     clock: Clock | None = None,
+    manifest_changed: bool = False,
+    prints: RowPrints | None = None,
 ) -> BatchResult:
     """Run the batch and write the report and results, even when interrupted."""
     report_path, results_path = _output_paths(config)
     clock = clock or MonotonicClock()
     stats = RunStats()
+    stats.started_at = clock.wall()
+    earlier_runs = journal.runs() if journal is not None else []
     store: Journal = journal if journal is not None else NullJournal()
     with ResultsWriter(results_path) as results:
         async with _client_for(config) as client:
@@ -284,18 +353,70 @@ async def _execute(
             try:
                 if journal is not None and not journal.pending_recorded:
                     await _journal_every_row(journal, config)
+                # What the account holds is unknown to a journal that never sent, and to
+                # one whose rows changed under --force (a renamed row has no history).
+                unknown = journal is None or manifest_changed or not journal.ever_sent()
                 async with store.running():
-                    outcome = await runner.run(_rows(config), total_rows=total_rows)
+                    rows = _rows(config)
+                    if prints is not None:  # the second read must be preflight's rows
+                        rows = prints.checked(rows, salt=config.run.token_salt)
+                    outcome = await runner.run(
+                        rows,
+                        total_rows=total_rows,
+                        unreached=None if journal is None else _unreached(journal, config),
+                        list_existing=config.reconcile and unknown,
+                    )
+                stats.fatal = str(outcome.fatal) if outcome.fatal is not None else None
+                if journal is not None:  # kept across processes: a re-run's report shows it
+                    journal.record_run(started_at=stats.started_at, figures=stats.run_figures())
             finally:
                 await store.aclose()
-    write_report(report_path, stats.to_report())
+                stats.existing = _existing_figures(runner.reconciler)
+    report = stats.to_report(earlier_runs=earlier_runs)
+    if config.report_file:
+        write_report(report_path, report)
     return BatchResult(
         outcome=outcome,
         stats=stats,
+        report=report,
         report_path=report_path,
         results_path=results_path,
         journal_path=config.journal_path,
     )
+
+
+def _unreached(journal: SqliteJournal, config: BatchConfig) -> Callable[[int], Iterator[RowResult]]:
+    """After a stop, the rows past the last one taken, from the journal (it holds them all).
+
+    Rows an earlier run settled are carried over; the rest are ``skipped``. (Invalid rows
+    past the stop are not in the journal, so a results file after a stop omits them.)
+    """
+
+    def rows_after(last_row: int) -> Iterator[RowResult]:
+        for entry in journal.entries(after_row=last_row):
+            if entry.row <= last_row:
+                continue  # entries() starts at last_row itself
+            if rowstate.settled(entry.state, retry_failed=config.run.retry_failed):
+                yield entry.to_result(resumed=True)
+                continue
+            result = entry.to_result()
+            result.status = RowStatus.SKIPPED
+            result.error_code = result.error_message = ""
+            yield result
+
+    return rows_after
+
+
+def _existing_figures(reconciler: Reconciler) -> dict[str, float] | None:
+    listing = reconciler.listing
+    if listing is None:
+        return None
+    return {
+        "calls": listing.calls,
+        "builds": listing.builds,
+        "images": len(listing.by_identity),
+        "elapsed_s": round(listing.elapsed_s, 3),
+    }
 
 
 async def _journal_every_row(journal: Journal, config: BatchConfig) -> None:
@@ -340,6 +461,7 @@ class Batch:
         self.total_rows = found.total_rows
         self.invalid_rows = found.invalid_count
         self.changes: tuple[str, ...] = tuple(found.diff.describe()) if found.diff else ()
+        self._prints = found.prints
         self._journal = journal
         self._ran = False
 
@@ -366,6 +488,8 @@ class Batch:
             listeners=listeners,
             control=control,
             clock=clock,
+            manifest_changed=bool(self.changes),
+            prints=self._prints,
         )
 
     def close(self) -> None:
@@ -390,13 +514,15 @@ def open_batch(config: BatchConfig, *, fault_hook: Callable[[int], None] | None 
     left as it was. With ``force``, the journal adopts the new manifest from now on.
     ``fault_hook`` reaches the journal's commits, for crash tests (``exit_after_commits``).
     """
+    _check_paths(config)
     try:
-        for path in (config.journal_path, config.report_path, config.results_path):
-            if path is not None:
-                path.parent.mkdir(parents=True, exist_ok=True)
         journal = _open_journal(config, fault_hook=fault_hook)
     except OSError as error:
         raise ConfigError(f"cannot create {error.filename}: {error.strerror}") from None
+    # The journal's lock is held now: what a killed run of this batch left is no one's.
+    for path in (config.journal_path, *_output_paths(config)):
+        if path is not None:
+            remove_leftovers(path)
     try:
         found = _preflight(config, journal=journal)
     except IbimportError:
@@ -444,18 +570,24 @@ class RebuiltOutputs:
     """The report and results ``rebuild_outputs`` wrote, and the figures in them."""
 
     stats: RunStats
+    report: dict[str, Any]
     report_path: Path
     results_path: Path
 
 
 def rebuild_outputs(
-    journal_path: Path, *, report_path: Path | None = None, results_path: Path | None = None
+    journal_path: Path,
+    *,
+    report_path: Path | None = None,
+    results_path: Path | None = None,
+    report_file: bool = True,
 ) -> RebuiltOutputs:
     """Write a journal's report and results from the journal alone.
 
     By default where that journal's run wrote them (its header records them); for a
     journal written before the paths were recorded, beside its manifest, or beside the
-    journal when the manifest's folder is gone (stdin was a temporary file).
+    journal when the manifest's folder is gone (stdin was a temporary file). The report
+    lists every run the journal recorded. ``report_file=False`` only returns the report.
     """
     store = SqliteJournal.open_readonly(journal_path)
     try:
@@ -465,6 +597,10 @@ def rebuild_outputs(
         _, default_report, default_results = default_output_paths(beside)
         report_path = report_path or _recorded_path(recorded, "report") or default_report
         results_path = results_path or _recorded_path(recorded, "results") or default_results
+        outputs = {"--report": report_path} if report_file else {}
+        check_paths(
+            inputs={"the journal": journal_path}, outputs={**outputs, "--results": results_path}
+        )
         stats = RunStats()
         try:
             with ResultsWriter(results_path) as writer:
@@ -472,12 +608,17 @@ def rebuild_outputs(
                     result = entry.to_result()
                     stats.on_row_done(result)
                     writer.write(result)
-            write_report(report_path, stats.to_report())
+            report = stats.to_report(earlier_runs=store.runs())
+            stats.adopt_batch_figures(report)
+            if report_file:
+                write_report(report_path, report)
         except OSError as error:
             raise ConfigError(f"cannot write {error.filename}: {error.strerror}") from None
     finally:
         store.close()
-    return RebuiltOutputs(stats=stats, report_path=report_path, results_path=results_path)
+    return RebuiltOutputs(
+        stats=stats, report=report, report_path=report_path, results_path=results_path
+    )
 
 
 def _recorded_path(settings: Mapping[str, object], key: str) -> Path | None:
@@ -490,10 +631,12 @@ class BatchStatus:
     """Where a batch stands, from its journal alone (``ibimport status``)."""
 
     manifest_path: str
-    updated_at: datetime | None
-    counts: Mapping[RowStatus, int]
+    updated_at: datetime | None  # local time, with its timezone
+    counts: Mapping[RowStatus, int]  # the journal's own states
     errors_by_code: Mapping[str, int]
     rerun: RerunPlan
+    #: ``counts`` in the words of the results and the report (unfinished rows ``skipped``).
+    reported: Mapping[RowStatus, int] = field(default_factory=dict)
 
 
 def batch_status(journal_path: Path) -> BatchStatus:
@@ -504,10 +647,11 @@ def batch_status(journal_path: Path) -> BatchStatus:
         last = store.last_update()
         return BatchStatus(
             manifest_path=store.header.manifest_path,
-            updated_at=datetime.fromtimestamp(last) if last is not None else None,
+            updated_at=datetime.fromtimestamp(last).astimezone() if last is not None else None,
             counts=counts,
             errors_by_code=store.errors_by_code(),
             rerun=RerunPlan.from_counts(counts),
+            reported=reported_counts(counts),
         )
     finally:
         store.close()

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import gc
+import json
 import os
+import shutil
 import signal
 import sys
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import anyio
 import typer
@@ -19,28 +21,44 @@ from rich.markup import escape
 from ibimport import (
     BatchConfig,
     BatchControl,
+    BatchPlan,
     BatchRefused,
     ClientSettings,
+    ConfigError,
     EmulatorConfig,
     IbimportError,
     InvalidManifest,
+    JournalError,
+    ManifestError,
     ManifestFormat,
+    PlannedStatus,
     RowStatus,
     RunSettings,
+    SourceKind,
     __version__,
     batch_status,
     default_output_paths,
+    detect_format,
     open_batch,
     parse_tag_option,
+    plan_batch,
     read_manifest,
     rebuild_outputs,
+    source_kind,
     spooled_stdin,
 )
 from ibimport.emulator.cli import emulator_command, local_emulator_options
-from ibimport.progress import ProgressListener
+from ibimport.progress import ProgressListener, ProgressMode
 from ibimport.rendering import summary_table
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+#: One meaning each (README, "Exit codes"): every row done; some rows failed, blocked or
+#: timed out; a usage error or an invalid manifest; the batch could not start or stopped on
+#: a fatal error (credentials, profile, region, endpoint, access denied); interrupted.
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_FATAL, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
+EXIT_CODES_HELP = (
+    "Exit codes: 0 every row done; 1 some rows failed, blocked or timed out; 2 usage error or "
+    "invalid manifest; 3 could not start, or stopped on a fatal error; 130 interrupted."
+)
 _GC_THRESHOLD = 20_000  # allocations between young collections (Python's default: 700)
 
 app = typer.Typer(
@@ -49,6 +67,8 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,  # plain help: one line per option, readable at 100 columns
+    context_settings={"max_content_width": 100},
 )
 
 
@@ -78,19 +98,36 @@ def _main(
     """ibimport: batch ImportVmImage with a rate limit, a journal and a report."""
 
 
-def _fail(message: str, code: int = EXIT_USAGE) -> typer.Exit:
+def _fail(message: str, code: int = EXIT_USAGE, *, as_json: bool = False) -> typer.Exit:
     # Messages carry file names, cells and service text: never rich markup.
     err.print(f"[red]error:[/red] {escape(message)}", highlight=False)
+    if as_json:  # a script still gets its one document
+        _print_json({"error": message, "exit_code": code})
     return typer.Exit(code)
 
 
-def _tags(values: list[str] | None) -> dict[str, str]:
+def _exit_code(error: IbimportError) -> int:
+    """A mistake in what was given is a usage error (2); anything else stops the batch (3).
+
+    A journal that cannot be used is the former: its message says which --journal to pass.
+    """
+    if isinstance(error, ConfigError | ManifestError | BatchRefused | JournalError):
+        return EXIT_USAGE
+    return EXIT_FATAL
+
+
+def _print_json(document: Any) -> None:
+    """The one JSON document a ``--json`` command writes on stdout."""
+    typer.echo(json.dumps(document, indent=2, ensure_ascii=False))
+
+
+def _tags(values: list[str] | None, *, as_json: bool = False) -> dict[str, str]:
     tags: dict[str, str] = {}
     for text in values or []:
         try:
             key, value = parse_tag_option(text)
         except ValueError as error:
-            raise _fail(f"--tag {text!r}: {error}") from None
+            raise _fail(str(error), as_json=as_json) from None  # it names the --tag
         tags[key] = value
     return tags
 
@@ -105,7 +142,11 @@ def _print_invalid(refusal: InvalidManifest) -> None:
 
 
 ManifestArg = Annotated[
-    Path, typer.Argument(help="CSV, JSON or JSON Lines manifest; - reads stdin (with --format).")
+    Path,
+    typer.Argument(
+        metavar="MANIFEST",
+        help="CSV, JSON or JSON Lines manifest; - reads stdin (with --format).",
+    ),
 ]
 FormatOpt = Annotated[
     ManifestFormat | None,
@@ -113,19 +154,32 @@ FormatOpt = Annotated[
 ]
 TagOpt = Annotated[
     list[str] | None,
-    typer.Option("--tag", help="KEY=VALUE tag added to every row (repeatable)."),
+    typer.Option("--tag", metavar="KEY=VALUE", help="A tag added to every row (repeatable)."),
+]
+JsonOpt = Annotated[
+    bool,
+    typer.Option(
+        "--json", help="One JSON document on stdout; everything for people goes to stderr."
+    ),
+]
+JournalArg = Annotated[
+    Path, typer.Argument(metavar="JOURNAL", help="A journal written by ibimport run.")
 ]
 
 
-@app.command()
-def validate(manifest: ManifestArg, fmt: FormatOpt = None, tag: TagOpt = None) -> None:
+@app.command(epilog="Exit codes: 0 every row is valid; 2 some are not, or a usage error.")
+def validate(
+    manifest: ManifestArg, fmt: FormatOpt = None, tag: TagOpt = None, as_json: JsonOpt = False
+) -> None:
     """Check every row against the service's rules; send nothing. Exit 2 if any row is bad."""
-    extra_tags = _tags(tag)
+    extra_tags = _tags(tag, as_json=as_json)
+    people = err if as_json else out
     total = invalid = 0
+    problems: list[dict[str, Any]] = []
     try:
         source: Path | str = "-" if str(manifest) == "-" else manifest
         if source == "-" and fmt is None:
-            raise _fail("reading stdin needs --format csv|json|jsonl")
+            raise _fail("reading stdin needs --format csv|json|jsonl", as_json=as_json)
         for manifest_row in read_manifest(
             source, fmt=fmt, extra_tags=extra_tags, stdin=sys.stdin.buffer
         ):
@@ -133,83 +187,166 @@ def validate(manifest: ManifestArg, fmt: FormatOpt = None, tag: TagOpt = None) -
             if manifest_row.task is None:
                 invalid += 1
                 for line in manifest_row.describe():
-                    out.print(line, highlight=False, markup=False)
+                    people.print(line, highlight=False, markup=False)
+                if as_json:
+                    problems.extend(
+                        {
+                            "row": manifest_row.row,
+                            "field": e.field,
+                            "rule": e.rule,
+                            "value": e.value,
+                        }
+                        for e in manifest_row.errors
+                    )
     except IbimportError as error:
-        raise _fail(str(error)) from None
+        raise _fail(str(error), as_json=as_json) from None
     except OSError as error:
-        raise _fail(f"cannot read {manifest}: {error.strerror}") from None
-    out.print(f"{total} rows, {invalid} invalid", highlight=False)
+        raise _fail(f"cannot read {manifest}: {error.strerror}", as_json=as_json) from None
+    people.print(f"{_count(total, 'row')}, {invalid} invalid", highlight=False)
+    if as_json:
+        _print_json({"rows": total, "invalid": invalid, "errors": problems})
     raise typer.Exit(EXIT_USAGE if invalid else EXIT_OK)
 
 
-@app.command()
+def _count(n: int, noun: str) -> str:
+    """``1 row``, ``2 rows``: English, for people (JSON documents carry plain numbers)."""
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
+@app.command(epilog=EXIT_CODES_HELP)
 @local_emulator_options
 def run(
     manifest: ManifestArg,
     fmt: FormatOpt = None,
     tag: TagOpt = None,
     concurrency: Annotated[
-        int, typer.Option(min=1, max=4096, help="Calls in flight at most.")
+        int, typer.Option(min=1, max=4096, metavar="N", help="Calls in flight at most.")
     ] = 16,
     rate: Annotated[
         float | None,
-        typer.Option(min=0.01, help="Calls per second, when the quota is known; else adaptive."),
+        typer.Option(
+            min=0.01,
+            metavar="CALLS/S",
+            help="Calls per second, when the quota is known; else adaptive.",
+        ),
     ] = None,
-    max_attempts: Annotated[int, typer.Option(min=1, max=100, help="Attempts per row.")] = 8,
+    max_attempts: Annotated[
+        int, typer.Option(min=1, max=100, metavar="N", help="Attempts per row.")
+    ] = 8,
     token_salt: Annotated[
-        str, typer.Option(help="Start a new generation of clientTokens (re-imports everything).")
+        str,
+        typer.Option(
+            metavar="TEXT", help="Start a new generation of clientTokens (re-imports everything)."
+        ),
     ] = "",
     token_ttl: Annotated[
         float,
-        typer.Option(help="Seconds a clientToken is trusted; older rows are looked up first."),
+        typer.Option(
+            metavar="SECONDS",
+            help="Seconds a clientToken is trusted; older rows are looked up first.",
+        ),
     ] = 8 * 3600.0,
     skip_invalid: Annotated[
-        bool, typer.Option(help="Import the valid rows and record the others as invalid.")
+        bool,
+        typer.Option(
+            "--skip-invalid", help="Import the valid rows and record the others as invalid."
+        ),
     ] = False,
     retry_failed: Annotated[
-        bool, typer.Option(help="On resume, retry rows that failed in an earlier run.")
+        bool,
+        typer.Option(
+            "--retry-failed/--no-retry-failed",
+            help="On resume, retry rows that failed in an earlier run.",
+        ),
     ] = True,
     force: Annotated[
-        bool, typer.Option(help="Proceed although the manifest changed since the journal.")
+        bool,
+        typer.Option("--force", help="Proceed although the manifest changed since the journal."),
+    ] = False,
+    no_reconcile: Annotated[
+        bool,
+        typer.Option(
+            "--no-reconcile",
+            help="Do not list the images that already exist before a fresh run (only for an "
+            "account known to have none: an image imported earlier would get a second build).",
+        ),
+    ] = False,
+    dry_run: Annotated[
+        bool,
+        typer.Option(
+            "--dry-run",
+            help="Print what would be sent, row by row (new or exists); send nothing, "
+            "write no journal.",
+        ),
     ] = False,
     journal: Annotated[
-        Path | None, typer.Option(help="Journal file (default beside the manifest).")
+        Path | None,
+        typer.Option(metavar="FILE", help="Journal file (default beside the manifest)."),
     ] = None,
-    no_journal: Annotated[bool, typer.Option(help="Run without a journal (no resume).")] = False,
-    report: Annotated[Path | None, typer.Option(help="JSON report path.")] = None,
-    results: Annotated[Path | None, typer.Option(help="Per-row results CSV path.")] = None,
-    region: Annotated[str | None, typer.Option(envvar="AWS_REGION", help="AWS region.")] = None,
-    profile: Annotated[str | None, typer.Option(help="AWS profile.")] = None,
-    endpoint_url: Annotated[str | None, typer.Option(help="Image Builder endpoint URL.")] = None,
+    no_journal: Annotated[
+        bool, typer.Option("--no-journal", help="Run without a journal (no resume).")
+    ] = False,
+    report: Annotated[
+        Path | None,
+        typer.Option(metavar="FILE", help="JSON report path; - writes it to stdout."),
+    ] = None,
+    results: Annotated[
+        Path | None, typer.Option(metavar="FILE", help="Per-row results CSV path.")
+    ] = None,
+    as_json: JsonOpt = False,
+    region: Annotated[
+        str | None, typer.Option(envvar="AWS_REGION", metavar="NAME", help="AWS region.")
+    ] = None,
+    profile: Annotated[str | None, typer.Option(metavar="NAME", help="AWS profile.")] = None,
+    endpoint_url: Annotated[
+        str | None, typer.Option(metavar="URL", help="Image Builder endpoint URL.")
+    ] = None,
     read_timeout: Annotated[
         float,
-        typer.Option(min=0.01, help="Seconds to wait for an answer before retrying the call."),
+        typer.Option(
+            min=0.01,
+            metavar="SECONDS",
+            help="Seconds to wait for an answer before retrying the call.",
+        ),
     ] = 60.0,
     local: Annotated[
-        bool, typer.Option(help="Run against an in-process emulator with throwaway credentials.")
+        bool,
+        typer.Option(
+            "--local", help="Run against an in-process emulator with throwaway credentials."
+        ),
     ] = False,
     emulator: EmulatorConfig | None = None,  # --emulator-* (local_emulator_options)
     progress: Annotated[
-        str, typer.Option(help="auto (bar on a TTY, lines otherwise), plain, or off.")
-    ] = "auto",
-    no_progress: Annotated[bool, typer.Option(help="Same as --progress off.")] = False,
+        ProgressMode,
+        typer.Option(help="auto: a bar on a terminal, lines otherwise; plain: lines; off."),
+    ] = ProgressMode.AUTO,
+    no_progress: Annotated[
+        bool, typer.Option("--no-progress", help="Same as --progress off.")
+    ] = False,
+    max_stdin_mib: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            metavar="MIB",
+            help="Most MiB a manifest read from stdin or a FIFO may have (it is copied to a "
+            "temporary file, removed on exit, because a run reads its manifest twice); "
+            "by default 1024.",
+        ),
+    ] = None,
 ) -> None:
     """Import every row of MANIFEST, concurrently and exactly once, then report."""
     _secure_umask()
-    extra_tags = _tags(tag)
-    mode = "off" if no_progress else progress
-    if mode not in ("auto", "plain", "off"):
-        raise _fail("--progress must be auto, plain or off")
+    report_to_stdout = report is not None and str(report) == "-"
+    as_json = as_json or report_to_stdout
+    extra_tags = _tags(tag, as_json=as_json)
+    mode = ProgressMode.OFF if no_progress else progress
     with ExitStack() as stack:
-        if str(manifest) == "-":
-            if fmt is None:
-                raise _fail("reading stdin needs --format csv|json|jsonl")
-            path = stack.enter_context(spooled_stdin(fmt))
-            outputs_beside = Path("ibimport-stdin")
-        elif manifest.is_file():
-            path = outputs_beside = manifest
-        else:
-            raise _fail(f"manifest not found: {manifest}")
+        stack.enter_context(_sigterm_interrupts())
+        try:
+            cap = None if max_stdin_mib is None else max_stdin_mib << 20
+            path, outputs_beside = _manifest_file(stack, manifest, fmt, max_bytes=cap)
+        except IbimportError as error:
+            raise _fail(str(error), as_json=as_json) from None
         default_journal, default_report, default_results = default_output_paths(outputs_beside)
         config = BatchConfig(
             manifest=path,
@@ -232,35 +369,156 @@ def run(
             ),
             local=emulator,
             journal_path=None if no_journal else (journal or default_journal),
-            report_path=report or default_report,
+            report_path=default_report if report_to_stdout else (report or default_report),
+            report_file=not report_to_stdout,
             results_path=results or default_results,
             skip_invalid=skip_invalid,
             force=force,
+            reconcile=not no_reconcile,
         )
-        code = _run_batch(config, progress_mode=mode)
+        if dry_run:
+            code = _dry_run(config, as_json=as_json)
+        else:
+            code = _run_batch(config, progress_mode=mode, as_json=as_json)
     raise typer.Exit(code)
 
 
-def _run_batch(config: BatchConfig, *, progress_mode: str = "auto") -> int:
+#: Temporary copies of stdin or a FIFO: a second signal's immediate exit removes them too.
+_SPOOLED: list[Path] = []
+
+
+def _manifest_file(
+    stack: ExitStack, manifest: Path, fmt: ManifestFormat | None, *, max_bytes: int | None
+) -> tuple[Path, Path]:
+    """The file a run reads (twice), and the name its outputs go beside.
+
+    stdin and a FIFO can be read only once, so they are copied to a temporary file that
+    ``stack`` removes; a device or a folder is refused for what it is.
+    """
+    if str(manifest) == "-":
+        if fmt is None:
+            raise ConfigError("reading stdin needs --format csv|json|jsonl")
+        source, label, beside = None, "stdin", Path("ibimport-stdin")
+    elif source_kind(manifest) is SourceKind.FIFO:
+        fmt = fmt or detect_format(manifest)
+        fifo = stack.enter_context(open(manifest, "rb"))  # noqa: SIM115 - the stack closes it
+        source, label, beside = fifo, str(manifest), manifest
+    else:
+        return manifest, manifest
+    path = stack.enter_context(spooled_stdin(fmt, source=source, label=label, max_bytes=max_bytes))
+    _SPOOLED.append(path.parent)
+    stack.callback(_SPOOLED.remove, path.parent)
+    return path, beside
+
+
+@contextmanager
+def _sigterm_interrupts() -> Iterator[None]:
+    """Until the run's own handler takes over, SIGTERM acts as Ctrl-C does.
+
+    So a SIGTERM while stdin is copied or the manifest checked (minutes for a big one)
+    removes the temporary copy and exits 130, as a SIGTERM during the run does, instead
+    of killing the process (143) and leaving the copy behind.
+    """
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    except KeyboardInterrupt:
+        err.print("interrupted")
+        raise typer.Exit(EXIT_INTERRUPTED) from None
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _dry_run(config: BatchConfig, *, as_json: bool) -> int:
+    """``run --dry-run``: every row with its token and what a run would do; nothing sent."""
+    try:
+        plan: BatchPlan = anyio.run(plan_batch, config)
+    except IbimportError as error:
+        raise _fail(str(error), _exit_code(error), as_json=as_json) from None
+    except BaseExceptionGroup as group:
+        ours, rest = group.split(IbimportError)
+        if ours is None or rest is not None:
+            raise
+        leaf = _first_leaf(ours)
+        assert isinstance(leaf, IbimportError)
+        raise _fail(str(leaf), _exit_code(leaf), as_json=as_json) from None
+    invalid = plan.count(PlannedStatus.INVALID)
+    refused = bool(invalid) and not config.skip_invalid
+    if as_json:
+        _print_json(
+            {
+                "dry_run": True,
+                "looked_up_existing": plan.looked_up,
+                "totals": {
+                    "rows": len(plan.rows),
+                    **{status.value: plan.count(status) for status in PlannedStatus},
+                },
+                "rows": [
+                    {
+                        "row": r.row,
+                        "name": r.name,
+                        "semanticVersion": r.semantic_version,
+                        "clientToken": r.client_token,
+                        "action": r.status.value,
+                        **({"imageArn": r.image_arn} if r.image_arn else {}),
+                        **({"errors": list(r.errors)} if r.errors else {}),
+                    }
+                    for r in plan.rows
+                ],
+            }
+        )
+    else:
+        # Tab-separated for scripts too (rich would expand the tabs): names never hold one.
+        typer.echo("row\tname\tsemanticVersion\tclientToken\taction")
+        for r in plan.rows:
+            typer.echo(
+                f"{r.row}\t{r.name}\t{r.semantic_version}\t{r.client_token or '-'}\t{r.status}"
+            )
+    for r in plan.rows:
+        for line in r.errors:
+            err.print(line, highlight=False, markup=False)
+    new, exists = plan.count(PlannedStatus.NEW), plan.count(PlannedStatus.EXISTS)
+    looked = "" if plan.looked_up else " (existing images not looked up)"
+    err.print(
+        f"dry run: {_count(len(plan.rows), 'row')}: {new} new, {exists} exist{looked}, "
+        f"{invalid} invalid; nothing was sent and no journal was written",
+        highlight=False,
+    )
+    if refused:
+        err.print("a run would refuse the manifest; fix the rows or pass --skip-invalid")
+        return EXIT_USAGE
+    return EXIT_OK
+
+
+def _run_batch(config: BatchConfig, *, progress_mode: str = "auto", as_json: bool = False) -> int:
     with _fewer_gc_passes():
-        return _preflight_and_run(config, progress_mode=progress_mode)
+        return _preflight_and_run(config, progress_mode=progress_mode, as_json=as_json)
 
 
-def _preflight_and_run(config: BatchConfig, *, progress_mode: str) -> int:
+def _preflight_and_run(config: BatchConfig, *, progress_mode: str, as_json: bool) -> int:
+    people = err if as_json else out
     try:
         batch = open_batch(config)
     except InvalidManifest as refusal:
         _print_invalid(refusal)
         err.print("nothing was sent; fix the rows or pass --skip-invalid", highlight=False)
+        if as_json:
+            _print_json({"error": str(refusal), "exit_code": EXIT_USAGE})
         return EXIT_USAGE
     except BatchRefused as refusal:  # the manifest changed since the journal
         err.print(f"{refusal}:", highlight=False, markup=False)
         for line in refusal.lines:
             err.print("  " + line, highlight=False, markup=False)
         err.print("nothing was sent; pass --force to proceed, or use another --journal")
+        if as_json:
+            _print_json({"error": str(refusal), "exit_code": EXIT_USAGE})
         return EXIT_USAGE
     except IbimportError as error:
-        raise _fail(str(error)) from None
+        raise _fail(str(error), _exit_code(error), as_json=as_json) from None
     if batch.changes:
         err.print(f"the manifest changed since the journal {config.journal_path} was written:")
         for line in batch.changes:
@@ -275,13 +533,21 @@ def _preflight_and_run(config: BatchConfig, *, progress_mode: str) -> int:
             with progress:
                 result = await batch.run(listeners=[progress], control=control)
             tg.cancel_scope.cancel()
-        out.print(
+        people.print(
             summary_table(
-                result.stats, report_path=result.report_path, results_path=result.results_path
+                result.stats,
+                report_path=result.report_path if config.report_file else None,
+                results_path=result.results_path,
             )
         )
+        if as_json:
+            _print_json(result.report)
         if result.outcome.fatal is not None:
-            err.print(f"[red]stopped:[/red] {escape(str(result.outcome.fatal))}", highlight=False)
+            # Before any import was sent (the listing of existing images failed) the batch
+            # could not start: an error; after, it stopped.
+            label = "error" if result.stats.calls == 0 else "stopped"
+            err.print(f"[red]{label}:[/red] {escape(str(result.outcome.fatal))}", highlight=False)
+            return EXIT_FATAL
         if result.outcome.interrupted:
             return EXIT_INTERRUPTED
         return EXIT_OK if result.all_done else EXIT_FAILED
@@ -289,13 +555,15 @@ def _preflight_and_run(config: BatchConfig, *, progress_mode: str) -> int:
     try:
         return anyio.run(_main)
     except IbimportError as error:
-        raise _fail(str(error), EXIT_FAILED) from None
+        raise _fail(str(error), _exit_code(error), as_json=as_json) from None
     except BaseExceptionGroup as group:
         # The task group wraps a fatal error raised in it (no credentials, say) in a group.
         ours, rest = group.split(IbimportError)
         if ours is None or rest is not None:
             raise
-        raise _fail(str(_first_leaf(ours)), EXIT_FAILED) from None
+        leaf = _first_leaf(ours)
+        assert isinstance(leaf, IbimportError)
+        raise _fail(str(leaf), _exit_code(leaf), as_json=as_json) from None
 
 
 @contextmanager
@@ -338,6 +606,8 @@ async def _watch_signals(control: BatchControl) -> None:
         async for _ in signals:
             if control.stop_requested:
                 err.print("second interrupt: exiting now; the journal is consistent")
+                for spooled in _SPOOLED:
+                    shutil.rmtree(spooled, ignore_errors=True)
                 os._exit(EXIT_INTERRUPTED)  # SQLite's WAL keeps the journal consistent
             err.print(
                 "interrupt: finishing calls in flight, then writing the report (again to quit now)"
@@ -355,50 +625,90 @@ def main() -> None:
 
 
 @app.command()
-def status(
-    journal: Annotated[Path, typer.Argument(help="A journal written by ibimport run.")],
-) -> None:
+def status(journal: JournalArg, as_json: JsonOpt = False) -> None:
     """Counts per state, failures by code, last update, and what a re-run would do."""
     try:
         found = batch_status(journal)
     except IbimportError as error:
-        raise _fail(str(error)) from None
+        raise _fail(str(error), as_json=as_json) from None
+    plan = found.rerun
+    if as_json:
+        _print_json(
+            {
+                "journal": str(journal),
+                "manifest": found.manifest_path,
+                "updated_at": found.updated_at.isoformat(timespec="seconds")
+                if found.updated_at is not None
+                else None,
+                "rows": {state.value: n for state, n in found.reported.items()},
+                "journal_states": {state.value: n for state, n in found.counts.items() if n},
+                "errors_by_code": dict(found.errors_by_code),
+                "rerun": {"skip": plan.skip, "resend": plan.resend, "retry": plan.retry},
+            }
+        )
+        return
     out.print(f"journal   {journal}", highlight=False)
     out.print(f"manifest  {found.manifest_path}", highlight=False)
     if found.updated_at is not None:
         out.print(f"updated   {found.updated_at.isoformat(timespec='seconds')}")
     for state in RowStatus:
-        if found.counts.get(state):
-            out.print(f"{state.value:<10}{found.counts[state]:>8}", highlight=False)
+        if found.reported.get(state):
+            note = ""
+            if state is RowStatus.SKIPPED:
+                never = found.counts.get(RowStatus.PENDING, 0)
+                cut = found.counts.get(RowStatus.IN_FLIGHT, 0)
+                note = f"  not finished: {never} never sent, {cut} sent without an answer"
+            out.print(f"{state.value:<10}{found.reported[state]:>8}{note}", highlight=False)
     if found.errors_by_code:
         out.print("failures by error code:")
         for code, n in sorted(found.errors_by_code.items(), key=lambda kv: -kv[1]):
             out.print(f"  {code:<40}{n:>8}", highlight=False)
-    plan = found.rerun
     out.print(
-        f"a re-run would skip {plan.skip} done rows, re-send {plan.resend} unfinished rows with "
-        f"their recorded tokens, and retry {plan.retry} failed rows (unless --no-retry-failed)",
+        f"a re-run would skip {_count(plan.skip, 'done row')}, re-send "
+        f"{_count(plan.resend, 'unfinished row')} with their recorded tokens, and retry "
+        f"{_count(plan.retry, 'failed row')} (unless --no-retry-failed)",
         highlight=False,
     )
 
 
 @app.command("report")
 def report_command(
-    journal: Annotated[Path, typer.Argument(help="A journal written by ibimport run.")],
-    report: Annotated[Path | None, typer.Option(help="JSON report path.")] = None,
-    results: Annotated[Path | None, typer.Option(help="Per-row results CSV path.")] = None,
+    journal: JournalArg,
+    report: Annotated[
+        Path | None,
+        typer.Option(
+            metavar="FILE",
+            help="JSON report path (default: the run's); - writes it to stdout.",
+        ),
+    ] = None,
+    results: Annotated[
+        Path | None,
+        typer.Option(metavar="FILE", help="Per-row results CSV path (default: the run's)."),
+    ] = None,
+    as_json: JsonOpt = False,
 ) -> None:
-    """Rewrite the report and results files from the journal alone."""
+    """Rewrite the report and results files from the journal alone, where its run wrote them."""
     _secure_umask()
+    report_to_stdout = report is not None and str(report) == "-"
+    as_json = as_json or report_to_stdout
     try:
-        rebuilt = rebuild_outputs(journal, report_path=report, results_path=results)
+        rebuilt = rebuild_outputs(
+            journal,
+            report_path=None if report_to_stdout else report,
+            results_path=results,
+            report_file=not report_to_stdout,
+        )
     except IbimportError as error:
-        raise _fail(str(error)) from None
-    out.print(
+        raise _fail(str(error), _exit_code(error), as_json=as_json) from None
+    (err if as_json else out).print(
         summary_table(
-            rebuilt.stats, report_path=rebuilt.report_path, results_path=rebuilt.results_path
+            rebuilt.stats,
+            report_path=None if report_to_stdout else rebuilt.report_path,
+            results_path=rebuilt.results_path,
         )
     )
+    if as_json:
+        _print_json(rebuilt.report)
 
 
 def _secure_umask() -> None:

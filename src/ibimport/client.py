@@ -21,6 +21,7 @@ import botocore.exceptions as bce
 from botocore.config import Config
 
 from ibimport._version import __version__
+from ibimport.apimodel import LIST_PAGE_MAX
 from ibimport.errors import ApiError, FatalBatchError, TransportError
 from ibimport.signing import install_reusing_signer
 
@@ -46,6 +47,24 @@ class ImportResult:
     client_token: str
 
 
+@dataclass(frozen=True, slots=True)
+class BuildSummary:
+    """One existing build, as ListImageBuildVersions lists it."""
+
+    arn: str
+    name: str
+    semantic_version: str  # without the build node
+    status: str
+
+
+@dataclass(frozen=True, slots=True)
+class BuildPage:
+    """One page of builds, and the token for the next one (None on the last page)."""
+
+    builds: list[BuildSummary]
+    next_token: str | None
+
+
 class ImageBuilderClient(Protocol):
     """The calls the runner makes; tests substitute fakes."""
 
@@ -53,7 +72,7 @@ class ImageBuilderClient(Protocol):
         self, params: Mapping[str, Any], *, client_token: str
     ) -> ImportResult: ...
 
-    async def find_build_arns(self, *, name: str, semantic_version: str) -> list[str]: ...
+    async def list_builds(self, *, next_token: str | None) -> BuildPage: ...
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -92,37 +111,31 @@ class AioImageBuilderClient:
             client_token=answer.get("clientToken", client_token),
         )
 
-    async def find_build_arns(self, *, name: str, semantic_version: str) -> list[str]:
-        """ARNs of existing builds of name+version, so an expired token never makes a twin.
+    async def list_builds(self, *, next_token: str | None) -> BuildPage:
+        """One page of every build in the account and Region, with its state.
 
-        ListImages finds the image version (and so its ARN, account included) by name and
-        version; ListImageBuildVersions lists its builds.
+        ListImageBuildVersions without ``imageVersionArn``, 100 a page: both from the
+        current service model (botocore 1.44.8); the pinned model caps pages at 25. Our
+        client sends it as is because parameter validation is off (``botocore_config``).
         """
+        kwargs: dict[str, Any] = {"maxResults": LIST_PAGE_MAX}
+        if next_token:
+            kwargs["nextToken"] = next_token
         try:
-            versions = await self._client.list_images(
-                owner="Self",
-                filters=[
-                    {"name": "name", "values": [name]},
-                    {"name": "version", "values": [semantic_version]},
-                ],
-            )
-            arns: list[str] = []
-            for version in versions.get("imageVersionList", []):
-                if version.get("name") != name or version.get("version") != semantic_version:
-                    continue
-                next_token: str | None = None
-                while True:
-                    kwargs: dict[str, Any] = {"imageVersionArn": version["arn"]}
-                    if next_token:
-                        kwargs["nextToken"] = next_token
-                    page = await self._client.list_image_build_versions(**kwargs)
-                    arns.extend(s["arn"] for s in page.get("imageSummaryList", []))
-                    next_token = page.get("nextToken")
-                    if not next_token:
-                        break
-            return arns
+            page = await self._client.list_image_build_versions(**kwargs)
         except Exception as error:
             raise translate_error(error) from None
+        builds = [
+            BuildSummary(
+                arn=str(summary.get("arn", "")),
+                name=str(summary.get("name", "")),
+                # The current model's ImageSummary.version may carry the build ("1.0.0/2").
+                semantic_version=str(summary.get("version", "")).split("/", 1)[0],
+                status=str((summary.get("state") or {}).get("status", "")),
+            )
+            for summary in page.get("imageSummaryList", [])
+        ]
+        return BuildPage(builds=builds, next_token=page.get("nextToken") or None)
 
 
 def translate_error(error: BaseException) -> ApiError | TransportError:
@@ -196,14 +209,14 @@ async def open_client(settings: ClientSettings) -> AsyncIterator[AioImageBuilder
     Missing credentials are a FatalBatchError here rather than thousands of per-row
     failures later.
     """
-    session = aioboto3.Session(
-        profile_name=settings.profile,
-        region_name=settings.region,
-        aws_access_key_id=settings.access_key_id,
-        aws_secret_access_key=settings.secret_access_key,
-        aws_session_token=settings.session_token,
-    )
     try:
+        session = aioboto3.Session(
+            profile_name=settings.profile,
+            region_name=settings.region,
+            aws_access_key_id=settings.access_key_id,
+            aws_secret_access_key=settings.secret_access_key,
+            aws_session_token=settings.session_token,
+        )
         credentials = await session.get_credentials()
         if credentials is None:
             raise FatalBatchError(
@@ -218,11 +231,22 @@ async def open_client(settings: ClientSettings) -> AsyncIterator[AioImageBuilder
     if session.region_name is None:
         raise FatalBatchError("no AWS region: pass --region or set AWS_REGION / AWS_DEFAULT_REGION")
     async with AsyncExitStack() as stack:
-        client = await stack.enter_async_context(
-            session.client(
-                SERVICE, endpoint_url=settings.endpoint_url, config=botocore_config(settings)
+        try:
+            client = await stack.enter_async_context(
+                session.client(
+                    SERVICE, endpoint_url=settings.endpoint_url, config=botocore_config(settings)
+                )
             )
-        )
+        except bce.InvalidRegionError:
+            raise FatalBatchError(
+                f"invalid AWS region {settings.region or session.region_name!r}:"
+                " expected a name such as eu-west-1"
+            ) from None
+        except ValueError:  # botocore's "Invalid endpoint" (no scheme, no host)
+            raise FatalBatchError(
+                f"invalid --endpoint-url {settings.endpoint_url!r}:"
+                " expected a URL such as https://imagebuilder.eu-west-1.amazonaws.com"
+            ) from None
         _trim_per_call_work(client)
         yield AioImageBuilderClient(client)
 

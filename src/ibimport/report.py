@@ -13,15 +13,17 @@ import csv
 import json
 import math
 import os
+import shutil
 import sqlite3
 import tempfile
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from datetime import datetime
 from pathlib import Path
 from types import TracebackType
 from typing import IO, Any, Final, Self
 
-from ibimport._files import atomic_private_file
+from ibimport._files import atomic_private_file, is_special
 from ibimport.events import BaseListener, CallEvent, CallOutcome
 from ibimport.results import RowResult, RowStatus
 from ibimport.rowstate import reported_as
@@ -146,6 +148,14 @@ class RunStats(BaseListener):
         self.imported = 0
         self.total_rows: int | None = None
         self.latency = LatencyHistogram()
+        #: Wall time (epoch seconds) the run started, set by whoever runs it.
+        self.started_at: float | None = None
+        #: Whether a run was watched (False for a report rebuilt from a journal alone).
+        self.ran = False
+        #: Why the run stopped early, if a fatal error stopped it (set by whoever runs it).
+        self.fatal: str | None = None
+        #: What the listing of existing builds cost (``ibimport.reconcile``), if one was made.
+        self.existing: dict[str, float] | None = None
         # Rows with a call seen but no outcome yet; bounded by the concurrency.
         self._open_rows: set[int] = set()
 
@@ -156,6 +166,7 @@ class RunStats(BaseListener):
 
     def on_start(self, *, total_rows: int | None) -> None:
         self.total_rows = total_rows
+        self.ran = True
 
     def on_call(self, event: CallEvent) -> None:
         self.calls += 1
@@ -200,11 +211,54 @@ class RunStats(BaseListener):
             "max": self.latency.max_ms,
         }
 
-    def to_report(self) -> dict[str, Any]:
-        """The JSON report's content (issue 3, "Output"), plus ``resumed`` and ``interrupted``."""
+    def adopt_batch_figures(self, report: Mapping[str, Any]) -> None:
+        """Take a rebuilt report's call figures (summed over its runs) for the summary."""
+        batch = report.get("batch", {})
+        self.calls = int(batch.get("calls", 0))
+        self.rows_attempted = self.calls - int(batch.get("retries", 0))
+        self.throttled = int(batch.get("throttled", 0))
+        self.elapsed_s = float(batch.get("elapsed_s", 0.0))
+        self.errors_by_code = Counter(batch.get("errors_by_code", {}))
+        self.interrupted = bool(report.get("interrupted", False))
+
+    def run_figures(self) -> dict[str, Any]:
+        """This run's own figures: one entry of the report's ``runs``, kept in the journal."""
+        started = self.started_at
+        return {
+            "started_at": _local_time(started) if started is not None else None,
+            "elapsed_s": round(self.elapsed_s, 3),
+            "rows_sent": self.rows_attempted,
+            "calls": self.calls,
+            "retries": self.retries,
+            "throttled": self.throttled,
+            "latency_ms": {k: round(v, 2) for k, v in self.latency_percentiles().items()},
+            "errors_by_code": dict(self.errors_by_code.most_common()),
+            "throughput_per_s": round(self.throughput_per_s, 3),
+            "interrupted": self.interrupted,
+            "fatal": self.fatal,
+        }
+
+    def to_report(self, *, earlier_runs: Sequence[Mapping[str, Any]] = ()) -> dict[str, Any]:
+        """The JSON report's content (issue 3, "Output"), plus ``resumed`` and ``interrupted``.
+
+        ``totals`` count the batch's rows as a whole; the top-level call figures are the
+        latest run's; ``runs`` lists every run, ``earlier_runs`` (from the journal) then
+        this one, and ``batch`` sums their calls over the whole batch.
+        """
+        runs = [*earlier_runs, *([self.run_figures()] if self.ran else [])]
+        latest = runs[-1] if runs else {}
         totals: dict[str, int] = {"rows": self.rows}
         totals.update({status.value: self.totals[status] for status in FINAL_STATUSES})
-        return {
+        summed = ("calls", "retries", "throttled", "elapsed_s")
+        batch: dict[str, Any] = {"runs": len(runs)}
+        batch.update({key: sum(run.get(key, 0) for run in runs) for key in summed})
+        batch["elapsed_s"] = round(batch["elapsed_s"], 3)
+        errors: Counter[str] = Counter()
+        for run in runs:
+            errors.update(run.get("errors_by_code", {}))
+        batch["errors_by_code"] = dict(errors.most_common())
+        batch["interrupted_runs"] = sum(1 for run in runs if run.get("interrupted"))
+        report: dict[str, Any] = {
             "totals": totals,
             "calls": self.calls,
             "retries": self.retries,
@@ -215,7 +269,31 @@ class RunStats(BaseListener):
             "errors_by_code": dict(self.errors_by_code.most_common()),
             "resumed": self.resumed,
             "interrupted": self.interrupted,
+            "runs": runs,
+            "batch": batch,
+            **({"existingImages": self.existing} if self.existing is not None else {}),
         }
+        if not self.ran and runs:  # rebuilt from a journal: its latest run's figures
+            report.update({key: latest[key] for key in _RUN_KEYS if key in latest})
+        return report
+
+
+#: The report's top-level keys that describe one run (the latest), not the batch.
+_RUN_KEYS: Final = (
+    "calls",
+    "retries",
+    "throttled",
+    "elapsed_s",
+    "throughput_per_s",
+    "latency_ms",
+    "errors_by_code",
+    "interrupted",
+)
+
+
+def _local_time(epoch_s: float) -> str:
+    """An instant as people read it: local time, with its timezone."""
+    return datetime.fromtimestamp(epoch_s).astimezone().isoformat(timespec="seconds")
 
 
 def write_report(path: Path, report: Mapping[str, Any]) -> None:
@@ -254,8 +332,15 @@ class ResultsWriter(BaseListener):
     RESULTS_COLUMNS: Final = RESULTS_COLUMNS
 
     def __init__(self, path: Path) -> None:
+        #: Where the results go; a device or FIFO (``/dev/stdout``) gets them once sorted,
+        #: from a private spool file (``path``), since it can be neither reread nor replaced.
+        self.target = path
         self.path = path
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        if is_special(path):
+            fd, spool = tempfile.mkstemp(prefix="ibimport-results-", suffix=".csv")
+            os.close(fd)
+            self.path = Path(spool)
+        fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         try:
             os.fchmod(fd, 0o600)  # O_CREAT's mode does not apply to a file that already existed
             self._file: IO[str] | None = open(  # noqa: SIM115 - closed in close()
@@ -296,6 +381,12 @@ class ResultsWriter(BaseListener):
             handle.close()
         if not self._in_order:
             self._rewrite_sorted()
+        if self.path != self.target:
+            try:
+                with open(self.path, "rb") as spool, open(self.target, "wb") as through:
+                    shutil.copyfileobj(spool, through)
+            finally:
+                os.unlink(self.path)
 
     def _rewrite_sorted(self) -> None:
         if os.path.getsize(self.path) <= _SORT_IN_MEMORY_BYTES:

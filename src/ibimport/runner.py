@@ -12,7 +12,7 @@ call that landed but whose answer was lost returns the original image when re-se
 from __future__ import annotations
 
 import random
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,10 +24,19 @@ from ibimport.clock import Clock
 from ibimport.errors import CallError, FatalBatchError
 from ibimport.events import CallEvent, CallOutcome, RunListener
 from ibimport.journal import Journal, JournalEntry
-from ibimport.limiter import Limiter
+from ibimport.limiter import Limiter, build_limiter
 from ibimport.manifest import ImportTask, ManifestRow
+from ibimport.reconcile import Reconciler
 from ibimport.results import RowResult, RowStatus
-from ibimport.retry import Backoff, Disposition, FatalDetector, classify, fatal_message
+from ibimport.retry import (
+    UNREACHABLE_CODES,
+    Backoff,
+    Disposition,
+    FatalDetector,
+    OutageDetector,
+    classify,
+    fatal_message,
+)
 from ibimport.tokens import client_token
 
 _OUTCOMES = {
@@ -56,6 +65,10 @@ class RunSettings:
     drain_timeout_s: float = 5.0
     #: Consecutive "endpoint unreachable" failures, with no success yet, that stop the batch.
     unreachable_after: int = 8
+    #: Calls in a row, across rows, with no answer (timeouts, no connection) that stop the
+    #: batch once nothing has answered for ``outage_quiet_s`` (``retry.OutageDetector``).
+    outage_after: int = 32
+    outage_quiet_s: float = 10.0
 
 
 @dataclass(slots=True)
@@ -83,6 +96,8 @@ class _Shared:
     stop_requested: bool = False
     fatal: FatalBatchError | None = None
     in_progress: dict[int, _RowWork] = field(default_factory=dict)
+    #: The last row taken from the manifest: every later one is unreached.
+    last_row: int = 0
 
 
 class Runner:
@@ -111,8 +126,18 @@ class Runner:
             cap_s=settings.backoff_cap_s,
             max_attempts=settings.max_attempts,
         )
+        # Lookups get a limiter of their own: the List calls have their own quota.
+        self.reconciler = Reconciler(
+            client,
+            build_limiter(concurrency=1, rate=None, clock=clock),
+            clock=clock,
+            backoff=self._backoff,
+            max_throttled_attempts=settings.max_throttled_attempts,
+            rng=self._rng,
+        )
         self._shared = _Shared()
         self._unreachable = FatalDetector(settings.unreachable_after)
+        self._outage = OutageDetector(settings.outage_after, quiet_s=settings.outage_quiet_s)
         self._dispatch_scope: anyio.CancelScope | None = None
 
     def request_stop(self) -> None:
@@ -127,28 +152,54 @@ class Runner:
             )
 
     async def run(
-        self, rows: Iterable[ManifestRow], *, total_rows: int | None = None
+        self,
+        rows: Iterable[ManifestRow],
+        *,
+        total_rows: int | None = None,
+        unreached: Callable[[int], Iterable[RowResult]] | None = None,
+        list_existing: bool = False,
     ) -> RunOutcome:
-        """Import every valid row; record the others. Returns once every row has a result."""
+        """Import every valid row; record the others. Returns once every row has a result.
+
+        After a stop, the rows never reached are listed by ``unreached(last_row)`` when
+        given (from the journal, which holds them all: seconds for millions of rows),
+        otherwise by reading the rest of ``rows`` (validating every row: minutes).
+        ``list_existing``: list what the partition holds before the first call
+        (``ibimport.reconcile``); a listing that cannot complete stops the batch, unsent.
+        """
         started = self._clock.now()
         for listener in self._listeners:
             listener.on_start(total_rows=total_rows)
         row_iter = iter(rows)
         with anyio.CancelScope() as scope:
             self._dispatch_scope = scope
+            if list_existing:
+                await self._list_existing()
             async with anyio.create_task_group() as workers:
-                for _ in range(_worker_count(self._settings.concurrency)):
+                for _ in range(
+                    0 if self._shared.stop_requested else _worker_count(self._settings.concurrency)
+                ):
                     workers.start_soon(self._worker, row_iter)
         self._dispatch_scope = None
         # Rows cut off by the drain deadline or a fatal stop stay in_flight in the
         # journal (a re-run re-sends them with their token); here they are "skipped".
+        # A fatal stop names its reason on each row it cut off: nothing was interrupted.
+        fatal = self._shared.fatal
+        cut_off = ("Interrupted", "") if fatal is None else ("StoppedOnFatalError", str(fatal))
         for work in sorted(self._shared.in_progress.values(), key=lambda w: w.row):
-            self._finish(self._result(work, RowStatus.SKIPPED, error=("Interrupted", "")))
+            self._finish(self._result(work, RowStatus.SKIPPED, error=cut_off))
         self._shared.in_progress.clear()
         stopped = self._shared.stop_requested or self._shared.fatal is not None
         if stopped:
-            for manifest_row in row_iter:
-                self._finish(self._unsent_result(manifest_row))
+            tail = (
+                unreached(self._shared.last_row)
+                if unreached is not None
+                else (self._unsent_result(manifest_row) for manifest_row in row_iter)
+            )
+            for result in tail:
+                if fatal is not None and result.status is RowStatus.SKIPPED:
+                    result.error_code, result.error_message = cut_off
+                self._finish(result)
         with anyio.CancelScope(shield=True):
             await self._journal.flush()
         elapsed = self._clock.now() - started
@@ -157,12 +208,35 @@ class Runner:
             listener.on_finish(elapsed_s=elapsed, interrupted=interrupted)
         return RunOutcome(interrupted=interrupted, fatal=self._shared.fatal, elapsed_s=elapsed)
 
+    async def _list_existing(self) -> None:
+        try:
+            await self.reconciler.existing()
+        except CallError as error:
+            disposition = classify(error)
+            if disposition is Disposition.FATAL:
+                message = fatal_message(error)
+            else:
+                message = (
+                    f"could not list the images that already exist ({error.code}: "
+                    f"{error.message}), so nothing was sent: re-run, or pass --no-reconcile "
+                    "for an account known to have no images"
+                )
+                if error.code in UNREACHABLE_CODES:
+                    message = f"cannot reach the Image Builder endpoint: {error.message}"
+            self._shared.fatal = FatalBatchError(message)
+            self._shared.stop_requested = True
+
     async def _worker(self, rows: Iterator[ManifestRow]) -> None:
         shared = self._shared
         while not shared.stop_requested:
-            manifest_row = next(rows, None)
+            try:
+                manifest_row = next(rows, None)
+            except FatalBatchError as fatal:  # the manifest changed under the run
+                self._stop_fatally(fatal)
+                return
             if manifest_row is None:
                 return
+            shared.last_row = max(shared.last_row, manifest_row.row)
             result = await self._import_row(manifest_row)
             if result is not None:
                 self._finish(result)
@@ -180,10 +254,9 @@ class Runner:
             if carried is not None:
                 return carried
         work = _RowWork(row=manifest_row.row, task=task, params=params, token=token, prior=prior)
-        if prior is not None and self._needs_lookup(prior, token):
-            found = await self._find_existing(work)
-            if found is not None:
-                return found
+        found = await self._find_existing(work)
+        if found is not None:
+            return found
         self._shared.in_progress[work.row] = work
         await self._journal.mark_in_flight(
             row=work.row,
@@ -224,16 +297,35 @@ class Runner:
         )
 
     async def _find_existing(self, work: _RowWork) -> RowResult | None:
-        try:
-            arns = await self._client.find_build_arns(
-                name=work.task.name, semantic_version=work.task.semanticVersion
-            )
-        except CallError:
-            return None  # fall through to a normal send: the token still protects most cases
-        if not arns:
+        """``exists`` if the image already has a build, unresolved if that cannot be known.
+
+        Rows are matched against the partition's listing when one was taken (a new
+        journal, see ``ibimport.reconcile``); a row whose token the service may have
+        forgotten takes one if none was. None: send the row.
+        """
+        reconciler = self.reconciler
+        listing = reconciler.listing
+        if listing is None:
+            if work.prior is None or not self._needs_lookup(work.prior, work.token):
+                return None
+            try:
+                listing = await reconciler.existing()
+            except CallError as error:
+                # Absence is never concluded from a failed listing: the row is not sent.
+                return self._result(
+                    work,
+                    RowStatus.SKIPPED,
+                    error=(
+                        error.code,
+                        "not sent: could not check for an existing build "
+                        f"(its clientToken may have expired): {error.message}",
+                    ),
+                )
+        arn = listing.arn_for(work.task.name, work.task.semanticVersion)
+        if arn is None:
             return None
         result = self._result(work, RowStatus.EXISTS)
-        result.image_arn = sorted(arns)[0]
+        result.image_arn = arn
         return result
 
     async def _attempt_until_done(self, work: _RowWork) -> RowResult:
@@ -254,6 +346,7 @@ class Runner:
             if error is None:
                 self._on_call(work, latency, CallOutcome.OK)
                 self._unreachable.success()
+                self._outage.answered()
                 result = self._result(work, RowStatus.SUCCEEDED)
                 result.image_arn = answer.image_arn
                 result.request_id = answer.request_id
@@ -264,7 +357,10 @@ class Runner:
             fatal = self._fatal_for(error, disposition)
             if fatal is not None:
                 self._stop_fatally(fatal)
-                return self._failed(work, error)
+                if disposition is Disposition.FATAL:
+                    return self._failed(work, error)
+                # No answer: the call may have landed; the row stays in_flight, resumable.
+                return self._result(work, RowStatus.SKIPPED, error=(error.code, error.message))
             if disposition is Disposition.PERMANENT or not self._may_retry(work, disposition):
                 return self._failed(work, error)
             if self._shared.stop_requested:
@@ -283,6 +379,8 @@ class Runner:
             return FatalBatchError(fatal_message(error))
         if self._unreachable.failure(error):
             return FatalBatchError(f"cannot reach the Image Builder endpoint: {error.message}")
+        if self._outage.failure(error, now=self._clock.now()):
+            return FatalBatchError(self._outage.message(error))
         return None
 
     def _stop_fatally(self, fatal: FatalBatchError) -> None:

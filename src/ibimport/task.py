@@ -15,7 +15,14 @@ from typing import Annotated, Any, Final
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
 from pydantic_core import PydanticCustomError
 
-from ibimport.apimodel import REQUEST_FIELDS, StringRule, check_version_nodes, import_vm_image_rules
+from ibimport.apimodel import (
+    REQUEST_FIELDS,
+    StringRule,
+    check_version_nodes,
+    import_vm_image_rules,
+    log_group_problem,
+    name_problem,
+)
 
 __all__ = ["FIELDS", "ImportTask", "nfc"]
 
@@ -66,15 +73,33 @@ def _check_version_nodes(value: str) -> str:
     return value
 
 
+def _check_image_name(value: str) -> str:
+    """The current model's rule for the name an imported image gets (``apimodel.name_problem``)."""
+    problem = name_problem(value)
+    if problem is not None:
+        raise PydanticCustomError("image_name", problem)
+    return value
+
+
+def _check_import_log_group(value: str) -> str:
+    problem = log_group_problem(value)
+    if problem is not None:
+        raise PydanticCustomError("log_group", problem)
+    return value
+
+
 _F = _RULES.fields
-_Name = Annotated[str, _constraints(_F["name"])]
+# The name's rule is the image name's (stricter than the request shape's 1 to 1024).
+_Name = Annotated[str, AfterValidator(_check_image_name)]
 _Version = Annotated[str, _constraints(_F["semanticVersion"]), AfterValidator(_check_version_nodes)]
 _Description = Annotated[str, _constraints(_F["description"])]
 _Platform = Annotated[str, _constraints(_F["platform"])]
 _OsVersion = Annotated[str, _constraints(_F["osVersion"])]
 _TaskId = Annotated[str, _constraints(_F["vmImportTaskId"])]
 _Token = Annotated[str, _constraints(_F["clientToken"])]
-_LogGroup = Annotated[str, _constraints(_RULES.log_group_name)]
+_LogGroup = Annotated[
+    str, _constraints(_RULES.log_group_name), AfterValidator(_check_import_log_group)
+]
 _TagKey = Annotated[str, _constraints(_RULES.tag_key)]
 _TagValue = Annotated[str, _constraints(_RULES.tag_value)]
 #: A tags mapping as a task holds it (the manifest also checks ``--tag`` values with it).

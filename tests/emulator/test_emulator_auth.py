@@ -10,7 +10,9 @@ that is not signed at all.
 from __future__ import annotations
 
 import json
+import re
 import subprocess
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -22,9 +24,10 @@ from botocore.awsrequest import AWSRequest
 from botocore.config import Config
 from botocore.credentials import Credentials
 from botocore.exceptions import ClientError
-from emulator_support import NO_RETRIES, import_params, raw_request
+from emulator_support import NO_RETRIES, FakeClock, import_params, raw_request
 
 from ibimport.emulator import EmulatorConfig, EmulatorProcess, EmulatorServer
+from ibimport.emulator.auth import SIGNATURE_SKEW_S
 from ibimport.emulator.exceptions import BAD_SIGNATURE, UNKNOWN_KEY
 
 KEY, SECRET = "AKIDIBIMPORTTEST", "ibimport-test-secret"
@@ -32,17 +35,25 @@ Start = Callable[..., EmulatorServer]
 
 
 @pytest.fixture
-def verifying(start_emulator: Start) -> EmulatorServer:
+def verifying(start_emulator: Start, clock: FakeClock) -> EmulatorServer:
+    clock.now = time.time()  # clients sign with the real time; the check reads this clock
     return start_emulator(verify_signatures=True, access_key_id=KEY, secret_access_key=SECRET)
 
 
-def _client(url: str, *, key: str = KEY, secret: str = SECRET, token: str | None = None) -> Any:
+def _client(
+    url: str,
+    *,
+    key: str = KEY,
+    secret: str = SECRET,
+    token: str | None = None,
+    region: str = "us-east-1",
+) -> Any:
     import boto3
 
     return boto3.client(
         "imagebuilder",
         endpoint_url=url,
-        region_name="us-east-1",
+        region_name=region,
         aws_access_key_id=key,
         aws_secret_access_key=secret,
         aws_session_token=token,
@@ -63,10 +74,10 @@ def _error(call: Callable[[], Any]) -> tuple[int, str, str]:
 
 def test_good_credentials_pass_on_every_operation(verifying: EmulatorServer) -> None:
     client = _client(verifying.url)
-    arn = client.import_vm_image(**import_params(1, name="Web Server/01"))["imageArn"]
+    arn = client.import_vm_image(**import_params(1, name="Web Server_01"))["imageArn"]
     assert client.get_image(imageBuildVersionArn=arn)["image"]["arn"] == arn
     versions = client.list_images(
-        owner="Self", filters=[{"name": "name", "values": ["Web Server/01"]}]
+        owner="Self", filters=[{"name": "name", "values": ["Web Server_01"]}]
     )["imageVersionList"]
     assert len(versions) == 1
     page = client.list_image_build_versions(imageVersionArn=versions[0]["arn"])
@@ -171,7 +182,10 @@ def test_verification_is_off_by_default(start_emulator: Start) -> None:
     assert client.import_vm_image(**import_params())["imageArn"]
 
 
-def test_the_default_pair_is_the_one_run_local_signs_with(start_emulator: Start) -> None:
+def test_the_default_pair_is_the_one_run_local_signs_with(
+    start_emulator: Start, clock: FakeClock
+) -> None:
+    clock.now = time.time()
     server = start_emulator(verify_signatures=True)
     config = EmulatorConfig()
     client = _client(server.url, key=config.access_key_id, secret=config.secret_access_key)
@@ -211,3 +225,82 @@ def test_an_unsigned_boto3_client_is_refused(
     with pytest.raises(ClientError) as caught:
         client.import_vm_image(**import_params())
     assert caught.value.response["ResponseMetadata"]["HTTPStatusCode"] == 403
+
+
+def test_a_region_the_emulator_does_not_serve_is_refused(verifying: EmulatorServer) -> None:
+    client = _client(verifying.url, region="eu-west-1")
+    assert _error(lambda: client.import_vm_image(**import_params())) == (
+        403,
+        "InvalidSignatureException",
+        "Credential should be scoped to a valid region, not 'eu-west-1'. ",
+    )
+    assert verifying.stats()["images"] == 0
+
+
+def test_the_region_knob_is_the_region_served(start_emulator: Start, clock: FakeClock) -> None:
+    clock.now = time.time()
+    server = start_emulator(
+        verify_signatures=True, access_key_id=KEY, secret_access_key=SECRET, region="eu-west-1"
+    )
+    arn = _client(server.url, region="eu-west-1").import_vm_image(**import_params())["imageArn"]
+    assert arn.startswith("arn:aws:imagebuilder:eu-west-1:")
+    assert _error(lambda: _client(server.url).list_images())[1] == "InvalidSignatureException"
+
+
+def test_without_verification_any_region_is_answered(start_emulator: Start) -> None:
+    server = start_emulator()
+    for region in ("eu-west-1", "ap-southeast-2"):
+        arn = _client(server.url, region=region).import_vm_image(**import_params())["imageArn"]
+        assert arn.startswith(f"arn:aws:imagebuilder:{region}:")
+    assert server.stats()["images"] == 2  # one per region: state is kept per region
+
+
+_STAMP = r"([0-9]{8}T[0-9]{6}Z)"
+
+
+def _stamp(epoch: float) -> str:
+    return time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(epoch))
+
+
+def test_a_signature_older_than_five_minutes_is_expired(
+    verifying: EmulatorServer, clock: FakeClock
+) -> None:
+    client = _client(verifying.url)
+    clock.advance(SIGNATURE_SKEW_S + 60)  # the emulator's clock runs ahead of the signer's
+    status, code, message = _error(lambda: client.import_vm_image(**import_params()))
+    assert (status, code) == (403, "InvalidSignatureException")
+    found = re.fullmatch(
+        f"Signature expired: {_STAMP} is now earlier than {_STAMP} \\({_STAMP} - 5 min\\.\\)",
+        message,
+    )
+    assert found is not None, message
+    signed, earliest, now = found.groups()
+    assert (earliest, now) == (_stamp(clock.now - SIGNATURE_SKEW_S), _stamp(clock.now))
+    assert signed < earliest
+    assert verifying.stats()["images"] == 0
+
+
+def test_a_signature_more_than_five_minutes_ahead_is_not_yet_current(
+    verifying: EmulatorServer, clock: FakeClock
+) -> None:
+    client = _client(verifying.url)
+    clock.advance(-(SIGNATURE_SKEW_S + 60))
+    status, code, message = _error(lambda: client.list_images())
+    assert (status, code) == (403, "InvalidSignatureException")
+    found = re.fullmatch(
+        f"Signature not yet current: {_STAMP} is still later than {_STAMP} "
+        f"\\({_STAMP} \\+ 5 min\\.\\)",
+        message,
+    )
+    assert found is not None, message
+    assert found.group(3) == _stamp(clock.now)
+
+
+def test_a_signature_within_five_minutes_passes(
+    verifying: EmulatorServer, clock: FakeClock
+) -> None:
+    client = _client(verifying.url)
+    clock.advance(SIGNATURE_SKEW_S - 30)
+    assert client.import_vm_image(**import_params())["imageArn"]
+    clock.advance(-2 * (SIGNATURE_SKEW_S - 30))
+    assert client.list_images()["imageVersionList"]

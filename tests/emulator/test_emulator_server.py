@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from botocore.exceptions import ClientError
 from emulator_support import FakeClock, import_params, raw_request
 
 from ibimport.emulator import EmulatorConfig, EmulatorServer
@@ -74,3 +75,19 @@ def test_a_corrupt_state_file_stops_the_start(tmp_path: Path) -> None:
     state.write_text("{not json")
     with pytest.raises(Exception, match="cannot load emulator state"):
         EmulatorServer(EmulatorConfig(state_file=state)).start()
+
+
+def test_an_oversized_body_is_an_aws_json_error(client: Any, server: EmulatorServer) -> None:
+    # aiohttp alone would answer 413 in text/plain, which botocore cannot parse.
+    with pytest.raises(ClientError) as caught:
+        client.import_vm_image(**import_params(description="d" * (2 * 1024 * 1024)))
+    error = caught.value.response
+    assert error["ResponseMetadata"]["HTTPStatusCode"] == 413
+    assert error["ResponseMetadata"]["HTTPHeaders"]["content-type"] == "application/json"
+    assert error["ResponseMetadata"]["HTTPHeaders"]["x-amzn-errortype"] == (
+        "RequestEntityTooLargeException"
+    )
+    assert error["Error"]["Code"] == "RequestEntityTooLargeException"
+    assert error["Error"]["Message"] == "The request body is larger than 1048576 bytes."
+    assert server.stats()["images"] == 0
+    assert client.import_vm_image(**import_params())["imageArn"]  # the server carries on

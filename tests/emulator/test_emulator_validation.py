@@ -9,7 +9,12 @@ import pytest
 from botocore.exceptions import ClientError
 from emulator_support import AUTHORIZATION, import_params, raw_request
 
-from ibimport.apimodel import VERSION_NODE_MAX, import_vm_image_rules
+from ibimport.apimodel import (
+    IMAGE_NAME_SHAPE,
+    VERSION_NODE_MAX,
+    import_vm_image_rules,
+    service_model,
+)
 from ibimport.emulator import EmulatorServer
 
 RULES = import_vm_image_rules()
@@ -118,7 +123,7 @@ def test_all_violations_are_reported_at_once(client: Any) -> None:
 def test_limits_that_are_exactly_met_are_accepted(client: Any, server: EmulatorServer) -> None:
     client.import_vm_image(
         **import_params(
-            name="n" * 1024,
+            name="n" * 128,  # an image's name is a ResourceName: at most 128
             semanticVersion=f"{VERSION_NODE_MAX}.0.{VERSION_NODE_MAX}",
             clientToken="t" * 64,
             tags={f"k{i}": "v" * 256 for i in range(50)},
@@ -134,3 +139,43 @@ def test_a_rejected_request_creates_nothing(client: Any, server: EmulatorServer)
     assert stats["images"] == 0
     assert stats["requests"]["ImportVmImage"] == 1
     assert stats["errors"] == {"InvalidParameterValueException": 1}
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["web01.corp.example.com", "db/02", "ab", " leading-space", "trailing-space ", "n" * 129],
+)
+def test_a_name_no_image_may_have_is_refused(
+    client: Any, server: EmulatorServer, name: str
+) -> None:
+    # The image's name is a ResourceName (current model), stricter than the request's rule.
+    response = _error(client, import_params(name=name)).response
+    assert response["ResponseMetadata"]["HTTPStatusCode"] == 400
+    assert response["Error"]["Code"] == "InvalidParameterValueException"
+    assert response["Error"]["Message"] == (
+        f"1 validation error detected: Value '{name}' at 'name' failed to satisfy constraint: "
+        "Member must satisfy regular expression pattern: "
+        + service_model()["shapes"][IMAGE_NAME_SHAPE]["pattern"]
+    )
+    assert server.stats()["images"] == 0
+
+
+@pytest.mark.parametrize("name", ["Web 01", "web_01", "WEB-01", "a b", "x" * 128])
+def test_names_within_the_rule_are_accepted(client: Any, name: str) -> None:
+    assert client.import_vm_image(**import_params(name=name))["imageArn"]
+
+
+def test_a_log_group_outside_the_image_builder_namespace_is_refused(
+    client: Any, server: EmulatorServer
+) -> None:
+    params = import_params(loggingConfiguration={"logGroupName": "/var/log/imports"})
+    response = _error(client, params).response
+    assert response["Error"]["Code"] == "InvalidParameterValueException"
+    assert response["Error"]["Message"] == (
+        "1 validation error detected: Value '/var/log/imports' at "
+        "'loggingConfiguration.logGroupName' failed to satisfy constraint: "
+        "Member must be within the /aws/imagebuilder/ namespace"
+    )
+    assert server.stats()["images"] == 0
+    params = import_params(loggingConfiguration={"logGroupName": "/aws/imagebuilder/wave-3"})
+    assert client.import_vm_image(**params)["imageArn"]

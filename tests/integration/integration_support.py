@@ -60,7 +60,7 @@ def make_tasks(n: int, *, seed: int = 1, prefix: str = "vm") -> list[Task]:
             tags["Wave"] = str(1 + i // 30)
         task["tags"] = tags
         if rng.random() < 0.1:
-            task["logGroupName"] = "/ibimport/migration"
+            task["logGroupName"] = "/aws/imagebuilder/migration"
         tasks.append(task)
     return tasks
 

@@ -45,7 +45,9 @@ def test_a_reused_client_token_fails_its_row_only(
     client.close()
     manifest = write_csv(tmp_path / "m.csv", tasks)
 
-    result = invoke(*run_args(manifest, server.url))
+    # --no-reconcile: the rows must reach the service (reconcile would record row 7, whose
+    # image exists, as exists without sending it; tests/integration/test_identity_reconcile.py).
+    result = invoke(*run_args(manifest, server.url, "--no-reconcile"))
 
     assert result.exit_code == 1, result.output
     results = read_results(tmp_path / "m.results.csv")

@@ -30,10 +30,16 @@ from ibimport.manifest import (
     parse_tag_option,
     read_manifest,
 )
+from ibimport.manifest._validate import SAME_IMAGE
 from ibimport.tokens import client_token
 
 RULES = import_vm_image_rules()
-NAME_MAX = RULES.fields["name"].max_len or 0
+# An image name is a ResourceName (3 to 128 characters), stricter than the request's own
+# shape (up to 1024): see apimodel.name_problem.
+NAME_MIN, NAME_MAX = 3, 128
+NAME_RULE = "an image name is 3 to 128 letters, digits, hyphens, underscores and inner spaces"
+LOG_PREFIX = "/aws/imagebuilder/"
+LOG_GROUP = LOG_PREFIX + "migration"
 DESC_MAX = RULES.fields["description"].max_len or 0
 TOKEN_MAX = RULES.fields["clientToken"].max_len or 0
 LOG_MAX = RULES.log_group_name.max_len or 0
@@ -81,7 +87,7 @@ def rules(row: ManifestRow) -> set[tuple[str, str]]:
 
 
 def test_valid_row_gives_a_frozen_task_with_api_params(tmp_path: Path) -> None:
-    row = one(tmp_path, description="d", osVersion="Ubuntu 22.04", logGroupName="/a/b")
+    row = one(tmp_path, description="d", osVersion="Ubuntu 22.04", logGroupName=LOG_GROUP)
     assert row.errors == ()
     assert row.task is not None
     assert (row.row, row.name, row.semantic_version) == (1, "web-frontend-03", "1.0.0")
@@ -89,7 +95,7 @@ def test_valid_row_gives_a_frozen_task_with_api_params(tmp_path: Path) -> None:
         **VALID,
         "description": "d",
         "osVersion": "Ubuntu 22.04",
-        "loggingConfiguration": {"logGroupName": "/a/b"},
+        "loggingConfiguration": {"logGroupName": LOG_GROUP},
     }
     with pytest.raises(ValidationError):
         row.task.name = "other"
@@ -99,7 +105,8 @@ def test_valid_row_gives_a_frozen_task_with_api_params(tmp_path: Path) -> None:
     ("fields", "field", "rule"),
     [
         ({"name": None}, "name", "is required"),
-        ({"name": "x" * (NAME_MAX + 1)}, "name", f"must be at most {NAME_MAX} characters"),
+        ({"name": "x" * (NAME_MAX + 1)}, "name", f"it must be at most {NAME_MAX} characters"),
+        ({"name": "x" * (NAME_MIN - 1)}, "name", f"it must be at least {NAME_MIN} characters"),
         ({"semanticVersion": None}, "semanticVersion", "is required"),
         ({"semanticVersion": "1.0"}, "semanticVersion", "must match ^[0-9]+\\.[0-9]+\\.[0-9]+$"),
         (
@@ -175,11 +182,13 @@ def test_lone_surrogate_in_a_tag_key_is_a_printable_error(tmp_path: Path) -> Non
     "fields",
     [
         {"name": "x" * NAME_MAX},
+        {"name": "x" * NAME_MIN},
+        {"name": "Web 01_a-B"},  # inner space, underscore, hyphen, both cases
         {"description": "x" * DESC_MAX},
         {"semanticVersion": f"{VERSION_NODE_MAX}.0.{VERSION_NODE_MAX}"},
         {"semanticVersion": f"0.0.000{VERSION_NODE_MAX}"},  # leading zeros do not count
         {"clientToken": "t" * TOKEN_MAX},
-        {"logGroupName": "a" * LOG_MAX},
+        {"logGroupName": LOG_PREFIX + "a" * (LOG_MAX - len(LOG_PREFIX))},
         {"osVersion": "x"},
         {"tags": {f"k{i}": "v" for i in range(RULES.tags_max)}},
         {"tags": {"k" * KEY_MAX: "v" * VALUE_MAX, "Empty": ""}},
@@ -193,6 +202,45 @@ def test_values_at_the_limits_are_valid(tmp_path: Path, fields: dict[str, Any]) 
     assert row.task is not None
 
 
+def test_fqdn_name_is_refused_naming_the_dot_and_suggesting_a_name(tmp_path: Path) -> None:
+    row = one(tmp_path, name="web01.corp.example.com")
+    assert row.task is None
+    assert rules(row) == {
+        ("name", f"'.' at position 6 is not allowed: {NAME_RULE}; try 'web01-corp-example-com'")
+    }
+    assert one(tmp_path, name="web01-corp-example-com").task is not None  # the suggestion fits
+
+
+@pytest.mark.parametrize(
+    ("name", "why", "suggestion"),
+    [
+        ("ab", f"it must be at least {NAME_MIN} characters", None),
+        ("x" * (NAME_MAX + 1), f"it must be at most {NAME_MAX} characters", "x" * NAME_MAX),
+        (" web-01", "it must not start or end with a space", "web-01"),
+        ("web-01 ", "it must not start or end with a space", "web-01"),
+    ],
+)
+def test_name_outside_the_resource_name_rule_is_refused(
+    tmp_path: Path, name: str, why: str, suggestion: str | None
+) -> None:
+    row = one(tmp_path, name=name)
+    assert row.task is None
+    tail = f"; try {suggestion!r}" if suggestion else ""
+    assert rules(row) == {("name", f"{why}: {NAME_RULE}{tail}")}
+
+
+@pytest.mark.parametrize("log_group", ["/a/b", "/ibimport/migration", "/aws/imagebuilder"])
+def test_log_group_outside_aws_imagebuilder_is_refused(tmp_path: Path, log_group: str) -> None:
+    row = one(tmp_path, logGroupName=log_group)
+    assert row.task is None
+    assert rules(row) == {
+        (
+            "logGroupName",
+            "must be within /aws/imagebuilder/ (ImportVmImage's log groups live there)",
+        )
+    }
+
+
 def test_unknown_field_is_an_error_with_a_suggestion(tmp_path: Path) -> None:
     row = one(tmp_path, platform=None, platfrom="Linux")
     assert rules(row) == {
@@ -204,7 +252,7 @@ def test_unknown_field_is_an_error_with_a_suggestion(tmp_path: Path) -> None:
 
 
 def test_describe_names_row_field_rule_and_shortened_value(tmp_path: Path) -> None:
-    rows = jsonl(tmp_path, VALID, {**VALID, "name": "b", "platform": "Win\x1b[31m" + "x" * 100})
+    rows = jsonl(tmp_path, VALID, {**VALID, "name": "vm-b", "platform": "Win\x1b[31m" + "x" * 100})
     [line] = rows[1].describe()
     assert line.startswith(r"row 2: platform: must be one of Windows, Linux, macOS (Win\x1b[31mxxx")
     assert line.endswith("…)")
@@ -264,7 +312,7 @@ def test_csv_tag_given_twice_with_different_values_is_an_error(tmp_path: Path) -
     "cell", ['"Env=prod"', '"[1]"', '"{""a"": ""1"", ""a"": ""2""}"', '"' + "[" * 5000 + '"']
 )
 def test_csv_bad_tags_cell_is_a_row_error(tmp_path: Path, cell: str) -> None:
-    rows = read(tmp_path, f"{HEADER},tags\n{CSV_ROW},{cell}\nb,1.0.0,Linux,i-1,\n", "csv")
+    rows = read(tmp_path, f"{HEADER},tags\n{CSV_ROW},{cell}\nvm-b,1.0.0,Linux,i-1,\n", "csv")
     assert rows[0].task is None
     assert rows[0].errors[0].field in ("tags", "tag:a")
     assert rows[1].task is not None
@@ -272,7 +320,8 @@ def test_csv_bad_tags_cell_is_a_row_error(tmp_path: Path, cell: str) -> None:
 
 def test_csv_unknown_column_errs_only_where_it_holds_data(tmp_path: Path) -> None:
     text = (
-        f"{HEADER},notes,platfrom\n{CSV_ROW},,\nb,1.0.0,Linux,i-1,,Linux\nc,1.0.0,Linux,i-2,hi,\n"
+        f"{HEADER},notes,platfrom\n{CSV_ROW},,\n"
+        "vm-b,1.0.0,Linux,i-1,,Linux\nvm-c,1.0.0,Linux,i-2,hi,\n"
     )
     rows = read(tmp_path, text, "csv")
     assert rows[0].task is not None
@@ -293,7 +342,7 @@ def test_csv_header_is_stripped_and_checked(tmp_path: Path) -> None:
 
 
 def test_csv_ragged_rows_are_row_errors(tmp_path: Path) -> None:
-    text = f"{HEADER}\n{CSV_ROW},extra\nb,1.0.0\nc,1.0.0,Linux,i-2,,\n"
+    text = f"{HEADER}\n{CSV_ROW},extra\nvm-b,1.0.0\nvm-c,1.0.0,Linux,i-2,,\n"
     rows = read(tmp_path, text, "csv")
     assert rules(rows[0]) == {(ROW_FIELD, "has 5 cells but the header has 4 (line 2)")}
     assert rules(rows[1]) == {(ROW_FIELD, "has 2 cells but the header has 4 (line 3)")}
@@ -301,7 +350,7 @@ def test_csv_ragged_rows_are_row_errors(tmp_path: Path) -> None:
 
 
 def test_csv_value_in_a_column_without_header(tmp_path: Path) -> None:
-    rows = read(tmp_path, f"{HEADER},\n{CSV_ROW},\nb,1.0.0,Linux,i-2,x\n", "csv")
+    rows = read(tmp_path, f"{HEADER},\n{CSV_ROW},\nvm-b,1.0.0,Linux,i-2,x\n", "csv")
     assert rows[0].task is not None
     assert rules(rows[1]) == {("column 5", "has a value but no column header")}
 
@@ -309,7 +358,7 @@ def test_csv_value_in_a_column_without_header(tmp_path: Path) -> None:
 def test_csv_row_numbers_count_tasks_not_lines(tmp_path: Path) -> None:
     text = (
         f'{HEADER},description\n\n{CSV_ROW},"two\nlines"\n'
-        ",,,,\nb,1.0.0,Linux,i-2,\nc,1.0,Linux,i-3,\n"
+        ",,,,\nvm-b,1.0.0,Linux,i-2,\nvm-c,1.0,Linux,i-3,\n"
     )
     rows = read(tmp_path, text, "csv")
     assert [r.row for r in rows] == [1, 2, 3]
@@ -331,7 +380,8 @@ def test_csv_nul_in_a_cell_is_a_row_error(tmp_path: Path) -> None:
 
 def test_csv_field_over_the_limit_is_a_row_error_and_reading_goes_on(tmp_path: Path) -> None:
     huge = "x" * (MAX_CSV_FIELD + 1)
-    rows = read(tmp_path, f'{HEADER},description\n{CSV_ROW},"{huge}"\nb,1.0.0,Linux,i-2,\n', "csv")
+    text = f'{HEADER},description\n{CSV_ROW},"{huge}"\nvm-b,1.0.0,Linux,i-2,\n'
+    rows = read(tmp_path, text, "csv")
     assert rows[0].errors[0].field == ROW_FIELD
     assert "a cell is larger than 128 KiB" in rows[0].errors[0].rule
     assert rows[1].task is not None
@@ -354,7 +404,7 @@ def test_csv_unclosed_quote_neither_hangs_nor_raises(tmp_path: Path) -> None:
 
 
 def test_jsonl_broken_line_is_one_invalid_row(tmp_path: Path) -> None:
-    rows = jsonl(tmp_path, VALID, '{"name": "b", broken', "", "   ", {**VALID, "name": "c"})
+    rows = jsonl(tmp_path, VALID, '{"name": "vm-b", broken', "", "   ", {**VALID, "name": "vm-c"})
     assert [r.row for r in rows] == [1, 2, 3]
     assert rows[0].task is not None
     assert rows[2].task is not None
@@ -388,7 +438,7 @@ def test_jsonl_duplicate_keys_are_errors(tmp_path: Path) -> None:
 
 
 def test_jsonl_line_over_the_limit_is_a_row_error(tmp_path: Path) -> None:
-    rows = jsonl(tmp_path, {**VALID, "description": "x" * MAX_ROW_BYTES}, {**VALID, "name": "b"})
+    rows = jsonl(tmp_path, {**VALID, "description": "x" * MAX_ROW_BYTES}, {**VALID, "name": "vm-b"})
     assert rules(rows[0]) == {(ROW_FIELD, "is larger than 1 MiB")}
     assert rows[1].task is not None
 
@@ -397,7 +447,7 @@ def test_jsonl_line_over_the_limit_is_a_row_error(tmp_path: Path) -> None:
 
 
 def test_json_array(tmp_path: Path) -> None:
-    rows = read(tmp_path, json.dumps([VALID, {**VALID, "name": "b"}, 5]), "json")
+    rows = read(tmp_path, json.dumps([VALID, {**VALID, "name": "vm-b"}, 5]), "json")
     assert [r.task is not None for r in rows] == [True, True, False]
     assert rows[2].describe() == ["row 3: (row): must be a JSON object (a task) (5)"]
     assert read(tmp_path, " [ ] ", "json") == []
@@ -411,9 +461,9 @@ def test_json_defaults_are_merged_under_each_task(tmp_path: Path) -> None:
             "tags": {"Env": "prod", "W": "1"},
         },
         "tasks": [
-            {"name": "a", "semanticVersion": "1.0.0", "vmImportTaskId": "i-1"},
+            {"name": "vm-a", "semanticVersion": "1.0.0", "vmImportTaskId": "i-1"},
             {
-                "name": "b",
+                "name": "vm-b",
                 "semanticVersion": "1.0.0",
                 "vmImportTaskId": "i-2",
                 "platform": "Linux",
@@ -467,15 +517,15 @@ def test_json_structure_errors_are_manifest_errors(tmp_path: Path, text: str, me
 def test_json_syntax_error_names_the_line(tmp_path: Path) -> None:
     text = (
         "[\n"
-        + ",\n".join(json.dumps({**VALID, "name": f"n{i}"}) for i in range(3))
+        + ",\n".join(json.dumps({**VALID, "name": f"vm-{i}"}) for i in range(3))
         + ",\n{oops}\n]"
     )
-    with pytest.raises(ManifestError, match=r"invalid JSON in task 4: .* \(line 5\)"):
+    with pytest.raises(ManifestError, match=r"invalid JSON in task 4: .* \(line 5, column 2\)"):
         read(tmp_path, text, "json")
 
 
 def test_json_streams_across_chunks_including_a_split_number(tmp_path: Path) -> None:
-    tasks = [{**VALID, "name": f"n{i}", "description": "d" * 500} for i in range(400)]
+    tasks = [{**VALID, "name": f"vm-{i}", "description": "d" * 500} for i in range(400)]
     body = ",".join(json.dumps(t) for t in tasks)
     # a bare number straddling the 64 KiB chunk boundary must be read whole
     pad = 64 * 1024 - len("[") - 3
@@ -484,7 +534,7 @@ def test_json_streams_across_chunks_including_a_split_number(tmp_path: Path) -> 
     assert len(rows) == 401
     assert rows[0].errors[0].value == "123456"
     assert all(r.task is not None for r in rows[1:])
-    assert rows[-1].name == "n399"
+    assert rows[-1].name == "vm-399"
 
 
 def test_json_element_over_the_row_limit_is_refused(tmp_path: Path) -> None:
@@ -533,7 +583,7 @@ def test_latin1_is_refused_naming_offset_and_line(tmp_path: Path, ext: str, text
 
 
 def test_non_utf8_deep_in_a_streamed_json_names_the_right_offset(tmp_path: Path) -> None:
-    head = "[" + ",\n".join(json.dumps({**VALID, "name": f"n{i}"}) for i in range(2000)) + ",\n"
+    head = "[" + ",\n".join(json.dumps({**VALID, "name": f"vm-{i}"}) for i in range(2000)) + ",\n"
     data = head.encode() + b'{"name": "caf\xe9"}]'
     with pytest.raises(ManifestError) as info:
         list(read_manifest(write(tmp_path, data, "json")))
@@ -603,9 +653,9 @@ class _Endless(io.RawIOBase):
 @pytest.mark.parametrize(
     ("fmt", "head", "item"),
     [
-        ("csv", f"{HEADER}\n".encode(), b"n,1.0.0,Linux,i-1\n"),
-        ("jsonl", b"", json.dumps({**VALID, "name": "n"}).encode() + b"\n"),
-        ("json", b"[", json.dumps({**VALID, "name": "n"}).encode() + b","),
+        ("csv", f"{HEADER}\n".encode(), b"vm-n,1.0.0,Linux,i-1\n"),
+        ("jsonl", b"", json.dumps({**VALID, "name": "vm-n"}).encode() + b"\n"),
+        ("json", b"[", json.dumps({**VALID, "name": "vm-n"}).encode() + b","),
     ],
 )
 def test_reading_streams(fmt: str, head: bytes, item: bytes) -> None:
@@ -614,7 +664,7 @@ def test_reading_streams(fmt: str, head: bytes, item: bytes) -> None:
     first = [next(rows) for _ in range(5)]
     assert [r.row for r in first] == [1, 2, 3, 4, 5]
     assert first[0].task is not None
-    assert rules(first[1]) == {("name", "duplicate of row 1 (same name and semanticVersion)")}
+    assert rules(first[1]) == {("name", "duplicate of row 1 " + SAME_IMAGE)}
 
 
 def test_extra_tags_are_added_and_count_toward_the_limit(tmp_path: Path) -> None:
@@ -622,9 +672,9 @@ def test_extra_tags_are_added_and_count_toward_the_limit(tmp_path: Path) -> None
     rows = jsonl(
         tmp_path,
         VALID,
-        {**VALID, "name": "b", "tags": {"Wave": "3"}},
-        {**VALID, "name": "c", "tags": {"Wave": "2"}},
-        {**VALID, "name": "d", "tags": many},
+        {**VALID, "name": "vm-b", "tags": {"Wave": "3"}},
+        {**VALID, "name": "vm-c", "tags": {"Wave": "2"}},
+        {**VALID, "name": "vm-d", "tags": many},
         extra_tags={"Wave": "3", "Batch": "x"},
     )
     assert rows[0].task is not None
@@ -696,20 +746,38 @@ def test_repeat_of_name_and_version_is_the_invalid_row(tmp_path: Path) -> None:
     )
     assert [r.task is not None for r in rows] == [True, True, True, False]
     assert rows[3].describe() == [
-        "row 4: name: duplicate of row 1 (same name and semanticVersion) (web-frontend-03 1.0.0)"
+        "row 4: name: duplicate of row 1 " + SAME_IMAGE + " (web-frontend-03 1.0.0)"
     ]
+
+
+def test_names_differing_in_case_spaces_or_underscores_are_one_image(tmp_path: Path) -> None:
+    rows = jsonl(
+        tmp_path,
+        {**VALID, "name": "Web 01"},
+        {**VALID, "name": "WEB-01", "vmImportTaskId": "i-2"},
+        {**VALID, "name": "web_01", "vmImportTaskId": "i-3"},
+        {**VALID, "name": "web-01", "semanticVersion": "1.0.1", "vmImportTaskId": "i-4"},
+    )
+    assert [r.task is not None for r in rows] == [True, False, False, True]
+    assert rows[1].describe() == [
+        "row 2: name: duplicate of row 1 " + SAME_IMAGE + " (WEB-01 1.0.0)"
+    ]
+    assert rows[2].describe() == [
+        "row 3: name: duplicate of row 1 " + SAME_IMAGE + " (web_01 1.0.0)"
+    ]
+    assert rows[3].errors == ()
 
 
 def test_duplicates_found_across_many_rows(tmp_path: Path) -> None:
     # crosses several growths of the identity table
-    lines = [json.dumps({**VALID, "name": f"n{i}"}) for i in range(20_000)]
-    lines += [json.dumps({**VALID, "name": f"n{i}"}) for i in (0, 4_097, 19_999)]
+    lines = [json.dumps({**VALID, "name": f"vm-{i}"}) for i in range(20_000)]
+    lines += [json.dumps({**VALID, "name": f"vm-{i}"}) for i in (0, 4_097, 19_999)]
     rows = read(tmp_path, "\n".join(lines), "jsonl")
     bad = {r.row: r.errors[0].rule for r in rows if r.errors}
     assert bad == {
-        20_001: "duplicate of row 1 (same name and semanticVersion)",
-        20_002: "duplicate of row 4098 (same name and semanticVersion)",
-        20_003: "duplicate of row 20000 (same name and semanticVersion)",
+        20_001: "duplicate of row 1 " + SAME_IMAGE,
+        20_002: "duplicate of row 4098 " + SAME_IMAGE,
+        20_003: "duplicate of row 20000 " + SAME_IMAGE,
     }
 
 
@@ -817,15 +885,20 @@ def test_decomposed_text_is_read_composed_so_token_and_request_agree(tmp_path: P
     assert client_token(decomposed.task) == client_token(composed.task)
 
 
-def test_names_equal_once_composed_are_duplicates(tmp_path: Path) -> None:
+def test_names_equal_once_composed_are_refused_alike_and_are_duplicates(tmp_path: Path) -> None:
+    # An image name can no longer hold "é"; both forms are refused with the same message
+    # (the decomposed one is composed first, else it would name U+0301 at position 5),
+    # and they are still one identity.
     rows = read(
         tmp_path,
         "".join(json.dumps({**VALID, "name": n}) + "\n" for n in (_CAFE_NFC, _CAFE_NFD)),
         "jsonl",
     )
-    assert rows[0].task is not None
+    refused = f"'é' at position 4 is not allowed: {NAME_RULE}; try 'Cafe demo'"
+    assert rows[0].task is None
+    assert rules(rows[0]) == {("name", refused)}
     assert rows[1].task is None
-    assert "duplicate of row 1" in rows[1].errors[0].rule
+    assert rules(rows[1]) == {("name", refused), ("name", "duplicate of row 1 " + SAME_IMAGE)}
 
 
 def test_tag_keys_equal_once_composed_are_an_error_not_a_silent_merge(tmp_path: Path) -> None:

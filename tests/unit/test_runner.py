@@ -10,7 +10,7 @@ from typing import Any
 import anyio
 import pytest
 
-from ibimport.client import ImportResult
+from ibimport.client import BuildPage, BuildSummary, ImportResult
 from ibimport.errors import ApiError, CallError, TransportError
 from ibimport.events import BaseListener, CallEvent, CallOutcome
 from ibimport.journal import JournalEntry, NullJournal
@@ -48,6 +48,7 @@ class ScriptedClient:
     clock: FakeClock
     script: dict[str, list[CallError]] = field(default_factory=dict)
     existing: dict[str, list[str]] = field(default_factory=dict)
+    list_calls: int = 0
     calls: list[tuple[str, str]] = field(default_factory=list)
     in_flight: int = 0
     max_in_flight: int = 0
@@ -71,8 +72,14 @@ class ScriptedClient:
             request_id=f"req-{len(self.calls)}", image_arn=arn, client_token=client_token
         )
 
-    async def find_build_arns(self, *, name: str, semantic_version: str) -> list[str]:
-        return self.existing.get(name, [])
+    async def list_builds(self, *, next_token: str | None) -> BuildPage:
+        self.list_calls += 1
+        builds = [
+            BuildSummary(arn=arn, name=name, semantic_version="1.0.0", status="AVAILABLE")
+            for name, arns in self.existing.items()
+            for arn in arns
+        ]
+        return BuildPage(builds=builds, next_token=None)
 
 
 class MemoryJournal(NullJournal):

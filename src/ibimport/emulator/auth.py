@@ -4,22 +4,30 @@
 needs one, as on AWS). ``verify``, for ``--verify-signatures``, recomputes the signature
 from what the server received (method, path, query, the headers the client says it
 signed, the body) with the secret of the access key the client names, and compares in
-constant time. Written from the SigV4 specification rather than with botocore's signer,
-so the check is independent of the client it checks. Errors are the ones AWS's
-REST-JSON front end answers, all HTTP 403.
+constant time; it also refuses a credential scoped to a region the server does not
+serve and a signing time more than five minutes off the server's clock, as AWS does.
+Which keys exist, and the session token and expiry of temporary ones, is the caller's
+lookup (``sts_models.Identities.known``); the signing service is the protocol's
+(``imagebuilder``, or ``ec2``/``sts`` for the query protocol on the same endpoint).
+Written from the SigV4 specification rather than with botocore's signer, so the check is
+independent of the client it checks. Errors are the ones AWS's REST-JSON front end
+answers, all HTTP 403.
 """
 
 from __future__ import annotations
 
+import calendar
 import hashlib
 import hmac
 import re
-from collections.abc import Callable, Iterable, Mapping
+import time
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from urllib.parse import quote, unquote
 
 from ibimport.emulator.config import is_account_id
 from ibimport.emulator.exceptions import (
+    ExpiredTokenException,
     IncompleteSignatureException,
     InvalidSignatureException,
     MissingAuthenticationTokenException,
@@ -27,23 +35,36 @@ from ibimport.emulator.exceptions import (
 )
 from ibimport.emulator.models import Scope
 
-__all__ = ["Credentials", "caller", "scope_of", "verify"]
+__all__ = ["SIGNATURE_SKEW_S", "Credentials", "caller", "scope_of", "signing_service", "verify"]
 
 _ALGORITHM = "AWS4-HMAC-SHA256"
-_SERVICE = "imagebuilder"
 _PARAMETER = re.compile(r"(Credential|SignedHeaders|Signature)=([^,\s]*)")
 _AMZ_DATE = re.compile(r"^[0-9]{8}T[0-9]{6}Z$")
+_AMZ_DATE_FORMAT = "%Y%m%dT%H%M%SZ"
+#: How far a signing time may be from the server's clock, either way (AWS: 5 minutes).
+SIGNATURE_SKEW_S = 300
 _HEX_SIGNATURE = re.compile(r"^[0-9a-f]{64}$")
 # "AWS4-HMAC-SHA256 Credential=AKID/20240101/us-east-1/imagebuilder/aws4_request, ..."
 _CREDENTIAL = re.compile(r"Credential=([^/,\s]+)/[^/,\s]+/([^/,\s]+)/")
+_SCOPE_SERVICE = re.compile(r"Credential=[^/,\s]+/[^/,\s]+/[^/,\s]+/([^/,\s]+)/")
 
 
 @dataclass(frozen=True, slots=True)
 class Credentials:
-    """The one access key pair the emulator recognises when it verifies signatures."""
+    """An access key the emulator recognises when it verifies signatures, with its secret
+    (and, for temporary credentials, the session token and when they expire)."""
 
     access_key_id: str
     secret_access_key: str = field(repr=False)
+    session_token: str | None = field(default=None, repr=False)
+    #: Epoch seconds from which the key is refused (temporary credentials only).
+    expires: float | None = None
+
+
+def signing_service(authorization: str | None) -> str | None:
+    """The service a request's credential scope names (``ec2``, ``sts``), if it has one."""
+    found = _SCOPE_SERVICE.search(authorization or "")
+    return found.group(1) if found else None
 
 
 def caller(authorization: str | None) -> tuple[str, str]:
@@ -68,17 +89,24 @@ def scope_of(access_key: str, region: str, *, default_account: str) -> Scope:
 
 def verify(
     *,
-    credentials: Credentials,
+    known: Callable[[str], Credentials | None],
+    service: str,
     method: str,
     raw_path: str,
     headers: Mapping[str, str],
     header_values: Callable[[str], Iterable[str]],
     body: bytes,
+    regions: Collection[str] | None,
+    now: float,
 ) -> None:
-    """Raise the error AWS would answer unless the request is signed by ``credentials``.
+    """Raise the error AWS would answer unless the request is signed by a key ``known``
+    returns, for ``service``.
 
     ``raw_path`` is the request target as sent (path and query, still percent-encoded);
     ``header_values(name)`` returns every value of a header, in the order received.
+    ``regions`` are the ones the server serves (None: any, as for global STS); ``now`` its
+    clock (epoch seconds), which a signing time may differ from by at most
+    ``SIGNATURE_SKEW_S``.
     """
     authorization = headers.get("Authorization", "")
     algorithm, _, rest = authorization.partition(" ")
@@ -94,27 +122,38 @@ def verify(
             "Credential must have exactly 5 slash-delimited elements, e.g. "
             "keyid/date/region/service/term."
         )
-    access_key, day, region, service, _ = scope
+    access_key, day, scope_region, scope_service, _ = scope
     amz_date = headers.get("X-Amz-Date", "")
     if not _AMZ_DATE.match(amz_date):
         raise IncompleteSignatureException(
             "Authorization header requires existence of either a 'X-Amz-Date' or a 'Date' header."
         )
     # The key is checked before the signature, as AWS does: an unknown key says so.
-    if not hmac.compare_digest(access_key.encode(), credentials.access_key_id.encode()):
+    credentials = known(access_key)
+    if credentials is None:
         raise UnrecognizedClientException()
-    if "X-Amz-Security-Token" in headers:
-        # The emulator issues no temporary credentials, so any session token is unknown.
+    token = headers.get("X-Amz-Security-Token")
+    if (token is None) != (credentials.session_token is None) or not hmac.compare_digest(
+        (token or "").encode(), (credentials.session_token or "").encode()
+    ):
+        # A session token the emulator never issued, or temporary keys without theirs.
         raise UnrecognizedClientException()
-    if service != _SERVICE:
+    if credentials.expires is not None and now >= credentials.expires:
+        raise ExpiredTokenException()
+    if scope_service != service:
         raise InvalidSignatureException(
-            f"Credential should be scoped to correct service: '{_SERVICE}'. "
+            f"Credential should be scoped to correct service: '{service}'. "
+        )
+    if regions is not None and scope_region not in regions:
+        raise InvalidSignatureException(
+            f"Credential should be scoped to a valid region, not '{scope_region}'. "
         )
     if day != amz_date[:8]:
         raise InvalidSignatureException(
             f"Date in Credential scope does not match YYYYMMDD from ISO-8601 version of "
             f"date from HTTP: '{day}' != '{amz_date[:8]}', from '{amz_date}'."
         )
+    _check_signing_time(amz_date, now)
     signed = parameters["SignedHeaders"].split(";")
     if "host" not in signed:
         raise InvalidSignatureException("'Host' must be a 'SignedHeader' in the AWS Authorization.")
@@ -133,12 +172,12 @@ def verify(
         [
             _ALGORITHM,
             amz_date,
-            f"{day}/{region}/{service}/aws4_request",
+            f"{day}/{scope_region}/{scope_service}/aws4_request",
             hashlib.sha256(canonical.encode("utf-8")).hexdigest(),
         ]
     )
     key = ("AWS4" + credentials.secret_access_key).encode("utf-8")
-    for part in (day, region, service, "aws4_request"):
+    for part in (day, scope_region, scope_service, "aws4_request"):
         key = hmac.new(key, part.encode("utf-8"), hashlib.sha256).digest()
     expected = hmac.new(key, string_to_sign.encode("utf-8"), hashlib.sha256).hexdigest()
     given = parameters["Signature"]
@@ -146,6 +185,31 @@ def verify(
         expected.encode("ascii"), given.encode("ascii")
     ):
         raise InvalidSignatureException()
+
+
+def _check_signing_time(amz_date: str, now: float) -> None:
+    """AWS refuses a signature made more than five minutes before or after its clock."""
+    try:
+        signed = calendar.timegm(time.strptime(amz_date, _AMZ_DATE_FORMAT))
+    except ValueError:  # the shape matched, the date does not exist (month 13, say)
+        raise IncompleteSignatureException(
+            f"Date must be in ISO-8601 'basic format'. Got '{amz_date}'."
+        ) from None
+    minutes = SIGNATURE_SKEW_S // 60
+    if signed < now - SIGNATURE_SKEW_S:
+        raise InvalidSignatureException(
+            f"Signature expired: {amz_date} is now earlier than "
+            f"{_amz(now - SIGNATURE_SKEW_S)} ({_amz(now)} - {minutes} min.)"
+        )
+    if signed > now + SIGNATURE_SKEW_S:
+        raise InvalidSignatureException(
+            f"Signature not yet current: {amz_date} is still later than "
+            f"{_amz(now + SIGNATURE_SKEW_S)} ({_amz(now)} + {minutes} min.)"
+        )
+
+
+def _amz(epoch: float) -> str:
+    return time.strftime(_AMZ_DATE_FORMAT, time.gmtime(epoch))
 
 
 def _canonical_query(query: str) -> str:

@@ -37,7 +37,10 @@ def _option(
 ) -> inspect.Parameter:
     """One knob as a typer option named ``name`` (typer dashes it into the flag)."""
     option = typer.Option(help=help, envvar=item.knob.envvar, show_default=not item.knob.secret)
-    return inspect.Parameter(name, kind, default=default, annotation=Annotated[item.type, option])
+    # A repeatable knob is a tuple in the (frozen) config; typer repeats a list option.
+    kind_of_value = list[str] if item.type == tuple[str, ...] else item.type
+    annotation = Annotated[kind_of_value, option]  # type: ignore[valid-type]
+    return inspect.Parameter(name, kind, default=default, annotation=annotation)
 
 
 def _config(values: Iterable[tuple[KnobField, Any]]) -> EmulatorConfig:

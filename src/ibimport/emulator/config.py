@@ -51,9 +51,53 @@ _AT_LEAST_ONE = Check(lambda v: v is None or v >= 1, "{name} must be at least 1,
 _SHARE = Check(lambda v: 0.0 <= v <= 1.0, "{name} must be between 0 and 1, got {value}")
 _NOT_NEGATIVE = Check(lambda v: v >= 0, "{name} must not be negative, got {value}")
 _TWELVE_DIGITS = Check(is_account_id, "{name} must be 12 digits, got {value!r}")
+#: What ``--task-mix`` may name: EC2's three task statuses and a task that does not exist.
+TASK_MIX_STATUSES = ("completed", "active", "deleted", "missing")
+_REGION_RATES = Check(
+    lambda v: all(_region_rate(item) is not None for item in v),
+    "{name} takes REGION=R with R a positive number of calls/s, got {value!r}",
+)
+_TASK_MIX = Check(
+    lambda v: v is None or _task_mix(v) is not None,
+    "{name} takes STATUS=SHARE,... with STATUS one of "
+    + ", ".join(TASK_MIX_STATUSES)
+    + " and shares that add up to 1, got {value!r}",
+)
 # Kinds are checked in this order, and each kind in field order, so that a config with
 # several bad values reports the same one first as it always has.
-_CHECK_ORDER = (_POSITIVE, _AT_LEAST_ONE, _SHARE, _NOT_NEGATIVE, _TWELVE_DIGITS)
+_CHECK_ORDER = (
+    *(_POSITIVE, _AT_LEAST_ONE, _SHARE, _NOT_NEGATIVE, _TWELVE_DIGITS),
+    *(_REGION_RATES, _TASK_MIX),
+)
+
+
+def _region_rate(item: str) -> tuple[str, float] | None:
+    """``us-east-1=20`` as (region, rate), or None if it is not that shape."""
+    region, equals, rate = item.partition("=")
+    try:
+        value = float(rate)
+    except ValueError:
+        return None
+    if not (region and equals) or not math.isfinite(value) or value <= 0:
+        return None
+    return region, value
+
+
+def _task_mix(text: str) -> dict[str, float] | None:
+    """``completed=0.9,active=0.1`` as {status: share}, or None if it is not one."""
+    shares: dict[str, float] = {}
+    for item in text.split(","):
+        status, equals, share = item.strip().partition("=")
+        try:
+            value = float(share)
+        except ValueError:
+            return None
+        if not equals or status not in TASK_MIX_STATUSES or status in shares or value < 0:
+            return None
+        shares[status] = value
+    return shares if math.isclose(sum(shares.values()), 1.0, abs_tol=1e-6) else None
+
+
 _AS_CONFIG: Any = object()  # a command default that is the config's own
 
 
@@ -94,18 +138,36 @@ class EmulatorConfig:
     effect, ``truncate_share`` sends the headers and half the body of a call that took
     effect and closes, ``slow_share`` answers a call that took effect ``slow_ms`` late.
     ``verify_signatures`` checks SigV4 against ``access_key_id``/``secret_access_key``
-    (by default the throwaway pair ``ibimport run --local`` signs with).
+    (by default the throwaway pair ``ibimport run --local`` signs with), the signing time
+    against the clock and the credential's region against ``served_regions``.
+    Partitions (issue 13): the region is the credential scope's, the account the access
+    key's (``accounts``, a 12-digit key, else ``account_id``); quotas are per (account,
+    region, operation), ``rate_per_region`` overriding ``rate``. EC2's import tasks
+    (issue 12) come from ``import_tasks``, or ``task_mix``, or are all completed.
     """
 
     host: str = knob("127.0.0.1", help="Address to listen on.")
     port: int = knob(0, help="Port to listen on; 0 picks a free one.", command_default=8787)
     region: str = knob(
-        "us-east-1", help="Home region; state is kept per region a call is signed for."
+        "us-east-1",
+        help="Region served: --verify-signatures refuses a call signed for another "
+        "(without it any region is answered; state is kept per region a call is signed for).",
+    )
+    regions: tuple[str, ...] = knob(
+        (),
+        help="Another region --verify-signatures serves (repeatable); so does every "
+        "--rate-per-region region.",
+        flag="regions",
     )
     account_id: str = knob(
         "123456789012",
-        help="Account of callers whose access key is not 12 digits.",
+        help="Account of callers whose access key is not 12 digits and not in --accounts.",
         check=_TWELVE_DIGITS,
+    )
+    accounts: Path | None = knob(  # noqa: RUF009 (knob is dataclasses.field)
+        None,
+        help="JSON object mapping access key id to account id (12 digits); with "
+        "--verify-signatures its keys sign with --secret-access-key too.",
     )
     rate: float | None = knob(
         None,
@@ -118,6 +180,18 @@ class EmulatorConfig:
         help="Token bucket size (default: one second of --rate).",
         check=_AT_LEAST_ONE,
         run_help="--local: service burst.",
+    )
+    rate_per_region: tuple[str, ...] = knob(
+        (),
+        help="REGION=R: that region's quota, calls/s per operation (repeatable; "
+        "--rate for the others).",
+        check=_REGION_RATES,
+    )
+    ec2_rate: float | None = knob(
+        None,
+        help="EC2 DescribeImportImageTasks calls/s before HTTP 503 RequestLimitExceeded "
+        "(bucket: --burst, or one second of this rate).",
+        check=_POSITIVE,
     )
     latency_ms: float = knob(
         0.0,
@@ -144,14 +218,39 @@ class EmulatorConfig:
         86400.0, help="Seconds a clientToken is remembered.", flag="token-ttl", check=_NOT_NEGATIVE
     )
     available_after_s: float = knob(
-        0.0, help="Seconds an image takes from PENDING to AVAILABLE.", check=_NOT_NEGATIVE
+        0.0,
+        help="Seconds an image takes from PENDING to AVAILABLE once its import task completed.",
+        check=_NOT_NEGATIVE,
+    )
+    import_tasks: Path | None = knob(  # noqa: RUF009 (knob is dataclasses.field)
+        None,
+        help='JSON list of EC2 import tasks ({"ImportTaskId", "Status": completed | active | '
+        'deleted, "StatusMessage", "Progress", "CompletesAfterS"}); other IDs do not exist.',
+    )
+    task_mix: str | None = knob(
+        None,
+        help="Tasks made up on first sight, e.g. completed=0.9,active=0.05,deleted=0.03,"
+        "missing=0.02 (seeded by --seed); without this or --import-tasks every task completed.",
+        check=_TASK_MIX,
+    )
+    task_active_s: float = knob(
+        60.0,
+        help="Seconds an active --task-mix task takes to complete from first sight.",
+        check=_NOT_NEGATIVE,
     )
     state_file: Path | None = knob(  # noqa: RUF009 (knob is dataclasses.field)
         None,
-        help="JSON file to load at start and save on stop (and every few seconds).",
+        help="JSON file to load at start and save on stop; an answer that changed the "
+        "state (an image created) is sent only once the file holds the change, so a "
+        "SIGKILL loses nothing a client was told.",
         flag="state",
     )
-    state_save_interval_s: float = knob(5.0, help="Seconds between state saves.")
+    state_save_interval_s: float = knob(
+        0.05,
+        help="Seconds at least between --state writes (changes meanwhile share one write; "
+        "an answer waits up to this plus one write).",
+        check=_NOT_NEGATIVE,
+    )
     drop_before_share: float = knob(
         0.0,
         help="Share of calls whose connection resets before the call takes effect.",
@@ -189,6 +288,10 @@ class EmulatorConfig:
     )
 
     def __post_init__(self) -> None:
+        for item in knobs():  # a repeatable option arrives as a list
+            value = getattr(self, item.name)
+            if isinstance(value, list):
+                object.__setattr__(self, item.name, tuple(value))
         for check in _CHECK_ORDER:
             for item in knobs():
                 value = getattr(self, item.name)
@@ -198,11 +301,34 @@ class EmulatorConfig:
             raise ConfigError("verify_signatures needs an access key id and a secret access key")
 
     @property
+    def region_rates(self) -> dict[str, float]:
+        """``--rate-per-region`` as {region: calls/s}; the last one given for a region wins."""
+        return dict(rate for item in self.rate_per_region if (rate := _region_rate(item)))
+
+    def rate_for(self, region: str) -> float | None:
+        """The Image Builder quota of ``region``: its own, else ``rate``."""
+        return self.region_rates.get(region, self.rate)
+
+    @property
+    def served_regions(self) -> frozenset[str]:
+        """The regions ``--verify-signatures`` accepts a credential scope for."""
+        return frozenset((self.region, *self.regions, *self.region_rates))
+
+    @property
+    def task_shares(self) -> dict[str, float] | None:
+        """``--task-mix`` as {status: share}, or None without it."""
+        return None if self.task_mix is None else _task_mix(self.task_mix)
+
+    @property
     def effective_burst(self) -> int:
         """The bucket size: ``burst``, or one second's worth of ``rate``."""
+        return self.burst_for(self.rate)
+
+    def burst_for(self, rate: float | None) -> int:
+        """The bucket size of a bucket filled at ``rate``: ``burst``, or one second of it."""
         if self.burst is not None:
             return self.burst
-        return max(1, math.ceil(self.rate or 1))
+        return max(1, math.ceil(rate or 1))
 
 
 class KnobField:

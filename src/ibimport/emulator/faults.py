@@ -5,6 +5,8 @@ Every decision is drawn from that RNG in a fixed order per call (jitter, fault, 
 before, truncation, slowness), so a ``--seed`` repeats a run call for call. The server
 asks before the call takes effect (``before_call``, ``drops_before``) and after it
 (``deliver``); a drop after the call took effect is what makes clients retry safely.
+Quotas are token buckets per (account, region, operation), as AWS applies them: Image
+Builder's at ``rate_for(region)`` (429), EC2's at ``ec2_rate`` (503 RequestLimitExceeded).
 """
 
 from __future__ import annotations
@@ -17,10 +19,14 @@ from aiohttp import web
 from ibimport.emulator.config import EmulatorConfig
 from ibimport.emulator.exceptions import (
     CallRateLimitExceededException,
+    RequestLimitExceeded,
     ServiceException,
     ServiceUnavailableException,
 )
-from ibimport.emulator.models import Clock
+from ibimport.emulator.models import Clock, Scope
+
+#: The service whose quota ``ec2_rate`` is (the others' is ``rate``/``rate_per_region``).
+EC2 = "ec2"
 
 __all__ = ["Faults", "TokenBucket", "abort"]
 
@@ -54,17 +60,22 @@ class Faults:
     def __init__(self, config: EmulatorConfig, *, clock: Clock) -> None:
         self.config = config
         self.clock = clock
-        self.buckets: dict[str, TokenBucket] = {}
+        self.buckets: dict[tuple[str, str, str], TokenBucket] = {}
+        self.throttled_by_region: dict[str, int] = {}
+        self._unmetered: set[tuple[str, str, str]] = set()
         self.reset()
 
     def reset(self) -> None:
         """Refill the buckets, zero the counters and reseed, as a fresh emulator."""
         self.buckets.clear()
+        self.throttled_by_region.clear()
         self.rng = random.Random(self.config.seed)
         self.throttled = self.faults = self.dropped = 0
         self.dropped_before = self.truncated = self.slowed = 0
 
-    async def before_call(self, operation: str) -> bool:
+    async def before_call(
+        self, operation: str, *, scope: Scope, service: str = "imagebuilder"
+    ) -> bool:
         """Delay, meter and maybe fail a call before it takes effect.
 
         Raises the throttling or 5xx error to answer; returns whether the call's answer
@@ -73,8 +84,16 @@ class Faults:
         config = self.config
         if config.latency_ms or config.jitter_ms:
             await asyncio.sleep((config.latency_ms + self.rng.random() * config.jitter_ms) / 1000.0)
-        if config.rate is not None and not self._bucket(operation).take():
+        key = (scope.account, scope.region, operation)
+        bucket = self.buckets.get(key)
+        if bucket is None and key not in self._unmetered:
+            bucket = self._bucket(key, service=service)
+        if bucket is not None and not bucket.take():
             self.throttled += 1
+            by_region = self.throttled_by_region
+            by_region[scope.region] = by_region.get(scope.region, 0) + 1
+            if service == EC2:
+                raise RequestLimitExceeded()
             raise CallRateLimitExceededException(f"Rate exceeded for operation {operation}.")
         if not config.fault_rate:
             return False
@@ -116,12 +135,14 @@ class Faults:
             await asyncio.sleep(config.slow_ms / 1000.0)
         return response
 
-    def _bucket(self, operation: str) -> TokenBucket:
-        bucket = self.buckets.get(operation)
-        if bucket is None:
-            rate = self.config.rate or 1.0
-            bucket = TokenBucket(rate, self.config.effective_burst, clock=self.clock)
-            self.buckets[operation] = bucket
+    def _bucket(self, key: tuple[str, str, str], *, service: str) -> TokenBucket | None:
+        """A new bucket for (account, region, operation), or None if it is not metered."""
+        config = self.config
+        rate = config.ec2_rate if service == EC2 else config.rate_for(key[1])
+        if rate is None:
+            self._unmetered.add(key)
+            return None
+        bucket = self.buckets[key] = TokenBucket(rate, config.burst_for(rate), clock=self.clock)
         return bucket
 
 

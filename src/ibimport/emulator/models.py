@@ -14,14 +14,20 @@ import re
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Protocol
 
 from ibimport.apimodel import (
+    IMAGE_NAME_SHAPE,
+    IMPORT_LOG_GROUP_PREFIX,
     REQUEST_FIELDS,
     ImportVmImageRules,
     StringRule,
     Violation,
+    image_identity,
     import_vm_image_rules,
+    log_group_problem,
+    name_problem,
+    service_model,
 )
 from ibimport.emulator.exceptions import (
     IdempotentParameterMismatchException,
@@ -35,7 +41,6 @@ from ibimport.emulator.exceptions import (
 #: Reads the current wall-clock time in seconds; tests pass a fake one.
 Clock = Callable[[], float]
 
-PAGE_MAX = 25
 STATE_FORMAT = 1
 
 # Version ARNs from the model's ImageVersionArn / ImageVersionArnOrBuildVersionArn shapes.
@@ -43,9 +48,18 @@ _VERSION_ARN = re.compile(
     r"^arn:aws[^:]*:imagebuilder:[^:]+:(?:[0-9]{12}|aws(?:-[a-z-]+)?):image/[a-z0-9-_]+/"
     r"[0-9]+\.[0-9]+\.[0-9]+$"
 )
-# An ARN's resource name is lowercase; characters its pattern forbids become hyphens.
-_ARN_NAME_FORBIDDEN = re.compile(r"[^a-z0-9_-]")
+# A GetImage ARN naming a version, or a wildcard one (x.x.x, 1.x.x, 1.2.x), split into the
+# image's ARN and the three nodes; a build ARN does not match (current model).
+_VERSION_OR_WILDCARD_ARN = re.compile(
+    r"^(arn:aws[^:]*:imagebuilder:[^:]+:[^:]+:image/[a-z0-9-_]+)/"
+    r"([0-9]+|x)\.([0-9]+|x)\.([0-9]+|x)$"
+)
 _FILTER_NAMES = frozenset({"name", "version", "platform", "osVersion", "type"})
+# The image name rule's words in AWS's validator form (the rule itself is apimodel's).
+_NAME_CONSTRAINT = (
+    "Member must satisfy regular expression pattern: "
+    + service_model()["shapes"][IMAGE_NAME_SHAPE]["pattern"]
+)
 
 
 class Scope(NamedTuple):
@@ -53,6 +67,29 @@ class Scope(NamedTuple):
 
     account: str
     region: str
+
+
+class TaskOutcome(NamedTuple):
+    """What an image learns of its EC2 import task (``ec2_models``): when the task
+    completed (``-inf``: before anything; None: never) or why it failed."""
+
+    completed_at: float | None
+    failure: str | None
+
+
+_TASK_COMPLETED = TaskOutcome(completed_at=-float("inf"), failure=None)
+
+
+class Companion(Protocol):
+    """State kept beside the images and saved with them (import tasks, STS sessions)."""
+
+    dirty: bool
+
+    def reset(self) -> None: ...
+
+    def to_state(self) -> Any: ...
+
+    def load_state(self, data: Any) -> None: ...
 
 
 def violation(path: str, value: object, *, constraint: str) -> str:
@@ -97,6 +134,10 @@ def validate_import_request(body: object) -> dict[str, Any]:
             found = rules.fields[name].check(value)
         if found is not None:
             problems.append(violation(name, value, constraint=found.aws_constraint))
+        elif name == "name" and name_problem(value) is not None:
+            # The image's name is a ResourceName (current model), stricter than the
+            # request's NonEmptyString.
+            problems.append(violation(name, value, constraint=_NAME_CONSTRAINT))
     if problems:
         raise InvalidParameterValueException.of(problems)
     return params
@@ -133,8 +174,16 @@ def _logging_problems(config: object, rule: StringRule) -> Iterator[str]:
         yield violation("loggingConfiguration", config, constraint="Member must be a structure")
         return
     name = config.get("logGroupName")
-    if name is not None and (found := rule.check(name)) is not None:
+    if name is None:
+        return
+    if (found := rule.check(name)) is not None:
         yield violation("loggingConfiguration.logGroupName", name, constraint=found.aws_constraint)
+    elif log_group_problem(name) is not None:  # ImportVmImage only (current model)
+        yield violation(
+            "loggingConfiguration.logGroupName",
+            name,
+            constraint=f"Member must be within the {IMPORT_LOG_GROUP_PREFIX} namespace",
+        )
 
 
 def format_date(epoch: float) -> str:
@@ -212,13 +261,29 @@ class TokenRecord:
 class RegionState:
     """Everything one account owns in one region."""
 
-    # Version ARN -> its builds, in creation order; the list of versions is append-only
-    # so that a page token can be an index into it.
+    # Version ARN -> its builds, in creation order; the lists of versions and of all
+    # builds are append-only so that a page token can be an index into them.
     builds_by_version: dict[str, list[ImageBuild]] = field(default_factory=dict)
     versions: list[str] = field(default_factory=list)
+    all_builds: list[ImageBuild] = field(default_factory=list)
     builds: dict[str, ImageBuild] = field(default_factory=dict)
+    # Image ARN (".../image/<name>") -> its version ARNs, for wildcard GetImage.
+    versions_by_image: dict[str, list[str]] = field(default_factory=dict)
     # Insertion order is expiry order (one TTL for all), so expired tokens are a prefix.
     tokens: dict[str, TokenRecord] = field(default_factory=dict)
+
+    def add(self, build: ImageBuild) -> bool:
+        """Record a build; True if it is a second (or later) build of its version."""
+        siblings = self.builds_by_version.get(build.version_arn)
+        if siblings is None:
+            siblings = self.builds_by_version[build.version_arn] = []
+            self.versions.append(build.version_arn)
+            image_arn = build.version_arn.rpartition("/")[0]
+            self.versions_by_image.setdefault(image_arn, []).append(build.version_arn)
+        siblings.append(build)
+        self.all_builds.append(build)
+        self.builds[build.arn] = build
+        return len(siblings) > 1
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -239,22 +304,49 @@ class ImageBuilderBackend:
         clock: Clock = time.time,
         token_ttl_s: float = 86400.0,
         available_after_s: float = 0.0,
+        task_outcome: Callable[[str], TaskOutcome] = lambda _task_id: _TASK_COMPLETED,
     ) -> None:
         self.clock = clock
         self.token_ttl_s = token_ttl_s
         self.available_after_s = available_after_s
+        #: Image Builder reads an image's EC2 import task as the caller (``ec2_models``).
+        self.task_outcome = task_outcome
+        #: Saved, loaded and reset with the images, under their names.
+        self.companions: dict[str, Companion] = {}
         self.regions: dict[Scope, RegionState] = {}
         self.images = 0
         self.duplicate_builds = 0
         self.idempotent_replays = 0
-        #: Set on every change, cleared by whoever persists the state.
-        self.dirty = False
+        self.images_by_region: dict[str, int] = {}
+        self.duplicates_by_region: dict[str, int] = {}
+        self._dirty = False
+
+    @property
+    def dirty(self) -> bool:
+        """Whether anything changed since whoever persists the state last cleared it."""
+        return self._dirty or any(c.dirty for c in self.companions.values())
+
+    @dirty.setter
+    def dirty(self, value: bool) -> None:
+        self._dirty = value
+        if not value:
+            for companion in self.companions.values():
+                companion.dirty = False
 
     def reset(self) -> None:
-        """Forget every image, token and counter."""
+        """Forget every image, token and counter (and what the companions hold)."""
         self.regions.clear()
         self.images = self.duplicate_builds = self.idempotent_replays = 0
+        self.images_by_region.clear()
+        self.duplicates_by_region.clear()
+        for companion in self.companions.values():
+            companion.reset()
         self.dirty = True
+
+    def _count(self, region: str, *, duplicate: bool) -> None:
+        self.images_by_region[region] = self.images_by_region.get(region, 0) + 1
+        if duplicate:
+            self.duplicates_by_region[region] = self.duplicates_by_region.get(region, 0) + 1
 
     def _region(self, scope: Scope) -> RegionState:
         state = self.regions.get(scope)
@@ -286,15 +378,14 @@ class ImageBuilderBackend:
 
         name: str = params["name"]
         version: str = params["semanticVersion"]
-        arn_name = _ARN_NAME_FORBIDDEN.sub("-", name.lower())
-        version_arn = f"arn:aws:imagebuilder:{region}:{account}:image/{arn_name}/{version}"
-        siblings = state.builds_by_version.get(version_arn)
-        if siblings is None:
-            siblings = state.builds_by_version[version_arn] = []
-            state.versions.append(version_arn)
-        elif siblings:
-            self.duplicate_builds += 1
-        build_no = len(siblings) + 1
+        # One image per identity (normalised name + version): "Web 01", "WEB-01" and
+        # "web_01" are builds of .../image/web-01/<version>, each keeping its own name.
+        identity = image_identity(name, version)
+        version_arn = (
+            f"arn:aws:imagebuilder:{region}:{account}:image/"
+            f"{identity.name}/{identity.semantic_version}"
+        )
+        build_no = len(state.builds_by_version.get(version_arn, ())) + 1
         build = ImageBuild(
             arn=f"{version_arn}/{build_no}",
             version_arn=version_arn,
@@ -310,8 +401,10 @@ class ImageBuilderBackend:
             owner=account,
             created=now,
         )
-        siblings.append(build)
-        state.builds[build.arn] = build
+        duplicate = state.add(build)
+        if duplicate:
+            self.duplicate_builds += 1
+        self._count(region, duplicate=duplicate)
         tokens[token] = TokenRecord(
             request=request, image_arn=build.arn, expires=now + self.token_ttl_s
         )
@@ -320,26 +413,65 @@ class ImageBuilderBackend:
         return ImportOutcome(image_arn=build.arn, client_token=token, replay=False)
 
     def status_of(self, build: ImageBuild) -> str:
-        """PENDING for the first fifth of ``available_after_s``, then CREATING, then AVAILABLE."""
+        """The build's ``state.status`` now (see ``state_of``)."""
+        return self.state_of(build)[0]
+
+    def state_of(self, build: ImageBuild) -> tuple[str, str | None]:
+        """The build's status and ``state.reason``; the image follows its import task.
+
+        From when both the build exists and its task completed: PENDING for the first fifth
+        of ``available_after_s``, then CREATING, then AVAILABLE (PENDING while the task is
+        active). A task that failed (deleted) or does not exist: FAILED with the reason,
+        once the first fifth has passed, as Image Builder finds out only when it reads it.
+        """
+        outcome = self.task_outcome(build.vm_import_task_id)
         after = self.available_after_s
-        if after <= 0:
-            return "AVAILABLE"
-        elapsed = self.clock() - build.created
-        if elapsed >= after:
-            return "AVAILABLE"
-        return "PENDING" if elapsed < after / 5 else "CREATING"
+        now = self.clock()
+        if outcome.completed_at is None:
+            if after > 0 and now - build.created < after / 5:
+                return "PENDING", None
+            return "FAILED", outcome.failure or "The import task failed."
+        start = max(build.created, outcome.completed_at)
+        if now < start:
+            return "PENDING", None
+        elapsed = now - start
+        if after <= 0 or elapsed >= after:
+            return "AVAILABLE", None
+        return ("PENDING" if elapsed < after / 5 else "CREATING"), None
 
     def get_image(self, scope: Scope, arn: str) -> ImageBuild:
-        """The build an ARN names; a version ARN names its latest build."""
+        """The build an ARN names, in any state; a version or wildcard ARN (``1.0.0``,
+        ``1.x.x``, ``x.x.x``) names the latest matching build that is AVAILABLE, as the
+        current model's ImageVersionArnOrBuildVersionArn describes."""
         state = self.regions.get(scope)
         if state is not None:
             build = state.builds.get(arn)
             if build is not None:
                 return build
-            builds = state.builds_by_version.get(arn)
-            if builds:
-                return builds[-1]
+            wanted = _VERSION_OR_WILDCARD_ARN.match(arn)
+            if wanted is not None:
+                latest = self._latest_available(state, wanted)
+                if latest is not None:
+                    return latest
         raise ResourceNotFoundException(f"Resource {arn} does not exist.")
+
+    def _latest_available(self, state: RegionState, wanted: re.Match[str]) -> ImageBuild | None:
+        image_arn, *nodes = wanted.groups()
+        best: ImageBuild | None = None
+        best_key: tuple[int, ...] = ()
+        for version_arn in state.versions_by_image.get(image_arn, ()):
+            builds = state.builds_by_version[version_arn]
+            version = tuple(int(node) for node in builds[0].version.split("."))
+            pairs = zip(nodes, version, strict=True)
+            if any(want != "x" and int(want) != have for want, have in pairs):
+                continue
+            for build in reversed(builds):  # the newest build that is AVAILABLE
+                if self.status_of(build) == "AVAILABLE":
+                    key = (*version, build.build)
+                    if best is None or key > best_key:
+                        best, best_key = build, key
+                    break
+        return best
 
     def list_images(
         self,
@@ -367,18 +499,30 @@ class ImageBuilderBackend:
     def list_image_build_versions(
         self,
         scope: Scope,
-        version_arn: str,
+        version_arn: str | None,
         *,
+        filters: dict[str, frozenset[str]],
         max_results: int,
         next_token: str | None,
     ) -> tuple[list[ImageBuild], str | None]:
-        """One page of the builds of one image version; 404 if the version does not exist."""
+        """One page of the builds of one image version, or of every build in the account
+        and region without ``version_arn`` (current model), filtered before paging.
+
+        A version that does not exist is an empty list, not 404 (current model).
+        """
         state = self.regions.get(scope)
-        builds = state.builds_by_version.get(version_arn) if state is not None else None
-        if not builds:
-            raise ResourceNotFoundException(f"Resource {version_arn} does not exist.")
+        builds: list[ImageBuild] = []
+        if state is not None:
+            if version_arn is None:
+                builds = state.all_builds
+            else:
+                builds = state.builds_by_version.get(version_arn, [])
         start = decode_page_token(next_token, len(builds))
-        indexes, token = _page(range(start, len(builds)), lambda _: True, max_results=max_results)
+        indexes, token = _page(
+            range(start, len(builds)),
+            lambda i: _matches(builds[i], filters),
+            max_results=max_results,
+        )
         return [builds[i] for i in indexes], token
 
     def to_state(self) -> dict[str, Any]:
@@ -394,9 +538,8 @@ class ImageBuilderBackend:
                 {
                     "account": account,
                     "region": region,
-                    "builds": [
-                        b.to_state() for arn in state.versions for b in state.builds_by_version[arn]
-                    ],
+                    # In creation order: loading them in turn rebuilds every index as it was.
+                    "builds": [b.to_state() for b in state.all_builds],
                     "tokens": [
                         {
                             "token": t,
@@ -409,6 +552,7 @@ class ImageBuilderBackend:
                 }
                 for (account, region), state in self.regions.items()
             ],
+            **{name: c.to_state() for name, c in self.companions.items()},
         }
 
     def load_state(self, data: dict[str, Any]) -> None:
@@ -423,17 +567,14 @@ class ImageBuilderBackend:
         for entry in data.get("regions", []):
             state = self._region(Scope(entry["account"], entry["region"]))
             for raw in entry.get("builds", []):
-                build = ImageBuild.from_state(raw)
-                siblings = state.builds_by_version.get(build.version_arn)
-                if siblings is None:
-                    siblings = state.builds_by_version[build.version_arn] = []
-                    state.versions.append(build.version_arn)
-                siblings.append(build)
-                state.builds[build.arn] = build
+                self._count(entry["region"], duplicate=state.add(ImageBuild.from_state(raw)))
             for raw in sorted(entry.get("tokens", []), key=lambda t: float(t["expires"])):
                 state.tokens[raw["token"]] = TokenRecord(
                     request=raw["request"], image_arn=raw["imageArn"], expires=float(raw["expires"])
                 )
+        for name, companion in self.companions.items():
+            if name in data:
+                companion.load_state(data[name])
         self.dirty = False
 
 

@@ -17,7 +17,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from ibimport.apimodel import service_model
+from ibimport.apimodel import LIST_PAGE_DEFAULT, LIST_PAGE_MAX, service_model
 from ibimport.emulator.exceptions import (
     InvalidPaginationTokenException,
     InvalidParameterValueException,
@@ -25,7 +25,6 @@ from ibimport.emulator.exceptions import (
     ServiceError,
 )
 from ibimport.emulator.models import (
-    PAGE_MAX,
     ImageBuild,
     ImageBuilderBackend,
     Scope,
@@ -148,49 +147,38 @@ def list_images(backend: ImageBuilderBackend, call: Call) -> bytes:
 
 
 def list_image_build_versions(backend: ImageBuilderBackend, call: Call) -> bytes:
-    """POST /ListImageBuildVersions: the builds of one image version."""
+    """POST /ListImageBuildVersions: the builds of one image version, or (current model:
+    ``imageVersionArn`` is optional) every build in the account and region."""
     body = _json_body(call)
     version_arn = body.get("imageVersionArn")
-    if version_arn is None:
-        raise InvalidParameterValueException.of(
-            [violation("imageVersionArn", None, constraint="Member must not be null")]
-        )
-    check_version_arn(version_arn, "imageVersionArn")
-    filters = parse_filters(body.get("filters"))
+    if version_arn is not None:
+        check_version_arn(version_arn, "imageVersionArn")
     builds, token = backend.list_image_build_versions(
         call.scope,
         version_arn,
+        filters=parse_filters(body.get("filters")),
         max_results=_max_results(body.get("maxResults")),
         next_token=_next_token(body.get("nextToken")),
     )
-    summaries = []
-    for build in builds:
-        summary = _describe(backend, build, call.scope.region)
-        if all(_field_of(summary, name) in values for name, values in filters.items()):
-            summaries.append(summary)
+    summaries = [_describe(backend, build, call.scope.region) for build in builds]
     answer: dict[str, Any] = {"requestId": call.request_id, "imageSummaryList": summaries}
     if token is not None:
         answer["nextToken"] = token
     return _dumps(answer).encode()
 
 
-def _field_of(summary: dict[str, Any], filter_name: str) -> Any:
-    if filter_name == "version":
-        return str(summary["version"]).split("/")[0]
-    return summary.get(filter_name)
-
-
 def _max_results(value: object) -> int:
+    """RestrictedInteger: 1 to 100 in the current model (25 in the pinned one), default 25."""
     if value is None:
-        return PAGE_MAX
+        return LIST_PAGE_DEFAULT
     if not isinstance(value, int) or isinstance(value, bool):
         raise InvalidParameterValueException.of(
             [violation("maxResults", value, constraint="Member must be an integer")]
         )
     if value < 1:
         constraint = "Member must have value greater than or equal to 1"
-    elif value > PAGE_MAX:
-        constraint = f"Member must have value less than or equal to {PAGE_MAX}"
+    elif value > LIST_PAGE_MAX:
+        constraint = f"Member must have value less than or equal to {LIST_PAGE_MAX}"
     else:
         return value
     raise InvalidParameterValueException.of([violation("maxResults", value, constraint=constraint)])
@@ -204,14 +192,15 @@ def _next_token(value: object) -> str | None:
 
 def _describe(backend: ImageBuilderBackend, build: ImageBuild, region: str) -> dict[str, Any]:
     """The Image / ImageSummary members an imported build has."""
-    status = backend.status_of(build)
+    status, reason = backend.state_of(build)
+    state = {"status": status} if reason is None else {"status": status, "reason": reason}
     image: dict[str, Any] = {
         "arn": build.arn,
         "type": "AMI",
         "name": build.name,
         "version": f"{build.version}/{build.build}",
         "platform": build.platform,
-        "state": {"status": status},
+        "state": state,
         "owner": build.owner,
         "dateCreated": format_date(build.created),
         "tags": build.tags,

@@ -2,7 +2,11 @@
 
 ``Emulator.handle`` takes each request through the other modules in turn: ``auth`` (who
 calls, and ``--verify-signatures``), ``faults`` (quota and injected misbehaviour),
-``responses`` (the operation), then ``faults`` again for how the answer travels.
+``responses`` (the operation), then ``faults`` again for how the answer travels. A form
+POST to ``/`` is the query protocol of EC2 (``ec2_responses``) or STS
+(``sts_responses``), told apart by its Action; its errors take that service's codes and
+XML shape. Each call acts in the (account, region) ``sts_models.Identities`` reads from
+its access key and credential scope.
 ``serve`` runs one emulator on the current event loop until told to stop;
 ``EmulatorServer`` runs it in a background thread of this process (tests), and
 ``process.EmulatorProcess`` in a child process. The hot path is kept lean because every
@@ -26,16 +30,29 @@ from typing import Any, Self
 from aiohttp import web
 
 from ibimport._files import atomic_private_file
-from ibimport.emulator.auth import Credentials, caller, scope_of, verify
+from ibimport.emulator.auth import Credentials, caller, signing_service, verify
 from ibimport.emulator.config import EmulatorConfig
 from ibimport.emulator.defaults import RESET_PATH, STATS_PATH
-from ibimport.emulator.exceptions import ServiceError, UnknownOperationException
+from ibimport.emulator.ec2_models import ImportTasks, load_import_tasks
+from ibimport.emulator.ec2_responses import EC2
+from ibimport.emulator.exceptions import (
+    RequestEntityTooLargeException,
+    ServiceError,
+    UnknownOperationException,
+)
 from ibimport.emulator.faults import Faults, abort
 from ibimport.emulator.models import Clock, ImageBuilderBackend
+from ibimport.emulator.query import QueryCall, QueryService, is_query, parse_form
 from ibimport.emulator.responses import OPERATIONS, Call, render_error
+from ibimport.emulator.sts_models import Identities, load_accounts
+from ibimport.emulator.sts_responses import STS
 from ibimport.errors import ConfigError
 
 _JSON = "application/json"
+_XML = "text/xml"
+#: Query-protocol Action -> its service; an unknown Action goes by the signing service.
+_QUERY_SERVICES = {action: service for service in (EC2, STS) for action in service.actions}
+_BY_SIGNING_NAME = {service.signing_name: service for service in (EC2, STS)}
 
 
 class Emulator:
@@ -44,13 +61,35 @@ class Emulator:
     def __init__(self, config: EmulatorConfig, *, clock: Clock = time.time) -> None:
         self.config = config
         self.clock = clock
-        self.backend = ImageBuilderBackend(
-            clock=clock, token_ttl_s=config.token_ttl_s, available_after_s=config.available_after_s
+        listed = None if config.import_tasks is None else load_import_tasks(config.import_tasks)
+        self.tasks = ImportTasks(
+            clock=clock,
+            listed=listed,
+            shares=config.task_shares,
+            seed=config.seed,
+            active_s=config.task_active_s,
         )
+        self.identities = Identities(
+            default_account=config.account_id,
+            accounts={} if config.accounts is None else load_accounts(config.accounts),
+            base=Credentials(config.access_key_id, config.secret_access_key),
+            clock=clock,
+        )
+        self.backend = ImageBuilderBackend(
+            clock=clock,
+            token_ttl_s=config.token_ttl_s,
+            available_after_s=config.available_after_s,
+            task_outcome=self.tasks.outcome,
+        )
+        self.backend.companions.update(importTasks=self.tasks, credentials=self.identities)
         self.faults = Faults(config, clock=clock)
         self.requests: dict[str, int] = {}
+        self.requests_by_region: dict[str, dict[str, int]] = {}
         self.errors: dict[str, int] = {}
-        self._credentials = Credentials(config.access_key_id, config.secret_access_key)
+        self._regions = config.served_regions
+        self._query_targets: dict[str, object] = {"ec2": self.tasks, "sts": self.identities}
+        #: Set by ``serve`` with ``--state``: answers that changed the state wait for it.
+        self.saver: StateSaver | None = None
         self._internal: dict[tuple[str, str], Callable[[], web.Response]] = {
             ("GET", STATS_PATH): lambda: _json_response(200, json.dumps(self.stats()).encode()),
             ("POST", RESET_PATH): self._reset_response,
@@ -71,13 +110,37 @@ class Emulator:
             "images": backend.images,
             "duplicateBuilds": backend.duplicate_builds,
             "idempotentReplays": backend.idempotent_replays,
+            "regions": self._region_stats(),
         }
+
+    def _region_stats(self) -> dict[str, dict[str, Any]]:
+        """Per region: requests by operation, throttled calls, images, duplicate builds."""
+        backend, faults = self.backend, self.faults
+        regions = set(self.requests_by_region) | set(backend.images_by_region)
+        return {
+            region: {
+                "requests": dict(self.requests_by_region.get(region, {})),
+                "throttled": faults.throttled_by_region.get(region, 0),
+                "images": backend.images_by_region.get(region, 0),
+                "duplicateBuilds": backend.duplicates_by_region.get(region, 0),
+            }
+            for region in sorted(regions)
+        }
+
+    def _count(self, name: str, region: str) -> None:
+        requests = self.requests
+        requests[name] = requests.get(name, 0) + 1
+        by_region = self.requests_by_region.get(region)
+        if by_region is None:
+            by_region = self.requests_by_region[region] = {}
+        by_region[name] = by_region.get(name, 0) + 1
 
     def reset(self) -> None:
         """Forget all state and counters, and refill the buckets."""
         self.backend.reset()
         self.faults.reset()
         self.requests.clear()
+        self.requests_by_region.clear()
         self.errors.clear()
 
     def _reset_response(self) -> web.Response:
@@ -92,6 +155,8 @@ class Emulator:
             internal = self._internal.get(route)
             if internal is not None:
                 return internal()
+            if is_query(request.method, request.path, request.content_type):
+                return await self._handle_query(request)
         try:
             access_key, region = caller(request.headers.get("Authorization"))
         except ServiceError as exc:
@@ -103,42 +168,112 @@ class Emulator:
             # The client went away mid-request (killed, say): nothing happened and
             # there is nobody to answer; a server takes that in its stride.
             return _json_response(400, b"{}")
+        except web.HTTPRequestEntityTooLarge:
+            # aiohttp would answer text/plain; AWS answers every error in its JSON shape.
+            return self._error(
+                RequestEntityTooLargeException(
+                    f"The request body is larger than {request.client_max_size} bytes."
+                )
+            )
         faults = self.faults
         try:
             if config.verify_signatures:
-                verify(
-                    credentials=self._credentials,
-                    method=request.method,
-                    raw_path=request.raw_path,
-                    headers=request.headers,
-                    header_values=lambda header: request.headers.getall(header, ()),
-                    body=body,
-                )
+                self._verify(request, body, service="imagebuilder", regional=True)
             if operation is None:
                 raise UnknownOperationException()
             name, handler = operation
-            requests = self.requests
-            requests[name] = requests.get(name, 0) + 1
-            drop = await faults.before_call(name)
+            scope = self.identities.scope_of(access_key, region)
+            self._count(name, region)
+            drop = await faults.before_call(name, scope=scope)
         except ServiceError as exc:
             return self._error(exc)
         if faults.drops_before():
             abort(request)
             return _json_response(500, b"{}")  # never reaches the client
         request_id = str(uuid.uuid4())
-        call = Call(
-            scope=scope_of(access_key, region, default_account=config.account_id),
-            request_id=request_id,
-            body=body,
-            query=request.query,
-        )
+        call = Call(scope=scope, request_id=request_id, body=body, query=request.query)
         try:
             answer = handler(self.backend, call)
         except ServiceError as exc:
             response = self._error(exc, request_id=request_id)
         else:
+            if self.saver is not None and self.backend.dirty:
+                await self.saver.saved()  # an OSError answers 500: the client retries
             response = _json_response(200, answer, request_id=request_id)
         return await faults.deliver(request, response, drop=drop)
+
+    def _verify(
+        self, request: web.BaseRequest, body: bytes, *, service: str, regional: bool
+    ) -> None:
+        verify(
+            known=self.identities.known,
+            service=service,
+            method=request.method,
+            raw_path=request.raw_path,
+            headers=request.headers,
+            header_values=lambda header: request.headers.getall(header, ()),
+            body=body,
+            regions=self._regions if regional else None,
+            now=self.clock(),
+        )
+
+    async def _handle_query(self, request: web.BaseRequest) -> web.StreamResponse:
+        """One EC2 or STS call: the same checks as Image Builder's, in that service's words."""
+        authorization = request.headers.get("Authorization")
+        try:
+            body = await request.read()
+        except ConnectionResetError:
+            return _json_response(400, b"{}")
+        except web.HTTPRequestEntityTooLarge:
+            return self._query_error(
+                EC2,
+                RequestEntityTooLargeException(
+                    f"The request body is larger than {request.client_max_size} bytes."
+                ),
+            )
+        params = parse_form(body)
+        action = params.get("Action", "")
+        service = _QUERY_SERVICES.get(action) or _BY_SIGNING_NAME.get(
+            signing_service(authorization) or "", EC2
+        )
+        faults = self.faults
+        try:
+            access_key, region = caller(authorization)
+            if self.config.verify_signatures:
+                self._verify(request, body, service=service.signing_name, regional=service.regional)
+            handler = service.actions.get(action)
+            if handler is None:
+                raise service.unknown_action(action)
+            scope = self.identities.scope_of(access_key, region)
+            self._count(action, region)
+            drop = False
+            if service.regional:  # STS, global, is not metered
+                drop = await faults.before_call(action, scope=scope, service=service.signing_name)
+        except ServiceError as exc:
+            return self._query_error(service, exc)
+        if faults.drops_before():
+            abort(request)
+            return _json_response(500, b"{}")  # never reaches the client
+        request_id = str(uuid.uuid4())
+        call = QueryCall(scope=scope, request_id=request_id, params=params)
+        try:
+            answer = handler(self._query_targets[service.signing_name], call)
+        except ServiceError as exc:
+            response = self._query_error(service, exc, request_id=request_id)
+        else:
+            if self.saver is not None and self.backend.dirty:
+                await self.saver.saved()
+            response = _xml_response(200, answer, request_id=request_id)
+        return await faults.deliver(request, response, drop=drop)
+
+    def _query_error(
+        self, service: QueryService, exc: ServiceError, *, request_id: str | None = None
+    ) -> web.Response:
+        answered = service.translate(exc)
+        self.errors[answered.code] = self.errors.get(answered.code, 0) + 1
+        request_id = request_id or str(uuid.uuid4())
+        status, body = service.render_error(answered, request_id)
+        return _xml_response(status, body, request_id=request_id)
 
     def _error(self, exc: ServiceError, *, request_id: str | None = None) -> web.Response:
         status, error_type, body = render_error(exc)
@@ -152,6 +287,11 @@ def _json_response(status: int, body: bytes, *, request_id: str | None = None) -
     headers = {"Content-Type": _JSON}
     if request_id is not None:
         headers["x-amzn-RequestId"] = request_id
+    return web.Response(status=status, body=body, headers=headers)
+
+
+def _xml_response(status: int, body: bytes, *, request_id: str) -> web.Response:
+    headers = {"Content-Type": _XML, "x-amzn-RequestId": request_id}
     return web.Response(status=status, body=body, headers=headers)
 
 
@@ -171,15 +311,59 @@ def _write_state(path: Path, data: dict[str, Any]) -> None:
         json.dump(data, handle, separators=(",", ":"))
 
 
-async def _save_periodically(emulator: Emulator, path: Path, *, interval_s: float) -> None:
-    loop = asyncio.get_running_loop()
-    while True:
-        await asyncio.sleep(interval_s)
-        backend = emulator.backend
-        if backend.dirty:
-            backend.dirty = False
-            # Snapshot on the loop (consistent), serialise and write off it.
-            await loop.run_in_executor(None, _write_state, path, backend.to_state())
+class StateSaver:
+    """Makes ``--state`` durable: no answer tells of a change the file does not hold yet.
+
+    An answer that changed the state (an image created, a token remembered) waits in
+    ``saved()`` for a write that began after the change, so a SIGKILL of the emulator
+    never loses an image a client was told about. Changes arriving while a write is under
+    way share the next one (group commit); writes start at most every ``interval_s``, so a
+    creating call's answer is delayed by up to ``interval_s`` plus one write.
+    """
+
+    def __init__(self, backend: ImageBuilderBackend, path: Path, *, interval_s: float) -> None:
+        self._backend = backend
+        self._path = path
+        self._interval_s = max(0.0, interval_s)
+        self._wanted = asyncio.Event()
+        self._next: asyncio.Future[None] | None = None
+        self._writing: asyncio.Future[None] | None = None
+
+    async def saved(self) -> None:
+        """Return once the state as it is now is in the file."""
+        if self._next is None:
+            self._next = asyncio.get_running_loop().create_future()
+        self._wanted.set()
+        await asyncio.shield(self._next)
+
+    async def run(self) -> None:
+        """Write whenever asked, until cancelled; a last write then releases any waiter."""
+        loop = asyncio.get_running_loop()
+        try:
+            while True:
+                await self._wanted.wait()
+                self._wanted.clear()
+                waiting = self._writing = self._next
+                self._next = None
+                self._backend.dirty = False
+                state = self._backend.to_state()  # snapshot on the loop: consistent
+                try:
+                    await loop.run_in_executor(None, _write_state, self._path, state)
+                except OSError as exc:
+                    if waiting is not None:
+                        waiting.set_exception(exc)
+                        waiting.exception()  # retrieved: a waiter may have gone
+                else:
+                    if waiting is not None:
+                        waiting.set_result(None)
+                await asyncio.sleep(self._interval_s)
+        finally:
+            pending = [f for f in (self._writing, self._next) if f is not None and not f.done()]
+            self._next = None
+            if pending:
+                _write_state(self._path, self._backend.to_state())
+                for waiting in pending:
+                    waiting.set_result(None)
 
 
 async def serve(
@@ -200,12 +384,11 @@ async def serve(
         site = web.TCPSite(runner, config.host, config.port, backlog=1024)
         await site.start()
         port = _bound_port(runner)
-        if config.state_file is not None and config.state_save_interval_s > 0:
-            saver = asyncio.create_task(
-                _save_periodically(
-                    emulator, config.state_file, interval_s=config.state_save_interval_s
-                )
+        if config.state_file is not None:
+            emulator.saver = StateSaver(
+                emulator.backend, config.state_file, interval_s=config.state_save_interval_s
             )
+            saver = asyncio.create_task(emulator.saver.run())
         on_ready(emulator, f"http://{_url_host(config.host)}:{port}")
         await stop.wait()
     finally:

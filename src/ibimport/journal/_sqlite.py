@@ -197,9 +197,9 @@ class SqliteJournal:
             raise unusable(self.path, exc) from exc
         return None if found is None else entry(found)
 
-    def entries(self, *, page: int = 1000) -> Iterator[JournalEntry]:
-        """Every row in row order, read a page at a time (bounded memory, no long lock)."""
-        after: tuple[int, str, str] | None = None
+    def entries(self, *, page: int = 1000, after_row: int = 0) -> Iterator[JournalEntry]:
+        """Every row (from ``after_row`` on) in row order, a page at a time (bounded memory)."""
+        after: tuple[int, str, str] | None = (after_row, "", "") if after_row else None
         while True:
             with self._reading() as conn:
                 if after is None:
@@ -243,6 +243,25 @@ class SqliteJournal:
         with self._reading() as conn:
             (latest,) = conn.execute("SELECT MAX(updated_at) FROM rows").fetchone()
         return None if latest is None else float(latest)
+
+    def ever_sent(self) -> bool:
+        """Whether any row of this journal was ever sent (a journal that only holds pending
+        rows knows nothing of what exists in the account yet)."""
+        with self._reading() as conn:
+            found = conn.execute("SELECT 1 FROM rows WHERE first_sent_at IS NOT NULL LIMIT 1")
+            return found.fetchone() is not None
+
+    def runs(self) -> list[dict[str, Any]]:
+        """Every earlier run's figures (``record_run``), oldest first.
+
+        A journal of schema 1 opened read-only has no ``runs`` table: no runs recorded.
+        """
+        with self._reading() as conn:
+            try:
+                found = conn.execute("SELECT figures FROM runs ORDER BY id").fetchall()
+            except sqlite3.OperationalError:
+                return []
+        return [json.loads(figures) for (figures,) in found]
 
     def diff(self, rows: Iterable[tuple[int, str, str, str]], *, keep: int = 1000) -> ManifestDiff:
         """Compare the current manifest's ``(row, name, version, token)`` with the journal.
@@ -316,6 +335,25 @@ class SqliteJournal:
                 conn.execute("ROLLBACK")
                 raise
         self.header = self._read_header()
+
+    def record_run(self, *, started_at: float, figures: Mapping[str, Any]) -> None:
+        """Keep one run's figures, so the report of a later run still shows them.
+
+        Its own small transaction, outside the group commit (and its fault hook), once the
+        run's rows are flushed.
+        """
+        with self._writing() as conn:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                conn.execute(
+                    "INSERT INTO runs (started_at, figures) VALUES (?, ?)",
+                    (started_at, json.dumps(dict(figures), sort_keys=True)),
+                )
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
 
     @asynccontextmanager
     async def running(self) -> AsyncIterator[None]:

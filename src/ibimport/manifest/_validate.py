@@ -20,7 +20,7 @@ from typing import Any, Final
 from pydantic import ConfigDict, TypeAdapter, ValidationError
 from pydantic_core import ErrorDetails
 
-from ibimport.apimodel import StringRule, import_vm_image_rules
+from ibimport.apimodel import StringRule, image_identity, import_vm_image_rules
 from ibimport.manifest._lines import MAX_ROW_BYTES
 from ibimport.task import FIELDS, ImportTask, Tags, nfc
 
@@ -317,6 +317,55 @@ def _ascii_mapping(tags: dict[Any, Any]) -> bool:
 # --- the checker ---------------------------------------------------------------------------
 
 
+def _lift_logging(raw: dict[str, Any], errors: list[FieldError]) -> None:
+    """Accept the API's own nesting, ``loggingConfiguration: {"logGroupName": ...}``.
+
+    It becomes the flat ``logGroupName`` the task holds, so the same task written either
+    way is the same request and gets the same clientToken.
+    """
+    nested = raw.pop("loggingConfiguration")
+    if nested is None or nested == {}:
+        return
+    if not isinstance(nested, dict):
+        errors.append(
+            FieldError(
+                "loggingConfiguration",
+                'must be an object like {"logGroupName": "/my/group"}',
+                shorten(nested),
+            )
+        )
+        return
+    for key in nested:
+        if key != "logGroupName":
+            errors.append(
+                FieldError(
+                    f"loggingConfiguration.{shorten(key, 40)}",
+                    "unknown field (expected logGroupName)",
+                    shorten(nested[key]),
+                )
+            )
+    if "logGroupName" not in nested:
+        return
+    flat = raw.get("logGroupName")
+    if flat is not None and flat != nested["logGroupName"]:
+        errors.append(
+            FieldError(
+                "logGroupName",
+                "is given twice, differently (flat and in loggingConfiguration)",
+                shorten(flat),
+            )
+        )
+        return
+    raw["logGroupName"] = nested["logGroupName"]
+
+
+#: Why two rows are one image (``apimodel.image_identity``): the service's rule, said plainly.
+SAME_IMAGE: Final = (
+    "(the same image: same semanticVersion, and names that differ only in case, "
+    "spaces or underscores are one image)"
+)
+
+
 class Checker:
     """Validates raw rows into ManifestRows and remembers identities to find repeats."""
 
@@ -331,6 +380,8 @@ class Checker:
         known to be ASCII (so already NFC)."""
         if not ascii_source:
             raw = _nfc_text(raw, errors)  # first: --tag conflicts compare composed text
+        if "loggingConfiguration" in raw:
+            _lift_logging(raw, errors)
         if self._extra:
             self._merge_extra(raw, errors)
         task: ImportTask | None = None
@@ -341,12 +392,12 @@ class Checker:
         name = raw.get("name")
         version = raw.get("semanticVersion")
         if type(name) is str and type(version) is str:
-            first = self._seen.first(name, version, row)
+            first = self._seen.first(*image_identity(name, version), row)
             if first != row:
                 errors.append(
                     FieldError(
                         "name",
-                        f"duplicate of row {first} (same name and semanticVersion)",
+                        f"duplicate of row {first} {SAME_IMAGE}",
                         shorten(f"{name} {version}"),
                     )
                 )
