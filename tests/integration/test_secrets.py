@@ -110,8 +110,9 @@ def test_a_fatal_403_leaks_nothing_and_names_the_credentials(
     assert result.exit_code == 3, result.output  # a fatal stop
     code = "UnrecognizedClientException" if with_token else "InvalidSignatureException"
     output = " ".join(result.output.split())  # undo the terminal's wrapping
-    assert output.count("stopped:") == 1, result.output
-    stopped = output.split("stopped:")[1]
+    # The first call (the listing of existing images) is refused: the batch never started.
+    assert output.count("error:") == 1, result.output
+    stopped = output.split("error:")[1]
     assert stopped.strip().startswith(f"the AWS credentials were refused: {code}"), stopped
     assert server.stats()["images"] == 0
     assert_no_sentinel(result.output, caplog.text, _after(tmp_path), directory=tmp_path)
