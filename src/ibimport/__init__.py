@@ -4,20 +4,7 @@ The public API is what this module exports; everything else is internal and may 
 """
 
 from ibimport._version import __version__
-from ibimport.batch import (
-    Batch,
-    BatchConfig,
-    BatchControl,
-    BatchResult,
-    BatchStatus,
-    RebuiltOutputs,
-    batch_status,
-    default_output_paths,
-    open_batch,
-    rebuild_outputs,
-    run_batch,
-    spooled_stdin,
-)
+from ibimport.batch import Batch, BatchConfig, BatchControl, BatchResult, open_batch, run_batch
 from ibimport.client import ClientSettings, ImageBuilderClient, ImportResult, open_client
 from ibimport.emulator.config import EmulatorConfig
 from ibimport.errors import (
@@ -46,10 +33,13 @@ from ibimport.manifest import (
     read_manifest,
     source_kind,
 )
+from ibimport.outputs import RebuiltOutputs, default_output_paths, rebuild_outputs
 from ibimport.plan import BatchPlan, PlannedRow, PlannedStatus, plan_batch
 from ibimport.results import RowResult
 from ibimport.rowstate import RerunPlan, RowStatus
 from ibimport.runner import Runner, RunOutcome, RunSettings
+from ibimport.spool import spooled_stdin
+from ibimport.status import BatchStatus, batch_status
 from ibimport.tokens import client_token
 
 __all__ = [

@@ -13,14 +13,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-import sys
-import tempfile
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
-from contextlib import AsyncExitStack, asynccontextmanager, contextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field, replace
-from datetime import datetime
 from pathlib import Path
-from typing import Any, BinaryIO, Self
+from typing import Any, Self
 
 from ibimport import rowstate
 from ibimport._files import check_paths, remove_leftovers
@@ -31,7 +28,6 @@ from ibimport.errors import (
     IbimportError,
     InvalidManifest,
     ManifestChanged,
-    ManifestError,
 )
 from ibimport.events import RunListener
 from ibimport.journal import Journal, ManifestDiff, NullJournal, SqliteJournal
@@ -43,11 +39,11 @@ from ibimport.manifest import (
     manifest_fingerprint,
     read_manifest,
 )
+from ibimport.outputs import default_output_paths
 from ibimport.reconcile import Reconciler
 from ibimport.report import ResultsWriter, RunStats, write_report
 from ibimport.results import RowResult, RowStatus
 from ibimport.rowprints import RowPrints
-from ibimport.rowstate import RerunPlan, reported_counts
 from ibimport.runner import Runner, RunOutcome, RunSettings
 from ibimport.tokens import client_token
 
@@ -110,59 +106,6 @@ class BatchResult:
         if self.outcome.interrupted or self.outcome.fatal is not None:
             return False
         return all(status.is_done for status, n in self.stats.totals.items() if n)
-
-
-def default_output_paths(manifest: Path) -> tuple[Path, Path, Path]:
-    """Journal, report and results beside the manifest, named after it."""
-    stem = manifest.with_suffix("") if manifest.suffix else manifest
-    return (
-        stem.with_name(stem.name + ".journal"),
-        stem.with_name(stem.name + ".report.json"),
-        stem.with_name(stem.name + ".results.csv"),
-    )
-
-
-#: The most ``spooled_stdin`` copies by default (``ibimport run --max-stdin-mib``).
-MAX_SPOOL_BYTES = 1 << 30
-_SPOOL_CHUNK = 1 << 20
-
-
-@contextmanager
-def spooled_stdin(
-    fmt: ManifestFormat,
-    *,
-    source: BinaryIO | None = None,
-    label: str = "stdin",
-    max_bytes: int | None = None,
-) -> Iterator[Path]:
-    """Copy stdin (or ``source``, a FIFO) to a private temp file: a batch reads it twice.
-
-    At most ``max_bytes`` (an endless pipe would fill the disk): past it, or when the disk
-    fills, ``ManifestError``. The temp folder is removed on every way out (SIGTERM too,
-    which the CLI turns into KeyboardInterrupt).
-    """
-    src = source if source is not None else sys.stdin.buffer
-    max_bytes = MAX_SPOOL_BYTES if max_bytes is None else max_bytes
-    with tempfile.TemporaryDirectory(prefix="ibimport-") as tmp:
-        path = Path(tmp) / ("stdin." + fmt.value)
-        try:
-            with open(path, "wb") as out:
-                copied = 0
-                while chunk := src.read(_SPOOL_CHUNK):
-                    copied += len(chunk)
-                    if copied > max_bytes:
-                        raise ManifestError(
-                            f"{label} holds more than {max_bytes / (1 << 20):g} MiB, the most "
-                            "a manifest read from a pipe may have (--max-stdin-mib); "
-                            "save it to a file and give that"
-                        )
-                    out.write(chunk)
-        except OSError as exc:
-            raise ManifestError(
-                f"cannot copy {label} to a temporary file in {tempfile.gettempdir()}: "
-                f"{exc.strerror or exc}"
-            ) from None
-        yield path
 
 
 def _rows(config: BatchConfig) -> Iterator[ManifestRow]:
@@ -563,95 +506,3 @@ async def run_batch(
     """``open_batch`` then ``Batch.run``: the whole batch in one call."""
     with open_batch(config) as batch:
         return await batch.run(listeners=listeners, control=control, clock=clock)
-
-
-@dataclass(frozen=True, slots=True)
-class RebuiltOutputs:
-    """The report and results ``rebuild_outputs`` wrote, and the figures in them."""
-
-    stats: RunStats
-    report: dict[str, Any]
-    report_path: Path
-    results_path: Path
-
-
-def rebuild_outputs(
-    journal_path: Path,
-    *,
-    report_path: Path | None = None,
-    results_path: Path | None = None,
-    report_file: bool = True,
-) -> RebuiltOutputs:
-    """Write a journal's report and results from the journal alone.
-
-    By default where that journal's run wrote them (its header records them); for a
-    journal written before the paths were recorded, beside its manifest, or beside the
-    journal when the manifest's folder is gone (stdin was a temporary file). The report
-    lists every run the journal recorded. ``report_file=False`` only returns the report.
-    """
-    store = SqliteJournal.open_readonly(journal_path)
-    try:
-        recorded = store.header.settings
-        manifest = Path(store.header.manifest_path)
-        beside = manifest if manifest.is_absolute() and manifest.parent.is_dir() else journal_path
-        _, default_report, default_results = default_output_paths(beside)
-        report_path = report_path or _recorded_path(recorded, "report") or default_report
-        results_path = results_path or _recorded_path(recorded, "results") or default_results
-        outputs = {"--report": report_path} if report_file else {}
-        check_paths(
-            inputs={"the journal": journal_path}, outputs={**outputs, "--results": results_path}
-        )
-        stats = RunStats()
-        try:
-            with ResultsWriter(results_path) as writer:
-                for entry in store.entries():
-                    result = entry.to_result()
-                    stats.on_row_done(result)
-                    writer.write(result)
-            report = stats.to_report(earlier_runs=store.runs())
-            stats.adopt_batch_figures(report)
-            if report_file:
-                write_report(report_path, report)
-        except OSError as error:
-            raise ConfigError(f"cannot write {error.filename}: {error.strerror}") from None
-    finally:
-        store.close()
-    return RebuiltOutputs(
-        stats=stats, report=report, report_path=report_path, results_path=results_path
-    )
-
-
-def _recorded_path(settings: Mapping[str, object], key: str) -> Path | None:
-    value = settings.get(key)
-    return Path(value) if isinstance(value, str) and value else None
-
-
-@dataclass(frozen=True, slots=True)
-class BatchStatus:
-    """Where a batch stands, from its journal alone (``ibimport status``)."""
-
-    manifest_path: str
-    updated_at: datetime | None  # local time, with its timezone
-    counts: Mapping[RowStatus, int]  # the journal's own states
-    errors_by_code: Mapping[str, int]
-    rerun: RerunPlan
-    #: ``counts`` in the words of the results and the report (unfinished rows ``skipped``).
-    reported: Mapping[RowStatus, int] = field(default_factory=dict)
-
-
-def batch_status(journal_path: Path) -> BatchStatus:
-    """Counts per state, failures by code, and what a re-run would do."""
-    store = SqliteJournal.open_readonly(journal_path)
-    try:
-        counts = store.counts()
-        last = store.last_update()
-        return BatchStatus(
-            manifest_path=store.header.manifest_path,
-            updated_at=datetime.fromtimestamp(last).astimezone() if last is not None else None,
-            counts=counts,
-            errors_by_code=store.errors_by_code(),
-            rerun=RerunPlan.from_counts(counts),
-            reported=reported_counts(counts),
-        )
-    finally:
-        store.close()

@@ -1,21 +1,18 @@
-"""The ``ibimport`` command line: parse, build a config, call the library, map to an exit code."""
+"""``ibimport run``: the batch from the command line, its signals, progress and dry run."""
 
 from __future__ import annotations
 
 import gc
-import json
 import os
 import shutil
 import signal
-import sys
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import anyio
 import typer
-from rich.console import Console
 from rich.markup import escape
 
 from ibimport import (
@@ -28,189 +25,44 @@ from ibimport import (
     EmulatorConfig,
     IbimportError,
     InvalidManifest,
-    JournalError,
-    ManifestError,
     ManifestFormat,
     PlannedStatus,
-    RowStatus,
     RunSettings,
     SourceKind,
-    __version__,
-    batch_status,
     default_output_paths,
     detect_format,
     open_batch,
-    parse_tag_option,
     plan_batch,
-    read_manifest,
-    rebuild_outputs,
     source_kind,
     spooled_stdin,
 )
-from ibimport.emulator.cli import emulator_command, local_emulator_options
+from ibimport.cli._common import (
+    EXIT_CODES_HELP,
+    EXIT_FAILED,
+    EXIT_FATAL,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_USAGE,
+    FormatOpt,
+    JsonOpt,
+    ManifestArg,
+    TagOpt,
+    _count,
+    _exit_code,
+    _fail,
+    _print_invalid,
+    _print_json,
+    _secure_umask,
+    _tags,
+    app,
+    err,
+    out,
+)
+from ibimport.emulator.cli import local_emulator_options
 from ibimport.progress import ProgressListener, ProgressMode
 from ibimport.rendering import summary_table
 
-#: One meaning each (README, "Exit codes"): every row done; some rows failed, blocked or
-#: timed out; a usage error or an invalid manifest; the batch could not start or stopped on
-#: a fatal error (credentials, profile, region, endpoint, access denied); interrupted.
-EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_FATAL, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
-EXIT_CODES_HELP = (
-    "Exit codes: 0 every row done; 1 some rows failed, blocked or timed out; 2 usage error or "
-    "invalid manifest; 3 could not start, or stopped on a fatal error; 130 interrupted."
-)
 _GC_THRESHOLD = 20_000  # allocations between young collections (Python's default: 700)
-
-app = typer.Typer(
-    name="ibimport",
-    help="Import fleets of VM images into EC2 Image Builder: fast, resumable, exactly once.",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-    rich_markup_mode=None,  # plain help: one line per option, readable at 100 columns
-    context_settings={"max_content_width": 100},
-)
-
-
-def _console(*, stderr: bool) -> Console:
-    console = Console(stderr=stderr, soft_wrap=True)
-    if not console.is_terminal:
-        console.width = 240  # piped or logged: never wrap lines or elide paths at 80 columns
-    return console
-
-
-out = _console(stderr=False)
-err = _console(stderr=True)
-
-
-def _version(value: bool) -> None:
-    if value:
-        out.print(f"ibimport {__version__}")
-        raise typer.Exit()
-
-
-@app.callback()
-def _main(
-    version: Annotated[
-        bool, typer.Option("--version", callback=_version, is_eager=True, help="Show the version.")
-    ] = False,
-) -> None:
-    """ibimport: batch ImportVmImage with a rate limit, a journal and a report."""
-
-
-def _fail(message: str, code: int = EXIT_USAGE, *, as_json: bool = False) -> typer.Exit:
-    # Messages carry file names, cells and service text: never rich markup.
-    err.print(f"[red]error:[/red] {escape(message)}", highlight=False)
-    if as_json:  # a script still gets its one document
-        _print_json({"error": message, "exit_code": code})
-    return typer.Exit(code)
-
-
-def _exit_code(error: IbimportError) -> int:
-    """A mistake in what was given is a usage error (2); anything else stops the batch (3).
-
-    A journal that cannot be used is the former: its message says which --journal to pass.
-    """
-    if isinstance(error, ConfigError | ManifestError | BatchRefused | JournalError):
-        return EXIT_USAGE
-    return EXIT_FATAL
-
-
-def _print_json(document: Any) -> None:
-    """The one JSON document a ``--json`` command writes on stdout."""
-    typer.echo(json.dumps(document, indent=2, ensure_ascii=False))
-
-
-def _tags(values: list[str] | None, *, as_json: bool = False) -> dict[str, str]:
-    tags: dict[str, str] = {}
-    for text in values or []:
-        try:
-            key, value = parse_tag_option(text)
-        except ValueError as error:
-            raise _fail(str(error), as_json=as_json) from None  # it names the --tag
-        tags[key] = value
-    return tags
-
-
-def _print_invalid(refusal: InvalidManifest) -> None:
-    for line in refusal.lines:
-        err.print(line, highlight=False, markup=False)
-    hidden = refusal.invalid_rows - refusal.shown_rows
-    if hidden:
-        err.print(f"... and {hidden} more invalid rows", highlight=False)
-    err.print(str(refusal), highlight=False, markup=False)
-
-
-ManifestArg = Annotated[
-    Path,
-    typer.Argument(
-        metavar="MANIFEST",
-        help="CSV, JSON or JSON Lines manifest; - reads stdin (with --format).",
-    ),
-]
-FormatOpt = Annotated[
-    ManifestFormat | None,
-    typer.Option("--format", help="Manifest format; by default from the file extension."),
-]
-TagOpt = Annotated[
-    list[str] | None,
-    typer.Option("--tag", metavar="KEY=VALUE", help="A tag added to every row (repeatable)."),
-]
-JsonOpt = Annotated[
-    bool,
-    typer.Option(
-        "--json", help="One JSON document on stdout; everything for people goes to stderr."
-    ),
-]
-JournalArg = Annotated[
-    Path, typer.Argument(metavar="JOURNAL", help="A journal written by ibimport run.")
-]
-
-
-@app.command(epilog="Exit codes: 0 every row is valid; 2 some are not, or a usage error.")
-def validate(
-    manifest: ManifestArg, fmt: FormatOpt = None, tag: TagOpt = None, as_json: JsonOpt = False
-) -> None:
-    """Check every row against the service's rules; send nothing. Exit 2 if any row is bad."""
-    extra_tags = _tags(tag, as_json=as_json)
-    people = err if as_json else out
-    total = invalid = 0
-    problems: list[dict[str, Any]] = []
-    try:
-        source: Path | str = "-" if str(manifest) == "-" else manifest
-        if source == "-" and fmt is None:
-            raise _fail("reading stdin needs --format csv|json|jsonl", as_json=as_json)
-        for manifest_row in read_manifest(
-            source, fmt=fmt, extra_tags=extra_tags, stdin=sys.stdin.buffer
-        ):
-            total += 1
-            if manifest_row.task is None:
-                invalid += 1
-                for line in manifest_row.describe():
-                    people.print(line, highlight=False, markup=False)
-                if as_json:
-                    problems.extend(
-                        {
-                            "row": manifest_row.row,
-                            "field": e.field,
-                            "rule": e.rule,
-                            "value": e.value,
-                        }
-                        for e in manifest_row.errors
-                    )
-    except IbimportError as error:
-        raise _fail(str(error), as_json=as_json) from None
-    except OSError as error:
-        raise _fail(f"cannot read {manifest}: {error.strerror}", as_json=as_json) from None
-    people.print(f"{_count(total, 'row')}, {invalid} invalid", highlight=False)
-    if as_json:
-        _print_json({"rows": total, "invalid": invalid, "errors": problems})
-    raise typer.Exit(EXIT_USAGE if invalid else EXIT_OK)
-
-
-def _count(n: int, noun: str) -> str:
-    """``1 row``, ``2 rows``: English, for people (JSON documents carry plain numbers)."""
-    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 
 
 @app.command(epilog=EXIT_CODES_HELP)
@@ -613,107 +465,3 @@ async def _watch_signals(control: BatchControl) -> None:
                 "interrupt: finishing calls in flight, then writing the report (again to quit now)"
             )
             control.request_stop()
-
-
-def main() -> None:
-    """Console-script entry point."""
-    try:
-        app()
-    except KeyboardInterrupt:  # Ctrl-C before the run installed its handler: nothing sent
-        err.print("interrupted")
-        raise SystemExit(EXIT_INTERRUPTED) from None
-
-
-@app.command()
-def status(journal: JournalArg, as_json: JsonOpt = False) -> None:
-    """Counts per state, failures by code, last update, and what a re-run would do."""
-    try:
-        found = batch_status(journal)
-    except IbimportError as error:
-        raise _fail(str(error), as_json=as_json) from None
-    plan = found.rerun
-    if as_json:
-        _print_json(
-            {
-                "journal": str(journal),
-                "manifest": found.manifest_path,
-                "updated_at": found.updated_at.isoformat(timespec="seconds")
-                if found.updated_at is not None
-                else None,
-                "rows": {state.value: n for state, n in found.reported.items()},
-                "journal_states": {state.value: n for state, n in found.counts.items() if n},
-                "errors_by_code": dict(found.errors_by_code),
-                "rerun": {"skip": plan.skip, "resend": plan.resend, "retry": plan.retry},
-            }
-        )
-        return
-    out.print(f"journal   {journal}", highlight=False)
-    out.print(f"manifest  {found.manifest_path}", highlight=False)
-    if found.updated_at is not None:
-        out.print(f"updated   {found.updated_at.isoformat(timespec='seconds')}")
-    for state in RowStatus:
-        if found.reported.get(state):
-            note = ""
-            if state is RowStatus.SKIPPED:
-                never = found.counts.get(RowStatus.PENDING, 0)
-                cut = found.counts.get(RowStatus.IN_FLIGHT, 0)
-                note = f"  not finished: {never} never sent, {cut} sent without an answer"
-            out.print(f"{state.value:<10}{found.reported[state]:>8}{note}", highlight=False)
-    if found.errors_by_code:
-        out.print("failures by error code:")
-        for code, n in sorted(found.errors_by_code.items(), key=lambda kv: -kv[1]):
-            out.print(f"  {code:<40}{n:>8}", highlight=False)
-    out.print(
-        f"a re-run would skip {_count(plan.skip, 'done row')}, re-send "
-        f"{_count(plan.resend, 'unfinished row')} with their recorded tokens, and retry "
-        f"{_count(plan.retry, 'failed row')} (unless --no-retry-failed)",
-        highlight=False,
-    )
-
-
-@app.command("report")
-def report_command(
-    journal: JournalArg,
-    report: Annotated[
-        Path | None,
-        typer.Option(
-            metavar="FILE",
-            help="JSON report path (default: the run's); - writes it to stdout.",
-        ),
-    ] = None,
-    results: Annotated[
-        Path | None,
-        typer.Option(metavar="FILE", help="Per-row results CSV path (default: the run's)."),
-    ] = None,
-    as_json: JsonOpt = False,
-) -> None:
-    """Rewrite the report and results files from the journal alone, where its run wrote them."""
-    _secure_umask()
-    report_to_stdout = report is not None and str(report) == "-"
-    as_json = as_json or report_to_stdout
-    try:
-        rebuilt = rebuild_outputs(
-            journal,
-            report_path=None if report_to_stdout else report,
-            results_path=results,
-            report_file=not report_to_stdout,
-        )
-    except IbimportError as error:
-        raise _fail(str(error), _exit_code(error), as_json=as_json) from None
-    (err if as_json else out).print(
-        summary_table(
-            rebuilt.stats,
-            report_path=None if report_to_stdout else rebuilt.report_path,
-            results_path=rebuilt.results_path,
-        )
-    )
-    if as_json:
-        _print_json(rebuilt.report)
-
-
-def _secure_umask() -> None:
-    """Files this process creates (the journal's WAL too) are private: they name accounts."""
-    os.umask(0o077)
-
-
-app.command("emulator")(emulator_command)

@@ -1,0 +1,170 @@
+"""What every command shares: the app, the consoles, exit codes, errors and option types."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+
+from ibimport import (
+    BatchRefused,
+    ConfigError,
+    IbimportError,
+    InvalidManifest,
+    JournalError,
+    ManifestError,
+    ManifestFormat,
+    __version__,
+    parse_tag_option,
+)
+
+#: One meaning each (README, "Exit codes"): every row done; some rows failed, blocked or
+#: timed out; a usage error or an invalid manifest; the batch could not start or stopped on
+#: a fatal error (credentials, profile, region, endpoint, access denied); interrupted.
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_FATAL, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
+
+
+EXIT_CODES_HELP = (
+    "Exit codes: 0 every row done; 1 some rows failed, blocked or timed out; 2 usage error or "
+    "invalid manifest; 3 could not start, or stopped on a fatal error; 130 interrupted."
+)
+
+
+app = typer.Typer(
+    name="ibimport",
+    help="Import fleets of VM images into EC2 Image Builder: fast, resumable, exactly once.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,  # plain help: one line per option, readable at 100 columns
+    context_settings={"max_content_width": 100},
+)
+
+
+def _console(*, stderr: bool) -> Console:
+    console = Console(stderr=stderr, soft_wrap=True)
+    if not console.is_terminal:
+        console.width = 240  # piped or logged: never wrap lines or elide paths at 80 columns
+    return console
+
+
+out = _console(stderr=False)
+
+
+err = _console(stderr=True)
+
+
+def _version(value: bool) -> None:
+    if value:
+        out.print(f"ibimport {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Show the version.")
+    ] = False,
+) -> None:
+    """ibimport: batch ImportVmImage with a rate limit, a journal and a report."""
+
+
+def _fail(message: str, code: int = EXIT_USAGE, *, as_json: bool = False) -> typer.Exit:
+    # Messages carry file names, cells and service text: never rich markup.
+    err.print(f"[red]error:[/red] {escape(message)}", highlight=False)
+    if as_json:  # a script still gets its one document
+        _print_json({"error": message, "exit_code": code})
+    return typer.Exit(code)
+
+
+def _exit_code(error: IbimportError) -> int:
+    """A mistake in what was given is a usage error (2); anything else stops the batch (3).
+
+    A journal that cannot be used is the former: its message says which --journal to pass.
+    """
+    if isinstance(error, ConfigError | ManifestError | BatchRefused | JournalError):
+        return EXIT_USAGE
+    return EXIT_FATAL
+
+
+def _print_json(document: Any) -> None:
+    """The one JSON document a ``--json`` command writes on stdout."""
+    typer.echo(json.dumps(document, indent=2, ensure_ascii=False))
+
+
+def _tags(values: list[str] | None, *, as_json: bool = False) -> dict[str, str]:
+    tags: dict[str, str] = {}
+    for text in values or []:
+        try:
+            key, value = parse_tag_option(text)
+        except ValueError as error:
+            raise _fail(str(error), as_json=as_json) from None  # it names the --tag
+        tags[key] = value
+    return tags
+
+
+def _print_invalid(refusal: InvalidManifest) -> None:
+    for line in refusal.lines:
+        err.print(line, highlight=False, markup=False)
+    hidden = refusal.invalid_rows - refusal.shown_rows
+    if hidden:
+        err.print(f"... and {hidden} more invalid rows", highlight=False)
+    err.print(str(refusal), highlight=False, markup=False)
+
+
+ManifestArg = Annotated[
+    Path,
+    typer.Argument(
+        metavar="MANIFEST",
+        help="CSV, JSON or JSON Lines manifest; - reads stdin (with --format).",
+    ),
+]
+
+
+FormatOpt = Annotated[
+    ManifestFormat | None,
+    typer.Option("--format", help="Manifest format; by default from the file extension."),
+]
+
+
+TagOpt = Annotated[
+    list[str] | None,
+    typer.Option("--tag", metavar="KEY=VALUE", help="A tag added to every row (repeatable)."),
+]
+
+
+JsonOpt = Annotated[
+    bool,
+    typer.Option(
+        "--json", help="One JSON document on stdout; everything for people goes to stderr."
+    ),
+]
+
+
+JournalArg = Annotated[
+    Path, typer.Argument(metavar="JOURNAL", help="A journal written by ibimport run.")
+]
+
+
+def _count(n: int, noun: str) -> str:
+    """``1 row``, ``2 rows``: English, for people (JSON documents carry plain numbers)."""
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
+def main() -> None:
+    """Console-script entry point."""
+    try:
+        app()
+    except KeyboardInterrupt:  # Ctrl-C before the run installed its handler: nothing sent
+        err.print("interrupted")
+        raise SystemExit(EXIT_INTERRUPTED) from None
+
+
+def _secure_umask() -> None:
+    """Files this process creates (the journal's WAL too) are private: they name accounts."""
+    os.umask(0o077)
