@@ -21,6 +21,8 @@ from ibimport.errors import (
     TransportError,
 )
 from ibimport.events import BaseListener, CallEvent, CallOutcome, RunListener
+from ibimport.followup import TaskPreflight, TaskRow, WaitResult, preflight_tasks, wait_for_images
+from ibimport.importtasks import TaskCheck, TaskState
 from ibimport.journal import Journal, NullJournal, SqliteJournal
 from ibimport.limiter import AdaptiveLimiter, FixedRateLimiter, build_limiter
 from ibimport.manifest import (
@@ -36,11 +38,12 @@ from ibimport.manifest import (
 from ibimport.outputs import RebuiltOutputs, default_output_paths, rebuild_outputs
 from ibimport.plan import BatchPlan, PlannedRow, PlannedStatus, plan_batch
 from ibimport.results import RowResult
-from ibimport.rowstate import RerunPlan, RowStatus
+from ibimport.rowstate import ImageStatus, RerunPlan, RowStatus
 from ibimport.runner import Runner, RunOutcome, RunSettings
 from ibimport.spool import spooled_stdin
 from ibimport.status import BatchStatus, batch_status
 from ibimport.tokens import client_token
+from ibimport.waiter import WaitFigures, WaitSettings
 
 __all__ = [
     "AdaptiveLimiter",
@@ -63,6 +66,7 @@ __all__ = [
     "FixedRateLimiter",
     "IbimportError",
     "ImageBuilderClient",
+    "ImageStatus",
     "ImportResult",
     "ImportTask",
     "InvalidManifest",
@@ -85,7 +89,14 @@ __all__ = [
     "Runner",
     "SourceKind",
     "SqliteJournal",
+    "TaskCheck",
+    "TaskPreflight",
+    "TaskRow",
+    "TaskState",
     "TransportError",
+    "WaitFigures",
+    "WaitResult",
+    "WaitSettings",
     "__version__",
     "batch_status",
     "build_limiter",
@@ -96,9 +107,11 @@ __all__ = [
     "open_client",
     "parse_tag_option",
     "plan_batch",
+    "preflight_tasks",
     "read_manifest",
     "rebuild_outputs",
     "run_batch",
     "source_kind",
     "spooled_stdin",
+    "wait_for_images",
 ]

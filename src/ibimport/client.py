@@ -10,13 +10,15 @@ place, with one limiter, is what keeps the pace even.
 from __future__ import annotations
 
 import platform
-from collections.abc import AsyncIterator, Mapping
+import re
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Mapping, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 import aioboto3
 import aiobotocore
+import anyio
 import botocore.exceptions as bce
 from botocore.config import Config
 
@@ -26,6 +28,24 @@ from ibimport.errors import ApiError, FatalBatchError, TransportError
 from ibimport.signing import install_reusing_signer
 
 SERVICE = "imagebuilder"
+#: EC2, for DescribeImportImageTasks (``ibimport.importtasks``), on the same endpoint URL.
+EC2_SERVICE = "ec2"
+#: Import task IDs asked for in one DescribeImportImageTasks call. The EC2 model (1.44.8)
+#: states no limit on ``ImportTaskIds`` nor a range for ``MaxResults``; 100 is what EC2's
+#: other describe calls accept per page and keeps an answer small.
+TASK_IDS_PER_CALL = 100
+#: The error codes with which EC2 refuses a call that names an import task it does not
+#: know: the emulator and EC2 answer an unknown ID with ``InvalidConversionTaskId.Malformed``
+#: and a misshapen one with ``InvalidParameterValue``; both fail the whole call.
+UNKNOWN_TASK_CODES = frozenset(
+    {
+        "InvalidConversionTaskId.Malformed",
+        "InvalidConversionTaskId.NotFound",
+        "InvalidConversionTaskId",
+        "InvalidParameterValue",
+    }
+)
+_TASK_ID_IN_TEXT = re.compile(r"import-ami-[0-9A-Za-z]+")
 
 #: The User-Agent, composed once. Left to itself botocore rebuilds its User-Agent twice
 #: per call (dozens of sanitising calls each time, about 15% of a call's CPU); a
@@ -55,6 +75,8 @@ class BuildSummary:
     name: str
     semantic_version: str  # without the build node
     status: str
+    #: ``state.reason`` (why a build FAILED, say); empty when the service gave none.
+    reason: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,6 +85,59 @@ class BuildPage:
 
     builds: list[BuildSummary]
     next_token: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class ImportTaskInfo:
+    """One EC2 import image task as DescribeImportImageTasks shows it."""
+
+    task_id: str
+    status: str  # active | completed | deleting | deleted
+    progress: str
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
+class ImportTaskPage:
+    """One page of import tasks, and the token for the next one (None on the last page)."""
+
+    tasks: list[ImportTaskInfo]
+    next_token: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class ImageState:
+    """One image build's status and its reason, as GetImage answers."""
+
+    arn: str
+    status: str
+    reason: str
+
+
+class ImportTaskClient(Protocol):
+    """The EC2 call the task check makes (``ibimport.importtasks``); tests substitute fakes."""
+
+    async def describe_import_tasks(
+        self, task_ids: Sequence[str], *, next_token: str | None
+    ) -> ImportTaskPage: ...
+
+
+class ImageStatusClient(Protocol):
+    """The calls that follow images to their final state (``ibimport.waiter``)."""
+
+    async def list_builds(self, *, next_token: str | None) -> BuildPage: ...
+
+    async def get_image(self, arn: str) -> ImageState: ...
+
+
+def unknown_task_ids(message: str, asked: Collection[str]) -> frozenset[str]:
+    """The asked IDs an EC2 error message names: the ones that made it fail the whole call.
+
+    The emulator names every unknown ID (``The import task IDs 'a, b' do not exist``), as
+    EC2's describe calls name the ID they refuse; an empty answer means the message named
+    none of them, and the caller has to halve the batch to find the culprit.
+    """
+    return frozenset(_TASK_ID_IN_TEXT.findall(message)) & frozenset(asked)
 
 
 class ImageBuilderClient(Protocol):
@@ -92,10 +167,71 @@ class ClientSettings:
 
 
 class AioImageBuilderClient:
-    """An ImageBuilderClient over one long-lived aioboto3 client."""
+    """An ImageBuilderClient over one long-lived aioboto3 client (and EC2's, made on first use).
 
-    def __init__(self, client: Any) -> None:
+    The EC2 client shares the session (credentials loaded once), region, endpoint URL and
+    botocore config; it is opened only when a task check first needs it, because loading
+    EC2's service model costs a run that never asks (most of them) a few hundred ms.
+    """
+
+    def __init__(
+        self,
+        client: Any,
+        *,
+        open_ec2: Callable[[], Awaitable[Any]] | None = None,
+    ) -> None:
         self._client = client
+        self._open_ec2 = open_ec2
+        self._ec2: Any = None
+        self._ec2_lock = anyio.Lock()
+
+    async def _ec2_client(self) -> Any:
+        async with self._ec2_lock:
+            if self._ec2 is None:
+                if self._open_ec2 is None:
+                    raise FatalBatchError("this client was opened without EC2")
+                self._ec2 = await self._open_ec2()
+            return self._ec2
+
+    async def describe_import_tasks(
+        self, task_ids: Sequence[str], *, next_token: str | None
+    ) -> ImportTaskPage:
+        """One page of DescribeImportImageTasks for these IDs (at most ``TASK_IDS_PER_CALL``).
+
+        A call naming an ID EC2 does not know fails as a whole (``ApiError`` with a code in
+        ``UNKNOWN_TASK_CODES``; ``unknown_task_ids`` reads which from its message).
+        """
+        ec2 = await self._ec2_client()
+        kwargs: dict[str, Any] = {"ImportTaskIds": list(task_ids), "MaxResults": TASK_IDS_PER_CALL}
+        if next_token:
+            kwargs["NextToken"] = next_token
+        try:
+            answer = await ec2.describe_import_image_tasks(**kwargs)
+        except Exception as error:
+            raise translate_error(error) from None
+        tasks = [
+            ImportTaskInfo(
+                task_id=_printable(str(task.get("ImportTaskId", ""))),
+                status=_printable(str(task.get("Status", ""))),
+                progress=_printable(str(task.get("Progress") or "")),
+                message=_printable(str(task.get("StatusMessage") or "")),
+            )
+            for task in answer.get("ImportImageTasks", [])
+        ]
+        return ImportTaskPage(tasks=tasks, next_token=answer.get("NextToken") or None)
+
+    async def get_image(self, arn: str) -> ImageState:
+        """GetImage for one build ARN: its ``state.status`` and ``state.reason``."""
+        try:
+            answer = await self._client.get_image(imageBuildVersionArn=arn)
+        except Exception as error:
+            raise translate_error(error) from None
+        state = (answer.get("image") or {}).get("state") or {}
+        return ImageState(
+            arn=arn,
+            status=_printable(str(state.get("status", ""))),
+            reason=_printable(str(state.get("reason") or "")),
+        )
 
     async def import_vm_image(
         self, params: Mapping[str, Any], *, client_token: str
@@ -132,6 +268,7 @@ class AioImageBuilderClient:
                 # The current model's ImageSummary.version may carry the build ("1.0.0/2").
                 semantic_version=str(summary.get("version", "")).split("/", 1)[0],
                 status=str((summary.get("state") or {}).get("status", "")),
+                reason=_printable(str((summary.get("state") or {}).get("reason") or "")),
             )
             for summary in page.get("imageSummaryList", [])
         ]
@@ -202,12 +339,12 @@ def botocore_config(settings: ClientSettings) -> Config:
     )
 
 
-@asynccontextmanager
-async def open_client(settings: ClientSettings) -> AsyncIterator[AioImageBuilderClient]:
-    """Open one long-lived client, loading credentials once before any worker starts.
+async def open_session(settings: ClientSettings) -> Any:
+    """An aioboto3 session with its credentials loaded and checked, once.
 
     Missing credentials are a FatalBatchError here rather than thousands of per-row
-    failures later.
+    failures later. Sessions are opened one after another: resolving credentials
+    concurrently is a known aiobotocore race (aio-libs/aiobotocore#1455).
     """
     try:
         session = aioboto3.Session(
@@ -230,11 +367,36 @@ async def open_client(settings: ClientSettings) -> AsyncIterator[AioImageBuilder
         raise FatalBatchError(f"could not load AWS credentials: {_one_line(error)}") from None
     if session.region_name is None:
         raise FatalBatchError("no AWS region: pass --region or set AWS_REGION / AWS_DEFAULT_REGION")
+    return session
+
+
+async def account_of(session: Any, settings: ClientSettings) -> str:
+    """The account a session's calls land in (STS GetCallerIdentity; needs no permission)."""
+    try:
+        async with session.client(
+            "sts", endpoint_url=settings.endpoint_url, config=botocore_config(settings)
+        ) as sts:
+            answer = await sts.get_caller_identity()
+    except Exception as error:
+        raise translate_error(error) from None
+    return str(answer.get("Account", ""))
+
+
+@asynccontextmanager
+async def open_client(
+    settings: ClientSettings, *, session: Any = None
+) -> AsyncIterator[AioImageBuilderClient]:
+    """Open one long-lived client (on ``session``, else a new one from ``settings``)."""
+    if session is None:
+        session = await open_session(settings)
     async with AsyncExitStack() as stack:
         try:
             client = await stack.enter_async_context(
                 session.client(
-                    SERVICE, endpoint_url=settings.endpoint_url, config=botocore_config(settings)
+                    SERVICE,
+                    region_name=settings.region or session.region_name,
+                    endpoint_url=settings.endpoint_url,
+                    config=botocore_config(settings),
                 )
             )
         except bce.InvalidRegionError:
@@ -248,7 +410,24 @@ async def open_client(settings: ClientSettings) -> AsyncIterator[AioImageBuilder
                 " expected a URL such as https://imagebuilder.eu-west-1.amazonaws.com"
             ) from None
         _trim_per_call_work(client)
-        yield AioImageBuilderClient(client)
+
+        async def open_ec2() -> Any:
+            # Our signer fast path and endpoint trimming are Image Builder's only: EC2 is
+            # called once per hundred rows, so botocore's own per-call work is no cost.
+            ec2 = await stack.enter_async_context(
+                session.client(
+                    EC2_SERVICE,
+                    region_name=settings.region or session.region_name,
+                    endpoint_url=settings.endpoint_url,
+                    config=botocore_config(settings),
+                )
+            )
+            ec2.meta.events.unregister(
+                f"needs-retry.{EC2_SERVICE}", unique_id=f"retry-config-{EC2_SERVICE}"
+            )
+            return ec2
+
+        yield AioImageBuilderClient(client, open_ec2=open_ec2)
 
 
 def _trim_per_call_work(client: Any) -> None:

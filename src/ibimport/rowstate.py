@@ -4,8 +4,18 @@
 pending ──▶ in_flight ──▶ succeeded
    │            │  ▲──┐──▶ exists    (a build of the image was found: never a second one)
    │            │  retry└─▶ failed   (permanent 4xx, or attempts exhausted)
-   └──▶ invalid (the manifest row broke a rule; never sent)
+   ├──▶ invalid (the manifest row broke a rule; never sent)
+   └──▶ blocked (``run --preflight``: its EC2 import task is not ready; checked again
+                 on a re-run, so not done)
 ```
+
+An imported row (``succeeded`` or ``exists``) has a second dimension, its image's final
+state (``ImageStatus``), which ``run --wait`` / ``ibimport wait`` learn and the journal
+keeps beside the row (``followups``). A ``succeeded`` row whose image FAILED stays
+``succeeded`` and done: a re-run does not send it again (its clientToken would only answer
+the same failed image); ``wait`` reports it FAILED with the reason and exits 1. To
+recover, fix the row (a new vmImportTaskId is a new token) and run with ``--force``: the
+forced run reconciles, and a FAILED build does not stand in the way (``reconcile``).
 
 ``skipped`` is not a journal state: it is how a report names a row this run did not
 finish (never reached, or cut off by a stop). The journal keeps such a row ``pending`` or
@@ -20,8 +30,10 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 __all__ = [
+    "ImageStatus",
     "RerunPlan",
     "RowStatus",
+    "image_status",
     "needs_lookup",
     "replaces",
     "reported_as",
@@ -40,6 +52,7 @@ class RowStatus(StrEnum):
     FAILED = "failed"
     INVALID = "invalid"
     SKIPPED = "skipped"
+    BLOCKED = "blocked"
 
     @property
     def is_done(self) -> bool:
@@ -48,6 +61,7 @@ class RowStatus(StrEnum):
 
 
 _DONE = frozenset({RowStatus.SUCCEEDED, RowStatus.EXISTS})
+#: A blocked row is neither done nor failed: a re-run checks its task again, then sends it.
 _UNFINISHED = frozenset({RowStatus.PENDING, RowStatus.IN_FLIGHT})
 #: States an outcome report carries no news in, for a row the journal already knows.
 _NO_NEWS = frozenset({RowStatus.SKIPPED, RowStatus.PENDING})
@@ -119,6 +133,7 @@ class RerunPlan:
     skip: int  # done: not sent
     resend: int  # pending or in flight: sent with their recorded tokens
     retry: int  # failed: retried unless --no-retry-failed
+    recheck: int = 0  # blocked: their import task checked again (``--preflight``), then sent
 
     @classmethod
     def from_counts(cls, counts: Mapping[RowStatus, int]) -> RerunPlan:
@@ -126,4 +141,43 @@ class RerunPlan:
             skip=sum(counts.get(s, 0) for s in _DONE),
             resend=sum(counts.get(s, 0) for s in _UNFINISHED),
             retry=counts.get(RowStatus.FAILED, 0),
+            recheck=counts.get(RowStatus.BLOCKED, 0),
         )
+
+
+class ImageStatus(StrEnum):
+    """An imported row's image at the end of a wait: the dimension beside ``RowStatus``.
+
+    The service's own words for its final states (GetImage ``state.status``), and
+    ``TIMED_OUT`` for an image still being built when ``--wait-timeout`` ran out (a later
+    ``wait`` follows it again). Only AVAILABLE is done for a migration.
+    """
+
+    AVAILABLE = "AVAILABLE"
+    FAILED = "FAILED"
+    CANCELLED = "CANCELLED"
+    DELETED = "DELETED"
+    TIMED_OUT = "TIMED_OUT"
+
+    @property
+    def is_final(self) -> bool:
+        """Whether a later wait leaves this image alone (only a timeout is followed again)."""
+        return self is not ImageStatus.TIMED_OUT
+
+
+#: The service's ImageStatus values (current model, botocore 1.44.8) that end a wait.
+#: DEPRECATED and DISABLED come only after AVAILABLE (lifecycle actions): the import
+#: produced an image, so they read as AVAILABLE.
+_SERVICE_FINAL = {
+    "AVAILABLE": ImageStatus.AVAILABLE,
+    "DEPRECATED": ImageStatus.AVAILABLE,
+    "DISABLED": ImageStatus.AVAILABLE,
+    "FAILED": ImageStatus.FAILED,
+    "CANCELLED": ImageStatus.CANCELLED,
+    "DELETED": ImageStatus.DELETED,
+}
+
+
+def image_status(service_status: str) -> ImageStatus | None:
+    """The final state a service status means, or None while the image is being built."""
+    return _SERVICE_FINAL.get(service_status.upper())

@@ -12,7 +12,9 @@ from ibimport.emulator.cli import emulator_command
 # isort: off
 # Importing a command module registers its commands, in the order --help lists them.
 from ibimport.cli import _validate  # noqa: F401
+from ibimport.cli import _preflight  # noqa: F401
 from ibimport.cli import _run  # noqa: F401
+from ibimport.cli import _wait  # noqa: F401
 from ibimport.cli import _journals  # noqa: F401
 
 # isort: on

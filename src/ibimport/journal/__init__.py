@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Protocol, runtime_checkable
 
-from ibimport.journal._model import DiffRow, JournalEntry, ManifestDiff, RunHeader
+from ibimport.journal._model import DiffRow, Followup, JournalEntry, ManifestDiff, RunHeader
 from ibimport.journal._schema import APPLICATION_ID, SCHEMA_VERSION
 from ibimport.journal._sqlite import FaultHook, SqliteJournal, exit_after_commits
 from ibimport.results import RowResult
@@ -25,6 +25,7 @@ __all__ = [
     "SCHEMA_VERSION",
     "DiffRow",
     "FaultHook",
+    "Followup",
     "Journal",
     "JournalEntry",
     "ManifestDiff",

@@ -10,7 +10,7 @@ from typing import Any
 
 from ibimport.results import RowResult, RowStatus
 
-__all__ = ["DiffRow", "JournalEntry", "ManifestDiff", "RunHeader"]
+__all__ = ["DiffRow", "Followup", "JournalEntry", "ManifestDiff", "RunHeader"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,6 +46,17 @@ class JournalEntry:
             error_message=self.error_message,
             resumed=resumed,
         )
+
+
+@dataclass(frozen=True, slots=True)
+class Followup:
+    """What was learnt of a row beside its import (schema 3); empty text: not learnt yet."""
+
+    image_status: str = ""  # rowstate.ImageStatus
+    image_reason: str = ""
+    task_status: str = ""  # importtasks.TaskState
+    task_progress: str = ""
+    task_message: str = ""
 
 
 @dataclass(frozen=True, slots=True)

@@ -4,6 +4,8 @@ A journal of a newer version is refused, never rewritten (``_file``); an older o
 upgraded in place by ``upgrade`` when opened for writing (read-only, it is read as it
 is). Schema 2 added the ``runs`` table: one row per run of the batch, so the report keeps
 every run's figures across processes (a resumed run used to overwrite the first one's).
+Schema 3 added the ``followups`` table (issue 12): what was learnt about a row after or
+before its import, its image's final state (``wait``) and its EC2 import task (``preflight``).
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ __all__ = [
 #: ``PRAGMA application_id`` of an ibimport journal: "IBJN" in ASCII.
 APPLICATION_ID = 0x49424A4E
 #: ``PRAGMA user_version`` of the schema below; a newer journal is refused.
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 #: The oldest schema ``upgrade`` knows; anything older is damaged.
 FIRST_SCHEMA_VERSION = 1
 
@@ -41,6 +43,23 @@ CREATE TABLE runs (
     id INTEGER PRIMARY KEY,
     started_at REAL NOT NULL,
     figures TEXT NOT NULL
+)
+"""
+
+#: Schema 3: per row (its identity), the image's final state and reason as ``wait`` learnt
+#: them (``rowstate.ImageStatus``), and its import task as the task check classified it
+#: (``importtasks.TaskState``, EC2's progress and message). Empty text: not learnt yet.
+_FOLLOWUPS = """
+CREATE TABLE IF NOT EXISTS followups (
+    name TEXT NOT NULL,
+    semantic_version TEXT NOT NULL,
+    image_status TEXT NOT NULL DEFAULT '',
+    image_reason TEXT NOT NULL DEFAULT '',
+    task_status TEXT NOT NULL DEFAULT '',
+    task_progress TEXT NOT NULL DEFAULT '',
+    task_message TEXT NOT NULL DEFAULT '',
+    updated_at REAL NOT NULL,
+    PRIMARY KEY (name, semantic_version)
 )
 """
 
@@ -70,6 +89,7 @@ CREATE TABLE rows (
 CREATE INDEX rows_in_order ON rows (row, name, semantic_version);
 """
 _SCHEMA += _RUNS.strip() + ";\n"
+_SCHEMA += _FOLLOWUPS.strip() + ";\n"
 
 # In JournalEntry's field order: entry() builds entries positionally.
 COLUMNS = (
@@ -114,6 +134,8 @@ def upgrade(conn: sqlite3.Connection, version: int) -> None:
     try:
         if version < 2:
             conn.execute(_RUNS)
+        if version < 3:
+            conn.execute(_FOLLOWUPS)
         conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
         conn.execute("COMMIT")
     except BaseException:

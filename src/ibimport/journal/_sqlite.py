@@ -33,7 +33,7 @@ from ibimport.clock import Clock, SystemClock
 from ibimport.errors import JournalError
 from ibimport.journal._file import close_all, connect, open_readable, open_writable, unusable
 from ibimport.journal._group_commit import GroupCommit, Op
-from ibimport.journal._model import DiffRow, JournalEntry, ManifestDiff, RunHeader
+from ibimport.journal._model import DiffRow, Followup, JournalEntry, ManifestDiff, RunHeader
 from ibimport.journal._schema import COLUMNS, GET_SQL, dump_settings, entry
 from ibimport.journal._transitions import MARK_SQL, PENDING_SQL, RECORD_SQL
 from ibimport.results import RowResult, RowStatus
@@ -262,6 +262,52 @@ class SqliteJournal:
             except sqlite3.OperationalError:
                 return []
         return [json.loads(figures) for (figures,) in found]
+
+    def followups(self) -> dict[tuple[str, str], Followup]:
+        """What ``wait`` and the task check learnt, by row identity (schema 3).
+
+        A journal of an older schema opened read-only has no ``followups`` table: nothing.
+        """
+        with self._reading() as conn:
+            try:
+                found = conn.execute(
+                    "SELECT name, semantic_version, image_status, image_reason, task_status,"
+                    " task_progress, task_message FROM followups"
+                ).fetchall()
+            except sqlite3.OperationalError:
+                return {}
+        return {(name, version): Followup(*rest) for name, version, *rest in found}
+
+    def record_image_statuses(self, images: Iterable[tuple[str, str, str, str]]) -> None:
+        """Commit (name, semantic_version, image status, reason) for rows, in one transaction.
+
+        Written at once, not by group commit: a wait records each round as it ends, so a
+        killed wait resumes following only the images still outstanding.
+        """
+        self._ensure_writable()
+        now = self._clock.wall()
+        with self._commit() as conn:
+            conn.executemany(
+                "INSERT INTO followups (name, semantic_version, image_status, image_reason,"
+                " updated_at) VALUES (?, ?, ?, ?, ?) ON CONFLICT (name, semantic_version)"
+                " DO UPDATE SET image_status = excluded.image_status,"
+                " image_reason = excluded.image_reason, updated_at = excluded.updated_at",
+                ((name, version, status, reason, now) for name, version, status, reason in images),
+            )
+
+    def record_task_checks(self, tasks: Iterable[tuple[str, str, str, str, str]]) -> None:
+        """Commit (name, semantic_version, task status, progress, message) for rows."""
+        self._ensure_writable()
+        now = self._clock.wall()
+        with self._commit() as conn:
+            conn.executemany(
+                "INSERT INTO followups (name, semantic_version, task_status, task_progress,"
+                " task_message, updated_at) VALUES (?, ?, ?, ?, ?, ?)"
+                " ON CONFLICT (name, semantic_version) DO UPDATE SET"
+                " task_status = excluded.task_status, task_progress = excluded.task_progress,"
+                " task_message = excluded.task_message, updated_at = excluded.updated_at",
+                ((*task, now) for task in tasks),
+            )
 
     def diff(self, rows: Iterable[tuple[int, str, str, str]], *, keep: int = 1000) -> ManifestDiff:
         """Compare the current manifest's ``(row, name, version, token)`` with the journal.

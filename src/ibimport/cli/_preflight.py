@@ -1,0 +1,123 @@
+"""``ibimport preflight``: every row's EC2 import task looked up in batches, before a run."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import anyio
+import typer
+
+from ibimport import (
+    BatchConfig,
+    ClientSettings,
+    IbimportError,
+    InvalidManifest,
+    TaskPreflight,
+    TaskState,
+    preflight_tasks,
+)
+from ibimport.cli._common import (
+    EXIT_FAILED,
+    EXIT_OK,
+    EXIT_USAGE,
+    FormatOpt,
+    JsonOpt,
+    ManifestArg,
+    _count,
+    _exit_code,
+    _fail,
+    _print_invalid,
+    _print_json,
+    _secure_umask,
+    app,
+    err,
+    out,
+)
+
+PREFLIGHT_EXIT_HELP = (
+    "Exit codes: 0 every row's task is ready (completed); 1 some are pending, failed or "
+    "unknown; 2 usage error or invalid manifest; 3 the lookup could not start or complete."
+)
+
+
+@app.command(epilog=PREFLIGHT_EXIT_HELP)
+def preflight(
+    manifest: ManifestArg,
+    fmt: FormatOpt = None,
+    results: Annotated[
+        Path | None,
+        typer.Option(
+            metavar="FILE",
+            help="Write one line per row: taskStatus, taskProgress, taskMessage (CSV).",
+        ),
+    ] = None,
+    as_json: JsonOpt = False,
+    region: Annotated[
+        str | None, typer.Option(envvar="AWS_REGION", metavar="NAME", help="AWS region.")
+    ] = None,
+    profile: Annotated[str | None, typer.Option(metavar="NAME", help="AWS profile.")] = None,
+    endpoint_url: Annotated[
+        str | None, typer.Option(metavar="URL", help="EC2 (and Image Builder) endpoint URL.")
+    ] = None,
+    rate: Annotated[
+        float | None,
+        typer.Option(min=0.01, metavar="CALLS/S", help="Calls per second; else adaptive."),
+    ] = None,
+) -> None:
+    """Check every row's vmImportTaskId with EC2 (100 per call): ready, pending, failed, unknown."""
+    _secure_umask()
+    config = BatchConfig(
+        manifest=manifest,
+        fmt=fmt,
+        rate=rate,
+        client=ClientSettings(region=region, profile=profile, endpoint_url=endpoint_url),
+        journal_path=None,
+    )
+    try:
+        found: TaskPreflight = anyio.run(lambda: preflight_tasks(config, results_path=results))
+    except InvalidManifest as refusal:
+        _print_invalid(refusal)
+        if as_json:
+            _print_json({"error": str(refusal), "exit_code": EXIT_USAGE})
+        raise typer.Exit(EXIT_USAGE) from None
+    except IbimportError as error:
+        raise _fail(str(error), _exit_code(error), as_json=as_json) from None
+    counts = found.counts
+    if as_json:
+        _print_json(
+            {
+                "totals": {"rows": len(found.rows), **{s.value: counts[s] for s in TaskState}},
+                "calls": found.calls,
+                "throttled": found.throttled,
+                "rows": [
+                    {
+                        "row": r.row,
+                        "name": r.name,
+                        "semanticVersion": r.semantic_version,
+                        "vmImportTaskId": r.task.task_id,
+                        "taskStatus": r.task.state.value,
+                        "taskProgress": r.task.progress,
+                        "taskMessage": r.task.message,
+                    }
+                    for r in found.rows
+                ],
+            }
+        )
+    else:
+        typer.echo(
+            "row\tname\tsemanticVersion\tvmImportTaskId\ttaskStatus\ttaskProgress\ttaskMessage"
+        )
+        for r in found.rows:
+            typer.echo(
+                f"{r.row}\t{r.name}\t{r.semantic_version}\t{r.task.task_id}\t"
+                f"{r.task.state.value}\t{r.task.progress or '-'}\t{r.task.message or '-'}"
+            )
+    people = err if as_json else out
+    summary = ", ".join(f"{counts[s]} {s.value}" for s in TaskState)
+    people.print(
+        f"preflight: {_count(len(found.rows), 'row')}: {summary}; "
+        f"{_count(found.calls, 'DescribeImportImageTasks call')}",
+        highlight=False,
+    )
+    raise typer.Exit(EXIT_OK if found.all_ready else EXIT_FAILED)

@@ -1,0 +1,117 @@
+"""``ibimport wait``: follow a run's imported images to AVAILABLE, FAILED or the deadline."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import anyio
+import typer
+
+from ibimport import (
+    BatchConfig,
+    ClientSettings,
+    IbimportError,
+    ImageStatus,
+    WaitResult,
+    WaitSettings,
+    wait_for_images,
+)
+from ibimport.cli._common import (
+    EXIT_FAILED,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    JournalArg,
+    JsonOpt,
+    _exit_code,
+    _fail,
+    _print_json,
+    _secure_umask,
+    app,
+    err,
+    out,
+)
+
+WAIT_EXIT_HELP = (
+    "Exit codes: 0 every imported image AVAILABLE; 1 any FAILED, CANCELLED, DELETED or timed "
+    "out; 2 usage error; 3 could not start or stopped on a fatal error; 130 interrupted "
+    "(run wait again: it resumes)."
+)
+
+WaitTimeoutOpt = Annotated[
+    float,
+    typer.Option(
+        min=0.0, metavar="SECONDS", help="Give up on images still building after this long."
+    ),
+]
+PollIntervalOpt = Annotated[
+    float,
+    typer.Option(
+        min=0.01, metavar="SECONDS", help="First polling interval (grows 1.5x a round, to 60 s)."
+    ),
+]
+
+
+def wait_settings(timeout_s: float, interval_s: float) -> WaitSettings:
+    """The polling rule from the command line (shared by ``run --wait``)."""
+    return WaitSettings(
+        interval_s=interval_s, max_interval_s=max(60.0, interval_s), timeout_s=timeout_s
+    )
+
+
+def image_summary(images: dict[ImageStatus, int]) -> str:
+    """``images: 3 AVAILABLE, 1 FAILED``: what a wait learnt, for people."""
+    parts = [f"{n} {status.value}" for status, n in sorted(images.items()) if n]
+    return "images: " + (", ".join(parts) if parts else "none imported")
+
+
+@app.command(epilog=WAIT_EXIT_HELP)
+def wait(
+    journal: JournalArg,
+    wait_timeout: WaitTimeoutOpt = 3600.0,
+    poll_interval: PollIntervalOpt = 5.0,
+    as_json: JsonOpt = False,
+    region: Annotated[
+        str | None, typer.Option(envvar="AWS_REGION", metavar="NAME", help="AWS region.")
+    ] = None,
+    profile: Annotated[str | None, typer.Option(metavar="NAME", help="AWS profile.")] = None,
+    endpoint_url: Annotated[
+        str | None, typer.Option(metavar="URL", help="Image Builder endpoint URL.")
+    ] = None,
+    rate: Annotated[
+        float | None,
+        typer.Option(min=0.01, metavar="CALLS/S", help="Calls per second; else adaptive."),
+    ] = None,
+) -> None:
+    """Follow every image a run imported until AVAILABLE, FAILED, CANCELLED or --wait-timeout.
+
+    Status reads are batched (ListImageBuildVersions, 100 builds a call, while many are
+    outstanding; GetImage for the last few). The run's report and results are rewritten
+    with imageStatus and imageStatusReason. Interrupted, a second wait resumes.
+    """
+    _secure_umask()
+    config = BatchConfig(
+        manifest=Path(journal),
+        rate=rate,
+        client=ClientSettings(region=region, profile=profile, endpoint_url=endpoint_url),
+    )
+    settings = wait_settings(wait_timeout, poll_interval)
+    try:
+        result: WaitResult = anyio.run(
+            lambda: wait_for_images(Path(journal), config=config, settings=settings)
+        )
+    except KeyboardInterrupt:
+        err.print("interrupted: run ibimport wait again to resume")
+        raise typer.Exit(EXIT_INTERRUPTED) from None
+    except IbimportError as error:
+        raise _fail(str(error), _exit_code(error), as_json=as_json) from None
+    if as_json:
+        _print_json(result.outputs.report)
+    people = err if as_json else out
+    people.print(image_summary(dict(result.images)), highlight=False)
+    people.print(
+        f"{len(result.figures.rounds)} polling rounds, {result.figures.calls} status calls; "
+        f"results {result.outputs.results_path}",
+        highlight=False,
+    )
+    raise typer.Exit(EXIT_OK if result.all_available else EXIT_FAILED)
