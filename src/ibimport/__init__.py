@@ -36,6 +36,7 @@ from ibimport.manifest import (
     source_kind,
 )
 from ibimport.outputs import RebuiltOutputs, default_output_paths, rebuild_outputs
+from ibimport.partitions import RateSpec, Shard, parse_rates
 from ibimport.plan import BatchPlan, PlannedRow, PlannedStatus, plan_batch
 from ibimport.results import RowResult
 from ibimport.rowstate import ImageStatus, RerunPlan, RowStatus
@@ -79,6 +80,7 @@ __all__ = [
     "NullJournal",
     "PlannedRow",
     "PlannedStatus",
+    "RateSpec",
     "RebuiltOutputs",
     "RerunPlan",
     "RowResult",
@@ -87,6 +89,7 @@ __all__ = [
     "RunOutcome",
     "RunSettings",
     "Runner",
+    "Shard",
     "SourceKind",
     "SqliteJournal",
     "TaskCheck",
@@ -105,6 +108,7 @@ __all__ = [
     "detect_format",
     "open_batch",
     "open_client",
+    "parse_rates",
     "parse_tag_option",
     "plan_batch",
     "preflight_tasks",

@@ -271,3 +271,12 @@ def log_group_problem(log_group_name: str) -> str | None:
 @cache
 def _image_name_rule() -> StringRule:
     return _string_rule(service_model()["shapes"], IMAGE_NAME_SHAPE)
+
+
+# --- Where an image is imported ------------------------------------------------------------
+
+#: An AWS Region's name (us-east-1, eu-central-2, us-gov-west-1, cn-north-1), as botocore's
+#: partitions spell them; a manifest row's ``region`` is checked against it.
+REGION_PATTERN = r"^[a-z]{2,4}(-[a-z]+)+-[0-9]{1,2}$"
+#: A profile name in the AWS config file: any text without spaces or brackets.
+PROFILE_PATTERN = r"^[^\s\[\]]{1,128}$"

@@ -13,15 +13,19 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections import Counter
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Self
+from typing import Any, Self, cast
+
+import anyio
 
 from ibimport import rowstate
 from ibimport._files import check_paths, remove_leftovers
-from ibimport.client import ClientSettings, ImageBuilderClient, open_client
+from ibimport.calls import RetriedCalls
+from ibimport.client import ClientSettings, ImageBuilderClient, ImageStatusClient, open_client
 from ibimport.emulator.config import EmulatorConfig
 from ibimport.errors import (
     ConfigError,
@@ -30,6 +34,7 @@ from ibimport.errors import (
     ManifestChanged,
 )
 from ibimport.events import RunListener
+from ibimport.fleet import Partition, open_partitions, run_fleet
 from ibimport.journal import Journal, ManifestDiff, NullJournal, SqliteJournal
 from ibimport.limiter import Clock, MonotonicClock, build_limiter
 from ibimport.manifest import (
@@ -39,13 +44,17 @@ from ibimport.manifest import (
     manifest_fingerprint,
     read_manifest,
 )
-from ibimport.outputs import default_output_paths
+from ibimport.outputs import default_output_paths, rebuild_outputs
+from ibimport.partitions import Place, RateSpec, RowPlan, Shard, place_of
 from ibimport.reconcile import Reconciler
 from ibimport.report import ResultsWriter, RunStats, write_report
 from ibimport.results import RowResult, RowStatus
+from ibimport.retry import Backoff
 from ibimport.rowprints import RowPrints
+from ibimport.rowstate import ImageStatus
 from ibimport.runner import Runner, RunOutcome, RunSettings
 from ibimport.tokens import client_token
+from ibimport.waiter import WaitFigures, WaitSettings, follow_journal
 
 #: How many invalid rows preflight keeps to show; the count is always exact.
 MAX_SHOWN_INVALID = 1000
@@ -59,7 +68,11 @@ class BatchConfig:
     fmt: ManifestFormat | None = None
     extra_tags: Mapping[str, str] = field(default_factory=dict)
     run: RunSettings = field(default_factory=RunSettings)
+    #: A told rate for every partition (``rates`` may tell one per Region instead).
     rate: float | None = None
+    rates: RateSpec | None = None
+    #: This process's share of the manifest (``--shard K/N``); None: every row.
+    shard: Shard | None = None
     client: ClientSettings = field(default_factory=ClientSettings)
     #: ``--local``: an in-process emulator (its region defaults to the client's).
     local: EmulatorConfig | None = None
@@ -74,6 +87,9 @@ class BatchConfig:
     #: List what already exists before a batch with a new journal sends anything
     #: (``ibimport.reconcile``); off only for an account known to have no images.
     reconcile: bool = True
+    #: ``run --wait``: after the import, follow every imported image to its final state
+    #: (``ibimport.waiter``; needs a journal, which records the states).
+    wait: WaitSettings | None = None
 
 
 @dataclass(slots=True)
@@ -86,6 +102,8 @@ class Preflight:
     diff: ManifestDiff | None = None
     #: Each row as read, so the run's second read is held to it (``rowprints``).
     prints: RowPrints = field(default_factory=RowPrints)
+    #: Each row's place (this shard's rows only), for one read per partition.
+    plan: RowPlan = field(default_factory=RowPlan)
 
 
 @dataclass(slots=True)
@@ -99,6 +117,16 @@ class BatchResult:
     report_path: Path
     results_path: Path
     journal_path: Path | None
+    #: With ``wait``: imported rows by their image's final state, and what the wait cost.
+    images: Counter[ImageStatus] = field(default_factory=Counter)
+    wait: WaitFigures | None = None
+    wait_interrupted: bool = False
+
+    @property
+    def all_available(self) -> bool:
+        """Every row done and every imported image AVAILABLE (what ``run --wait`` exits 0 on)."""
+        others = sum(n for status, n in self.images.items() if status is not ImageStatus.AVAILABLE)
+        return self.all_done and not self.wait_interrupted and not others
 
     @property
     def all_done(self) -> bool:
@@ -108,8 +136,35 @@ class BatchResult:
         return all(status.is_done for status, n in self.stats.totals.items() if n)
 
 
-def _rows(config: BatchConfig) -> Iterator[ManifestRow]:
-    return read_manifest(config.manifest, fmt=config.fmt, extra_tags=config.extra_tags)
+def _rows(
+    config: BatchConfig,
+    *,
+    only: Callable[[int], bool] | None = None,
+    duplicates: dict[int, int] | None = None,
+) -> Iterator[ManifestRow]:
+    return read_manifest(
+        config.manifest,
+        fmt=config.fmt,
+        extra_tags=config.extra_tags,
+        only=only,
+        duplicates=duplicates,
+    )
+
+
+def _owned_place(config: BatchConfig, manifest_row: ManifestRow) -> Place | None:
+    """The place of a row this process imports (None: another shard's row).
+
+    Invalid rows have no place of their own: they are reported with the first partition.
+    """
+    task, shard = manifest_row.task, config.shard
+    if task is None:
+        return _NO_PLACE if shard is None or shard.owns_invalid(manifest_row.row) else None
+    place = place_of(task)
+    return place if shard is None or shard.owns(place, task) else None
+
+
+#: Where invalid rows are reported: the first partition's runner records them.
+_NO_PLACE = Place(None, None)
 
 
 def _preflight(config: BatchConfig, *, journal: SqliteJournal | None) -> Preflight:
@@ -118,7 +173,11 @@ def _preflight(config: BatchConfig, *, journal: SqliteJournal | None) -> Preflig
     salt = config.run.token_salt
 
     def valid_tasks() -> Iterator[tuple[int, ImportTask]]:
-        for manifest_row in _rows(config):
+        for manifest_row in _rows(config, duplicates=found.plan.duplicates):
+            place = _owned_place(config, manifest_row)
+            found.plan.add(manifest_row.row, place)
+            if place is None:
+                continue  # another shard's row
             found.total_rows += 1
             task = manifest_row.task
             found.prints.add(manifest_row.row, client_token(task, salt=salt) if task else None)
@@ -150,10 +209,16 @@ def _preflight(config: BatchConfig, *, journal: SqliteJournal | None) -> Preflig
     else:
         found.diff = journal.diff(
             (r.row, r.task.name, r.task.semanticVersion, client_token(r.task, salt=salt))
-            for r in _rows(config)
+            for r in _planned_rows(config, found.plan)
             if r.task is not None
         )
     return found
+
+
+def _planned_rows(config: BatchConfig, plan: RowPlan) -> Iterator[ManifestRow]:
+    """Every row of this shard, as preflight planned them."""
+    every = frozenset(range(len(plan.places)))
+    return _rows(config, only=plan.rows_in(every), duplicates=plan.duplicates)
 
 
 def batch_fingerprint(config: BatchConfig) -> str:
@@ -167,6 +232,7 @@ def batch_fingerprint(config: BatchConfig) -> str:
             "format": config.fmt.value if config.fmt else None,
             "tags": dict(sorted(config.extra_tags.items())),
             "salt": config.run.token_salt,
+            **({"shard": config.shard.label} if config.shard is not None else {}),
         },
         sort_keys=True,
     )
@@ -215,7 +281,7 @@ def _check_paths(config: BatchConfig) -> None:
 
 
 def _output_paths(config: BatchConfig) -> tuple[Path, Path]:
-    _, default_report, default_results = default_output_paths(config.manifest)
+    _, default_report, default_results = default_output_paths(config.manifest, shard=config.shard)
     return config.report_path or default_report, config.results_path or default_results
 
 
@@ -223,8 +289,9 @@ class BatchControl:
     """Lets a signal handler stop a running batch gracefully."""
 
     def __init__(self) -> None:
-        self._runner: Runner | None = None
+        self._runners: list[Runner] = []
         self._stop_requested = False
+        self._wait_scope: anyio.CancelScope | None = None
 
     @property
     def stop_requested(self) -> bool:
@@ -232,35 +299,45 @@ class BatchControl:
 
     def request_stop(self) -> None:
         self._stop_requested = True
-        if self._runner is not None:
-            self._runner.request_stop()
+        for runner in self._runners:  # one per partition
+            runner.request_stop()
+        if self._wait_scope is not None:  # a wait only reads: it stops at once
+            self._wait_scope.cancel()
 
     def _attach(self, runner: Runner) -> None:
-        self._runner = runner
+        self._runners.append(runner)
         if self._stop_requested:
             runner.request_stop()
 
 
 @asynccontextmanager
 async def _client_for(config: BatchConfig) -> AsyncIterator[ImageBuilderClient]:
+    """The default partition's client (a dry run's lookups)."""
     async with AsyncExitStack() as stack:
-        settings = config.client
-        if config.local is not None:
-            from ibimport.emulator import EmulatorServer
+        yield await stack.enter_async_context(open_client(await _base_settings(config, stack)))
 
-            local = replace(config.local, region=settings.region or config.local.region)
-            server = EmulatorServer(local)
-            stack.enter_context(server)
-            settings = ClientSettings(
-                region=local.region,
-                endpoint_url=server.url,
-                max_pool_connections=settings.max_pool_connections,
-                connect_timeout_s=settings.connect_timeout_s,
-                read_timeout_s=settings.read_timeout_s,
-                access_key_id=local.access_key_id,
-                secret_access_key=local.secret_access_key,
-            )
-        yield await stack.enter_async_context(open_client(settings))
+
+async def _base_settings(config: BatchConfig, stack: AsyncExitStack) -> ClientSettings:
+    """The client settings, pointed at an in-process emulator (started on ``stack``) with
+    ``--local``."""
+    settings = config.client
+    if config.local is None:
+        return settings
+    from ibimport.emulator import EmulatorServer
+
+    local = replace(config.local, region=settings.region or config.local.region)
+    server = EmulatorServer(local)
+    stack.enter_context(server)
+    settings = ClientSettings(
+        region=local.region,
+        endpoint_url=server.url,
+        max_pool_connections=settings.max_pool_connections,
+        connect_timeout_s=settings.connect_timeout_s,
+        read_timeout_s=settings.read_timeout_s,
+        access_key_id=local.access_key_id,
+        secret_access_key=local.secret_access_key,
+    )
+    return settings
 
 
 async def _execute(
@@ -272,53 +349,63 @@ async def _execute(
     control: BatchControl | None = None,
     clock: Clock | None = None,
     manifest_changed: bool = False,
-    prints: RowPrints | None = None,
+    prints_plan: Preflight | None = None,
 ) -> BatchResult:
     """Run the batch and write the report and results, even when interrupted."""
+    prints = prints_plan.prints if prints_plan is not None else None
     report_path, results_path = _output_paths(config)
     clock = clock or MonotonicClock()
+    waited: tuple[Counter[ImageStatus], WaitFigures, bool] | None = None
     stats = RunStats()
     stats.started_at = clock.wall()
     earlier_runs = journal.runs() if journal is not None else []
     store: Journal = journal if journal is not None else NullJournal()
+    plan = prints_plan.plan if prints_plan is not None else None
     with ResultsWriter(results_path) as results:
-        async with _client_for(config) as client:
-            runner = Runner(
-                client,
-                build_limiter(concurrency=config.run.concurrency, rate=config.rate, clock=clock),
-                journal=store,
-                clock=clock,
-                listeners=[stats, results, *listeners],
-                settings=config.run,
+        async with AsyncExitStack() as stack:
+            places = plan.places if plan is not None and plan.places else [Place(None, None)]
+            partitions = await open_partitions(
+                places, base=await _base_settings(config, stack), stack=stack
             )
-            if control is not None:
-                control._attach(runner)
+            runners: list[Runner] = []
             try:
                 if journal is not None and not journal.pending_recorded:
-                    await _journal_every_row(journal, config)
+                    await _journal_every_row(journal, config, plan)
                 # What the account holds is unknown to a journal that never sent, and to
                 # one whose rows changed under --force (a renamed row has no history).
                 unknown = journal is None or manifest_changed or not journal.ever_sent()
                 async with store.running():
-                    rows = _rows(config)
-                    if prints is not None:  # the second read must be preflight's rows
-                        rows = prints.checked(rows, salt=config.run.token_salt)
-                    outcome = await runner.run(
-                        rows,
-                        total_rows=total_rows,
-                        unreached=None if journal is None else _unreached(journal, config),
+                    outcome, runners = await run_fleet(
+                        partitions,
+                        rows_for=lambda p: _partition_rows(config, p, plan, prints),
+                        unreached_for=lambda p: (
+                            None if journal is None else _unreached(journal, config, p, plan)
+                        ),
+                        journal=store,
+                        clock=clock,
+                        listeners=[stats, results, *listeners],
+                        settings=config.run,
+                        rate_for=lambda region: _rate(config, region),
                         list_existing=config.reconcile and unknown,
+                        total_rows=total_rows,
+                        attach=control._attach if control is not None else None,
                     )
                 stats.fatal = str(outcome.fatal) if outcome.fatal is not None else None
+                stats.partitions = [_partition_figures(p) for p in partitions]
                 if journal is not None:  # kept across processes: a re-run's report shows it
                     journal.record_run(started_at=stats.started_at, figures=stats.run_figures())
+                stopped = outcome.interrupted or outcome.fatal is not None
+                client = partitions[0].client
+                if config.wait is not None and journal is not None and not stopped:
+                    assert client is not None  # not stopped: every partition opened
+                    waited = await _wait(config, client, journal, clock=clock, control=control)
             finally:
                 await store.aclose()
-                stats.existing = _existing_figures(runner.reconciler)
+                stats.existing = _existing_figures([r.reconciler for r in runners])
     report = stats.to_report(earlier_runs=earlier_runs)
     if config.report_file:
         write_report(report_path, report)
-    return BatchResult(
+    result = BatchResult(
         outcome=outcome,
         stats=stats,
         report=report,
@@ -326,19 +413,69 @@ async def _execute(
         results_path=results_path,
         journal_path=config.journal_path,
     )
+    if waited is not None and config.journal_path is not None:
+        # The results and report again, from the journal, now with each image's state.
+        rebuilt = rebuild_outputs(
+            config.journal_path,
+            report_path=report_path,
+            results_path=results_path,
+            report_file=config.report_file,
+        )
+        result.report = rebuilt.report
+        stats.image_totals = rebuilt.stats.image_totals
+        result.images, result.wait, result.wait_interrupted = waited
+    return result
 
 
-def _unreached(journal: SqliteJournal, config: BatchConfig) -> Callable[[int], Iterator[RowResult]]:
-    """After a stop, the rows past the last one taken, from the journal (it holds them all).
+async def _wait(
+    config: BatchConfig,
+    client: ImageBuilderClient,
+    journal: SqliteJournal,
+    *,
+    clock: Clock,
+    control: BatchControl | None,
+) -> tuple[Counter[ImageStatus], WaitFigures, bool]:
+    """``run --wait``: follow the journal's imported images with the batch's own client."""
+    assert config.wait is not None
+    calls = RetriedCalls(
+        build_limiter(concurrency=config.run.concurrency, rate=config.rate, clock=clock),
+        clock=clock,
+        backoff=Backoff(base_s=config.run.backoff_base_s, cap_s=config.run.backoff_cap_s),
+    )
+    figures = WaitFigures()
+    images: Counter[ImageStatus] = Counter()
+    with anyio.CancelScope() as scope:
+        if control is not None:
+            control._wait_scope = scope
+            if control.stop_requested:
+                scope.cancel()
+        images, figures = await follow_journal(
+            # open_client's client is an ImageStatusClient too; runner fakes need not be.
+            cast(ImageStatusClient, client),
+            journal,
+            calls=calls,
+            clock=clock,
+            settings=config.wait,
+        )
+    return images, figures, scope.cancelled_caught
+
+
+def _unreached(
+    journal: SqliteJournal, config: BatchConfig, partition: Partition, plan: RowPlan | None
+) -> Callable[[int], Iterator[RowResult]]:
+    """After a stop, the partition's rows past the last one taken, from the journal (it
+    holds them all).
 
     Rows an earlier run settled are carried over; the rest are ``skipped``. (Invalid rows
     past the stop are not in the journal, so a results file after a stop omits them.)
     """
 
+    belongs = plan.rows_in(frozenset(partition.places)) if plan is not None else None
+
     def rows_after(last_row: int) -> Iterator[RowResult]:
         for entry in journal.entries(after_row=last_row):
-            if entry.row <= last_row:
-                continue  # entries() starts at last_row itself
+            if entry.row <= last_row or (belongs is not None and not belongs(entry.row)):
+                continue  # entries() starts at last_row itself; other partitions' rows
             if rowstate.settled(entry.state, retry_failed=config.run.retry_failed):
                 yield entry.to_result(resumed=True)
                 continue
@@ -350,19 +487,47 @@ def _unreached(journal: SqliteJournal, config: BatchConfig) -> Callable[[int], I
     return rows_after
 
 
-def _existing_figures(reconciler: Reconciler) -> dict[str, float] | None:
-    listing = reconciler.listing
-    if listing is None:
+def _existing_figures(reconcilers: Sequence[Reconciler]) -> dict[str, float] | None:
+    """What the listings of existing builds cost, summed over the partitions."""
+    listings = [r.listing for r in reconcilers if r.listing is not None]
+    if not listings:
         return None
     return {
-        "calls": listing.calls,
-        "builds": listing.builds,
-        "images": len(listing.by_identity),
-        "elapsed_s": round(listing.elapsed_s, 3),
+        "calls": sum(listing.calls for listing in listings),
+        "builds": sum(listing.builds for listing in listings),
+        "images": sum(len(listing.by_identity) for listing in listings),
+        "elapsed_s": round(max(listing.elapsed_s for listing in listings), 3),
     }
 
 
-async def _journal_every_row(journal: Journal, config: BatchConfig) -> None:
+def _partition_rows(
+    config: BatchConfig, partition: Partition, plan: RowPlan | None, prints: RowPrints | None
+) -> Iterator[ManifestRow]:
+    """The run's read of one partition's rows, held to what preflight read of them."""
+    if plan is None:
+        rows = _rows(config)
+        last = None
+    else:
+        indexes = frozenset(partition.places)
+        rows = _rows(config, only=plan.rows_in(indexes), duplicates=plan.duplicates)
+        last = plan.last_row_in(indexes)
+    if prints is None:
+        return rows
+    return prints.checked(rows, salt=config.run.token_salt, last_row=last)
+
+
+def _rate(config: BatchConfig, region: str) -> float | None:
+    """A partition's told rate: --rate for all or for its Region, shared among shards."""
+    rates = config.rates or RateSpec(config.rate)
+    return rates.for_region(region, shards=config.shard.count if config.shard else 1)
+
+
+def _partition_figures(partition: Partition) -> dict[str, Any]:
+    figures = partition.stats.partition_figures()
+    return {"account": partition.account, "region": partition.region, **figures}
+
+
+async def _journal_every_row(journal: Journal, config: BatchConfig, plan: RowPlan | None) -> None:
     """Record every valid row ``pending`` (rows the journal knows keep their state).
 
     For a journal that preflight did not fill (a resumed one, whose run may now be
@@ -372,7 +537,8 @@ async def _journal_every_row(journal: Journal, config: BatchConfig) -> None:
     the run never reached are not mistaken for rows added to the manifest, and
     ``status`` / ``report`` account for every row.
     """
-    for count, manifest_row in enumerate(_rows(config), start=1):
+    rows = _planned_rows(config, plan) if plan is not None else _rows(config)
+    for count, manifest_row in enumerate(rows, start=1):
         task = manifest_row.task
         if task is None:
             continue
@@ -404,7 +570,7 @@ class Batch:
         self.total_rows = found.total_rows
         self.invalid_rows = found.invalid_count
         self.changes: tuple[str, ...] = tuple(found.diff.describe()) if found.diff else ()
-        self._prints = found.prints
+        self._found = found
         self._journal = journal
         self._ran = False
 
@@ -432,7 +598,7 @@ class Batch:
             control=control,
             clock=clock,
             manifest_changed=bool(self.changes),
-            prints=self._prints,
+            prints_plan=self._found,
         )
 
     def close(self) -> None:

@@ -12,18 +12,20 @@ from ibimport.errors import (
     ConfigError,
 )
 from ibimport.journal import SqliteJournal
+from ibimport.partitions import Shard
 from ibimport.report import ResultsWriter, RunStats, write_report
 
 #: How many invalid rows preflight keeps to show; the count is always exact.
 
 
-def default_output_paths(manifest: Path) -> tuple[Path, Path, Path]:
-    """Journal, report and results beside the manifest, named after it."""
+def default_output_paths(manifest: Path, *, shard: Shard | None = None) -> tuple[Path, Path, Path]:
+    """Journal, report and results beside the manifest, named after it (and the shard)."""
     stem = manifest.with_suffix("") if manifest.suffix else manifest
+    name = stem.name + (f".{shard.label}" if shard is not None else "")
     return (
-        stem.with_name(stem.name + ".journal"),
-        stem.with_name(stem.name + ".report.json"),
-        stem.with_name(stem.name + ".results.csv"),
+        stem.with_name(name + ".journal"),
+        stem.with_name(name + ".report.json"),
+        stem.with_name(name + ".results.csv"),
     )
 
 
@@ -64,10 +66,15 @@ def rebuild_outputs(
             inputs={"the journal": journal_path}, outputs={**outputs, "--results": results_path}
         )
         stats = RunStats()
+        followups = store.followups()
         try:
             with ResultsWriter(results_path) as writer:
                 for entry in store.entries():
                     result = entry.to_result()
+                    learnt = followups.get((entry.name, entry.semantic_version))
+                    if learnt is not None:
+                        result.image_status = learnt.image_status
+                        result.image_status_reason = learnt.image_reason
                     stats.on_row_done(result)
                     writer.write(result)
             report = stats.to_report(earlier_runs=store.runs())

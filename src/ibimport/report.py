@@ -57,6 +57,10 @@ RESULTS_COLUMNS: Final = (
     "errorCode",
     "errorMessage",
     "requestId",
+    "imageStatus",
+    "imageStatusReason",
+    "account",
+    "region",
 )
 
 #: A results file up to this size is put in row order in memory (tens of MB at most while
@@ -137,6 +141,8 @@ class RunStats(BaseListener):
 
     def __init__(self) -> None:
         self.totals: Counter[RowStatus] = Counter()
+        #: Imported rows by their image's final state, once a wait learnt it (issue 12).
+        self.image_totals: Counter[str] = Counter()
         self.calls = 0
         self.rows_attempted = 0
         self.throttled = 0
@@ -156,6 +162,8 @@ class RunStats(BaseListener):
         self.fatal: str | None = None
         #: What the listing of existing builds cost (``ibimport.reconcile``), if one was made.
         self.existing: dict[str, float] | None = None
+        #: Each partition's figures (``partition_figures``), for a batch of more than one.
+        self.partitions: list[dict[str, Any]] = []
         # Rows with a call seen but no outcome yet; bounded by the concurrency.
         self._open_rows: set[int] = set()
 
@@ -183,6 +191,8 @@ class RunStats(BaseListener):
         self._open_rows.discard(result.row)
         status = reported_as(result.status)
         self.totals[status] += 1
+        if result.image_status:
+            self.image_totals[result.image_status] += 1
         if result.resumed:
             self.resumed += 1
         elif status.is_done:
@@ -238,6 +248,18 @@ class RunStats(BaseListener):
             "fatal": self.fatal,
         }
 
+    def partition_figures(self) -> dict[str, Any]:
+        """One partition's rows, pace, throttling and failures (the stats of its runner)."""
+        return {
+            "rows": self.rows,
+            **{status.value: self.totals[status] for status in FINAL_STATUSES},
+            "calls": self.calls,
+            "calls_per_s": round(self.calls / self.elapsed_s, 3) if self.elapsed_s else 0.0,
+            "throttled": self.throttled,
+            "errors_by_code": dict(self.errors_by_code.most_common()),
+            "elapsed_s": round(self.elapsed_s, 3),
+        }
+
     def to_report(self, *, earlier_runs: Sequence[Mapping[str, Any]] = ()) -> dict[str, Any]:
         """The JSON report's content (issue 3, "Output"), plus ``resumed`` and ``interrupted``.
 
@@ -272,6 +294,12 @@ class RunStats(BaseListener):
             "runs": runs,
             "batch": batch,
             **({"existingImages": self.existing} if self.existing is not None else {}),
+            **({"partitions": self.partitions} if len(self.partitions) > 1 else {}),
+            **(
+                {"imageStatus": dict(sorted(self.image_totals.items()))}
+                if self.image_totals
+                else {}
+            ),
         }
         if not self.ran and runs:  # rebuilt from a journal: its latest run's figures
             report.update({key: latest[key] for key in _RUN_KEYS if key in latest})
@@ -316,7 +344,17 @@ def _cells(result: RowResult) -> list[str]:
         neutralise_cell(result.error_code),
         neutralise_cell(result.error_message),
         neutralise_cell(result.request_id),
+        result.image_status,
+        neutralise_cell(result.image_status_reason),
+        result.account or account_of_arn(result.image_arn),
+        result.region,
     ]
+
+
+def account_of_arn(arn: str) -> str:
+    """The account of an image ARN (``arn:aws:imagebuilder:REGION:ACCOUNT:image/...``)."""
+    parts = arn.split(":", 5)
+    return parts[4] if len(parts) == 6 and parts[4].isdigit() else ""
 
 
 class ResultsWriter(BaseListener):

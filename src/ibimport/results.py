@@ -29,3 +29,9 @@ class RowResult:
     latency_ms: float | None = None
     #: True when an earlier run already finished this row and this run did not send it.
     resumed: bool = False
+    #: The image's final state as a wait learnt it (``rowstate.ImageStatus``), or "".
+    image_status: str = ""
+    image_status_reason: str = ""
+    #: Where the row was imported (its partition): the account and the Region.
+    account: str = ""
+    region: str = ""

@@ -54,8 +54,14 @@ class RowPrints:
             raise ValueError(f"row {row} was added twice")
         self._prints.append(_print(token))
 
-    def checked(self, rows: Iterable[ManifestRow], *, salt: str) -> Iterator[ManifestRow]:
-        """``rows``, while they are the rows preflight read; FatalBatchError at the first not."""
+    def checked(
+        self, rows: Iterable[ManifestRow], *, salt: str, last_row: int | None = None
+    ) -> Iterator[ManifestRow]:
+        """``rows``, while they are the rows preflight read; FatalBatchError at the first not.
+
+        ``last_row``: the last row the read should reach, when it reads only some rows
+        (one partition's); by default the last row preflight read.
+        """
         prints = self._prints
         last = 0
         try:
@@ -71,5 +77,6 @@ class RowPrints:
                 yield manifest_row
         except ManifestError as exc:
             raise _changed(str(exc)) from None
-        if last < len(prints):
+        expected = len(prints) if last_row is None else last_row
+        if last < expected:
             raise _changed(f"it now ends after row {last} of {len(prints)}")

@@ -113,7 +113,10 @@ class Runner:
         listeners: Sequence[RunListener] = (),
         settings: RunSettings = RunSettings(),
         rng: random.Random | None = None,
+        origin: tuple[str, str] = ("", ""),
     ) -> None:
+        #: The partition this runner imports into: (account, Region), for the results.
+        self.origin = origin
         self._client = client
         self._limiter = limiter
         self._journal = journal
@@ -158,6 +161,7 @@ class Runner:
         total_rows: int | None = None,
         unreached: Callable[[int], Iterable[RowResult]] | None = None,
         list_existing: bool = False,
+        stopped_by: FatalBatchError | None = None,
     ) -> RunOutcome:
         """Import every valid row; record the others. Returns once every row has a result.
 
@@ -166,6 +170,7 @@ class Runner:
         otherwise by reading the rest of ``rows`` (validating every row: minutes).
         ``list_existing``: list what the partition holds before the first call
         (``ibimport.reconcile``); a listing that cannot complete stops the batch, unsent.
+        ``stopped_by``: the partition cannot work at all; its rows are reported, not sent.
         """
         started = self._clock.now()
         for listener in self._listeners:
@@ -173,7 +178,9 @@ class Runner:
         row_iter = iter(rows)
         with anyio.CancelScope() as scope:
             self._dispatch_scope = scope
-            if list_existing:
+            if stopped_by is not None:
+                self._shared.fatal, self._shared.stop_requested = stopped_by, True
+            elif list_existing:
                 await self._list_existing()
             async with anyio.create_task_group() as workers:
                 for _ in range(
@@ -441,6 +448,7 @@ class Runner:
         )
 
     def _finish(self, result: RowResult) -> None:
+        result.account, result.region = result.account or self.origin[0], self.origin[1]
         if not result.resumed and result.status is not RowStatus.SKIPPED:
             self._journal.record(result)
         for listener in self._listeners:

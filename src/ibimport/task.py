@@ -16,6 +16,8 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstra
 from pydantic_core import PydanticCustomError
 
 from ibimport.apimodel import (
+    PROFILE_PATTERN,
+    REGION_PATTERN,
     REQUEST_FIELDS,
     StringRule,
     check_version_nodes,
@@ -24,13 +26,18 @@ from ibimport.apimodel import (
     name_problem,
 )
 
-__all__ = ["FIELDS", "ImportTask", "nfc"]
+__all__ = ["FIELDS", "PARTITION_FIELDS", "ImportTask", "nfc"]
 
 _RULES: Final = import_vm_image_rules()
 
-#: The task's field names: the API's own, with logGroupName lifted out of loggingConfiguration.
-FIELDS: Final = tuple(
-    "logGroupName" if name == "loggingConfiguration" else name for name in REQUEST_FIELDS
+#: Where a row is imported, beside what is imported: not request members, so neither sent
+#: nor part of the clientToken (``tokens`` derives it from ``api_params``).
+PARTITION_FIELDS: Final = ("region", "profile")
+#: The task's field names: the API's own, with logGroupName lifted out of loggingConfiguration,
+#: then the partition's.
+FIELDS: Final = (
+    *("logGroupName" if name == "loggingConfiguration" else name for name in REQUEST_FIELDS),
+    *PARTITION_FIELDS,
 )
 
 
@@ -100,6 +107,25 @@ _Token = Annotated[str, _constraints(_F["clientToken"])]
 _LogGroup = Annotated[
     str, _constraints(_RULES.log_group_name), AfterValidator(_check_import_log_group)
 ]
+
+
+def _matching(pattern: str, rule: str) -> AfterValidator:
+    compiled = re.compile(pattern)
+
+    def check(value: str) -> str:
+        if compiled.fullmatch(value) is None:
+            raise PydanticCustomError("partition", rule)
+        return value
+
+    return AfterValidator(check)
+
+
+_Region = Annotated[
+    str, _matching(REGION_PATTERN, "must be an AWS Region's name, such as eu-west-1")
+]
+_Profile = Annotated[
+    str, _matching(PROFILE_PATTERN, "must be a profile name of the AWS config (no spaces)")
+]
 _TagKey = Annotated[str, _constraints(_RULES.tag_key)]
 _TagValue = Annotated[str, _constraints(_RULES.tag_value)]
 #: A tags mapping as a task holds it (the manifest also checks ``--tag`` values with it).
@@ -127,6 +153,10 @@ class ImportTask(BaseModel):
     tags: Tags = Field(default_factory=dict)
     clientToken: _Token | None = None
     logGroupName: _LogGroup | None = None
+    #: The AWS Region and config profile to import into; None: the command line's (or the
+    #: AWS config's) default.
+    region: _Region | None = None
+    profile: _Profile | None = None
 
     def api_params(self) -> dict[str, Any]:
         """The ImportVmImage request members except clientToken (the caller adds it)."""

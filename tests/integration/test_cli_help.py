@@ -47,4 +47,4 @@ def test_run_help_lists_plain_flags_choices_and_exit_codes() -> None:
         "130 interrupted",
     ):
         assert expected in " ".join(text.split()) or expected in text, expected
-    assert len(text.splitlines()) < 60
+    assert len(text.splitlines()) < 80  # one line an option, mostly

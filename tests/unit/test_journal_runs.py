@@ -11,9 +11,12 @@ from ibimport.journal import SCHEMA_VERSION, SqliteJournal
 
 
 def _as_schema_1(path: Path) -> None:
-    """What a journal written before the ``runs`` table looks like."""
+    """What a journal written before the ``runs`` table (and what came after) looks like."""
     conn = sqlite3.connect(path)
     conn.execute("DROP TABLE runs")
+    conn.execute("DROP TABLE followups")  # schema 3
+    conn.execute("ALTER TABLE rows DROP COLUMN account")  # schema 4
+    conn.execute("ALTER TABLE rows DROP COLUMN region")
     conn.execute("PRAGMA user_version = 1")
     conn.commit()
     conn.close()

@@ -240,6 +240,10 @@ def test_results_csv_columns_values_and_neutralisation(tmp_path: Path) -> None:
         "errorCode": "",
         "errorMessage": "",
         "requestId": "",
+        "imageStatus": "",
+        "imageStatusReason": "",
+        "account": "",
+        "region": "",
     }
     assert rows[1]["status"] == "failed"
     assert rows[1]["errorMessage"] == '\'=cmd|" /C calc"!A0\nsecond line'

@@ -24,7 +24,7 @@ def test_api_params_omit_absent_fields_empty_tags_and_the_token() -> None:
 
 def test_fields_are_the_tasks_own_in_api_order() -> None:
     assert tuple(ImportTask.model_fields) == FIELDS
-    assert FIELDS[-1] == "logGroupName"
+    assert FIELDS[-3:] == ("logGroupName", "region", "profile")
 
 
 def test_nfc_composes_strings_and_mapping_keys_and_leaves_other_values() -> None:

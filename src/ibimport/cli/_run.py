@@ -28,10 +28,12 @@ from ibimport import (
     ManifestFormat,
     PlannedStatus,
     RunSettings,
+    Shard,
     SourceKind,
     default_output_paths,
     detect_format,
     open_batch,
+    parse_rates,
     plan_batch,
     source_kind,
     spooled_stdin,
@@ -58,6 +60,7 @@ from ibimport.cli._common import (
     err,
     out,
 )
+from ibimport.cli._wait import PollIntervalOpt, WaitTimeoutOpt, image_summary, wait_settings
 from ibimport.emulator.cli import local_emulator_options
 from ibimport.progress import ProgressListener, ProgressMode
 from ibimport.rendering import summary_table
@@ -75,11 +78,25 @@ def run(
         int, typer.Option(min=1, max=4096, metavar="N", help="Calls in flight at most.")
     ] = 16,
     rate: Annotated[
-        float | None,
+        list[str] | None,
         typer.Option(
-            min=0.01,
-            metavar="CALLS/S",
-            help="Calls per second, when the quota is known; else adaptive.",
+            metavar="[REGION=]R",
+            help="Known quota R calls/s, for all or a Region (repeatable); else adaptive.",
+        ),
+    ] = None,
+    shard: Annotated[
+        str | None,
+        typer.Option(
+            metavar="K/N",
+            help="Import only shard K of N (0-based), with its own journal.",
+        ),
+    ] = None,
+    shard_count: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            metavar="N",
+            help="--shard K/N, K from JOB_COMPLETION_INDEX/AWS_BATCH_JOB_ARRAY_INDEX.",
         ),
     ] = None,
     max_attempts: Annotated[
@@ -175,6 +192,15 @@ def run(
     no_progress: Annotated[
         bool, typer.Option("--no-progress", help="Same as --progress off.")
     ] = False,
+    wait: Annotated[
+        bool,
+        typer.Option(
+            "--wait",
+            help="Then follow every image until AVAILABLE, FAILED or --wait-timeout.",
+        ),
+    ] = False,
+    wait_timeout: WaitTimeoutOpt = 3600.0,
+    poll_interval: PollIntervalOpt = 5.0,
     max_stdin_mib: Annotated[
         int | None,
         typer.Option(
@@ -199,7 +225,14 @@ def run(
             path, outputs_beside = _manifest_file(stack, manifest, fmt, max_bytes=cap)
         except IbimportError as error:
             raise _fail(str(error), as_json=as_json) from None
-        default_journal, default_report, default_results = default_output_paths(outputs_beside)
+        try:
+            rates = parse_rates(rate or [])
+            shards = _shard(shard, shard_count)
+        except IbimportError as error:
+            raise _fail(str(error), as_json=as_json) from None
+        default_journal, default_report, default_results = default_output_paths(
+            outputs_beside, shard=shards
+        )
         config = BatchConfig(
             manifest=path,
             fmt=fmt,
@@ -211,7 +244,8 @@ def run(
                 token_ttl_s=token_ttl,
                 retry_failed=retry_failed,
             ),
-            rate=rate,
+            rates=rates,
+            shard=shards,
             client=ClientSettings(
                 region=region,
                 profile=profile,
@@ -227,12 +261,25 @@ def run(
             skip_invalid=skip_invalid,
             force=force,
             reconcile=not no_reconcile,
+            wait=wait_settings(wait_timeout, poll_interval) if wait else None,
         )
+        if wait and no_journal:
+            raise _fail("--wait needs the journal (it records each image's state)", as_json=as_json)
         if dry_run:
             code = _dry_run(config, as_json=as_json)
         else:
             code = _run_batch(config, progress_mode=mode, as_json=as_json)
     raise typer.Exit(code)
+
+
+def _shard(shard: str | None, shard_count: int | None) -> Shard | None:
+    if shard is not None and shard_count is not None:
+        raise ConfigError("give --shard K/N or --shard-count N, not both")
+    if shard is not None:
+        return Shard.parse(shard)
+    if shard_count is not None:
+        return Shard.from_environment(shard_count)
+    return None
 
 
 #: Temporary copies of stdin or a FIFO: a second signal's immediate exit removes them too.
@@ -394,6 +441,11 @@ def _preflight_and_run(config: BatchConfig, *, progress_mode: str, as_json: bool
         )
         if as_json:
             _print_json(result.report)
+        if config.wait is not None and not result.outcome.interrupted:
+            people.print(image_summary(dict(result.images)), highlight=False)
+            if result.wait_interrupted:
+                err.print("interrupted while waiting: run ibimport wait JOURNAL to resume")
+                return EXIT_INTERRUPTED
         if result.outcome.fatal is not None:
             # Before any import was sent (the listing of existing images failed) the batch
             # could not start: an error; after, it stopped.
@@ -402,7 +454,8 @@ def _preflight_and_run(config: BatchConfig, *, progress_mode: str, as_json: bool
             return EXIT_FATAL
         if result.outcome.interrupted:
             return EXIT_INTERRUPTED
-        return EXIT_OK if result.all_done else EXIT_FAILED
+        done = result.all_available if config.wait is not None else result.all_done
+        return EXIT_OK if done else EXIT_FAILED
 
     try:
         return anyio.run(_main)

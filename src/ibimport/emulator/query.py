@@ -43,6 +43,7 @@ class QueryCall:
     scope: Scope
     request_id: str
     params: Mapping[str, str]
+    access_key: str = ""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

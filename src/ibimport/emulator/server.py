@@ -255,7 +255,7 @@ class Emulator:
             abort(request)
             return _json_response(500, b"{}")  # never reaches the client
         request_id = str(uuid.uuid4())
-        call = QueryCall(scope=scope, request_id=request_id, params=params)
+        call = QueryCall(scope=scope, request_id=request_id, params=params, access_key=access_key)
         try:
             answer = handler(self._query_targets[service.signing_name], call)
         except ServiceError as exc:

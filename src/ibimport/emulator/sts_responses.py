@@ -1,4 +1,4 @@
-"""STS's query protocol for AssumeRole, so that profiles with ``role_arn`` work locally.
+"""STS's query protocol (AssumeRole, GetCallerIdentity): profiles with ``role_arn`` work locally.
 
 A boto3 profile with ``role_arn`` and ``source_profile`` calls AssumeRole on the STS
 endpoint (``AWS_ENDPOINT_URL_STS``, or the profile's ``endpoint_url``); pointed at the
@@ -27,7 +27,7 @@ from ibimport.emulator.exceptions import (
 from ibimport.emulator.query import QueryCall, QueryService, element
 from ibimport.emulator.sts_models import Identities
 
-__all__ = ["STS", "assume_role", "render_error"]
+__all__ = ["STS", "assume_role", "get_caller_identity", "render_error"]
 
 XMLNS = "https://sts.amazonaws.com/doc/2011-06-15/"
 
@@ -56,6 +56,26 @@ def assume_role(identities: Identities, call: QueryCall) -> bytes:
         + "</AssumedRoleUser></AssumeRoleResult><ResponseMetadata>"
         + element("RequestId", call.request_id)
         + "</ResponseMetadata></AssumeRoleResponse>"
+    )
+    return body.encode()
+
+
+def get_caller_identity(identities: Identities, call: QueryCall) -> bytes:
+    """POST / Action=GetCallerIdentity: the account a caller's calls land in.
+
+    ibimport asks it once per profile to name each partition's account.
+    """
+    account = call.scope.account
+    issued = identities.issued.get(call.access_key)
+    arn = issued.assumed_role_arn if issued is not None else f"arn:aws:iam::{account}:user/emulator"
+    body = (
+        f'<GetCallerIdentityResponse xmlns="{XMLNS}"><GetCallerIdentityResult>'
+        + element("Arn", arn)
+        + element("UserId", call.access_key)
+        + element("Account", account)
+        + "</GetCallerIdentityResult><ResponseMetadata>"
+        + element("RequestId", call.request_id)
+        + "</ResponseMetadata></GetCallerIdentityResponse>"
     )
     return body.encode()
 
@@ -91,7 +111,7 @@ def render_error(exc: ServiceError, request_id: str) -> tuple[int, bytes]:
 STS = QueryService(
     signing_name="sts",
     regional=False,
-    actions={"AssumeRole": assume_role},
+    actions={"AssumeRole": assume_role, "GetCallerIdentity": get_caller_identity},
     translate=translate,
     render_error=render_error,
     unknown_action=lambda action: InvalidAction(f"Could not find operation {action}"),

@@ -30,6 +30,9 @@ class JournalEntry:
     #: Wall-clock time this clientToken was first sent; None if it never was.
     first_sent_at: float | None
     updated_at: float
+    #: Where the row was imported (schema 4; empty before its outcome was recorded).
+    account: str = ""
+    region: str = ""
 
     def to_result(self, *, resumed: bool = False) -> RowResult:
         """The row as a ``RowResult``; pass ``resumed=True`` for rows carried into a new run."""
@@ -45,6 +48,8 @@ class JournalEntry:
             error_code=self.error_code,
             error_message=self.error_message,
             resumed=resumed,
+            account=self.account,
+            region=self.region,
         )
 
 

@@ -6,6 +6,8 @@ is). Schema 2 added the ``runs`` table: one row per run of the batch, so the rep
 every run's figures across processes (a resumed run used to overwrite the first one's).
 Schema 3 added the ``followups`` table (issue 12): what was learnt about a row after or
 before its import, its image's final state (``wait``) and its EC2 import task (``preflight``).
+Schema 4 added each row's partition (``account``, ``region``: where it was imported), so
+results rebuilt from journals alone (``report``, the merge of shards) still name it.
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ __all__ = [
 #: ``PRAGMA application_id`` of an ibimport journal: "IBJN" in ASCII.
 APPLICATION_ID = 0x49424A4E
 #: ``PRAGMA user_version`` of the schema below; a newer journal is refused.
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 #: The oldest schema ``upgrade`` knows; anything older is damaged.
 FIRST_SCHEMA_VERSION = 1
 
@@ -62,6 +64,12 @@ CREATE TABLE IF NOT EXISTS followups (
     PRIMARY KEY (name, semantic_version)
 )
 """
+
+#: Schema 4: where each row was imported; empty until its outcome is recorded.
+_PLACES = (
+    "ALTER TABLE rows ADD COLUMN account TEXT NOT NULL DEFAULT ''",
+    "ALTER TABLE rows ADD COLUMN region TEXT NOT NULL DEFAULT ''",
+)
 
 _SCHEMA = """
 CREATE TABLE run (
@@ -113,6 +121,8 @@ def lay_out(
         for statement in _SCHEMA.split(";"):
             if statement.strip():
                 conn.execute(statement)
+        for statement in _PLACES:
+            conn.execute(statement)
         conn.execute(
             "INSERT INTO run VALUES (1, ?, ?, ?, ?)",
             (manifest_path, manifest_fingerprint, dump_settings(settings), created_at),
@@ -136,6 +146,9 @@ def upgrade(conn: sqlite3.Connection, version: int) -> None:
             conn.execute(_RUNS)
         if version < 3:
             conn.execute(_FOLLOWUPS)
+        if version < 4:
+            for statement in _PLACES:
+                conn.execute(statement)
         conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
         conn.execute("COMMIT")
     except BaseException:
@@ -150,7 +163,10 @@ def dump_settings(settings: Mapping[str, Any]) -> str:
 
 def entry(values: tuple[Any, ...]) -> JournalEntry:
     """A ``rows`` row, selected as ``COLUMNS``, as a ``JournalEntry``."""
-    row, name, version, token, state, attempts, arn, request_id, code, message, first, upd = values
+    row, name, version, token, state, attempts, arn, request_id, code, message, first, upd = values[
+        :12
+    ]
+    account, region = values[12:14] if len(values) >= 14 else ("", "")
     return JournalEntry(
         row,
         name,
@@ -164,4 +180,6 @@ def entry(values: tuple[Any, ...]) -> JournalEntry:
         message,
         first,
         upd,
+        account,
+        region,
     )

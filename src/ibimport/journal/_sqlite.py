@@ -200,16 +200,18 @@ class SqliteJournal:
     def entries(self, *, page: int = 1000, after_row: int = 0) -> Iterator[JournalEntry]:
         """Every row (from ``after_row`` on) in row order, a page at a time (bounded memory)."""
         after: tuple[int, str, str] | None = (after_row, "", "") if after_row else None
+        # A journal older than schema 4, read as it is, has no partition columns.
+        columns = COLUMNS + (", account, region" if self.header.schema_version >= 4 else "")
         while True:
             with self._reading() as conn:
                 if after is None:
                     found = conn.execute(
-                        f"SELECT {COLUMNS} FROM rows ORDER BY row, name, semantic_version LIMIT ?",
+                        f"SELECT {columns} FROM rows ORDER BY row, name, semantic_version LIMIT ?",
                         (page,),
                     ).fetchall()
                 else:
                     found = conn.execute(
-                        f"SELECT {COLUMNS} FROM rows "
+                        f"SELECT {columns} FROM rows "
                         "WHERE (row, name, semantic_version) > (?, ?, ?) "
                         "ORDER BY row, name, semantic_version LIMIT ?",
                         (*after, page),
@@ -460,6 +462,8 @@ class SqliteJournal:
                     result.error_code,
                     result.error_message,
                     self._clock.wall(),
+                    result.account,
+                    result.region,
                 ),
             )
         )

@@ -41,8 +41,9 @@ RECORD_GUARD = f"""excluded.state NOT IN ('skipped', 'pending')
 
 RECORD_SQL = f"""
 INSERT INTO rows (name, semantic_version, row, client_token, state, attempts, image_arn,
-                  request_id, error_code, error_message, first_sent_at, updated_at)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, ?)
+                  request_id, error_code, error_message, first_sent_at, updated_at,
+                  account, region)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, ?, ?, ?)
 ON CONFLICT (name, semantic_version) DO UPDATE SET
     row = excluded.row,
     client_token = excluded.client_token,
@@ -54,7 +55,9 @@ ON CONFLICT (name, semantic_version) DO UPDATE SET
     error_message = excluded.error_message,
     first_sent_at = CASE WHEN rows.client_token = excluded.client_token
                          THEN rows.first_sent_at ELSE NULL END,
-    updated_at = excluded.updated_at
+    updated_at = excluded.updated_at,
+    account = excluded.account,
+    region = excluded.region
 WHERE {RECORD_GUARD}"""
 
 # A fresh journal's rows before the run (``record_pending``): rows it knows keep their state.

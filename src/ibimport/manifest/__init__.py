@@ -146,12 +146,18 @@ def read_manifest(
     fmt: ManifestFormat | None = None,
     extra_tags: Mapping[str, str] | None = None,
     stdin: BinaryIO | None = None,
+    only: Callable[[int], bool] | None = None,
+    duplicates: dict[int, int] | None = None,
 ) -> Iterator[ManifestRow]:
     """Stream a manifest's rows, validated, one at a time ("-" reads stdin; fmt required).
 
     Problems of a source as a whole (format, missing file, bad --tag) raise here;
     problems found while reading (not UTF-8, broken JSON structure) raise
     ManifestError from the iterator; a bad row is an invalid ManifestRow.
+
+    ``only``: the rows (by number) to validate and yield; the others are only parsed.
+    ``duplicates``: an empty dict is filled with each repeated row's first row; a filled
+    one tells a read of ``only`` some rows the repeats it cannot see.
     """
     tags = dict(extra_tags or {})
     problems = check_tags(tags)
@@ -165,7 +171,7 @@ def read_manifest(
         source_kind(source)  # a device or a folder is named for what it is, first
         fmt = ManifestFormat(fmt) if fmt is not None else detect_format(source)
         label = str(source)
-    return _rows(source, fmt, tags, stdin, label)
+    return _rows(source, fmt, tags, stdin, label, Checker(tags, only=only, duplicates=duplicates))
 
 
 def _rows(
@@ -174,9 +180,24 @@ def _rows(
     extra_tags: dict[str, str],
     stdin: BinaryIO | None,
     label: str,
+    checker: Checker,
 ) -> Iterator[ManifestRow]:
     reader = _READERS[fmt]
-    checker = Checker(extra_tags)
+    if checker.filtered:
+        yield from (
+            r for r in _unfiltered(source, reader, checker, stdin, label) if checker.wants(r)
+        )
+        return
+    yield from _unfiltered(source, reader, checker, stdin, label)
+
+
+def _unfiltered(
+    source: str | Path,
+    reader: _Reader,
+    checker: Checker,
+    stdin: BinaryIO | None,
+    label: str,
+) -> Iterator[ManifestRow]:
     if _is_stdin(source):
         yield from reader(stdin if stdin is not None else sys.stdin.buffer, checker, label)
         return

@@ -13,7 +13,7 @@ import difflib
 import json
 from array import array
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -359,6 +359,9 @@ def _lift_logging(raw: dict[str, Any], errors: list[FieldError]) -> None:
     raw["logGroupName"] = nested["logGroupName"]
 
 
+#: What ``Checker.check`` answers for a row it was told to leave out (never yielded).
+SKIPPED_ROW: Final = ManifestRow(0, None, (), "", "")
+
 #: Why two rows are one image (``apimodel.image_identity``): the service's rule, said plainly.
 SAME_IMAGE: Final = (
     "(the same image: same semanticVersion, and names that differ only in case, "
@@ -369,15 +372,28 @@ SAME_IMAGE: Final = (
 class Checker:
     """Validates raw rows into ManifestRows and remembers identities to find repeats."""
 
-    def __init__(self, extra_tags: dict[str, str]) -> None:
+    def __init__(
+        self,
+        extra_tags: dict[str, str],
+        *,
+        only: Callable[[int], bool] | None = None,
+        duplicates: dict[int, int] | None = None,
+    ) -> None:
         self._extra: dict[str, str] = nfc(extra_tags)  # merged into rows already composed
         self._seen = _Identities()
+        self._only = only
+        # Filled as repeats are found; given filled, a read of some rows (``only``) knows
+        # the repeats of rows it does not see.
+        self._duplicates = duplicates
+        self._known = dict(duplicates) if duplicates and only is not None else {}
 
     def check(
         self, row: int, raw: dict[str, Any], errors: list[FieldError], *, ascii_source: bool = False
     ) -> ManifestRow:
         """``errors``: what the reader already found; ``ascii_source``: the row's text is
-        known to be ASCII (so already NFC)."""
+        known to be ASCII (so already NFC). A row ``only`` leaves out is not validated."""
+        if self._only is not None and not self._only(row):
+            return SKIPPED_ROW
         if not ascii_source:
             raw = _nfc_text(raw, errors)  # first: --tag conflicts compare composed text
         if "loggingConfiguration" in raw:
@@ -392,8 +408,10 @@ class Checker:
         name = raw.get("name")
         version = raw.get("semanticVersion")
         if type(name) is str and type(version) is str:
-            first = self._seen.first(*image_identity(name, version), row)
+            first = self._known.get(row) or self._seen.first(*image_identity(name, version), row)
             if first != row:
+                if self._duplicates is not None and not self._known:
+                    self._duplicates[row] = first
                 errors.append(
                     FieldError(
                         "name",
@@ -404,6 +422,14 @@ class Checker:
         if task is not None and not errors:
             return ManifestRow(row, task, (), task.name, task.semanticVersion)
         return ManifestRow(row, None, tuple(errors), _display(name), _display(version))
+
+    @property
+    def filtered(self) -> bool:
+        """Whether only some rows are wanted (rows the readers reject early come through)."""
+        return self._only is not None
+
+    def wants(self, row: ManifestRow) -> bool:
+        return row is not SKIPPED_ROW and (self._only is None or self._only(row.row))
 
     def _merge_extra(self, raw: dict[str, Any], errors: list[FieldError]) -> None:
         tags = raw.get("tags")
