@@ -35,7 +35,7 @@ from ibimport.manifest import (
     read_manifest,
     source_kind,
 )
-from ibimport.outputs import RebuiltOutputs, default_output_paths, rebuild_outputs
+from ibimport.outputs import RebuiltOutputs, default_output_paths, merge_outputs, rebuild_outputs
 from ibimport.partitions import RateSpec, Shard, parse_rates
 from ibimport.plan import BatchPlan, PlannedRow, PlannedStatus, plan_batch
 from ibimport.results import RowResult
@@ -106,6 +106,7 @@ __all__ = [
     "client_token",
     "default_output_paths",
     "detect_format",
+    "merge_outputs",
     "open_batch",
     "open_client",
     "parse_rates",

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import heapq
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -56,8 +57,7 @@ def rebuild_outputs(
     store = SqliteJournal.open_readonly(journal_path)
     try:
         recorded = store.header.settings
-        manifest = Path(store.header.manifest_path)
-        beside = manifest if manifest.is_absolute() and manifest.parent.is_dir() else journal_path
+        beside = _beside(Path(store.header.manifest_path), journal_path)
         _, default_report, default_results = default_output_paths(beside)
         report_path = report_path or _recorded_path(recorded, "report") or default_report
         results_path = results_path or _recorded_path(recorded, "results") or default_results
@@ -65,29 +65,98 @@ def rebuild_outputs(
         check_paths(
             inputs={"the journal": journal_path}, outputs={**outputs, "--results": results_path}
         )
-        stats = RunStats()
-        followups = store.followups()
-        try:
-            with ResultsWriter(results_path) as writer:
-                for entry in store.entries():
-                    result = entry.to_result()
-                    learnt = followups.get((entry.name, entry.semantic_version))
-                    if learnt is not None:
-                        result.image_status = learnt.image_status
-                        result.image_status_reason = learnt.image_reason
-                    stats.on_row_done(result)
-                    writer.write(result)
-            report = stats.to_report(earlier_runs=store.runs())
-            stats.adopt_batch_figures(report)
-            if report_file:
-                write_report(report_path, report)
-        except OSError as error:
-            raise ConfigError(f"cannot write {error.filename}: {error.strerror}") from None
+        return _write_outputs(
+            [store], report_path=report_path, results_path=results_path, report_file=report_file
+        )
     finally:
         store.close()
+
+
+def merge_outputs(
+    journal_paths: Sequence[Path],
+    *,
+    report_path: Path | None = None,
+    results_path: Path | None = None,
+    report_file: bool = True,
+) -> RebuiltOutputs:
+    """One report and one results file, in manifest order, from the journals of the shards
+    of one manifest (``ibimport report J1 J2 ...``): what a single run would have written.
+
+    By default beside the manifest, named after it (without the shard).
+    """
+    if len(journal_paths) == 1:
+        return rebuild_outputs(
+            journal_paths[0],
+            report_path=report_path,
+            results_path=results_path,
+            report_file=report_file,
+        )
+    stores: list[SqliteJournal] = []
+    try:
+        for path in journal_paths:
+            stores.append(SqliteJournal.open_readonly(path))
+        manifests = {store.header.manifest_path for store in stores}
+        if len(manifests) > 1:
+            raise ConfigError(
+                "the journals are of different manifests (" + ", ".join(sorted(manifests)) + ")"
+                "; merge the shards of one manifest"
+            )
+        manifest = Path(manifests.pop())
+        beside = (
+            manifest if manifest.is_absolute() and manifest.parent.is_dir() else journal_paths[0]
+        )
+        _, default_report, default_results = default_output_paths(beside)
+        report_path, results_path = report_path or default_report, results_path or default_results
+        outputs = {"--report": report_path} if report_file else {}
+        check_paths(
+            inputs={f"journal {i + 1}": path for i, path in enumerate(journal_paths)},
+            outputs={**outputs, "--results": results_path},
+        )
+        return _write_outputs(
+            stores, report_path=report_path, results_path=results_path, report_file=report_file
+        )
+    finally:
+        for store in stores:
+            store.close()
+
+
+def _write_outputs(
+    stores: Sequence[SqliteJournal],
+    *,
+    report_path: Path,
+    results_path: Path,
+    report_file: bool,
+) -> RebuiltOutputs:
+    """The results (every journal's rows, in row order) and the report, from journals."""
+    stats = RunStats()
+    followups = {key: value for store in stores for key, value in store.followups().items()}
+    try:
+        with ResultsWriter(results_path) as writer:
+            entries = heapq.merge(*(store.entries() for store in stores), key=lambda e: e.row)
+            for entry in entries:
+                result = entry.to_result()
+                learnt = followups.get((entry.name, entry.semantic_version))
+                if learnt is not None:
+                    result.image_status = learnt.image_status
+                    result.image_status_reason = learnt.image_reason
+                stats.on_row_done(result)
+                writer.write(result)
+        runs = [run for store in stores for run in store.runs()]
+        report = stats.to_report(earlier_runs=runs)
+        stats.adopt_batch_figures(report)
+        if report_file:
+            write_report(report_path, report)
+    except OSError as error:
+        raise ConfigError(f"cannot write {error.filename}: {error.strerror}") from None
     return RebuiltOutputs(
         stats=stats, report=report, report_path=report_path, results_path=results_path
     )
+
+
+def _beside(manifest: Path, journal: Path) -> Path:
+    """Outputs go beside the manifest; beside the journal when its folder is gone (a
+    manifest read from stdin was a temporary file)."""
+    return manifest if manifest.is_absolute() and manifest.parent.is_dir() else journal
 
 
 def _recorded_path(settings: Mapping[str, object], key: str) -> Path | None:

@@ -11,7 +11,7 @@ from ibimport import (
     IbimportError,
     RowStatus,
     batch_status,
-    rebuild_outputs,
+    merge_outputs,
 )
 from ibimport.cli._common import (
     JournalArg,
@@ -77,7 +77,14 @@ def status(journal: JournalArg, as_json: JsonOpt = False) -> None:
 
 @app.command("report")
 def report_command(
-    journal: JournalArg,
+    journals: Annotated[
+        list[Path],
+        typer.Argument(
+            metavar="JOURNAL...",
+            help="A journal written by ibimport run; several: the shards of one manifest, "
+            "merged in manifest order.",
+        ),
+    ],
     report: Annotated[
         Path | None,
         typer.Option(
@@ -96,8 +103,8 @@ def report_command(
     report_to_stdout = report is not None and str(report) == "-"
     as_json = as_json or report_to_stdout
     try:
-        rebuilt = rebuild_outputs(
-            journal,
+        rebuilt = merge_outputs(
+            journals,
             report_path=None if report_to_stdout else report,
             results_path=results,
             report_file=not report_to_stdout,
