@@ -24,6 +24,10 @@ def _duration(seconds: float) -> str:
     return f"{whole // 3600}:{whole // 60 % 60:02d}:{whole % 60:02d}"
 
 
+#: A run whose process used this share of a core or more was limited by the client's CPU.
+CPU_BOUND_SHARE = 0.85
+
+
 def summary_table(stats: RunStats, *, report_path: Path | None, results_path: Path | None) -> Table:
     """The end-of-run summary for the terminal: outcomes, calls, speed, errors, where files went."""
     title = "ibimport run: interrupted" if stats.interrupted else "ibimport run"
@@ -67,6 +71,22 @@ def summary_table(stats: RunStats, *, report_path: Path | None, results_path: Pa
     if len(stats.errors_by_code) > shown:
         others = len(stats.errors_by_code) - shown
         table.add_row("", "", f"... and {plural(others, 'other code')}")
+    if len(stats.partitions) > 1:
+        for i, part in enumerate(stats.partitions):
+            where = f"{part['account'] or 'default'}/{part['region']}"
+            failed = part.get("failed", 0) + part.get("skipped", 0)
+            detail = (
+                f"{where}: {part['calls_per_s']:.1f} calls/s, "
+                f"{plural(part['throttled'], 'throttle')}, {failed} not done"
+            )
+            table.add_row("partitions" if i == 0 else "", str(part["rows"]), Text(detail))
+    share = stats.client_cpu_share
+    if share is not None and share >= CPU_BOUND_SHARE and stats.calls:
+        table.add_row(
+            "client CPU",
+            f"{share:.0%}",
+            "of one core: the client's CPU, not the service's quotas, limited this run",
+        )
     if report_path is not None:
         table.add_row("report", "", Text(str(report_path)))
     if results_path is not None:

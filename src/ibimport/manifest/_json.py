@@ -135,6 +135,8 @@ def read_jsonl(f: BinaryIO, checker: Checker, label: str) -> Iterator[ManifestRo
         if not text or text.isspace():
             continue
         row += 1
+        if checker.skips(row):
+            continue  # another partition's row: not decoded
         try:
             try:  # the common case, a line that starts with "{", without decode()'s overhead
                 obj, end = scan(text, 0)

@@ -428,6 +428,10 @@ class Checker:
         """Whether only some rows are wanted (rows the readers reject early come through)."""
         return self._only is not None
 
+    def skips(self, row: int) -> bool:
+        """Whether row ``row`` is left out (readers skip it before building it)."""
+        return self._only is not None and not self._only(row)
+
     def wants(self, row: ManifestRow) -> bool:
         return row is not SKIPPED_ROW and (self._only is None or self._only(row.row))
 
