@@ -230,3 +230,34 @@ def test_ec2_errors_under_verify_signatures_are_auth_failure(
         wrong.describe_import_image_tasks()
     assert caught.value.response["Error"]["Code"] == "AuthFailure"
     assert caught.value.response["ResponseMetadata"]["HTTPStatusCode"] == 401
+
+
+def test_get_caller_identity_names_the_account_of_the_key_or_the_assumed_role(
+    start_emulator: Start, clock: FakeClock
+) -> None:
+    clock.now = time.time()
+    server = start_emulator()
+    own = boto3.client(
+        "sts",
+        endpoint_url=server.url,
+        region_name="eu-west-1",
+        aws_access_key_id="111122223333",
+        aws_secret_access_key="s",
+        config=NO_RETRIES,
+    )
+    assert own.get_caller_identity()["Account"] == "111122223333"
+    issued = own.assume_role(
+        RoleArn="arn:aws:iam::444444444444:role/migrate", RoleSessionName="wave"
+    )["Credentials"]
+    assumed = boto3.client(
+        "sts",
+        endpoint_url=server.url,
+        region_name="eu-west-1",
+        aws_access_key_id=issued["AccessKeyId"],
+        aws_secret_access_key=issued["SecretAccessKey"],
+        aws_session_token=issued["SessionToken"],
+        config=NO_RETRIES,
+    )
+    identity = assumed.get_caller_identity()
+    assert identity["Account"] == "444444444444"
+    assert identity["Arn"] == "arn:aws:sts::444444444444:assumed-role/migrate/wave"

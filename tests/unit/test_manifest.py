@@ -928,3 +928,27 @@ def test_a_tag_option_equal_once_composed_is_no_conflict(tmp_path: Path) -> None
     assert row.errors == ()
     assert row.task is not None
     assert row.task.tags == {"Site": _CAFE_NFC}
+
+
+def test_a_read_of_some_rows_validates_only_those_and_knows_the_repeats_it_cannot_see(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "m.csv"
+    path.write_text(
+        "name,semanticVersion,platform,vmImportTaskId,region\n"
+        "vm-a,1.0.0,Linux,import-ami-1,us-east-1\n"
+        "vm-b,1.0.0,Linux,import-ami-2,eu-west-1\n"
+        "VM_A,1.0.0,Linux,import-ami-3,eu-west-1\n"
+        "vm-c,1.0.0,Linux,import-ami-4,eu-west-1\n",
+        encoding="utf-8",
+    )
+    duplicates: dict[int, int] = {}
+    everything = list(read_manifest(path, duplicates=duplicates))
+    assert duplicates == {3: 1}
+    assert [r.task is not None for r in everything] == [True, True, False, True]
+    some = list(read_manifest(path, only=lambda n: n in (2, 3, 4), duplicates=duplicates))
+    assert [r.row for r in some] == [2, 3, 4]
+    assert some[1].task is None  # a repeat of row 1, which this read never sees
+    assert "duplicate of row 1" in some[1].errors[0].rule
+    assert some[0].task is not None
+    assert some[0].task.region == "eu-west-1"
