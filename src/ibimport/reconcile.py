@@ -8,33 +8,31 @@ call per 100 builds whatever the manifest's size, and a row whose image already 
 build is recorded ``exists`` instead of sent.
 
 The rule that makes this safe: absence is concluded only from a complete, successful
-listing. Each page call is retried under its own limiter like any call (throttling slows
-it, transient faults back off); a listing that cannot complete raises, and the rows that
-needed it are left unresolved, never sent on a guess.
+listing. Each page call is retried under its own limiter like any call (``calls``:
+throttling slows it, transient faults back off); a listing that cannot complete raises,
+and the rows that needed it are left unresolved, never sent on a guess.
 """
 
 from __future__ import annotations
 
 import random
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import anyio
 
 from ibimport.apimodel import ImageIdentity, image_identity
+from ibimport.calls import RetriedCalls
 from ibimport.client import BuildPage, ImageBuilderClient
 from ibimport.clock import Clock
 from ibimport.errors import CallError
 from ibimport.limiter import Limiter
-from ibimport.retry import UNREACHABLE_CODES, Backoff, Disposition, classify
+from ibimport.retry import Backoff
 
 __all__ = ["ExistingImages", "Reconciler"]
 
 #: Builds in these states do not stand in the way of an import: re-importing a failed
 #: VM is how a migration recovers, and a deleted build is gone.
 _NOT_STANDING = frozenset({"FAILED", "CANCELLED", "DELETED"})
-#: Attempts at a first page that cannot even connect before the listing gives up.
-_UNREACHABLE_ATTEMPTS = 3
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,19 +66,19 @@ class Reconciler:
         backoff: Backoff,
         max_throttled_attempts: int = 50,
         rng: random.Random | None = None,
-        on_call: Callable[[bool], None] | None = None,
     ) -> None:
         self._client = client
-        self._limiter = limiter
         self._clock = clock
-        self._backoff = backoff
-        self._max_throttled = max_throttled_attempts
-        self._rng = rng or random.Random()
-        self._on_call = on_call
+        self._calls = RetriedCalls(
+            limiter,
+            clock=clock,
+            backoff=backoff,
+            max_throttled_attempts=max_throttled_attempts,
+            rng=rng,
+        )
         self._lock = anyio.Lock()
         self._listing: ExistingImages | None = None
         self._failure: CallError | None = None
-        self._answered = False
 
     @property
     def listing(self) -> ExistingImages | None:
@@ -127,37 +125,11 @@ class Reconciler:
         )
 
     async def _page(self, next_token: str | None) -> tuple[BuildPage, int]:
-        """One page, retried as an import would be; the same token is safe to re-ask."""
-        attempts = throttled = 0
-        while True:
-            attempts += 1
-            await self._limiter.acquire()
-            error: CallError | None = None
-            try:
-                page = await self._client.list_builds(next_token=next_token)
-            except CallError as failure:
-                error = failure
-            finally:
-                disposition = classify(error) if error is not None else None
-                self._limiter.release(throttled=disposition is Disposition.THROTTLED)
-                if self._on_call is not None:
-                    self._on_call(disposition is Disposition.THROTTLED)
-            if error is None:
-                self._answered = True
-                return page, attempts
-            if disposition is Disposition.THROTTLED:
-                throttled += 1
-                if throttled >= self._max_throttled:
-                    raise error
-            elif error.code in UNREACHABLE_CODES and not self._answered:
-                # Nothing has ever answered: the endpoint is wrong or down, not flaky.
-                if attempts >= _UNREACHABLE_ATTEMPTS:
-                    raise error
-            elif disposition is not Disposition.RETRY or not self._backoff.should_retry(
-                attempts - throttled
-            ):
-                raise error
-            await self._clock.sleep(self._backoff.delay(attempts, self._rng))
+        """One page, retried as an import would be (the same token is safe to re-ask);
+        its answer and the calls it took."""
+        before = self._calls.calls
+        page = await self._calls.call(lambda: self._client.list_builds(next_token=next_token))
+        return page, self._calls.calls - before
 
 
 def _build_number(arn: str) -> int:
