@@ -43,6 +43,7 @@ from ibimport.rowstate import ImageStatus, RerunPlan, RowStatus
 from ibimport.runner import Runner, RunOutcome, RunSettings
 from ibimport.spool import spooled_stdin
 from ibimport.status import BatchStatus, batch_status
+from ibimport.taskgate import TaskWait
 from ibimport.tokens import client_token
 from ibimport.waiter import WaitFigures, WaitSettings
 
@@ -96,6 +97,7 @@ __all__ = [
     "TaskPreflight",
     "TaskRow",
     "TaskState",
+    "TaskWait",
     "TransportError",
     "WaitFigures",
     "WaitResult",

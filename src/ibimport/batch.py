@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -25,16 +26,25 @@ import anyio
 from ibimport import rowstate
 from ibimport._files import check_paths, remove_leftovers
 from ibimport.calls import RetriedCalls
-from ibimport.client import ClientSettings, ImageBuilderClient, ImageStatusClient, open_client
+from ibimport.client import (
+    ClientSettings,
+    ImageBuilderClient,
+    ImageStatusClient,
+    ImportTaskClient,
+    open_client,
+)
 from ibimport.emulator.config import EmulatorConfig
 from ibimport.errors import (
+    CallError,
     ConfigError,
+    FatalBatchError,
     IbimportError,
     InvalidManifest,
     ManifestChanged,
 )
 from ibimport.events import RunListener
 from ibimport.fleet import Partition, open_partitions, run_fleet
+from ibimport.importtasks import TaskChecker
 from ibimport.journal import Journal, ManifestDiff, NullJournal, SqliteJournal
 from ibimport.limiter import Clock, MonotonicClock, build_limiter
 from ibimport.manifest import (
@@ -49,10 +59,11 @@ from ibimport.partitions import Place, RateSpec, RowPlan, Shard, place_of
 from ibimport.reconcile import Reconciler
 from ibimport.report import ResultsWriter, RunStats, write_report
 from ibimport.results import RowResult, RowStatus
-from ibimport.retry import Backoff
+from ibimport.retry import Backoff, Disposition, classify, fatal_message
 from ibimport.rowprints import RowPrints
 from ibimport.rowstate import ImageStatus
 from ibimport.runner import Runner, RunOutcome, RunSettings
+from ibimport.taskgate import TaskGate, TaskWait
 from ibimport.tokens import client_token
 from ibimport.waiter import WaitFigures, WaitSettings, follow_journal
 
@@ -90,6 +101,12 @@ class BatchConfig:
     #: ``run --wait``: after the import, follow every imported image to its final state
     #: (``ibimport.waiter``; needs a journal, which records the states).
     wait: WaitSettings | None = None
+    #: ``run --preflight``: every row's EC2 import task is checked first (in batches) and
+    #: only ready rows are sent; the others are recorded ``blocked`` (``ibimport.taskgate``).
+    preflight: bool = False
+    #: ``--wait-for-tasks``: with ``preflight``, rows whose task is still converting wait
+    #: for it (until ``TaskWait.timeout_s``) and are sent as it completes.
+    task_wait: TaskWait | None = None
 
 
 @dataclass(slots=True)
@@ -374,7 +391,15 @@ async def _execute(
                 # What the account holds is unknown to a journal that never sent, and to
                 # one whose rows changed under --force (a renamed row has no history).
                 unknown = journal is None or manifest_changed or not journal.ever_sent()
-                async with store.running():
+                gates = (
+                    await _task_gates(config, partitions, plan, journal, clock=clock)
+                    if config.preflight
+                    else {}
+                )
+                cpu_started = time.process_time()
+                async with store.running(), anyio.create_task_group() as polling:
+                    for gate in gates.values():
+                        polling.start_soon(gate.poll)
                     outcome, runners = await run_fleet(
                         partitions,
                         rows_for=lambda p: _partition_rows(config, p, plan, prints),
@@ -389,16 +414,19 @@ async def _execute(
                         list_existing=config.reconcile and unknown,
                         total_rows=total_rows,
                         attach=control._attach if control is not None else None,
+                        gate_for=lambda p: gates.get(id(p)),
                     )
+                    polling.cancel_scope.cancel()
                 stats.fatal = str(outcome.fatal) if outcome.fatal is not None else None
                 stats.partitions = [_partition_figures(p) for p in partitions]
+                if outcome.elapsed_s > 0:  # near 1: the client's CPU, not the quotas, limited
+                    cpu_s = time.process_time() - cpu_started
+                    stats.client_cpu_share = cpu_s / outcome.elapsed_s
                 if journal is not None:  # kept across processes: a re-run's report shows it
                     journal.record_run(started_at=stats.started_at, figures=stats.run_figures())
                 stopped = outcome.interrupted or outcome.fatal is not None
-                client = partitions[0].client
                 if config.wait is not None and journal is not None and not stopped:
-                    assert client is not None  # not stopped: every partition opened
-                    waited = await _wait(config, client, journal, clock=clock, control=control)
+                    waited = await _wait(config, partitions, journal, clock=clock, control=control)
             finally:
                 await store.aclose()
                 stats.existing = _existing_figures([r.reconciler for r in runners])
@@ -427,36 +455,114 @@ async def _execute(
     return result
 
 
+async def _task_gates(
+    config: BatchConfig,
+    partitions: Sequence[Partition],
+    plan: RowPlan | None,
+    journal: SqliteJournal | None,
+    *,
+    clock: Clock,
+) -> dict[int, TaskGate]:
+    """``run --preflight``: each partition's tasks looked up (in batches) before it sends.
+
+    Import tasks are regional, so each partition asks its own EC2 about its own rows (not
+    those an earlier run settled). A partition whose lookup cannot complete sends nothing:
+    it stops with that error, as a failed listing of existing images does.
+    """
+    settled: set[tuple[str, str]] = set()
+    if journal is not None and journal.has_history:
+        retry_failed = config.run.retry_failed
+        settled = {
+            (e.name, e.semantic_version)
+            for e in journal.entries()
+            if rowstate.settled(e.state, retry_failed=retry_failed)
+        }
+    gates: dict[int, TaskGate] = {}
+    for partition in partitions:
+        if partition.client is None or partition.failure is not None:
+            continue
+        task_ids = [
+            r.task.vmImportTaskId
+            for r in _partition_rows(config, partition, plan, None)
+            if r.task is not None and (r.task.name, r.task.semanticVersion) not in settled
+        ]
+        # open_client's client speaks EC2 too; runner fakes need not.
+        checker = TaskChecker(
+            cast(ImportTaskClient, partition.client), _read_calls(config, partition, clock)
+        )
+        gate = TaskGate(checker, clock=clock, wait=config.task_wait)
+        try:
+            await gate.check(task_ids)
+        except CallError as error:
+            partition.failure = FatalBatchError(
+                fatal_message(error)
+                if classify(error) is Disposition.FATAL
+                else f"could not check the import tasks ({error.code}: {error.message}), "
+                "so nothing was sent: re-run"
+            )
+            continue
+        gates[id(partition)] = gate
+    return gates
+
+
+def _read_calls(config: BatchConfig, partition: Partition, clock: Clock) -> RetriedCalls:
+    """A partition's read-only calls (task checks, image states): their own limiter."""
+    return RetriedCalls(
+        build_limiter(
+            concurrency=config.run.concurrency, rate=_rate(config, partition.region), clock=clock
+        ),
+        clock=clock,
+        backoff=Backoff(base_s=config.run.backoff_base_s, cap_s=config.run.backoff_cap_s),
+    )
+
+
 async def _wait(
     config: BatchConfig,
-    client: ImageBuilderClient,
+    partitions: Sequence[Partition],
     journal: SqliteJournal,
     *,
     clock: Clock,
     control: BatchControl | None,
 ) -> tuple[Counter[ImageStatus], WaitFigures, bool]:
-    """``run --wait``: follow the journal's imported images with the batch's own client."""
+    """``run --wait``: follow each partition's imported images with that partition's client.
+
+    The journal's rows carry the account and Region they were imported into (schema 4);
+    with one partition every row is its own.
+    """
     assert config.wait is not None
-    calls = RetriedCalls(
-        build_limiter(concurrency=config.run.concurrency, rate=config.rate, clock=clock),
-        clock=clock,
-        backoff=Backoff(base_s=config.run.backoff_base_s, cap_s=config.run.backoff_cap_s),
-    )
+    settings = config.wait
     figures = WaitFigures()
     images: Counter[ImageStatus] = Counter()
+    several = len(partitions) > 1
+
+    async def follow(partition: Partition) -> None:
+        assert partition.client is not None
+        place = (partition.account, partition.region)
+        found, cost = await follow_journal(
+            # open_client's client is an ImageStatusClient too; runner fakes need not be.
+            cast(ImageStatusClient, partition.client),
+            journal,
+            calls=_read_calls(config, partition, clock),
+            clock=clock,
+            settings=settings,
+            only=(lambda e: (e.account, e.region) == place) if several else None,
+        )
+        images.update(found)
+        figures.rounds += cost.rounds
+        figures.list_calls += cost.list_calls
+        figures.get_calls += cost.get_calls
+        figures.elapsed_s = max(figures.elapsed_s, cost.elapsed_s)
+        figures.timed_out = figures.timed_out or cost.timed_out
+
     with anyio.CancelScope() as scope:
         if control is not None:
             control._wait_scope = scope
             if control.stop_requested:
                 scope.cancel()
-        images, figures = await follow_journal(
-            # open_client's client is an ImageStatusClient too; runner fakes need not be.
-            cast(ImageStatusClient, client),
-            journal,
-            calls=calls,
-            clock=clock,
-            settings=config.wait,
-        )
+        async with anyio.create_task_group() as group:
+            for partition in partitions:
+                if partition.client is not None:
+                    group.start_soon(follow, partition)
     return images, figures, scope.cancelled_caught
 
 

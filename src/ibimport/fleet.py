@@ -36,7 +36,7 @@ from ibimport.manifest import ManifestRow
 from ibimport.partitions import Place
 from ibimport.report import RunStats
 from ibimport.results import RowResult
-from ibimport.runner import Runner, RunOutcome, RunSettings
+from ibimport.runner import RowGate, Runner, RunOutcome, RunSettings
 
 __all__ = ["Partition", "open_partitions", "run_fleet"]
 
@@ -135,6 +135,7 @@ async def run_fleet(
     list_existing: bool,
     total_rows: int | None,
     attach: Callable[[Runner], None] | None = None,
+    gate_for: Callable[[Partition], RowGate | None] | None = None,
 ) -> tuple[RunOutcome, list[Runner]]:
     """Run every partition's rows, side by side; one outcome for the batch."""
     shared = _Shared(listeners)
@@ -152,6 +153,7 @@ async def run_fleet(
             listeners=[partition.stats, shared],
             settings=settings,
             origin=(partition.account, partition.region),
+            gate=gate_for(partition) if gate_for is not None else None,
         )
         for partition in partitions
     ]

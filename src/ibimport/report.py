@@ -42,6 +42,7 @@ FINAL_STATUSES: Final = (
     RowStatus.SUCCEEDED,
     RowStatus.EXISTS,
     RowStatus.FAILED,
+    RowStatus.BLOCKED,  # run --preflight: the import task is not ready (ibimport.taskgate)
     RowStatus.INVALID,
     RowStatus.SKIPPED,
 )
@@ -164,6 +165,8 @@ class RunStats(BaseListener):
         self.existing: dict[str, float] | None = None
         #: Each partition's figures (``partition_figures``), for a batch of more than one.
         self.partitions: list[dict[str, Any]] = []
+        #: The process's CPU time over the run's wall time: near 1, one core was the limit.
+        self.client_cpu_share: float | None = None
         # Rows with a call seen but no outcome yet; bounded by the concurrency.
         self._open_rows: set[int] = set()
 
@@ -295,6 +298,11 @@ class RunStats(BaseListener):
             "batch": batch,
             **({"existingImages": self.existing} if self.existing is not None else {}),
             **({"partitions": self.partitions} if len(self.partitions) > 1 else {}),
+            **(
+                {"clientCpuShare": round(self.client_cpu_share, 3)}
+                if self.client_cpu_share is not None
+                else {}
+            ),
             **(
                 {"imageStatus": dict(sorted(self.image_totals.items()))}
                 if self.image_totals

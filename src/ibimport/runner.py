@@ -14,9 +14,10 @@ from __future__ import annotations
 import random
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import anyio
+from anyio.abc import TaskGroup
 
 from ibimport import rowstate
 from ibimport.client import ImageBuilderClient
@@ -91,11 +92,29 @@ class _RowWork:
     throttled_attempts: int = 0
 
 
+class RowGate(Protocol):
+    """Which rows may be sent now (``ibimport.taskgate``: ``run --preflight``)."""
+
+    def waits(self, task_id: str) -> bool:
+        """Whether ``admit`` may wait (the row is then deferred, holding no worker)."""
+        ...
+
+    async def admit(self, task_id: str) -> tuple[str, str] | None:
+        """None: send the row; else (errorCode, errorMessage): record it ``blocked``."""
+        ...
+
+    def release(self) -> None:
+        """A stop: answer every waiting row now."""
+        ...
+
+
 @dataclass(slots=True)
 class _Shared:
     stop_requested: bool = False
     fatal: FatalBatchError | None = None
     in_progress: dict[int, _RowWork] = field(default_factory=dict)
+    #: Rows waiting for their import task (``RowGate.waits``), not yet sending.
+    deferred: dict[int, _RowWork] = field(default_factory=dict)
     #: The last row taken from the manifest: every later one is unreached.
     last_row: int = 0
 
@@ -114,6 +133,7 @@ class Runner:
         settings: RunSettings = RunSettings(),
         rng: random.Random | None = None,
         origin: tuple[str, str] = ("", ""),
+        gate: RowGate | None = None,
     ) -> None:
         #: The partition this runner imports into: (account, Region), for the results.
         self.origin = origin
@@ -142,12 +162,16 @@ class Runner:
         self._unreachable = FatalDetector(settings.unreachable_after)
         self._outage = OutageDetector(settings.outage_after, quiet_s=settings.outage_quiet_s)
         self._dispatch_scope: anyio.CancelScope | None = None
+        self._gate = gate
+        self._deferring: TaskGroup | None = None
 
     def request_stop(self) -> None:
         """Stop dispatching rows; rows in flight get ``drain_timeout_s`` to finish."""
         if self._shared.stop_requested:
             return
         self._shared.stop_requested = True
+        if self._gate is not None:
+            self._gate.release()
         if self._dispatch_scope is not None:
             self._dispatch_scope.deadline = min(
                 self._dispatch_scope.deadline,
@@ -183,19 +207,22 @@ class Runner:
             elif list_existing:
                 await self._list_existing()
             async with anyio.create_task_group() as workers:
+                self._deferring = workers
                 for _ in range(
                     0 if self._shared.stop_requested else _worker_count(self._settings.concurrency)
                 ):
                     workers.start_soon(self._worker, row_iter)
-        self._dispatch_scope = None
+        self._dispatch_scope = self._deferring = None
         # Rows cut off by the drain deadline or a fatal stop stay in_flight in the
         # journal (a re-run re-sends them with their token); here they are "skipped".
         # A fatal stop names its reason on each row it cut off: nothing was interrupted.
         fatal = self._shared.fatal
         cut_off = ("Interrupted", "") if fatal is None else ("StoppedOnFatalError", str(fatal))
-        for work in sorted(self._shared.in_progress.values(), key=lambda w: w.row):
+        cut = [*self._shared.in_progress.values(), *self._shared.deferred.values()]
+        for work in sorted(cut, key=lambda w: w.row):
             self._finish(self._result(work, RowStatus.SKIPPED, error=cut_off))
         self._shared.in_progress.clear()
+        self._shared.deferred.clear()
         stopped = self._shared.stop_requested or self._shared.fatal is not None
         if stopped:
             tail = (
@@ -249,7 +276,8 @@ class Runner:
                 self._finish(result)
 
     async def _import_row(self, manifest_row: ManifestRow) -> RowResult | None:
-        """One row from manifest to outcome; None if the row was cut off mid-way."""
+        """One row from manifest to outcome; None if the row was cut off mid-way or deferred
+        (its import task pending: ``_deferred_row`` finishes it)."""
         task = manifest_row.task
         if task is None:
             return _invalid_result(manifest_row)
@@ -261,6 +289,34 @@ class Runner:
             if carried is not None:
                 return carried
         work = _RowWork(row=manifest_row.row, task=task, params=params, token=token, prior=prior)
+        gate = self._gate
+        if gate is not None:
+            if gate.waits(task.vmImportTaskId) and self._deferring is not None:
+                self._shared.deferred[work.row] = work
+                self._deferring.start_soon(self._deferred_row, work, gate)
+                return None
+            blocked = await gate.admit(task.vmImportTaskId)
+            if blocked is not None:
+                return self._result(work, RowStatus.BLOCKED, error=blocked)
+        return await self._send(work)
+
+    async def _deferred_row(self, work: _RowWork, gate: RowGate) -> None:
+        """A row whose import task is pending: sent once it is ready, else ``blocked``."""
+        blocked = await gate.admit(work.task.vmImportTaskId)
+        del self._shared.deferred[work.row]
+        if blocked is not None:
+            self._finish(self._result(work, RowStatus.BLOCKED, error=blocked))
+            return
+        if self._shared.stop_requested:
+            self._finish(self._result(work, RowStatus.SKIPPED, error=("Interrupted", "")))
+            return
+        result = await self._send(work)
+        if result is not None:
+            self._finish(result)
+
+    async def _send(self, work: _RowWork) -> RowResult | None:
+        """A row that may be sent: looked up if its token may be forgotten, then imported."""
+        task, token, prior = work.task, work.token, work.prior
         found = await self._find_existing(work)
         if found is not None:
             return found

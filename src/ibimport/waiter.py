@@ -213,8 +213,11 @@ async def follow_journal(
     calls: RetriedCalls,
     clock: Clock,
     settings: WaitSettings,
+    only: Callable[[JournalEntry], bool] | None = None,
 ) -> tuple[Counter[ImageStatus], WaitFigures]:
     """Follow every imported row of ``journal`` whose image has no final state yet.
+
+    ``only``: the rows this client can see (one partition's, of a batch that has several).
 
     Rows ``succeeded`` or ``exists`` with an image ARN; an image an earlier wait settled
     (anything but TIMED_OUT) is not asked again, so an interrupted wait resumes. Each
@@ -226,6 +229,8 @@ async def follow_journal(
     totals: Counter[ImageStatus] = Counter()
     for entry in journal.entries():
         if not entry.state.is_done or not entry.image_arn:
+            continue
+        if only is not None and not only(entry):
             continue
         learnt = known.get((entry.name, entry.semantic_version))
         earlier = ImageStatus(learnt.image_status) if learnt and learnt.image_status else None

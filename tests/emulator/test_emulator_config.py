@@ -162,7 +162,9 @@ def test_run_local_options_hand_the_command_one_config() -> None:
 def test_run_offers_the_knobs_it_always_offered() -> None:
     shown = CliRunner().invoke(main_app, ["run", "--help"], env={"COLUMNS": "200"}).output
     offered = {item.flag for item in knobs() if item.knob.run_help is not None}
-    assert offered == {"latency-ms", "rate", "burst", "fault-rate"}
+    assert offered == {
+        "latency-ms", "rate", "burst", "fault-rate", "available-after-s", "task-mix",
+    }  # fmt: skip
     for flag in offered:
         assert f"--emulator-{flag}" in shown
     assert "--local" in shown

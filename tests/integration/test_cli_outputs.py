@@ -75,6 +75,7 @@ def test_the_report_keeps_every_run_of_the_batch(tmp_path: Path, emulator: Emula
         "succeeded": 5,
         "exists": 0,
         "failed": 0,
+        "blocked": 0,
         "invalid": 1,
         "skipped": 0,
     }

@@ -42,6 +42,7 @@ def test_every_row_is_imported_once_and_the_outputs_agree(
         "succeeded": 80,
         "exists": 0,
         "failed": 0,
+        "blocked": 0,
         "invalid": 0,
         "skipped": 0,
     }

@@ -101,6 +101,7 @@ def test_report_has_the_documented_keys_and_values() -> None:
         "succeeded": 3,
         "exists": 1,
         "failed": 1,
+        "blocked": 0,
         "invalid": 1,
         "skipped": 1,
     }

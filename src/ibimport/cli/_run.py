@@ -30,6 +30,7 @@ from ibimport import (
     RunSettings,
     Shard,
     SourceKind,
+    TaskWait,
     default_output_paths,
     detect_format,
     open_batch,
@@ -201,6 +202,24 @@ def run(
     ] = False,
     wait_timeout: WaitTimeoutOpt = 3600.0,
     poll_interval: PollIntervalOpt = 5.0,
+    preflight: Annotated[
+        bool,
+        typer.Option(
+            "--preflight",
+            help="Check each row's import task first; send only ready rows.",
+        ),
+    ] = False,
+    wait_for_tasks: Annotated[
+        bool,
+        typer.Option(
+            "--wait-for-tasks",
+            help="With --preflight: send pending rows as their task completes.",
+        ),
+    ] = False,
+    task_timeout: Annotated[
+        float,
+        typer.Option(min=0.0, metavar="SECONDS", help="How long --wait-for-tasks waits."),
+    ] = 3600.0,
     max_stdin_mib: Annotated[
         int | None,
         typer.Option(
@@ -262,7 +281,17 @@ def run(
             force=force,
             reconcile=not no_reconcile,
             wait=wait_settings(wait_timeout, poll_interval) if wait else None,
+            preflight=preflight,
+            task_wait=TaskWait(
+                timeout_s=task_timeout,
+                interval_s=poll_interval,
+                max_interval_s=max(60.0, poll_interval),
+            )
+            if wait_for_tasks
+            else None,
         )
+        if wait_for_tasks and not preflight:
+            raise _fail("--wait-for-tasks needs --preflight", as_json=as_json)
         if wait and no_journal:
             raise _fail("--wait needs the journal (it records each image's state)", as_json=as_json)
         if dry_run:

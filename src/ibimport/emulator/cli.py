@@ -36,7 +36,12 @@ def _option(
     kind: inspect._ParameterKind = inspect.Parameter.KEYWORD_ONLY,
 ) -> inspect.Parameter:
     """One knob as a typer option named ``name`` (typer dashes it into the flag)."""
-    option = typer.Option(help=help, envvar=item.knob.envvar, show_default=not item.knob.secret)
+    option = typer.Option(
+        help=help,
+        envvar=item.knob.envvar,
+        show_default=not item.knob.secret,
+        metavar=item.knob.metavar,
+    )
     # A repeatable knob is a tuple in the (frozen) config; typer repeats a list option.
     kind_of_value = list[str] if item.type == tuple[str, ...] else item.type
     annotation = Annotated[kind_of_value, option]  # type: ignore[valid-type]

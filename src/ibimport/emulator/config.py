@@ -115,6 +115,8 @@ class Knob:
     run_help: str | None = None
     #: Read from this environment variable too.
     envvar: str | None = None
+    #: The value's name in --help (default: typer's, from the type).
+    metavar: str | None = None
     #: Never on a command line (a child gets it in ``envvar``), its default never shown.
     secret: bool = False
 
@@ -221,6 +223,7 @@ class EmulatorConfig:
         0.0,
         help="Seconds an image takes from PENDING to AVAILABLE once its import task completed.",
         check=_NOT_NEGATIVE,
+        run_help="--local: s to AVAILABLE.",
     )
     import_tasks: Path | None = knob(  # noqa: RUF009 (knob is dataclasses.field)
         None,
@@ -232,6 +235,8 @@ class EmulatorConfig:
         help="Tasks made up on first sight, e.g. completed=0.9,active=0.05,deleted=0.03,"
         "missing=0.02 (seeded by --seed); without this or --import-tasks every task completed.",
         check=_TASK_MIX,
+        run_help="--local: tasks, e.g. completed=0.9,active=0.1.",
+        metavar="MIX",
     )
     task_active_s: float = knob(
         60.0,
