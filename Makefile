@@ -29,6 +29,7 @@ demo: $(STAMP)
 	rm -rf demo-output && mkdir demo-output
 	$(BIN)/ibimport run manifests/example.csv --local \
 		--emulator-latency-ms 40 --emulator-rate 60 --emulator-burst 10 --emulator-fault-rate 0.01 \
+		--emulator-available-after-s 2 --wait --poll-interval 1 \
 		--tag wave=demo --journal demo-output/example.journal \
 		--report demo-output/report.json --results demo-output/results.csv
 
