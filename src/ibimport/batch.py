@@ -11,64 +11,54 @@ in ``tokens``, pacing in ``limiter``, states and resume in ``rowstate``, orchest
 
 from __future__ import annotations
 
-import hashlib
-import json
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
-from contextlib import AsyncExitStack, asynccontextmanager
-from dataclasses import dataclass, field, replace
+from collections.abc import Callable, Mapping, Sequence
+from contextlib import AsyncExitStack
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Self, cast
+from typing import Any, Self
 
 import anyio
 
-from ibimport import rowstate
 from ibimport._files import check_paths, remove_leftovers
-from ibimport.calls import RetriedCalls
 from ibimport.client import (
     ClientSettings,
-    ImageBuilderClient,
-    ImageStatusClient,
-    ImportTaskClient,
-    open_client,
 )
 from ibimport.emulator.config import EmulatorConfig
 from ibimport.errors import (
-    CallError,
     ConfigError,
-    FatalBatchError,
     IbimportError,
     InvalidManifest,
     ManifestChanged,
 )
 from ibimport.events import RunListener
-from ibimport.fleet import Partition, open_partitions, run_fleet
-from ibimport.importtasks import TaskChecker
-from ibimport.journal import Journal, ManifestDiff, NullJournal, SqliteJournal
-from ibimport.limiter import Clock, MonotonicClock, build_limiter
+from ibimport.fleet import Partition, base_settings, open_partitions, run_fleet
+from ibimport.followup import follow_partitions, record_partitions, task_gates
+from ibimport.journal import Journal, NullJournal, SqliteJournal
+from ibimport.limiter import Clock, MonotonicClock
 from ibimport.manifest import (
-    ImportTask,
     ManifestFormat,
-    ManifestRow,
-    manifest_fingerprint,
-    read_manifest,
 )
 from ibimport.outputs import default_output_paths, rebuild_outputs
-from ibimport.partitions import Place, RateSpec, RowPlan, Shard, place_of
+from ibimport.partitions import Place, RateSpec, RowPlan, Shard, told_rate
+from ibimport.prepare import (
+    Preflight,
+    batch_fingerprint,
+    partition_rows,
+    planned_rows,
+    preflight,
+    read_rows,
+    unreached,
+)
 from ibimport.reconcile import Reconciler
 from ibimport.report import ResultsWriter, RunStats, write_report
 from ibimport.results import RowResult, RowStatus
-from ibimport.retry import Backoff, Disposition, classify, fatal_message
-from ibimport.rowprints import RowPrints
 from ibimport.rowstate import ImageStatus
 from ibimport.runner import Runner, RunOutcome, RunSettings
-from ibimport.taskgate import TaskGate, TaskWait
+from ibimport.taskgate import TaskWait
 from ibimport.tokens import client_token
-from ibimport.waiter import WaitFigures, WaitSettings, follow_journal
-
-#: How many invalid rows preflight keeps to show; the count is always exact.
-MAX_SHOWN_INVALID = 1000
+from ibimport.waiter import WaitFigures, WaitSettings
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -110,20 +100,6 @@ class BatchConfig:
 
 
 @dataclass(slots=True)
-class Preflight:
-    """What reading the whole manifest once, before any call, found."""
-
-    total_rows: int = 0
-    invalid_count: int = 0
-    invalid_rows: list[ManifestRow] = field(default_factory=list)
-    diff: ManifestDiff | None = None
-    #: Each row as read, so the run's second read is held to it (``rowprints``).
-    prints: RowPrints = field(default_factory=RowPrints)
-    #: Each row's place (this shard's rows only), for one read per partition.
-    plan: RowPlan = field(default_factory=RowPlan)
-
-
-@dataclass(slots=True)
 class BatchResult:
     """How the batch ended, with its figures and where the outputs went."""
 
@@ -151,109 +127,6 @@ class BatchResult:
         if self.outcome.interrupted or self.outcome.fatal is not None:
             return False
         return all(status.is_done for status, n in self.stats.totals.items() if n)
-
-
-def _rows(
-    config: BatchConfig,
-    *,
-    only: Callable[[int], bool] | None = None,
-    duplicates: dict[int, int] | None = None,
-) -> Iterator[ManifestRow]:
-    return read_manifest(
-        config.manifest,
-        fmt=config.fmt,
-        extra_tags=config.extra_tags,
-        only=only,
-        duplicates=duplicates,
-    )
-
-
-def _owned_place(config: BatchConfig, manifest_row: ManifestRow) -> Place | None:
-    """The place of a row this process imports (None: another shard's row).
-
-    Invalid rows have no place of their own: they are reported with the first partition.
-    """
-    task, shard = manifest_row.task, config.shard
-    if task is None:
-        return _NO_PLACE if shard is None or shard.owns_invalid(manifest_row.row) else None
-    place = place_of(task)
-    return place if shard is None or shard.owns(place, task) else None
-
-
-#: Where invalid rows are reported: the first partition's runner records them.
-_NO_PLACE = Place(None, None)
-
-
-def _preflight(config: BatchConfig, *, journal: SqliteJournal | None) -> Preflight:
-    """Validate every row, and compare with the journal, before a single call is sent."""
-    found = Preflight()
-    salt = config.run.token_salt
-
-    def valid_tasks() -> Iterator[tuple[int, ImportTask]]:
-        for manifest_row in _rows(config, duplicates=found.plan.duplicates):
-            place = _owned_place(config, manifest_row)
-            found.plan.add(manifest_row.row, place)
-            if place is None:
-                continue  # another shard's row
-            found.total_rows += 1
-            task = manifest_row.task
-            found.prints.add(manifest_row.row, client_token(task, salt=salt) if task else None)
-            if task is not None:
-                yield manifest_row.row, task
-                continue
-            found.invalid_count += 1
-            if len(found.invalid_rows) < MAX_SHOWN_INVALID:
-                found.invalid_rows.append(manifest_row)
-
-    if journal is not None and journal.is_new:
-        # The same pass journals every valid row pending (what _journal_every_row does for
-        # a resumed journal), in one transaction; a run refused after preflight discards
-        # the new journal, rows and all.
-        journal.record_pending(
-            (row, task.name, task.semanticVersion, client_token(task, salt=salt))
-            for row, task in valid_tasks()
-        )
-    else:
-        for _ in valid_tasks():
-            pass
-    if journal is None or journal.is_new or journal.last_update() is None:
-        # A journal without rows was never sent under (killed while starting).
-        return found
-    if journal.header.manifest_fingerprint == batch_fingerprint(config):
-        # Written for these very bytes, tags and salt: it holds these very rows and tokens,
-        # so there is nothing to compare and no pending row to add.
-        journal.pending_recorded = True
-    else:
-        found.diff = journal.diff(
-            (r.row, r.task.name, r.task.semanticVersion, client_token(r.task, salt=salt))
-            for r in _planned_rows(config, found.plan)
-            if r.task is not None
-        )
-    return found
-
-
-def _planned_rows(config: BatchConfig, plan: RowPlan) -> Iterator[ManifestRow]:
-    """Every row of this shard, as preflight planned them."""
-    every = frozenset(range(len(plan.places)))
-    return _rows(config, only=plan.rows_in(every), duplicates=plan.duplicates)
-
-
-def batch_fingerprint(config: BatchConfig) -> str:
-    """What decides every row's token: the manifest's bytes, ``--tag``s and ``--token-salt``.
-
-    A journal written under the same fingerprint needs no row-by-row comparison on resume.
-    """
-    decided_by = json.dumps(
-        {
-            "manifest": manifest_fingerprint(config.manifest),
-            "format": config.fmt.value if config.fmt else None,
-            "tags": dict(sorted(config.extra_tags.items())),
-            "salt": config.run.token_salt,
-            **({"shard": config.shard.label} if config.shard is not None else {}),
-        },
-        sort_keys=True,
-    )
-    return hashlib.sha256(decided_by.encode()).hexdigest()
 
 
 def _open_journal(
@@ -327,36 +200,6 @@ class BatchControl:
             runner.request_stop()
 
 
-@asynccontextmanager
-async def _client_for(config: BatchConfig) -> AsyncIterator[ImageBuilderClient]:
-    """The default partition's client (a dry run's lookups)."""
-    async with AsyncExitStack() as stack:
-        yield await stack.enter_async_context(open_client(await _base_settings(config, stack)))
-
-
-async def _base_settings(config: BatchConfig, stack: AsyncExitStack) -> ClientSettings:
-    """The client settings, pointed at an in-process emulator (started on ``stack``) with
-    ``--local``."""
-    settings = config.client
-    if config.local is None:
-        return settings
-    from ibimport.emulator import EmulatorServer
-
-    local = replace(config.local, region=settings.region or config.local.region)
-    server = EmulatorServer(local)
-    stack.enter_context(server)
-    settings = ClientSettings(
-        region=local.region,
-        endpoint_url=server.url,
-        max_pool_connections=settings.max_pool_connections,
-        connect_timeout_s=settings.connect_timeout_s,
-        read_timeout_s=settings.read_timeout_s,
-        access_key_id=local.access_key_id,
-        secret_access_key=local.secret_access_key,
-    )
-    return settings
-
-
 async def _execute(
     config: BatchConfig,
     *,
@@ -382,8 +225,12 @@ async def _execute(
         async with AsyncExitStack() as stack:
             places = plan.places if plan is not None and plan.places else [Place(None, None)]
             partitions = await open_partitions(
-                places, base=await _base_settings(config, stack), stack=stack
+                places,
+                base=await base_settings(config.client, local=config.local, stack=stack),
+                stack=stack,
             )
+            if journal is not None and len(partitions) > 1:
+                record_partitions(journal, partitions)  # for `ibimport wait JOURNAL`
             runners: list[Runner] = []
             try:
                 if journal is not None and not journal.pending_recorded:
@@ -392,7 +239,7 @@ async def _execute(
                 # one whose rows changed under --force (a renamed row has no history).
                 unknown = journal is None or manifest_changed or not journal.ever_sent()
                 gates = (
-                    await _task_gates(config, partitions, plan, journal, clock=clock)
+                    await task_gates(config, partitions, plan, journal, clock=clock)
                     if config.preflight
                     else {}
                 )
@@ -402,15 +249,17 @@ async def _execute(
                         polling.start_soon(gate.poll)
                     outcome, runners = await run_fleet(
                         partitions,
-                        rows_for=lambda p: _partition_rows(config, p, plan, prints),
+                        rows_for=lambda p: partition_rows(config, p, plan, prints),
                         unreached_for=lambda p: (
-                            None if journal is None else _unreached(journal, config, p, plan)
+                            None if journal is None else unreached(journal, config, p, plan)
                         ),
                         journal=store,
                         clock=clock,
                         listeners=[stats, results, *listeners],
                         settings=config.run,
-                        rate_for=lambda region: _rate(config, region),
+                        rate_for=lambda region: told_rate(
+                            region, rates=config.rates, rate=config.rate, shard=config.shard
+                        ),
                         list_existing=config.reconcile and unknown,
                         total_rows=total_rows,
                         attach=control._attach if control is not None else None,
@@ -426,7 +275,9 @@ async def _execute(
                     journal.record_run(started_at=stats.started_at, figures=stats.run_figures())
                 stopped = outcome.interrupted or outcome.fatal is not None
                 if config.wait is not None and journal is not None and not stopped:
-                    waited = await _wait(config, partitions, journal, clock=clock, control=control)
+                    waited = await follow_partitions(
+                        config, partitions, journal, clock=clock, control=control
+                    )
             finally:
                 await store.aclose()
                 stats.existing = _existing_figures([r.reconciler for r in runners])
@@ -455,144 +306,6 @@ async def _execute(
     return result
 
 
-async def _task_gates(
-    config: BatchConfig,
-    partitions: Sequence[Partition],
-    plan: RowPlan | None,
-    journal: SqliteJournal | None,
-    *,
-    clock: Clock,
-) -> dict[int, TaskGate]:
-    """``run --preflight``: each partition's tasks looked up (in batches) before it sends.
-
-    Import tasks are regional, so each partition asks its own EC2 about its own rows (not
-    those an earlier run settled). A partition whose lookup cannot complete sends nothing:
-    it stops with that error, as a failed listing of existing images does.
-    """
-    settled: set[tuple[str, str]] = set()
-    if journal is not None and journal.has_history:
-        retry_failed = config.run.retry_failed
-        settled = {
-            (e.name, e.semantic_version)
-            for e in journal.entries()
-            if rowstate.settled(e.state, retry_failed=retry_failed)
-        }
-    gates: dict[int, TaskGate] = {}
-    for partition in partitions:
-        if partition.client is None or partition.failure is not None:
-            continue
-        task_ids = [
-            r.task.vmImportTaskId
-            for r in _partition_rows(config, partition, plan, None)
-            if r.task is not None and (r.task.name, r.task.semanticVersion) not in settled
-        ]
-        # open_client's client speaks EC2 too; runner fakes need not.
-        checker = TaskChecker(
-            cast(ImportTaskClient, partition.client), _read_calls(config, partition, clock)
-        )
-        gate = TaskGate(checker, clock=clock, wait=config.task_wait)
-        try:
-            await gate.check(task_ids)
-        except CallError as error:
-            partition.failure = FatalBatchError(
-                fatal_message(error)
-                if classify(error) is Disposition.FATAL
-                else f"could not check the import tasks ({error.code}: {error.message}), "
-                "so nothing was sent: re-run"
-            )
-            continue
-        gates[id(partition)] = gate
-    return gates
-
-
-def _read_calls(config: BatchConfig, partition: Partition, clock: Clock) -> RetriedCalls:
-    """A partition's read-only calls (task checks, image states): their own limiter."""
-    return RetriedCalls(
-        build_limiter(
-            concurrency=config.run.concurrency, rate=_rate(config, partition.region), clock=clock
-        ),
-        clock=clock,
-        backoff=Backoff(base_s=config.run.backoff_base_s, cap_s=config.run.backoff_cap_s),
-    )
-
-
-async def _wait(
-    config: BatchConfig,
-    partitions: Sequence[Partition],
-    journal: SqliteJournal,
-    *,
-    clock: Clock,
-    control: BatchControl | None,
-) -> tuple[Counter[ImageStatus], WaitFigures, bool]:
-    """``run --wait``: follow each partition's imported images with that partition's client.
-
-    The journal's rows carry the account and Region they were imported into (schema 4);
-    with one partition every row is its own.
-    """
-    assert config.wait is not None
-    settings = config.wait
-    figures = WaitFigures()
-    images: Counter[ImageStatus] = Counter()
-    several = len(partitions) > 1
-
-    async def follow(partition: Partition) -> None:
-        assert partition.client is not None
-        place = (partition.account, partition.region)
-        found, cost = await follow_journal(
-            # open_client's client is an ImageStatusClient too; runner fakes need not be.
-            cast(ImageStatusClient, partition.client),
-            journal,
-            calls=_read_calls(config, partition, clock),
-            clock=clock,
-            settings=settings,
-            only=(lambda e: (e.account, e.region) == place) if several else None,
-        )
-        images.update(found)
-        figures.rounds += cost.rounds
-        figures.list_calls += cost.list_calls
-        figures.get_calls += cost.get_calls
-        figures.elapsed_s = max(figures.elapsed_s, cost.elapsed_s)
-        figures.timed_out = figures.timed_out or cost.timed_out
-
-    with anyio.CancelScope() as scope:
-        if control is not None:
-            control._wait_scope = scope
-            if control.stop_requested:
-                scope.cancel()
-        async with anyio.create_task_group() as group:
-            for partition in partitions:
-                if partition.client is not None:
-                    group.start_soon(follow, partition)
-    return images, figures, scope.cancelled_caught
-
-
-def _unreached(
-    journal: SqliteJournal, config: BatchConfig, partition: Partition, plan: RowPlan | None
-) -> Callable[[int], Iterator[RowResult]]:
-    """After a stop, the partition's rows past the last one taken, from the journal (it
-    holds them all).
-
-    Rows an earlier run settled are carried over; the rest are ``skipped``. (Invalid rows
-    past the stop are not in the journal, so a results file after a stop omits them.)
-    """
-
-    belongs = plan.rows_in(frozenset(partition.places)) if plan is not None else None
-
-    def rows_after(last_row: int) -> Iterator[RowResult]:
-        for entry in journal.entries(after_row=last_row):
-            if entry.row <= last_row or (belongs is not None and not belongs(entry.row)):
-                continue  # entries() starts at last_row itself; other partitions' rows
-            if rowstate.settled(entry.state, retry_failed=config.run.retry_failed):
-                yield entry.to_result(resumed=True)
-                continue
-            result = entry.to_result()
-            result.status = RowStatus.SKIPPED
-            result.error_code = result.error_message = ""
-            yield result
-
-    return rows_after
-
-
 def _existing_figures(reconcilers: Sequence[Reconciler]) -> dict[str, float] | None:
     """What the listings of existing builds cost, summed over the partitions."""
     listings = [r.listing for r in reconcilers if r.listing is not None]
@@ -604,28 +317,6 @@ def _existing_figures(reconcilers: Sequence[Reconciler]) -> dict[str, float] | N
         "images": sum(len(listing.by_identity) for listing in listings),
         "elapsed_s": round(max(listing.elapsed_s for listing in listings), 3),
     }
-
-
-def _partition_rows(
-    config: BatchConfig, partition: Partition, plan: RowPlan | None, prints: RowPrints | None
-) -> Iterator[ManifestRow]:
-    """The run's read of one partition's rows, held to what preflight read of them."""
-    if plan is None:
-        rows = _rows(config)
-        last = None
-    else:
-        indexes = frozenset(partition.places)
-        rows = _rows(config, only=plan.rows_in(indexes), duplicates=plan.duplicates)
-        last = plan.last_row_in(indexes)
-    if prints is None:
-        return rows
-    return prints.checked(rows, salt=config.run.token_salt, last_row=last)
-
-
-def _rate(config: BatchConfig, region: str) -> float | None:
-    """A partition's told rate: --rate for all or for its Region, shared among shards."""
-    rates = config.rates or RateSpec(config.rate)
-    return rates.for_region(region, shards=config.shard.count if config.shard else 1)
 
 
 def _partition_figures(partition: Partition) -> dict[str, Any]:
@@ -643,7 +334,7 @@ async def _journal_every_row(journal: Journal, config: BatchConfig, plan: RowPla
     the run never reached are not mistaken for rows added to the manifest, and
     ``status`` / ``report`` account for every row.
     """
-    rows = _planned_rows(config, plan) if plan is not None else _rows(config)
+    rows = planned_rows(config, plan) if plan is not None else read_rows(config)
     for count, manifest_row in enumerate(rows, start=1):
         task = manifest_row.task
         if task is None:
@@ -739,7 +430,7 @@ def open_batch(config: BatchConfig, *, fault_hook: Callable[[int], None] | None 
         if path is not None:
             remove_leftovers(path)
     try:
-        found = _preflight(config, journal=journal)
+        found = preflight(config, journal=journal)
     except IbimportError:
         if journal is not None:
             journal.discard()

@@ -11,8 +11,8 @@ shared listeners (statistics, results, progress) one start and one finish for th
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from contextlib import AsyncExitStack
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
+from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -28,6 +28,7 @@ from ibimport.client import (
     open_session,
 )
 from ibimport.clock import Clock
+from ibimport.emulator.config import EmulatorConfig
 from ibimport.errors import CallError, FatalBatchError, IbimportError
 from ibimport.events import BaseListener, CallEvent, RunListener
 from ibimport.journal import Journal
@@ -38,7 +39,7 @@ from ibimport.report import RunStats
 from ibimport.results import RowResult
 from ibimport.runner import RowGate, Runner, RunOutcome, RunSettings
 
-__all__ = ["Partition", "open_partitions", "run_fleet"]
+__all__ = ["Partition", "base_settings", "default_client", "open_partitions", "run_fleet"]
 
 
 @dataclass(slots=True)
@@ -56,6 +57,40 @@ class Partition:
     @property
     def label(self) -> str:
         return f"{self.account or self.profile or 'default'}/{self.region or '?'}"
+
+
+@asynccontextmanager
+async def default_client(
+    settings: ClientSettings, *, local: EmulatorConfig | None
+) -> AsyncIterator[ImageBuilderClient]:
+    """The default partition's client (a dry run's and ``ibimport wait``'s reads)."""
+    async with AsyncExitStack() as stack:
+        base = await base_settings(settings, local=local, stack=stack)
+        yield await stack.enter_async_context(open_client(base))
+
+
+async def base_settings(
+    settings: ClientSettings, *, local: EmulatorConfig | None, stack: AsyncExitStack
+) -> ClientSettings:
+    """The client settings, pointed at an in-process emulator (started on ``stack``) with
+    ``--local``."""
+    if local is None:
+        return settings
+    from ibimport.emulator import EmulatorServer
+
+    local = replace(local, region=settings.region or local.region)
+    server = EmulatorServer(local)
+    stack.enter_context(server)
+    settings = ClientSettings(
+        region=local.region,
+        endpoint_url=server.url,
+        max_pool_connections=settings.max_pool_connections,
+        connect_timeout_s=settings.connect_timeout_s,
+        read_timeout_s=settings.read_timeout_s,
+        access_key_id=local.access_key_id,
+        secret_access_key=local.secret_access_key,
+    )
+    return settings
 
 
 async def open_partitions(

@@ -9,25 +9,36 @@ from __future__ import annotations
 
 import csv
 from collections import Counter
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from contextlib import AsyncExitStack
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import cast
+from typing import TYPE_CHECKING, cast
 
+import anyio
+
+from ibimport import rowstate
 from ibimport._files import atomic_private_file
-from ibimport.batch import BatchConfig, _client_for
 from ibimport.calls import RetriedCalls
 from ibimport.client import ImageStatusClient, ImportTaskClient
 from ibimport.clock import Clock
-from ibimport.errors import ConfigError, InvalidManifest
+from ibimport.errors import CallError, ConfigError, FatalBatchError, InvalidManifest
+from ibimport.fleet import Partition, base_settings, default_client, open_partitions
 from ibimport.importtasks import TaskCheck, TaskChecker, TaskState
 from ibimport.journal import SqliteJournal
 from ibimport.limiter import MonotonicClock, build_limiter
 from ibimport.manifest import read_manifest
 from ibimport.outputs import RebuiltOutputs, rebuild_outputs
+from ibimport.partitions import Place, RowPlan, told_rate
+from ibimport.prepare import partition_rows
 from ibimport.report import neutralise_cell
-from ibimport.retry import Backoff
+from ibimport.retry import Backoff, Disposition, classify, fatal_message
 from ibimport.rowstate import ImageStatus
+from ibimport.taskgate import TaskGate
 from ibimport.waiter import WaitFigures, WaitSettings, follow_journal
+
+if TYPE_CHECKING:
+    from ibimport.batch import BatchConfig, BatchControl
 
 __all__ = [
     "TASK_RESULTS_COLUMNS",
@@ -114,7 +125,7 @@ async def preflight_tasks(
     clock = clock or MonotonicClock()
     started = clock.now()
     calls = _calls(config, clock)
-    async with _client_for(config) as client:
+    async with default_client(config.client, local=config.local) as client:
         checker = TaskChecker(_task_client(client), calls)
         checks = await checker.check(task.vmImportTaskId for _, task in rows)
     found = TaskPreflight(
@@ -185,14 +196,18 @@ async def wait_for_images(
     clock = clock or MonotonicClock()
     journal = _open_existing(journal_path)
     try:
-        async with _client_for(config) as client:
-            images, figures = await follow_journal(
-                _status_client(client),
-                journal,
-                calls=_calls(config, clock),
-                clock=clock,
-                settings=settings,
-            )
+        several = await follow_recorded_partitions(config, journal, settings=settings, clock=clock)
+        if several is not None:
+            images, figures = several
+        else:
+            async with default_client(config.client, local=config.local) as client:
+                images, figures = await follow_journal(
+                    _status_client(client),
+                    journal,
+                    calls=_calls(config, clock),
+                    clock=clock,
+                    settings=settings,
+                )
     finally:
         await journal.aclose()
     outputs = rebuild_outputs(journal_path)
@@ -209,3 +224,154 @@ def _open_existing(journal_path: Path) -> SqliteJournal:
     if not journal_path.is_file():
         raise ConfigError(f"no journal at {journal_path}: pass the journal ibimport run wrote")
     return SqliteJournal.open(journal_path, manifest_path="", manifest_fingerprint="", settings={})
+
+
+async def task_gates(
+    config: BatchConfig,
+    partitions: Sequence[Partition],
+    plan: RowPlan | None,
+    journal: SqliteJournal | None,
+    *,
+    clock: Clock,
+) -> dict[int, TaskGate]:
+    """``run --preflight``: each partition's tasks looked up (in batches) before it sends.
+
+    Import tasks are regional, so each partition asks its own EC2 about its own rows (not
+    those an earlier run settled). A partition whose lookup cannot complete sends nothing:
+    it stops with that error, as a failed listing of existing images does.
+    """
+    settled: set[tuple[str, str]] = set()
+    if journal is not None and journal.has_history:
+        retry_failed = config.run.retry_failed
+        settled = {
+            (e.name, e.semantic_version)
+            for e in journal.entries()
+            if rowstate.settled(e.state, retry_failed=retry_failed)
+        }
+    gates: dict[int, TaskGate] = {}
+    for partition in partitions:
+        if partition.client is None or partition.failure is not None:
+            continue
+        task_ids = [
+            r.task.vmImportTaskId
+            for r in partition_rows(config, partition, plan, None)
+            if r.task is not None and (r.task.name, r.task.semanticVersion) not in settled
+        ]
+        # open_client's client speaks EC2 too; runner fakes need not.
+        checker = TaskChecker(
+            cast(ImportTaskClient, partition.client), _read_calls(config, partition, clock)
+        )
+        gate = TaskGate(checker, clock=clock, wait=config.task_wait)
+        try:
+            await gate.check(task_ids)
+        except CallError as error:
+            partition.failure = FatalBatchError(
+                fatal_message(error)
+                if classify(error) is Disposition.FATAL
+                else f"could not check the import tasks ({error.code}: {error.message}), "
+                "so nothing was sent: re-run"
+            )
+            continue
+        gates[id(partition)] = gate
+    return gates
+
+
+def _read_calls(config: BatchConfig, partition: Partition, clock: Clock) -> RetriedCalls:
+    """A partition's read-only calls (task checks, image states): their own limiter."""
+    return RetriedCalls(
+        build_limiter(
+            concurrency=config.run.concurrency,
+            rate=told_rate(
+                partition.region, rates=config.rates, rate=config.rate, shard=config.shard
+            ),
+            clock=clock,
+        ),
+        clock=clock,
+        backoff=Backoff(base_s=config.run.backoff_base_s, cap_s=config.run.backoff_cap_s),
+    )
+
+
+async def follow_partitions(
+    config: BatchConfig,
+    partitions: Sequence[Partition],
+    journal: SqliteJournal,
+    *,
+    clock: Clock,
+    control: BatchControl | None,
+) -> tuple[Counter[ImageStatus], WaitFigures, bool]:
+    """``run --wait``: follow each partition's imported images with that partition's client.
+
+    The journal's rows carry the account and Region they were imported into (schema 4);
+    with one partition every row is its own.
+    """
+    assert config.wait is not None
+    settings = config.wait
+    figures = WaitFigures()
+    images: Counter[ImageStatus] = Counter()
+    several = len(partitions) > 1
+
+    async def follow(partition: Partition) -> None:
+        assert partition.client is not None
+        place = (partition.account, partition.region)
+        found, cost = await follow_journal(
+            # open_client's client is an ImageStatusClient too; runner fakes need not be.
+            cast(ImageStatusClient, partition.client),
+            journal,
+            calls=_read_calls(config, partition, clock),
+            clock=clock,
+            settings=settings,
+            only=(lambda e: (e.account, e.region) == place) if several else None,
+        )
+        images.update(found)
+        figures.rounds += cost.rounds
+        figures.list_calls += cost.list_calls
+        figures.get_calls += cost.get_calls
+        figures.elapsed_s = max(figures.elapsed_s, cost.elapsed_s)
+        figures.timed_out = figures.timed_out or cost.timed_out
+
+    with anyio.CancelScope() as scope:
+        if control is not None:
+            control._wait_scope = scope
+            if control.stop_requested:
+                scope.cancel()
+        async with anyio.create_task_group() as group:
+            for partition in partitions:
+                if partition.client is not None:
+                    group.start_soon(follow, partition)
+    return images, figures, scope.cancelled_caught
+
+
+def record_partitions(journal: SqliteJournal, partitions: Sequence[Partition]) -> None:
+    """Where a batch's partitions are, kept in its journal's header, so that a later
+    ``ibimport wait JOURNAL`` follows each partition's images with that partition's client."""
+    header = journal.header
+    places = [
+        {"profile": p.profile, "region": p.region, "account": p.account}
+        for p in partitions
+        if p.failure is None
+    ]
+    journal.update_header(
+        manifest_fingerprint=header.manifest_fingerprint,
+        settings={**header.settings, "partitions": places},
+    )
+
+
+async def follow_recorded_partitions(
+    config: BatchConfig, journal: SqliteJournal, *, settings: WaitSettings, clock: Clock
+) -> tuple[Counter[ImageStatus], WaitFigures] | None:
+    """``ibimport wait`` on the journal of a batch of several partitions: each partition's
+    images followed with its own client (None: the journal names no partitions)."""
+    recorded = journal.header.settings.get("partitions")
+    if not isinstance(recorded, list) or len(recorded) < 2:
+        return None
+    places = [Place(p.get("profile"), p.get("region")) for p in recorded]
+    async with AsyncExitStack() as stack:
+        partitions = await open_partitions(
+            places,
+            base=await base_settings(config.client, local=config.local, stack=stack),
+            stack=stack,
+        )
+        images, figures, _ = await follow_partitions(
+            replace(config, wait=settings), partitions, journal, clock=clock, control=None
+        )
+    return images, figures

@@ -26,7 +26,7 @@ from ibimport.apimodel import REGION_PATTERN, image_identity
 from ibimport.errors import ConfigError
 from ibimport.task import ImportTask
 
-__all__ = ["Place", "RateSpec", "RowPlan", "Shard", "parse_rates", "place_of"]
+__all__ = ["Place", "RateSpec", "RowPlan", "Shard", "parse_rates", "place_of", "told_rate"]
 
 #: Environment variables that carry a worker's index on the engines people run shards on.
 SHARD_INDEX_VARIABLES = ("JOB_COMPLETION_INDEX", "AWS_BATCH_JOB_ARRAY_INDEX")
@@ -114,6 +114,15 @@ class RateSpec:
         """The rate a partition in ``region`` is told; shards share a told rate evenly."""
         rate = (self.per_region or {}).get(region, self.default)
         return None if rate is None else rate / shards
+
+
+def told_rate(
+    region: str, *, rates: RateSpec | None, rate: float | None, shard: Shard | None
+) -> float | None:
+    """A partition's told rate: ``rates`` for its Region, else ``rate`` for all, shared
+    evenly among the shards (each takes R/N)."""
+    spec = rates or RateSpec(rate)
+    return spec.for_region(region, shards=shard.count if shard is not None else 1)
 
 
 def parse_rates(values: Sequence[str]) -> RateSpec:

@@ -11,9 +11,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from enum import StrEnum
 
-from ibimport.batch import BatchConfig, _client_for
+from ibimport.batch import BatchConfig
 from ibimport.clock import SystemClock
 from ibimport.errors import CallError, FatalBatchError
+from ibimport.fleet import default_client
 from ibimport.limiter import build_limiter
 from ibimport.manifest import read_manifest
 from ibimport.reconcile import ExistingImages, Reconciler
@@ -111,7 +112,7 @@ async def plan_batch(config: BatchConfig) -> BatchPlan:
 
 async def _list_existing(config: BatchConfig) -> ExistingImages:
     clock = SystemClock()
-    async with _client_for(config) as client:
+    async with default_client(config.client, local=config.local) as client:
         reconciler = Reconciler(
             client,
             build_limiter(concurrency=1, rate=config.rate, clock=clock),

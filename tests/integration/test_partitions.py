@@ -206,3 +206,26 @@ def test_shards_run_at_once_import_each_row_once_and_merge_into_a_single_runs_re
     assert comparable(tmp_path / "merged.csv") == comparable(alone / "wave.results.csv")
     merged_report = json.loads((tmp_path / "merged.json").read_text())
     assert merged_report["totals"] == read_report(alone / "wave.report.json")["totals"]
+
+
+def test_wait_journal_follows_each_partitions_images_with_its_own_client(
+    start_emulator: Any, tmp_path: Path
+) -> None:
+    server: EmulatorServer = start_emulator(available_after_s=1.0)
+    counts = {"us-east-1": 12, "eu-west-1": 8}
+    manifest = _regional_manifest(tmp_path / "wave.csv", counts)
+    assert invoke(*_args(manifest, server.url, "--region", "us-east-1")).exit_code == 0
+
+    result = invoke("wait", tmp_path / "wave.journal", "--endpoint-url", server.url,
+                    "--region", "us-east-1", "--poll-interval", "0.3",
+                    "--wait-timeout", "30")  # fmt: skip
+
+    assert result.exit_code == 0, result.output
+    rows = read_results(tmp_path / "wave.results.csv")
+    assert {r["imageStatus"] for r in rows} == {"AVAILABLE"}
+    assert Counter(r["region"] for r in rows) == counts
+    # Each Region's images were read in that Region (its own signed client).
+    regions = server.stats()["regions"]
+    for region in counts:
+        reads = regions[region]["requests"]
+        assert reads.get("ListImageBuildVersions", 0) + reads.get("GetImage", 0) > 0, region
