@@ -268,7 +268,9 @@ async def _execute(
                     polling.cancel_scope.cancel()
                 stats.fatal = str(outcome.fatal) if outcome.fatal is not None else None
                 stats.partitions = [_partition_figures(p) for p in partitions]
-                if outcome.elapsed_s > 0:  # near 1: the client's CPU, not the quotas, limited
+                # Near 1: the client's CPU, not the quotas, limited the run (not measured
+                # with --local, whose emulator shares the process).
+                if outcome.elapsed_s > 0 and config.local is None:
                     cpu_s = time.process_time() - cpu_started
                     stats.client_cpu_share = cpu_s / outcome.elapsed_s
                 if journal is not None:  # kept across processes: a re-run's report shows it

@@ -26,6 +26,8 @@ def _duration(seconds: float) -> str:
 
 #: A run whose process used this share of a core or more was limited by the client's CPU.
 CPU_BOUND_SHARE = 0.85
+#: ... over at least this long (a short run's start-up alone keeps a core busy).
+CPU_BOUND_MIN_S = 5.0
 
 
 def summary_table(stats: RunStats, *, report_path: Path | None, results_path: Path | None) -> Table:
@@ -81,7 +83,7 @@ def summary_table(stats: RunStats, *, report_path: Path | None, results_path: Pa
             )
             table.add_row("partitions" if i == 0 else "", str(part["rows"]), Text(detail))
     share = stats.client_cpu_share
-    if share is not None and share >= CPU_BOUND_SHARE and stats.calls:
+    if share is not None and share >= CPU_BOUND_SHARE and stats.elapsed_s >= CPU_BOUND_MIN_S:
         table.add_row(
             "client CPU",
             f"{share:.0%}",

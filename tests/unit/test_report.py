@@ -431,3 +431,38 @@ def test_a_rebuilt_report_takes_its_figures_from_the_latest_recorded_run() -> No
     assert report["latency_ms"] == {"p50": 5.0}
     assert report["batch"]["calls"] == 12
     assert len(report["runs"]) == 2
+
+
+@pytest.mark.parametrize(
+    ("share", "elapsed_s", "shown"),
+    [(0.95, 30.0, True), (0.5, 30.0, False), (0.95, 1.0, False), (None, 30.0, False)],
+)
+def test_the_summary_says_when_the_clients_cpu_was_the_limit(
+    share: float | None, elapsed_s: float, shown: bool
+) -> None:
+    stats = RunStats()
+    stats.on_start(total_rows=1)
+    stats.on_call(_call(1))
+    stats.on_row_done(_result(1))
+    stats.on_finish(elapsed_s=elapsed_s, interrupted=False)
+    stats.client_cpu_share = share
+    console = Console(record=True, width=120, file=io.StringIO())
+    console.print(summary_table(stats, report_path=None, results_path=None))
+    assert ("not the service's quotas, limited this run" in console.export_text()) is shown
+    assert ("clientCpuShare" in stats.to_report()) is (share is not None)
+
+
+def test_the_summary_lists_each_partition_of_a_batch_of_several() -> None:
+    stats = RunStats()
+    stats.partitions = [
+        {"account": "111111111111", "region": "eu-west-1", "rows": 3, "calls_per_s": 2.5,
+         "throttled": 1, "failed": 1, "skipped": 0},
+        {"account": "222222222222", "region": "us-east-1", "rows": 4, "calls_per_s": 4.0,
+         "throttled": 0, "failed": 0, "skipped": 2},
+    ]  # fmt: skip
+    console = Console(record=True, width=120, file=io.StringIO())
+    console.print(summary_table(stats, report_path=None, results_path=None))
+    text = console.export_text()
+    assert "111111111111/eu-west-1: 2.5 calls/s, 1 throttle, 1 not done" in text
+    assert "222222222222/us-east-1: 4.0 calls/s, 0 throttles, 2 not done" in text
+    assert stats.to_report()["partitions"] == stats.partitions
