@@ -24,12 +24,9 @@ from ibimport.emulator.exceptions import (
     SerializationException,
     ServiceError,
 )
-from ibimport.emulator.models import (
-    ImageBuild,
-    ImageBuilderBackend,
-    Scope,
+from ibimport.emulator.models import ImageBuild, ImageBuilderBackend, Scope, format_date
+from ibimport.emulator.validation import (
     check_version_arn,
-    format_date,
     parse_filters,
     validate_import_request,
     violation,

@@ -23,7 +23,7 @@ import sqlite3
 import threading
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
 from contextlib import asynccontextmanager, contextmanager
-from itertools import groupby, islice
+from itertools import groupby
 from pathlib import Path
 from typing import Any
 
@@ -31,9 +31,10 @@ import anyio
 
 from ibimport.clock import Clock, SystemClock
 from ibimport.errors import JournalError
+from ibimport.journal._diff import manifest_diff
 from ibimport.journal._file import close_all, connect, open_readable, open_writable, unusable
 from ibimport.journal._group_commit import GroupCommit, Op
-from ibimport.journal._model import DiffRow, Followup, JournalEntry, ManifestDiff, RunHeader
+from ibimport.journal._model import Followup, JournalEntry, ManifestDiff, RunHeader
 from ibimport.journal._schema import COLUMNS, GET_SQL, dump_settings, entry
 from ibimport.journal._transitions import MARK_SQL, PENDING_SQL, RECORD_SQL
 from ibimport.results import RowResult, RowStatus
@@ -319,46 +320,7 @@ class SqliteJournal:
         table, so memory stays bounded whatever the manifest's size.
         """
         with self._reading() as conn:
-            conn.execute("DROP TABLE IF EXISTS temp.manifest")
-            conn.execute(
-                "CREATE TEMP TABLE manifest (row INTEGER NOT NULL, name TEXT NOT NULL, "
-                "semantic_version TEXT NOT NULL, client_token TEXT NOT NULL, "
-                "PRIMARY KEY (name, semantic_version))"
-            )
-            try:
-                iterator = iter(rows)
-                while chunk := list(islice(iterator, 5000)):
-                    # A duplicate identity keeps its first row; the manifest reports it.
-                    conn.executemany(
-                        "INSERT OR IGNORE INTO temp.manifest VALUES (?, ?, ?, ?)", chunk
-                    )
-                changed = "FROM temp.manifest m JOIN main.rows r USING (name, semantic_version) "
-                changed += "WHERE m.client_token <> r.client_token"
-                added = "FROM temp.manifest m LEFT JOIN main.rows r USING (name, semantic_version) "
-                added += "WHERE r.name IS NULL"
-                removed = "FROM main.rows m LEFT JOIN temp.manifest t "
-                removed += "USING (name, semantic_version) WHERE t.name IS NULL"
-                lists: list[list[DiffRow]] = []
-                totals: list[int] = []
-                for where in (changed, added, removed):
-                    (total,) = conn.execute(f"SELECT COUNT(*) {where}").fetchone()
-                    found = conn.execute(
-                        f"SELECT m.row, m.name, m.semantic_version {where} "
-                        "ORDER BY m.row, m.name, m.semantic_version LIMIT ?",
-                        (keep,),
-                    ).fetchall()
-                    totals.append(total)
-                    lists.append([(r, n, v) for r, n, v in found])
-            finally:
-                conn.execute("DROP TABLE IF EXISTS temp.manifest")
-        return ManifestDiff(
-            changed=lists[0],
-            added=lists[1],
-            removed=lists[2],
-            n_changed=totals[0],
-            n_added=totals[1],
-            n_removed=totals[2],
-        )
+            return manifest_diff(conn, rows, keep=keep)
 
     # ----------------------------------------------------------------- writing
 
