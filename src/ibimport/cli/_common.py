@@ -138,6 +138,14 @@ TagOpt = Annotated[
 ]
 
 
+RegionOpt = Annotated[
+    str | None, typer.Option(envvar="AWS_REGION", metavar="NAME", help="AWS region.")
+]
+ProfileOpt = Annotated[str | None, typer.Option(metavar="NAME", help="AWS profile.")]
+EndpointOpt = Annotated[
+    str | None,
+    typer.Option(metavar="URL", help="Endpoint URL (Image Builder's; EC2 and STS use it too)."),
+]
 JsonOpt = Annotated[
     bool,
     typer.Option(

@@ -21,9 +21,12 @@ from ibimport.cli._common import (
     EXIT_FAILED,
     EXIT_OK,
     EXIT_USAGE,
+    EndpointOpt,
     FormatOpt,
     JsonOpt,
     ManifestArg,
+    ProfileOpt,
+    RegionOpt,
     _count,
     _exit_code,
     _fail,
@@ -53,13 +56,9 @@ def preflight(
         ),
     ] = None,
     as_json: JsonOpt = False,
-    region: Annotated[
-        str | None, typer.Option(envvar="AWS_REGION", metavar="NAME", help="AWS region.")
-    ] = None,
-    profile: Annotated[str | None, typer.Option(metavar="NAME", help="AWS profile.")] = None,
-    endpoint_url: Annotated[
-        str | None, typer.Option(metavar="URL", help="EC2 (and Image Builder) endpoint URL.")
-    ] = None,
+    region: RegionOpt = None,
+    profile: ProfileOpt = None,
+    endpoint_url: EndpointOpt = None,
     rate: Annotated[
         float | None,
         typer.Option(min=0.01, metavar="CALLS/S", help="Calls per second; else adaptive."),

@@ -46,9 +46,12 @@ from ibimport.cli._common import (
     EXIT_INTERRUPTED,
     EXIT_OK,
     EXIT_USAGE,
+    EndpointOpt,
     FormatOpt,
     JsonOpt,
     ManifestArg,
+    ProfileOpt,
+    RegionOpt,
     TagOpt,
     _count,
     _exit_code,
@@ -164,13 +167,9 @@ def run(
         Path | None, typer.Option(metavar="FILE", help="Per-row results CSV path.")
     ] = None,
     as_json: JsonOpt = False,
-    region: Annotated[
-        str | None, typer.Option(envvar="AWS_REGION", metavar="NAME", help="AWS region.")
-    ] = None,
-    profile: Annotated[str | None, typer.Option(metavar="NAME", help="AWS profile.")] = None,
-    endpoint_url: Annotated[
-        str | None, typer.Option(metavar="URL", help="Image Builder endpoint URL.")
-    ] = None,
+    region: RegionOpt = None,
+    profile: ProfileOpt = None,
+    endpoint_url: EndpointOpt = None,
     read_timeout: Annotated[
         float,
         typer.Option(

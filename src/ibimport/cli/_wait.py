@@ -21,8 +21,11 @@ from ibimport.cli._common import (
     EXIT_FAILED,
     EXIT_INTERRUPTED,
     EXIT_OK,
+    EndpointOpt,
     JournalArg,
     JsonOpt,
+    ProfileOpt,
+    RegionOpt,
     _exit_code,
     _fail,
     _print_json,
@@ -71,13 +74,9 @@ def wait(
     wait_timeout: WaitTimeoutOpt = 3600.0,
     poll_interval: PollIntervalOpt = 5.0,
     as_json: JsonOpt = False,
-    region: Annotated[
-        str | None, typer.Option(envvar="AWS_REGION", metavar="NAME", help="AWS region.")
-    ] = None,
-    profile: Annotated[str | None, typer.Option(metavar="NAME", help="AWS profile.")] = None,
-    endpoint_url: Annotated[
-        str | None, typer.Option(metavar="URL", help="Image Builder endpoint URL.")
-    ] = None,
+    region: RegionOpt = None,
+    profile: ProfileOpt = None,
+    endpoint_url: EndpointOpt = None,
     rate: Annotated[
         float | None,
         typer.Option(min=0.01, metavar="CALLS/S", help="Calls per second; else adaptive."),
