@@ -158,9 +158,9 @@ def test_shards_run_at_once_import_each_row_once_and_merge_into_a_single_runs_re
     start_emulator: Any, tmp_path: Path
 ) -> None:
     server: EmulatorServer = start_emulator()
-    manifest = _regional_manifest(tmp_path / "wave.csv", {"us-east-1": 300, "eu-west-1": 100})
+    manifest = _regional_manifest(tmp_path / "wave.csv", {"us-east-1": 3000, "eu-west-1": 1000})
     base = [sys.executable, "-m", "ibimport", "run", str(manifest), "--endpoint-url",
-            server.url, "--progress", "off"]  # fmt: skip
+            server.url, "--progress", "off", "--concurrency", "32"]  # fmt: skip
     children = [
         subprocess.Popen(
             [*base, "--shard", f"{k}/4"],
@@ -185,12 +185,12 @@ def test_shards_run_at_once_import_each_row_once_and_merge_into_a_single_runs_re
     journals = sorted(tmp_path.glob("wave.shard-*-of-4.journal"))
     assert len(journals) == 4
     stats = server.stats()
-    assert stats["images"] == 400
+    assert stats["images"] == 4000
     assert stats["duplicateBuilds"] == 0
     shard_rows = [read_results(tmp_path / f"wave.shard-{k}-of-4.results.csv") for k in range(4)]
     assert all(rows for rows in shard_rows), "every shard got some rows"
     seen = Counter(r["row"] for rows in shard_rows for r in rows if r["status"] == "succeeded")
-    assert len(seen) == 400
+    assert len(seen) == 4000
     assert set(seen.values()) == {1}
 
     merged = invoke("report", *journals, "--report", tmp_path / "merged.json",
@@ -199,7 +199,7 @@ def test_shards_run_at_once_import_each_row_once_and_merge_into_a_single_runs_re
     single_server: EmulatorServer = start_emulator()
     alone = tmp_path / "alone"
     alone.mkdir()
-    single = _regional_manifest(alone / "wave.csv", {"us-east-1": 300, "eu-west-1": 100})
+    single = _regional_manifest(alone / "wave.csv", {"us-east-1": 3000, "eu-west-1": 1000})
     assert invoke(*_args(single, single_server.url, "--region", "us-east-1")).exit_code == 0
 
     def comparable(path: Path) -> list[dict[str, str]]:
