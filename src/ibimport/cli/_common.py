@@ -146,6 +146,11 @@ EndpointOpt = Annotated[
     str | None,
     typer.Option(metavar="URL", help="Endpoint URL (Image Builder's; EC2 and STS use it too)."),
 ]
+#: --rate on the commands that only read (preflight, wait): one rate, calls/s.
+ReadRateOpt = Annotated[
+    float | None,
+    typer.Option(min=0.01, metavar="CALLS/S", help="Calls per second; else adaptive."),
+]
 JsonOpt = Annotated[
     bool,
     typer.Option(

@@ -26,6 +26,7 @@ from ibimport.cli._common import (
     JsonOpt,
     ManifestArg,
     ProfileOpt,
+    ReadRateOpt,
     RegionOpt,
     _count,
     _exit_code,
@@ -59,10 +60,7 @@ def preflight(
     region: RegionOpt = None,
     profile: ProfileOpt = None,
     endpoint_url: EndpointOpt = None,
-    rate: Annotated[
-        float | None,
-        typer.Option(min=0.01, metavar="CALLS/S", help="Calls per second; else adaptive."),
-    ] = None,
+    rate: ReadRateOpt = None,
 ) -> None:
     """Check every row's vmImportTaskId with EC2 (100 per call): ready, pending, failed, unknown."""
     _secure_umask()

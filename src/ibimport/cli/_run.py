@@ -30,7 +30,6 @@ from ibimport import (
     RunSettings,
     Shard,
     SourceKind,
-    TaskWait,
     default_output_paths,
     detect_format,
     open_batch,
@@ -64,7 +63,13 @@ from ibimport.cli._common import (
     err,
     out,
 )
-from ibimport.cli._wait import PollIntervalOpt, WaitTimeoutOpt, image_summary, wait_settings
+from ibimport.cli._wait import (
+    PollIntervalOpt,
+    WaitTimeoutOpt,
+    image_summary,
+    task_wait_settings,
+    wait_settings,
+)
 from ibimport.emulator.cli import local_emulator_options
 from ibimport.progress import ProgressListener, ProgressMode
 from ibimport.rendering import summary_table
@@ -281,13 +286,7 @@ def run(
             reconcile=not no_reconcile,
             wait=wait_settings(wait_timeout, poll_interval) if wait else None,
             preflight=preflight,
-            task_wait=TaskWait(
-                timeout_s=task_timeout,
-                interval_s=poll_interval,
-                max_interval_s=max(60.0, poll_interval),
-            )
-            if wait_for_tasks
-            else None,
+            task_wait=task_wait_settings(task_timeout, poll_interval) if wait_for_tasks else None,
         )
         if wait_for_tasks and not preflight:
             raise _fail("--wait-for-tasks needs --preflight", as_json=as_json)

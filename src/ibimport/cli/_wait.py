@@ -13,6 +13,7 @@ from ibimport import (
     ClientSettings,
     IbimportError,
     ImageStatus,
+    TaskWait,
     WaitResult,
     WaitSettings,
     wait_for_images,
@@ -25,6 +26,7 @@ from ibimport.cli._common import (
     JournalArg,
     JsonOpt,
     ProfileOpt,
+    ReadRateOpt,
     RegionOpt,
     _exit_code,
     _fail,
@@ -55,10 +57,25 @@ PollIntervalOpt = Annotated[
 ]
 
 
+#: Polling intervals grow 1.5x a round up to this (or the first interval, if longer).
+MAX_POLL_INTERVAL_S = 60.0
+
+
 def wait_settings(timeout_s: float, interval_s: float) -> WaitSettings:
     """The polling rule from the command line (shared by ``run --wait``)."""
     return WaitSettings(
-        interval_s=interval_s, max_interval_s=max(60.0, interval_s), timeout_s=timeout_s
+        interval_s=interval_s,
+        max_interval_s=max(MAX_POLL_INTERVAL_S, interval_s),
+        timeout_s=timeout_s,
+    )
+
+
+def task_wait_settings(timeout_s: float, interval_s: float) -> TaskWait:
+    """``run --wait-for-tasks``: the same polling rule, for pending import tasks."""
+    return TaskWait(
+        timeout_s=timeout_s,
+        interval_s=interval_s,
+        max_interval_s=max(MAX_POLL_INTERVAL_S, interval_s),
     )
 
 
@@ -77,10 +94,7 @@ def wait(
     region: RegionOpt = None,
     profile: ProfileOpt = None,
     endpoint_url: EndpointOpt = None,
-    rate: Annotated[
-        float | None,
-        typer.Option(min=0.01, metavar="CALLS/S", help="Calls per second; else adaptive."),
-    ] = None,
+    rate: ReadRateOpt = None,
 ) -> None:
     """Follow every image a run imported until AVAILABLE, FAILED, CANCELLED or --wait-timeout.
 
