@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple, Protocol
 
-from ibimport.apimodel import (
+from ibimport.domain.apimodel import (
     IMAGE_NAME_SHAPE,
     image_identity,
     service_model,

@@ -17,7 +17,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from ibimport.apimodel import LIST_PAGE_DEFAULT, LIST_PAGE_MAX, service_model
+from ibimport.domain.apimodel import LIST_PAGE_DEFAULT, LIST_PAGE_MAX, service_model
 from ibimport.emulator.exceptions import (
     InvalidPaginationTokenException,
     InvalidParameterValueException,

@@ -26,8 +26,7 @@ from functools import partial
 
 import anyio
 
-from ibimport.calls import RetriedCalls, first_error
-from ibimport.client import (
+from ibimport.aws.client import (
     TASK_IDS_PER_CALL,
     UNKNOWN_TASK_CODES,
     ImportTaskClient,
@@ -35,6 +34,7 @@ from ibimport.client import (
     unknown_task_ids,
 )
 from ibimport.errors import ApiError
+from ibimport.flow.calls import RetriedCalls, first_error
 
 __all__ = ["TaskCheck", "TaskChecker", "TaskState", "classify_task"]
 
