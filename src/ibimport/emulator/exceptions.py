@@ -2,8 +2,9 @@
 
 A class's name is its code (``x-amzn-ErrorType``), its ``status`` the HTTP status, and
 its ``default_message`` the words AWS uses when the message never varies. Models, the
-signature check and the server raise them; ``responses.render_error`` alone turns one
-into an answer, so adding an error is adding a class here.
+signature check and the server raise them; one serialiser per protocol turns one into
+an answer (``rest.render_error``, ``ec2.responses`` and ``sts.responses``' own), so
+adding an error is adding a class here.
 
     ServiceError
     ├── InvalidParameterValueException      400  a request member broke the model
@@ -24,7 +25,7 @@ into an answer, so adding an error is adding a class here.
     ├── ServiceException                    500  an injected fault
     └── ServiceUnavailableException         503  an injected fault
 
-EC2's query protocol (``ec2_responses``, rendered as EC2's XML) has its own codes:
+EC2's query protocol (``ec2.responses``, rendered as EC2's XML) has its own codes:
 
     ServiceError
     ├── InvalidParameterValue               400  a malformed task ID, MaxResults or filter
@@ -35,7 +36,7 @@ EC2's query protocol (``ec2_responses``, rendered as EC2's XML) has its own code
     ├── InternalError                       500  an injected fault
     └── RequestLimitExceeded / Unavailable  503  the EC2 quota / an injected fault
 
-and so has STS's (``sts_responses``): ValidationError (400), InvalidClientTokenId,
+and so has STS's (``sts.responses``): ValidationError (400), InvalidClientTokenId,
 SignatureDoesNotMatch, IncompleteSignature, ExpiredToken (403).
 """
 

@@ -1,12 +1,16 @@
 """The emulator's HTTP server: aiohttp wiring, the emulator's own endpoints, start and stop.
 
+``SERVICES`` is the table of what is served: each service is a sub-package laid out like
+moto's (``<service>/models.py`` its state, ``<service>/responses.py`` its wire format and
+the ``RestService`` or ``QueryService`` that describes it), and a request finds its
+service here: a REST-JSON call by its route, a query-protocol call (a form POST to
+``/``) by its Action, an unknown Action by the credential scope's service. Each service
+acts on the backend ``Emulator.backends`` holds under its signing name, and its errors
+take that service's codes and shape.
 ``Emulator.handle`` takes each request through the other modules in turn: ``auth`` (who
-calls, and ``--verify-signatures``), ``faults`` (quota and injected misbehaviour),
-``responses`` (the operation), then ``faults`` again for how the answer travels. A form
-POST to ``/`` is the query protocol of EC2 (``ec2_responses``) or STS
-(``sts_responses``), told apart by its Action; its errors take that service's codes and
-XML shape. Each call acts in the (account, region) ``sts_models.Identities`` reads from
-its access key and credential scope.
+calls, and ``--verify-signatures``), ``faults`` (quota and injected misbehaviour), the
+service's handler, then ``faults`` again for how the answer travels. Each call acts in the
+(account, region) ``sts.models.Identities`` reads from its access key and credential scope.
 ``serve`` runs one emulator on the current event loop until told to stop;
 ``EmulatorServer`` runs it in a background thread of this process (tests), and
 ``process.EmulatorProcess`` in a child process. The hot path is kept lean because every
@@ -32,27 +36,46 @@ from aiohttp import web
 from ibimport._files import atomic_private_file
 from ibimport.emulator.auth import Credentials, caller, signing_service, verify
 from ibimport.emulator.config import EmulatorConfig
+from ibimport.emulator.core import Clock
 from ibimport.emulator.defaults import RESET_PATH, STATS_PATH
-from ibimport.emulator.ec2_models import ImportTasks, load_import_tasks
-from ibimport.emulator.ec2_responses import EC2
+from ibimport.emulator.ec2.models import ImportTasks, load_import_tasks
+from ibimport.emulator.ec2.responses import EC2
 from ibimport.emulator.exceptions import (
     RequestEntityTooLargeException,
     ServiceError,
     UnknownOperationException,
 )
 from ibimport.emulator.faults import Faults, abort
-from ibimport.emulator.models import Clock, ImageBuilderBackend
+from ibimport.emulator.imagebuilder.models import ImageBuilderBackend
+from ibimport.emulator.imagebuilder.responses import IMAGEBUILDER
 from ibimport.emulator.query import QueryCall, QueryService, is_query, parse_form
-from ibimport.emulator.responses import OPERATIONS, Call, render_error
-from ibimport.emulator.sts_models import Identities, load_accounts
-from ibimport.emulator.sts_responses import STS
+from ibimport.emulator.rest import Call, Handler, RestService, render_error
+from ibimport.emulator.sts.models import Identities, load_accounts
+from ibimport.emulator.sts.responses import STS
 from ibimport.errors import ConfigError
 
 _JSON = "application/json"
 _XML = "text/xml"
+#: Every service served. A new one is a sub-package, its backend in ``Emulator.backends``
+#: under its signing name, and a row here.
+SERVICES: tuple[RestService | QueryService, ...] = (IMAGEBUILDER, EC2, STS)
+#: REST route (method, path) -> its service, operation name and handler.
+_ROUTES: dict[tuple[str, str], tuple[RestService, str, Handler]] = {
+    route: (service, name, handler)
+    for service in SERVICES
+    if isinstance(service, RestService)
+    for route, (name, handler) in service.operations.items()
+}
+#: The REST service that answers a route nobody serves (UnknownOperationException).
+_REST_FALLBACK = IMAGEBUILDER
 #: Query-protocol Action -> its service; an unknown Action goes by the signing service.
-_QUERY_SERVICES = {action: service for service in (EC2, STS) for action in service.actions}
-_BY_SIGNING_NAME = {service.signing_name: service for service in (EC2, STS)}
+_QUERY_SERVICES = {
+    action: service
+    for service in SERVICES
+    if isinstance(service, QueryService)
+    for action in service.actions
+}
+_BY_SIGNING_NAME = {s.signing_name: s for s in SERVICES if isinstance(s, QueryService)}
 
 
 class Emulator:
@@ -87,7 +110,12 @@ class Emulator:
         self.requests_by_region: dict[str, dict[str, int]] = {}
         self.errors: dict[str, int] = {}
         self._regions = config.served_regions
-        self._query_targets: dict[str, object] = {"ec2": self.tasks, "sts": self.identities}
+        #: Each service's backend, under its signing name (``SERVICES``).
+        self.backends: dict[str, object] = {
+            IMAGEBUILDER.signing_name: self.backend,
+            EC2.signing_name: self.tasks,
+            STS.signing_name: self.identities,
+        }
         #: Set by ``serve`` with ``--state``: answers that changed the state wait for it.
         self.saver: StateSaver | None = None
         self._internal: dict[tuple[str, str], Callable[[], web.Response]] = {
@@ -150,7 +178,7 @@ class Emulator:
     async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
         """Authenticate, meter, maybe misbehave, then answer one request."""
         route = (request.method, request.path)
-        operation = OPERATIONS.get(route)
+        operation = _ROUTES.get(route)
         if operation is None:
             internal = self._internal.get(route)
             if internal is not None:
@@ -176,24 +204,31 @@ class Emulator:
                 )
             )
         faults = self.faults
+        service = _REST_FALLBACK if operation is None else operation[0]
         try:
             if config.verify_signatures:
-                self._verify(request, body, service="imagebuilder", regional=True)
+                self._verify(request, body, service=service.signing_name, regional=True)
             if operation is None:
                 raise UnknownOperationException()
-            name, handler = operation
+            _, name, handler = operation
             scope = self.identities.scope_of(access_key, region)
             self._count(name, region)
-            drop = await faults.before_call(name, scope=scope)
+            drop = await faults.before_call(name, scope=scope, service=service.signing_name)
         except ServiceError as exc:
             return self._error(exc)
         if faults.drops_before():
             abort(request)
             return _json_response(500, b"{}")  # never reaches the client
         request_id = str(uuid.uuid4())
-        call = Call(scope=scope, request_id=request_id, body=body, query=request.query)
+        call = Call(
+            scope=scope,
+            request_id=request_id,
+            body=body,
+            query=request.query,
+            access_key=access_key,
+        )
         try:
-            answer = handler(self.backend, call)
+            answer = handler(self.backends[service.signing_name], call)
         except ServiceError as exc:
             response = self._error(exc, request_id=request_id)
         else:
@@ -257,7 +292,7 @@ class Emulator:
         request_id = str(uuid.uuid4())
         call = QueryCall(scope=scope, request_id=request_id, params=params, access_key=access_key)
         try:
-            answer = handler(self._query_targets[service.signing_name], call)
+            answer = handler(self.backends[service.signing_name], call)
         except ServiceError as exc:
             response = self._query_error(service, exc, request_id=request_id)
         else:

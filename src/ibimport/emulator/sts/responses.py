@@ -25,7 +25,7 @@ from ibimport.emulator.exceptions import (
     UnrecognizedClientException,
 )
 from ibimport.emulator.query import QueryCall, QueryService, element
-from ibimport.emulator.sts_models import Identities
+from ibimport.emulator.sts.models import Identities
 
 __all__ = ["STS", "assume_role", "get_caller_identity", "render_error"]
 

@@ -2,10 +2,10 @@
 
 Each operation handler turns one HTTP request (already authenticated and metered by
 ``server``) into JSON bytes, delegating every decision to ``models``. Errors travel as
-``exceptions.ServiceError`` and are rendered once, by ``render_error``, in the shape
+``exceptions.ServiceError`` and are rendered once, by ``rest.render_error``, in the shape
 botocore parses: HTTP status, ``x-amzn-ErrorType`` header and a JSON ``message``.
 Adding an operation is a handler here, its route in ``OPERATIONS`` and its behaviour in
-``models``.
+``models``; ``IMAGEBUILDER`` is what the server's table of services knows of it.
 """
 
 from __future__ import annotations
@@ -13,8 +13,6 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from typing import Any
 
 from ibimport.apimodel import LIST_PAGE_DEFAULT, LIST_PAGE_MAX, service_model
@@ -22,15 +20,15 @@ from ibimport.emulator.exceptions import (
     InvalidPaginationTokenException,
     InvalidParameterValueException,
     SerializationException,
-    ServiceError,
 )
-from ibimport.emulator.models import ImageBuild, ImageBuilderBackend, Scope, format_date
-from ibimport.emulator.validation import (
+from ibimport.emulator.imagebuilder.models import ImageBuild, ImageBuilderBackend, format_date
+from ibimport.emulator.imagebuilder.validation import (
     check_version_arn,
     parse_filters,
     validate_import_request,
     violation,
 )
+from ibimport.emulator.rest import Call, Handler, RestService
 
 _dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 _loads = json.loads
@@ -38,24 +36,6 @@ _GET_IMAGE_ARN = re.compile(
     service_model()["shapes"]["ImageVersionArnOrBuildVersionArn"]["pattern"]
 )
 _OWNERS = tuple(service_model()["shapes"]["Ownership"]["enum"])
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Call:
-    """One authenticated API request: whose it is, where, and what it carries."""
-
-    scope: Scope
-    request_id: str
-    body: bytes
-    query: Mapping[str, str]
-
-
-Handler = Callable[[ImageBuilderBackend, Call], bytes]
-
-
-def render_error(exc: ServiceError) -> tuple[int, str, bytes]:
-    """Status, x-amzn-ErrorType and body of an AWS error answer."""
-    return exc.status, exc.code, _dumps({"message": exc.message}).encode()
 
 
 def _json_body(call: Call) -> dict[str, Any]:
@@ -230,3 +210,5 @@ OPERATIONS: dict[tuple[str, str], tuple[str, Handler]] = {
     ("POST", "/ListImages"): ("ListImages", list_images),
     ("POST", "/ListImageBuildVersions"): ("ListImageBuildVersions", list_image_build_versions),
 }
+
+IMAGEBUILDER = RestService(signing_name="imagebuilder", operations=OPERATIONS)

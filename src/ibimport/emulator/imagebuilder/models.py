@@ -14,21 +14,19 @@ import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple, Protocol
+from typing import Any, NamedTuple
 
 from ibimport.apimodel import (
     IMAGE_NAME_SHAPE,
     image_identity,
     service_model,
 )
+from ibimport.emulator.core import Clock, Companion, Scope
 from ibimport.emulator.exceptions import (
     IdempotentParameterMismatchException,
     InvalidPaginationTokenException,
     ResourceNotFoundException,
 )
-
-#: Reads the current wall-clock time in seconds; tests pass a fake one.
-Clock = Callable[[], float]
 
 STATE_FORMAT = 1
 
@@ -51,15 +49,8 @@ _NAME_CONSTRAINT = (
 )
 
 
-class Scope(NamedTuple):
-    """Where a call acts: Image Builder keeps resources per account and region."""
-
-    account: str
-    region: str
-
-
 class TaskOutcome(NamedTuple):
-    """What an image learns of its EC2 import task (``ec2_models``): when the task
+    """What an image learns of its EC2 import task (``ec2.models``): when the task
     completed (``-inf``: before anything; None: never) or why it failed."""
 
     completed_at: float | None
@@ -67,18 +58,6 @@ class TaskOutcome(NamedTuple):
 
 
 _TASK_COMPLETED = TaskOutcome(completed_at=-float("inf"), failure=None)
-
-
-class Companion(Protocol):
-    """State kept beside the images and saved with them (import tasks, STS sessions)."""
-
-    dirty: bool
-
-    def reset(self) -> None: ...
-
-    def to_state(self) -> Any: ...
-
-    def load_state(self, data: Any) -> None: ...
 
 
 def format_date(epoch: float) -> str:
@@ -204,7 +183,7 @@ class ImageBuilderBackend:
         self.clock = clock
         self.token_ttl_s = token_ttl_s
         self.available_after_s = available_after_s
-        #: Image Builder reads an image's EC2 import task as the caller (``ec2_models``).
+        #: Image Builder reads an image's EC2 import task as the caller (``ec2.models``).
         self.task_outcome = task_outcome
         #: Saved, loaded and reset with the images, under their names.
         self.companions: dict[str, Companion] = {}

@@ -15,7 +15,7 @@ them. Naming an ID that does not exist fails the whole call, as EC2's describe c
 
 from __future__ import annotations
 
-from ibimport.emulator.ec2_models import STATE_FILTER, ImportTasks
+from ibimport.emulator.ec2.models import STATE_FILTER, ImportTasks
 from ibimport.emulator.exceptions import (
     AuthFailure,
     CallRateLimitExceededException,

@@ -5,7 +5,7 @@ from a call's credential scope (``auth.caller``); the account from its access ke
 up here in turn: credentials this emulator issued through ``AssumeRole`` (the role's
 account), the ``--accounts`` file, a key that is itself 12 digits (tests), else
 ``--account-id``. With ``--verify-signatures`` the keys ``known`` returns are the only
-ones accepted. No HTTP here; ``sts_responses`` speaks STS's query protocol.
+ones accepted. No HTTP here; ``sts.responses`` speaks STS's query protocol.
 """
 
 from __future__ import annotations
@@ -21,8 +21,8 @@ from typing import Any
 
 from ibimport.emulator.auth import Credentials
 from ibimport.emulator.config import is_account_id
+from ibimport.emulator.core import Clock, Scope
 from ibimport.emulator.exceptions import ValidationError
-from ibimport.emulator.models import Clock, Scope
 from ibimport.errors import ConfigError
 
 __all__ = ["Identities", "TemporaryCredentials", "load_accounts"]

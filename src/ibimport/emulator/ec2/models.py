@@ -29,8 +29,9 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
+from ibimport.emulator.core import Clock
 from ibimport.emulator.exceptions import InvalidConversionTaskIdMalformed, InvalidParameterValue
-from ibimport.emulator.models import Clock, TaskOutcome
+from ibimport.emulator.imagebuilder.models import TaskOutcome
 from ibimport.errors import ConfigError
 
 __all__ = [
