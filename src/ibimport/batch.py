@@ -55,7 +55,7 @@ from ibimport.reconcile import Reconciler
 from ibimport.report import ResultsWriter, RunStats, write_report
 from ibimport.results import RowResult, RowStatus
 from ibimport.rowstate import ImageStatus
-from ibimport.runner import Runner, RunOutcome, RunSettings
+from ibimport.runner import Runner, RunOutcome, RunSettings, partition_key
 from ibimport.taskgate import TaskWait
 from ibimport.tokens import client_token
 from ibimport.waiter import WaitFigures, WaitSettings
@@ -235,9 +235,20 @@ async def _execute(
             try:
                 if journal is not None and not journal.pending_recorded:
                     await _journal_every_row(journal, config, plan)
-                # What the account holds is unknown to a journal that never sent, and to
-                # one whose rows changed under --force (a renamed row has no history).
-                unknown = journal is None or manifest_changed or not journal.ever_sent()
+
+                def list_existing(partition: Partition) -> bool:
+                    # What a partition holds is unknown to a journal that never committed
+                    # a complete listing of it (a fresh batch, or one stopped before its
+                    # listing landed), and to one whose rows changed under --force (a
+                    # renamed row has no history).
+                    if not config.reconcile:
+                        return False
+                    if journal is None or manifest_changed:
+                        return True
+                    return not journal.reconciled(
+                        partition_key(partition.account, partition.region)
+                    )
+
                 gates = (
                     await task_gates(config, partitions, plan, journal, clock=clock)
                     if config.preflight
@@ -260,7 +271,12 @@ async def _execute(
                         rate_for=lambda region: told_rate(
                             region, rates=config.rates, rate=config.rate, shard=config.shard
                         ),
-                        list_existing=config.reconcile and unknown,
+                        list_existing=list_existing,
+                        belongs_for=lambda p: (
+                            plan.rows_in(frozenset(p.places))
+                            if plan is not None and plan.places
+                            else None
+                        ),
                         total_rows=total_rows,
                         attach=control._attach if control is not None else None,
                         gate_for=lambda p: gates.get(id(p)),

@@ -167,7 +167,8 @@ async def run_fleet(
     listeners: Sequence[RunListener],
     settings: RunSettings,
     rate_for: Callable[[str], float | None],
-    list_existing: bool,
+    list_existing: Callable[[Partition], bool],
+    belongs_for: Callable[[Partition], Callable[[int], bool] | None],
     total_rows: int | None,
     attach: Callable[[Runner], None] | None = None,
     gate_for: Callable[[Partition], RowGate | None] | None = None,
@@ -200,7 +201,8 @@ async def run_fleet(
             rows_for(partition),
             total_rows=None,
             unreached=unreached_for(partition),
-            list_existing=list_existing and partition.failure is None,
+            list_existing=partition.failure is None and list_existing(partition),
+            belongs=belongs_for(partition),
             stopped_by=partition.failure,
         )
 

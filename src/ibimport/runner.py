@@ -185,6 +185,7 @@ class Runner:
         total_rows: int | None = None,
         unreached: Callable[[int], Iterable[RowResult]] | None = None,
         list_existing: bool = False,
+        belongs: Callable[[int], bool] | None = None,
         stopped_by: FatalBatchError | None = None,
     ) -> RunOutcome:
         """Import every valid row; record the others. Returns once every row has a result.
@@ -193,7 +194,9 @@ class Runner:
         given (from the journal, which holds them all: seconds for millions of rows),
         otherwise by reading the rest of ``rows`` (validating every row: minutes).
         ``list_existing``: list what the partition holds before the first call
-        (``ibimport.reconcile``); a listing that cannot complete stops the batch, unsent.
+        (``ibimport.reconcile``) and journal the rows found (``belongs`` says which
+        journalled rows are this partition's) before any is sent; a listing that cannot
+        complete stops the batch, unsent.
         ``stopped_by``: the partition cannot work at all; its rows are reported, not sent.
         """
         started = self._clock.now()
@@ -205,7 +208,7 @@ class Runner:
             if stopped_by is not None:
                 self._shared.fatal, self._shared.stop_requested = stopped_by, True
             elif list_existing:
-                await self._list_existing()
+                await self._list_existing(belongs)
             async with anyio.create_task_group() as workers:
                 self._deferring = workers
                 for _ in range(
@@ -242,9 +245,9 @@ class Runner:
             listener.on_finish(elapsed_s=elapsed, interrupted=interrupted)
         return RunOutcome(interrupted=interrupted, fatal=self._shared.fatal, elapsed_s=elapsed)
 
-    async def _list_existing(self) -> None:
+    async def _list_existing(self, belongs: Callable[[int], bool] | None) -> None:
         try:
-            await self.reconciler.existing()
+            listing = await self.reconciler.existing()
         except CallError as error:
             disposition = classify(error)
             if disposition is Disposition.FATAL:
@@ -259,6 +262,12 @@ class Runner:
                     message = f"cannot reach the Image Builder endpoint: {error.message}"
             self._shared.fatal = FatalBatchError(message)
             self._shared.stop_requested = True
+            return
+        # Durable before the first import: a run stopped before it reaches these rows
+        # leaves them ``exists``, and its resume (which does not list again) sends none.
+        await self._journal.record_existing(
+            listing.arn_for, belongs=belongs, partition=partition_key(*self.origin)
+        )
 
     async def _worker(self, rows: Iterator[ManifestRow]) -> None:
         shared = self._shared
@@ -509,6 +518,11 @@ class Runner:
             self._journal.record(result)
         for listener in self._listeners:
             listener.on_row_done(result)
+
+
+def partition_key(account: str, region: str) -> str:
+    """How the journal names a partition it reconciled (``account/region``)."""
+    return f"{account}/{region}"
 
 
 def _worker_count(concurrency: int) -> int:

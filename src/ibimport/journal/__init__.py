@@ -11,7 +11,7 @@ into commits, on the injected clock) and ``_sqlite`` (``SqliteJournal``, which j
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Protocol, runtime_checkable
 
@@ -58,6 +58,14 @@ class Journal(Protocol):
 
     def record(self, result: RowResult) -> None: ...
 
+    async def record_existing(
+        self,
+        arn_for: Callable[[str, str], str | None],
+        *,
+        belongs: Callable[[int], bool] | None,
+        partition: str,
+    ) -> int: ...
+
     async def flush(self) -> None: ...
 
     async def aclose(self) -> None: ...
@@ -82,6 +90,15 @@ class NullJournal:
 
     def record(self, result: RowResult) -> None:
         return None
+
+    async def record_existing(
+        self,
+        arn_for: Callable[[str, str], str | None],
+        *,
+        belongs: Callable[[int], bool] | None,
+        partition: str,
+    ) -> int:
+        return 0
 
     async def flush(self) -> None:
         return None

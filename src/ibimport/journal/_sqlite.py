@@ -247,12 +247,10 @@ class SqliteJournal:
             (latest,) = conn.execute("SELECT MAX(updated_at) FROM rows").fetchone()
         return None if latest is None else float(latest)
 
-    def ever_sent(self) -> bool:
-        """Whether any row of this journal was ever sent (a journal that only holds pending
-        rows knows nothing of what exists in the account yet)."""
-        with self._reading() as conn:
-            found = conn.execute("SELECT 1 FROM rows WHERE first_sent_at IS NOT NULL LIMIT 1")
-            return found.fetchone() is not None
+    def reconciled(self, partition: str) -> bool:
+        """Whether this partition's rows were checked against a complete listing of its
+        builds and what it found was committed (``record_existing``)."""
+        return partition in self.header.settings.get("reconciled", ())
 
     def runs(self) -> list[dict[str, Any]]:
         """Every earlier run's figures (``record_run``), oldest first.
@@ -345,6 +343,53 @@ class SqliteJournal:
                 conn.execute("ROLLBACK")
                 raise
         self.header = self._read_header()
+
+    async def record_existing(
+        self,
+        arn_for: Callable[[str, str], str | None],
+        *,
+        belongs: Callable[[int], bool] | None,
+        partition: str,
+    ) -> int:
+        """Commit, at once, ``exists`` (with the ARN ``arn_for`` finds) for every row of the
+        partition not yet done whose image already has a build, and remember the partition
+        as reconciled; returns how many rows were found.
+
+        Called once a complete listing is taken and before the partition's first import,
+        so a run stopped before reaching such a row (Ctrl-C, SIGTERM, kill -9) leaves it
+        ``exists`` in the journal and a resume never sends it: the listing is not taken
+        again by a resume of a partition it already covered. The scan reads the journal
+        in a worker thread (a million rows take seconds); the write is one short
+        transaction, after which the partition counts as reconciled.
+        """
+        self._ensure_writable()
+        found = await anyio.to_thread.run_sync(self._existing_rows, arn_for, belongs)
+        settings = dict(self.header.settings)
+        settings["reconciled"] = sorted({*settings.get("reconciled", ()), partition})
+        now = self._clock.wall()
+        with self._commit() as conn:
+            conn.executemany(
+                "UPDATE rows SET state = 'exists', image_arn = ?, error_code = '',"
+                " error_message = '', updated_at = ? WHERE name = ? AND semantic_version = ?",
+                ((arn, now, name, version) for name, version, arn in found),
+            )
+            conn.execute("UPDATE run SET settings = ? WHERE id = 1", (dump_settings(settings),))
+        self.ops_committed += len(found)
+        self.header = self._read_header()
+        return len(found)
+
+    def _existing_rows(
+        self, arn_for: Callable[[str, str], str | None], belongs: Callable[[int], bool] | None
+    ) -> list[tuple[str, str, str]]:
+        """(name, version, ARN) of the unsettled rows whose image ``arn_for`` finds."""
+        found: list[tuple[str, str, str]] = []
+        for row in self.entries():
+            if row.state.is_done or (belongs is not None and not belongs(row.row)):
+                continue
+            arn = arn_for(row.name, row.semantic_version)
+            if arn is not None:
+                found.append((row.name, row.semantic_version, arn))
+        return found
 
     def record_run(self, *, started_at: float, figures: Mapping[str, Any]) -> None:
         """Keep one run's figures, so the report of a later run still shows them.
