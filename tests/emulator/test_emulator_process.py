@@ -43,7 +43,7 @@ def test_python_m_prints_its_port_and_stops_on_sigterm(tmp_path: Path) -> None:
 def test_emulator_process_serves_and_reports_stats(
     make_client: Callable[..., Any],
 ) -> None:
-    with EmulatorProcess(EmulatorConfig(rate=1000, seed=1)) as process:
+    with EmulatorProcess(EmulatorConfig(rate=1000, seed=1, task_mix="completed=1")) as process:
         client = make_client(process.url)
         client.import_vm_image(**import_params())
         client.import_vm_image(**import_params(clientToken="again"))

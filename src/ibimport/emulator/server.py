@@ -36,7 +36,7 @@ from aiohttp import web
 from ibimport._files import atomic_private_file
 from ibimport.emulator.auth import Credentials, caller, signing_service, verify
 from ibimport.emulator.config import EmulatorConfig
-from ibimport.emulator.core import Clock
+from ibimport.emulator.core import Clock, Scope
 from ibimport.emulator.defaults import RESET_PATH, STATS_PATH
 from ibimport.emulator.ec2.models import ImportTasks, load_import_tasks
 from ibimport.emulator.ec2.responses import EC2
@@ -47,10 +47,12 @@ from ibimport.emulator.exceptions import (
 )
 from ibimport.emulator.faults import Faults, abort
 from ibimport.emulator.imagebuilder.models import ImageBuilderBackend
+from ibimport.emulator.imagebuilder.paging import Pager
 from ibimport.emulator.imagebuilder.responses import IMAGEBUILDER
+from ibimport.emulator.permissions import Permissions
 from ibimport.emulator.query import QueryCall, QueryService, is_query, parse_form
 from ibimport.emulator.rest import Call, Handler, RestService, render_error
-from ibimport.emulator.sts.models import Identities, load_accounts
+from ibimport.emulator.sts.models import Accounts, Identities, load_accounts
 from ibimport.emulator.sts.responses import STS
 from ibimport.errors import ConfigError
 
@@ -92,17 +94,22 @@ class Emulator:
             seed=config.seed,
             active_s=config.task_active_s,
         )
+        accounts = Accounts() if config.accounts is None else load_accounts(config.accounts)
         self.identities = Identities(
             default_account=config.account_id,
-            accounts={} if config.accounts is None else load_accounts(config.accounts),
+            accounts=accounts.keys,
+            roles=accounts.roles,
             base=Credentials(config.access_key_id, config.secret_access_key),
             clock=clock,
         )
+        self.permissions = Permissions(config.denials)
         self.backend = ImageBuilderBackend(
             clock=clock,
             token_ttl_s=config.token_ttl_s,
             available_after_s=config.available_after_s,
             task_outcome=self.tasks.outcome,
+            list_delay_s=config.list_delay_s,
+            pager=Pager(short_share=config.short_pages, seed=config.seed),
         )
         self.backend.companions.update(importTasks=self.tasks, credentials=self.identities)
         self.faults = Faults(config, clock=clock)
@@ -137,7 +144,9 @@ class Emulator:
             "errors": dict(self.errors),
             "images": backend.images,
             "duplicateBuilds": backend.duplicate_builds,
+            "reimportsOverFailed": backend.reimports_over_failed,
             "idempotentReplays": backend.idempotent_replays,
+            "shortPages": backend.pager.short_pages,
             "regions": self._region_stats(),
         }
 
@@ -151,6 +160,7 @@ class Emulator:
                 "throttled": faults.throttled_by_region.get(region, 0),
                 "images": backend.images_by_region.get(region, 0),
                 "duplicateBuilds": backend.duplicates_by_region.get(region, 0),
+                "reimportsOverFailed": backend.reimports_by_region.get(region, 0),
             }
             for region in sorted(regions)
         }
@@ -213,6 +223,8 @@ class Emulator:
             _, name, handler = operation
             scope = self.identities.scope_of(access_key, region)
             self._count(name, region)
+            if self.permissions:
+                self._authorize(service.signing_name, name, access_key, scope)
             drop = await faults.before_call(name, scope=scope, service=service.signing_name)
         except ServiceError as exc:
             return self._error(exc)
@@ -236,6 +248,16 @@ class Emulator:
                 await self.saver.saved()  # an OSError answers 500: the client retries
             response = _json_response(200, answer, request_id=request_id)
         return await faults.deliver(request, response, drop=drop)
+
+    def _authorize(self, service: str, action: str, access_key: str, scope: Scope) -> None:
+        identities = self.identities
+        self.permissions.check(
+            service=service,
+            action=action,
+            access_key=access_key,
+            role_arn=identities.role_of(access_key),
+            caller_arn=identities.arn_of(access_key, scope.account),
+        )
 
     def _verify(
         self, request: web.BaseRequest, body: bytes, *, service: str, regional: bool
@@ -281,6 +303,8 @@ class Emulator:
                 raise service.unknown_action(action)
             scope = self.identities.scope_of(access_key, region)
             self._count(action, region)
+            if self.permissions:
+                self._authorize(service.signing_name, action, access_key, scope)
             drop = False
             if service.regional:  # STS, global, is not metered
                 drop = await faults.before_call(action, scope=scope, service=service.signing_name)
