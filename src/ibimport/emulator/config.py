@@ -50,6 +50,7 @@ _POSITIVE = Check(lambda v: v is None or v > 0, "{name} must be positive, got {v
 _AT_LEAST_ONE = Check(lambda v: v is None or v >= 1, "{name} must be at least 1, got {value}")
 _SHARE = Check(lambda v: 0.0 <= v <= 1.0, "{name} must be between 0 and 1, got {value}")
 _NOT_NEGATIVE = Check(lambda v: v >= 0, "{name} must not be negative, got {value}")
+_PORT = Check(lambda v: 0 <= v <= 65535, "{name} must be 0-65535 (0 takes a free one), got {value}")
 _TWELVE_DIGITS = Check(is_account_id, "{name} must be 12 digits, got {value!r}")
 #: What ``--task-mix`` may name: EC2's three task statuses and a task that does not exist.
 TASK_MIX_STATUSES = ("completed", "active", "deleted", "missing")
@@ -70,7 +71,7 @@ _DENY = Check(
 # Kinds are checked in this order, and each kind in field order, so that a config with
 # several bad values reports the same one first as it always has.
 _CHECK_ORDER = (
-    *(_POSITIVE, _AT_LEAST_ONE, _SHARE, _NOT_NEGATIVE, _TWELVE_DIGITS),
+    *(_POSITIVE, _AT_LEAST_ONE, _SHARE, _NOT_NEGATIVE, _TWELVE_DIGITS, _PORT),
     *(_REGION_RATES, _TASK_MIX, _DENY),
 )
 
@@ -165,7 +166,9 @@ class EmulatorConfig:
     """
 
     host: str = knob("127.0.0.1", help="Address to listen on.")
-    port: int = knob(0, help="Port to listen on; 0 picks a free one.", command_default=8787)
+    port: int = knob(
+        0, help="Port to listen on; 0 picks a free one.", command_default=8787, check=_PORT
+    )
     region: str = knob(
         "us-east-1",
         help="Region served: --verify-signatures refuses a call signed for another "

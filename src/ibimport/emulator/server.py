@@ -23,6 +23,7 @@ import asyncio
 import contextlib
 import json
 import signal
+import tempfile
 import threading
 import time
 import uuid
@@ -363,9 +364,26 @@ def _load_state(emulator: Emulator, path: Path) -> None:
         raise ConfigError(f"cannot load emulator state from {path}: {exc}") from exc
 
 
+def check_state_path(path: Path) -> None:
+    """Refuse, before serving, a ``--state`` that the first save could not write: a folder,
+    a file in a folder that does not exist (never created: a typo would make one), or a
+    place this process cannot create files in."""
+    if path.is_dir():
+        raise ConfigError(f"--state {path}: is a folder; give a file name")
+    folder = path.parent
+    if not folder.is_dir():
+        raise ConfigError(f"--state {path}: the folder {folder} does not exist")
+    try:
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=f".{path.name}.", suffix=".probe"):
+            pass
+    except OSError as exc:
+        raise ConfigError(
+            f"--state {path}: cannot write in {folder}: {exc.strerror or exc}"
+        ) from None
+
+
 def _write_state(path: Path, data: dict[str, Any]) -> None:
     """Write atomically: a crash leaves the old file or the new one, never half of one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_private_file(path) as handle:
         json.dump(data, handle, separators=(",", ":"))
 
@@ -435,6 +453,7 @@ async def serve(
     """Serve ``config`` on the running loop until ``stop`` is set, then save the state."""
     emulator = Emulator(config, clock=clock)
     if config.state_file is not None:
+        check_state_path(config.state_file)
         _load_state(emulator, config.state_file)
     runner = web.ServerRunner(web.Server(emulator.handle, access_log=None), handle_signals=False)
     await runner.setup()
