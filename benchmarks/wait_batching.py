@@ -31,7 +31,7 @@ from throughput import ENV, write_manifest  # noqa: E402
 async def _main(args: argparse.Namespace) -> None:
     from ibimport import BatchConfig, ClientSettings, RunSettings, WaitSettings, run_batch
     from ibimport.emulator import EmulatorConfig, EmulatorProcess
-    from ibimport.followup import preflight_tasks
+    from ibimport.engine.followup import preflight_tasks
 
     os.environ.update(ENV)
     with tempfile.TemporaryDirectory(prefix="ibimport-wait-") as tmp:

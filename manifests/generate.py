@@ -181,7 +181,7 @@ def write_examples() -> None:
 def check() -> None:
     """Every example is valid (invalid.csv: all but one row), CSV and JSONL agree on tokens."""
     from ibimport.manifest import read_manifest
-    from ibimport.tokens import client_token
+    from ibimport.domain.tokens import client_token
 
     by_format = {}
     for name in ("example.csv", "example.jsonl", "example.json"):

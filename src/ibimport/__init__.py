@@ -4,9 +4,30 @@ The public API is what this module exports; everything else is internal and may 
 """
 
 from ibimport._version import __version__
-from ibimport.batch import Batch, BatchConfig, BatchControl, BatchResult, open_batch, run_batch
-from ibimport.client import ClientSettings, ImageBuilderClient, ImportResult, open_client
+from ibimport.aws.client import ClientSettings, ImageBuilderClient, ImportResult, open_client
+from ibimport.domain.results import RowResult
+from ibimport.domain.rowstate import ImageStatus, RerunPlan, RowStatus, reported_as
+from ibimport.domain.tokens import client_token
 from ibimport.emulator.config import EmulatorConfig
+from ibimport.engine.batch import (
+    Batch,
+    BatchConfig,
+    BatchControl,
+    BatchResult,
+    open_batch,
+    run_batch,
+)
+from ibimport.engine.dryrun import BatchPlan, PlannedRow, PlannedStatus, plan_batch
+from ibimport.engine.events import BaseListener, CallEvent, CallOutcome, RunListener
+from ibimport.engine.followup import (
+    TaskPreflight,
+    TaskRow,
+    WaitResult,
+    preflight_tasks,
+    wait_for_images,
+)
+from ibimport.engine.partitions import RateSpec, Shard, parse_rates
+from ibimport.engine.runner import Runner, RunOutcome, RunSettings
 from ibimport.errors import (
     ApiError,
     BatchRefused,
@@ -20,13 +41,10 @@ from ibimport.errors import (
     ManifestError,
     TransportError,
 )
-from ibimport.events import BaseListener, CallEvent, CallOutcome, RunListener
-from ibimport.followup import TaskPreflight, TaskRow, WaitResult, preflight_tasks, wait_for_images
-from ibimport.importtasks import TaskCheck, TaskState
+from ibimport.flow.limiter import AdaptiveLimiter, FixedRateLimiter, build_limiter
 from ibimport.journal import Journal, NullJournal, SqliteJournal
-from ibimport.limiter import AdaptiveLimiter, FixedRateLimiter, build_limiter
 from ibimport.manifest import (
-    ImportTask,
+    ImageRequest,
     ManifestFormat,
     ManifestRow,
     SourceKind,
@@ -35,17 +53,18 @@ from ibimport.manifest import (
     read_manifest,
     source_kind,
 )
-from ibimport.outputs import RebuiltOutputs, default_output_paths, merge_outputs, rebuild_outputs
-from ibimport.partitions import RateSpec, Shard, parse_rates
-from ibimport.plan import BatchPlan, PlannedRow, PlannedStatus, plan_batch
-from ibimport.results import RowResult
-from ibimport.rowstate import ImageStatus, RerunPlan, RowStatus
-from ibimport.runner import Runner, RunOutcome, RunSettings
-from ibimport.spool import spooled_stdin
-from ibimport.status import BatchStatus, batch_status
-from ibimport.taskgate import TaskWait
-from ibimport.tokens import client_token
-from ibimport.waiter import WaitFigures, WaitSettings
+from ibimport.manifest.spool import spooled_stdin
+from ibimport.report import FINAL_STATUSES, RunStats
+from ibimport.report.outputs import (
+    RebuiltOutputs,
+    default_output_paths,
+    merge_outputs,
+    rebuild_outputs,
+)
+from ibimport.report.status import BatchStatus, batch_status
+from ibimport.stages.imagewait import WaitFigures, WaitSettings
+from ibimport.stages.taskcheck import TaskCheck, TaskState
+from ibimport.stages.taskgate import TaskWait
 
 __all__ = [
     "AdaptiveLimiter",
@@ -64,13 +83,14 @@ __all__ = [
     "ClientSettings",
     "ConfigError",
     "EmulatorConfig",
+    "FINAL_STATUSES",
     "FatalBatchError",
     "FixedRateLimiter",
     "IbimportError",
     "ImageBuilderClient",
+    "ImageRequest",
     "ImageStatus",
     "ImportResult",
-    "ImportTask",
     "InvalidManifest",
     "Journal",
     "JournalError",
@@ -89,6 +109,7 @@ __all__ = [
     "RunListener",
     "RunOutcome",
     "RunSettings",
+    "RunStats",
     "Runner",
     "Shard",
     "SourceKind",
@@ -117,6 +138,7 @@ __all__ = [
     "preflight_tasks",
     "read_manifest",
     "rebuild_outputs",
+    "reported_as",
     "run_batch",
     "source_kind",
     "spooled_stdin",

@@ -7,13 +7,13 @@
     ├── BatchRefused         the batch will not start, and nothing was sent:
     │   ├── InvalidManifest  rows broke the service's rules (and --skip-invalid is off)
     │   └── ManifestChanged  the manifest differs from the journal's (and --force is off)
-    └── CallError            one Image Builder call failed (raised by ibimport.client only)
+    └── CallError            one Image Builder call failed (raised by ibimport.aws.client only)
         ├── ApiError         the service answered with an error code (4xx/5xx)
         └── TransportError   no usable answer: connection refused or reset, timeout, truncation
     FatalBatchError          a fault that fails every call (credentials, access, endpoint):
                              the batch stops with one message instead of thousands of failures
 
-Code above ibimport.client never sees a botocore or aiohttp exception.
+Code above ibimport.aws.client never sees a botocore or aiohttp exception.
 """
 
 from __future__ import annotations

@@ -11,7 +11,7 @@ from typing import Any
 
 from emulator_support import import_params
 
-from ibimport.apimodel import image_identity
+from ibimport.domain.apimodel import image_identity
 from ibimport.emulator import EmulatorServer
 
 IMAGE = "arn:aws:imagebuilder:us-east-1:123456789012:image/web-01"

@@ -9,7 +9,7 @@ import pytest
 from botocore.exceptions import ClientError
 from emulator_support import AUTHORIZATION, import_params, raw_request
 
-from ibimport.apimodel import (
+from ibimport.domain.apimodel import (
     IMAGE_NAME_SHAPE,
     VERSION_NODE_MAX,
     import_vm_image_rules,

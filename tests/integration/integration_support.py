@@ -22,8 +22,8 @@ from botocore.exceptions import ClientError, ConnectionClosedError, HTTPClientEr
 from typer.testing import CliRunner, Result
 
 from ibimport.cli import app
+from ibimport.domain.tokens import client_token
 from ibimport.manifest import read_manifest
-from ibimport.tokens import client_token
 
 REGION = "us-east-1"
 ACCESS_KEY = "AKIDIBIMPORTTEST"  # the same as the root conftest's aws_credentials

@@ -15,10 +15,10 @@ from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 
-from ibimport.client import USER_AGENT, ClientSettings, open_client
+from ibimport.aws.client import USER_AGENT, ClientSettings, open_client
+from ibimport.aws.signing import SIGNATURE_VERSION
 from ibimport.emulator import EmulatorConfig, EmulatorServer
 from ibimport.errors import ApiError
-from ibimport.signing import SIGNATURE_VERSION
 
 KEY, SECRET = "AKIDIBIMPORTFASTPATH", "fast-path-secret"
 PARAMS = {

@@ -23,7 +23,7 @@ from integration_support import (
     write_csv,
 )
 
-from ibimport.apimodel import image_identity
+from ibimport.domain.apimodel import image_identity
 from ibimport.emulator import EmulatorServer
 
 StartEmulator = Callable[..., EmulatorServer]

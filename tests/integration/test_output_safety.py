@@ -24,10 +24,10 @@ from typing import Any
 import pytest
 from integration_support import invoke, read_results, run_args
 
+from ibimport.domain.results import RowResult, RowStatus
 from ibimport.emulator import EmulatorServer
 from ibimport.journal import SqliteJournal
 from ibimport.report import ResultsWriter, write_report
-from ibimport.results import RowResult, RowStatus
 
 StartEmulator = Callable[..., EmulatorServer]
 TRIGGERS = ("=", "+", "-", "@", "\t", "\r")

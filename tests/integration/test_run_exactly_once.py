@@ -127,18 +127,18 @@ def test_the_run_collects_cycles_rarely_and_restores_the_collector(
 ) -> None:
     import gc
 
-    import ibimport.batch
+    import ibimport.engine.batch
 
     server = start_emulator()
     manifest = write_csv(tmp_path / "wave.csv", make_tasks(5, seed=3))
     during: list[tuple[int, int]] = []
-    real_run = ibimport.batch.Batch.run
+    real_run = ibimport.engine.batch.Batch.run
 
     async def observed_run(*args, **kwargs):  # type: ignore[no-untyped-def]
         during.append((gc.get_threshold()[0], gc.get_freeze_count()))
         return await real_run(*args, **kwargs)
 
-    monkeypatch.setattr(ibimport.batch.Batch, "run", observed_run)
+    monkeypatch.setattr(ibimport.engine.batch.Batch, "run", observed_run)
     before = gc.get_threshold()
 
     result = invoke(*run_args(manifest, server.url))

@@ -5,8 +5,8 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
+from ibimport.domain.results import RowResult, RowStatus
 from ibimport.journal import SqliteJournal
-from ibimport.results import RowResult, RowStatus
 
 SETTINGS = {"region": "us-east-1", "concurrency": 16}
 

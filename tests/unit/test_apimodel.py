@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from ibimport.apimodel import VERSION_NODE_MAX, check_version_nodes, import_vm_image_rules
+from ibimport.domain.apimodel import VERSION_NODE_MAX, check_version_nodes, import_vm_image_rules
 
 
 def test_rules_come_from_the_model_with_current_service_overrides() -> None:

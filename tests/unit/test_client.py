@@ -5,7 +5,7 @@ from __future__ import annotations
 import botocore.exceptions as bce
 import pytest
 
-from ibimport.client import ClientSettings, botocore_config, translate_error
+from ibimport.aws.client import ClientSettings, botocore_config, translate_error
 from ibimport.errors import ApiError, TransportError
 
 

@@ -1,11 +1,11 @@
-"""``ibimport.clock.SystemClock``: the real clock behind the ``Clock`` protocol."""
+"""``ibimport.flow.clock.SystemClock``: the real clock behind the ``Clock`` protocol."""
 
 from __future__ import annotations
 
 import time
 
-from ibimport.clock import Clock, SystemClock
-from ibimport.limiter import MonotonicClock
+from ibimport.flow.clock import Clock, SystemClock
+from ibimport.flow.limiter import MonotonicClock
 from ibimport.testing import FakeClock
 
 

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from ibimport.domain.tokens import client_token
 from ibimport.manifest import read_manifest
-from ibimport.tokens import client_token
 
 SCRIPT = Path(__file__).resolve().parents[2] / "manifests" / "generate.py"
 

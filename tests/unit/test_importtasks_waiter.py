@@ -7,21 +7,21 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from ibimport.calls import RetriedCalls
-from ibimport.client import (
+from ibimport.aws.client import (
     BuildPage,
     BuildSummary,
     ImageState,
     ImportTaskInfo,
     ImportTaskPage,
 )
+from ibimport.domain.rowstate import ImageStatus, RerunPlan, RowStatus, image_status
 from ibimport.errors import ApiError, CallError
-from ibimport.importtasks import TaskChecker, TaskState
-from ibimport.limiter import build_limiter
-from ibimport.retry import Backoff
-from ibimport.rowstate import ImageStatus, RerunPlan, RowStatus, image_status
+from ibimport.flow.calls import RetriedCalls
+from ibimport.flow.limiter import build_limiter
+from ibimport.flow.retry import Backoff
+from ibimport.stages.imagewait import ImageWaiter, WaitSettings
+from ibimport.stages.taskcheck import TaskChecker, TaskState
 from ibimport.testing import FakeClock
-from ibimport.waiter import ImageWaiter, WaitSettings
 
 ARN = "arn:aws:imagebuilder:us-east-1:123456789012:image/vm-{i}/1.0.0/1"
 

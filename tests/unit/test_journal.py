@@ -13,6 +13,7 @@ import anyio
 import pytest
 from journal_support import SETTINGS, mark, open_journal, raw_row, result
 
+from ibimport.domain.results import RowStatus
 from ibimport.errors import JournalError
 from ibimport.journal import (
     APPLICATION_ID,
@@ -22,7 +23,6 @@ from ibimport.journal import (
     NullJournal,
     SqliteJournal,
 )
-from ibimport.results import RowStatus
 from ibimport.testing import FakeClock
 
 
@@ -344,7 +344,7 @@ def test_crash_between_sent_and_recorded_loses_only_the_outcome(path: Path) -> N
 import anyio
 from pathlib import Path
 from ibimport.journal import SqliteJournal, exit_after_commits
-from ibimport.results import RowResult, RowStatus
+from ibimport.domain.results import RowResult, RowStatus
 
 async def main() -> None:
     journal = SqliteJournal.open(

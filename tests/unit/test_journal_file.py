@@ -11,9 +11,9 @@ import anyio
 import pytest
 from journal_support import open_journal, result
 
+from ibimport.domain.results import RowStatus
 from ibimport.errors import JournalError
 from ibimport.journal import SCHEMA_VERSION, SqliteJournal
-from ibimport.results import RowStatus
 
 
 @pytest.fixture

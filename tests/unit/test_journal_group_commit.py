@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from journal_support import mark, open_journal, raw_row, result
 
-from ibimport.results import RowStatus
+from ibimport.domain.results import RowStatus
 from ibimport.testing import FakeClock
 
 

@@ -7,7 +7,7 @@ import itertools
 import anyio
 import pytest
 
-from ibimport.limiter import AdaptiveLimiter, FixedRateLimiter, _Pacer, build_limiter
+from ibimport.flow.limiter import AdaptiveLimiter, FixedRateLimiter, _Pacer, build_limiter
 from ibimport.testing import FakeClock
 
 

@@ -15,14 +15,15 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from ibimport.apimodel import VERSION_NODE_MAX, import_vm_image_rules
+from ibimport.domain.apimodel import VERSION_NODE_MAX, import_vm_image_rules
+from ibimport.domain.tokens import client_token
 from ibimport.errors import ConfigError, ManifestError
 from ibimport.manifest import (
     MAX_CSV_FIELD,
     MAX_ROW_BYTES,
     ROW_FIELD,
     FieldError,
-    ImportTask,
+    ImageRequest,
     ManifestFormat,
     ManifestRow,
     detect_format,
@@ -31,7 +32,6 @@ from ibimport.manifest import (
     read_manifest,
 )
 from ibimport.manifest._validate import SAME_IMAGE
-from ibimport.tokens import client_token
 
 RULES = import_vm_image_rules()
 # An image name is a ResourceName (3 to 128 characters), stricter than the request's own
@@ -275,7 +275,7 @@ def test_null_and_empty_json_values_are_absent(tmp_path: Path) -> None:
     assert row.task is not None
     assert explicit.task is not None
     assert row.task.description is None
-    assert client_token(row.task) == client_token(ImportTask(**VALID))
+    assert client_token(row.task) == client_token(ImageRequest(**VALID))
     assert client_token(explicit.task) == client_token(row.task)
 
 

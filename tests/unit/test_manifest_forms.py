@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from ibimport.domain.tokens import client_token
 from ibimport.errors import ManifestError
 from ibimport.manifest import ManifestRow, read_manifest
-from ibimport.tokens import client_token
 
 TASK = {
     "name": "web-01",

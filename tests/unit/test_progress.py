@@ -7,9 +7,9 @@ import io
 import pytest
 from rich.console import Console
 
-from ibimport.events import CallEvent, CallOutcome
-from ibimport.progress import ProgressListener
-from ibimport.results import RowResult, RowStatus
+from ibimport.cli.progress import ProgressListener
+from ibimport.domain.results import RowResult, RowStatus
+from ibimport.engine.events import CallEvent, CallOutcome
 from ibimport.testing import FakeClock
 
 

@@ -18,8 +18,8 @@ from dataclasses import dataclass
 import anyio
 import pytest
 
-from ibimport.limiter import build_limiter
-from ibimport.retry import Backoff
+from ibimport.flow.limiter import build_limiter
+from ibimport.flow.retry import Backoff
 from ibimport.testing import FakeClock
 
 Latency = Callable[[random.Random], float]

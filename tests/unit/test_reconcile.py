@@ -9,17 +9,17 @@ from typing import Any
 
 import pytest
 
-from ibimport.client import BuildPage, BuildSummary, ImportResult
+from ibimport.aws.client import BuildPage, BuildSummary, ImportResult
+from ibimport.domain.results import RowStatus
+from ibimport.domain.tokens import client_token
+from ibimport.engine.runner import Runner, RunSettings
 from ibimport.errors import ApiError, CallError, TransportError
+from ibimport.flow.limiter import build_limiter
+from ibimport.flow.retry import Backoff
 from ibimport.journal import JournalEntry, NullJournal
-from ibimport.limiter import build_limiter
-from ibimport.manifest import ImportTask, ManifestRow
-from ibimport.reconcile import Reconciler
-from ibimport.results import RowStatus
-from ibimport.retry import Backoff
-from ibimport.runner import Runner, RunSettings
+from ibimport.manifest import ImageRequest, ManifestRow
+from ibimport.stages.existing import Reconciler
 from ibimport.testing import FakeClock
-from ibimport.tokens import client_token
 
 ACCOUNT = "arn:aws:imagebuilder:us-east-1:123456789012:image"
 
@@ -128,7 +128,7 @@ async def test_a_listing_that_cannot_complete_raises_and_later_askers_fail_at_on
 def _rows(*names: str) -> list[ManifestRow]:
     rows = []
     for i, name in enumerate(names, start=1):
-        task = ImportTask(
+        task = ImageRequest(
             name=name, semanticVersion="1.0.0", platform="Linux", vmImportTaskId=f"import-ami-{i}"
         )
         rows.append(ManifestRow(row=i, task=task, errors=(), name=name, semantic_version="1.0.0"))
@@ -162,7 +162,7 @@ class OneEntryJournal(NullJournal):
 
 
 async def _run(client: PagedClient, rows: list[ManifestRow], *, preload: bool, journal: Any):
-    from ibimport.events import BaseListener
+    from ibimport.engine.events import BaseListener
 
     results = {}
 

@@ -14,8 +14,9 @@ import pytest
 from rich.console import Console
 
 from ibimport import report
-from ibimport.events import CallEvent, CallOutcome
-from ibimport.rendering import summary_table
+from ibimport.cli.rendering import summary_table
+from ibimport.domain.results import RowResult, RowStatus
+from ibimport.engine.events import CallEvent, CallOutcome
 from ibimport.report import (
     RESULTS_COLUMNS,
     ResultsWriter,
@@ -23,7 +24,6 @@ from ibimport.report import (
     neutralise_cell,
     write_report,
 )
-from ibimport.results import RowResult, RowStatus
 
 
 def _result(row: int, status: RowStatus = RowStatus.SUCCEEDED, **kw: object) -> RowResult:

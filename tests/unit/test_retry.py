@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from ibimport.errors import ApiError, CallError, TransportError
-from ibimport.retry import (
+from ibimport.flow.retry import (
     THROTTLING_CODES,
     Backoff,
     Disposition,

@@ -6,14 +6,14 @@ from collections.abc import Iterator
 
 import pytest
 
+from ibimport.domain.tokens import client_token
+from ibimport.engine.rowprints import RowPrints
 from ibimport.errors import FatalBatchError, ManifestError
-from ibimport.manifest import ImportTask, ManifestRow
-from ibimport.rowprints import RowPrints
-from ibimport.tokens import client_token
+from ibimport.manifest import ImageRequest, ManifestRow
 
 
 def _row(i: int, *, task_id: str | None = None, valid: bool = True) -> ManifestRow:
-    task = ImportTask(
+    task = ImageRequest(
         name=f"vm-{i:03d}",
         semanticVersion="1.0.0",
         platform="Linux",

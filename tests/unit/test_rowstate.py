@@ -8,9 +8,16 @@ from pathlib import Path
 import anyio
 import pytest
 
+from ibimport.domain.results import RowResult
+from ibimport.domain.rowstate import (
+    RerunPlan,
+    RowStatus,
+    needs_lookup,
+    replaces,
+    reported_as,
+    settled,
+)
 from ibimport.journal import SqliteJournal
-from ibimport.results import RowResult
-from ibimport.rowstate import RerunPlan, RowStatus, needs_lookup, replaces, reported_as, settled
 
 JOURNAL_STATES = [s for s in RowStatus if s is not RowStatus.SKIPPED]
 

@@ -10,22 +10,22 @@ from typing import Any
 import anyio
 import pytest
 
-from ibimport.client import BuildPage, BuildSummary, ImportResult
+from ibimport.aws.client import BuildPage, BuildSummary, ImportResult
+from ibimport.domain.results import RowResult, RowStatus
+from ibimport.domain.tokens import client_token
+from ibimport.engine.events import BaseListener, CallEvent, CallOutcome
+from ibimport.engine.runner import Runner, RunSettings
 from ibimport.errors import ApiError, CallError, TransportError
-from ibimport.events import BaseListener, CallEvent, CallOutcome
+from ibimport.flow.limiter import build_limiter
 from ibimport.journal import JournalEntry, NullJournal
-from ibimport.limiter import build_limiter
-from ibimport.manifest import FieldError, ImportTask, ManifestRow
-from ibimport.results import RowResult, RowStatus
-from ibimport.runner import Runner, RunSettings
+from ibimport.manifest import FieldError, ImageRequest, ManifestRow
 from ibimport.testing import FakeClock
-from ibimport.tokens import client_token
 
 LATENCY_S = 0.02
 
 
-def _task(i: int) -> ImportTask:
-    return ImportTask(
+def _task(i: int) -> ImageRequest:
+    return ImageRequest(
         name=f"vm-{i:03d}",
         semanticVersion="1.0.0",
         platform="Linux",
@@ -145,7 +145,7 @@ async def _run(
 
 
 def _entry(
-    task: ImportTask, state: RowStatus, *, sent_at: float | None = 0.0, token: str | None = None
+    task: ImageRequest, state: RowStatus, *, sent_at: float | None = 0.0, token: str | None = None
 ) -> JournalEntry:
     return JournalEntry(
         row=1,

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from test_runner import ScriptedClient, _rows, _run
 
+from ibimport.domain.results import RowStatus
+from ibimport.engine.runner import RunSettings
 from ibimport.errors import ApiError
-from ibimport.results import RowStatus
-from ibimport.runner import RunSettings
 from ibimport.testing import FakeClock
 
 

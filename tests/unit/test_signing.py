@@ -16,7 +16,7 @@ import pytest
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 
-from ibimport.signing import SIGNATURE_VERSION, ReusingSigV4Auth, _choose_reusing_signer
+from ibimport.aws.signing import SIGNATURE_VERSION, ReusingSigV4Auth, _choose_reusing_signer
 
 BODY = b'{"name":"vm-1","semanticVersion":"1.0.0","clientToken":"t"}'
 

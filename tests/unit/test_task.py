@@ -1,11 +1,11 @@
-"""ImportTask, the request it sends, and the NFC text form it is built from."""
+"""ImageRequest, the request it sends, and the NFC text form it is built from."""
 
 from __future__ import annotations
 
 import unicodedata
 from typing import Any
 
-from ibimport.task import FIELDS, ImportTask, nfc
+from ibimport.domain.request import FIELDS, ImageRequest, nfc
 
 VALID: dict[str, Any] = {
     "name": "web-frontend-03",
@@ -16,14 +16,14 @@ VALID: dict[str, Any] = {
 
 
 def test_api_params_omit_absent_fields_empty_tags_and_the_token() -> None:
-    task = ImportTask(**VALID, clientToken="t")
+    task = ImageRequest(**VALID, clientToken="t")
     assert task.api_params() == VALID
-    tagged = ImportTask(**VALID, tags={"Env": "prod"})
+    tagged = ImageRequest(**VALID, tags={"Env": "prod"})
     assert tagged.api_params()["tags"] == {"Env": "prod"}
 
 
 def test_fields_are_the_tasks_own_in_api_order() -> None:
-    assert tuple(ImportTask.model_fields) == FIELDS
+    assert tuple(ImageRequest.model_fields) == FIELDS
     assert FIELDS[-3:] == ("logGroupName", "region", "profile")
 
 

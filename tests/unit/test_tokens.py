@@ -11,13 +11,13 @@ from typing import Any, Literal
 
 import pytest
 
-from ibimport.manifest import ImportTask, read_manifest
-from ibimport.tokens import NAMESPACE, canonical_request, client_token
+from ibimport.domain.tokens import NAMESPACE, canonical_request, client_token
+from ibimport.manifest import ImageRequest, read_manifest
 
 # model_construct: the golden values pin the token derivation over tasks that were valid
 # when they were written (the current model since refused "a", "café-東京" and log groups
 # outside /aws/imagebuilder/), so they are built without today's validation.
-FULL = ImportTask.model_construct(
+FULL = ImageRequest.model_construct(
     name="web-frontend-03",
     semanticVersion="1.2.3",
     description="Front end, wave 3",
@@ -27,10 +27,10 @@ FULL = ImportTask.model_construct(
     tags={"Wave": "3", "Env": "prod"},
     logGroupName="/ibimport/migration",
 )
-MINIMAL = ImportTask.model_construct(
+MINIMAL = ImageRequest.model_construct(
     name="a", semanticVersion="0.0.1", platform="Windows", vmImportTaskId="import-ami-1"
 )
-UNICODE = ImportTask.model_construct(
+UNICODE = ImageRequest.model_construct(
     name="café-東京",
     semanticVersion="10.0.0",
     platform="macOS",
@@ -77,7 +77,7 @@ def test_golden_canonical_form() -> None:
         (UNICODE, "c11f922f-f050-5b61-8c6f-4926b276d37a"),
     ],
 )
-def test_golden_tokens(task: ImportTask, token: str) -> None:
+def test_golden_tokens(task: ImageRequest, token: str) -> None:
     assert client_token(task) == token
 
 
@@ -113,8 +113,8 @@ def test_the_given_token_is_not_part_of_the_canonical_request() -> None:
 
 def test_unicode_is_normalised_to_nfc() -> None:
     # The Unicode text sits in the description and a tag value: a name can no longer hold it.
-    def task(form: Literal["NFC", "NFD"]) -> ImportTask:
-        return ImportTask(
+    def task(form: Literal["NFC", "NFD"]) -> ImageRequest:
+        return ImageRequest(
             name="cafe-tokyo",
             semanticVersion="10.0.0",
             description=unicodedata.normalize(form, "café-東京"),

@@ -25,7 +25,7 @@ from ibimport.cli._common import (
     err,
     out,
 )
-from ibimport.rendering import summary_table
+from ibimport.cli.rendering import summary_table
 
 
 @app.command()

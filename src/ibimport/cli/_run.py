@@ -70,9 +70,9 @@ from ibimport.cli._wait import (
     task_wait_settings,
     wait_settings,
 )
+from ibimport.cli.progress import ProgressListener, ProgressMode
+from ibimport.cli.rendering import summary_table
 from ibimport.emulator.cli import local_emulator_options
-from ibimport.progress import ProgressListener, ProgressMode
-from ibimport.rendering import summary_table
 
 _GC_THRESHOLD = 20_000  # allocations between young collections (Python's default: 700)
 

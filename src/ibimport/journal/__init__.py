@@ -15,10 +15,10 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Protocol, runtime_checkable
 
+from ibimport.domain.results import RowResult
 from ibimport.journal._model import DiffRow, Followup, JournalEntry, ManifestDiff, RunHeader
 from ibimport.journal._schema import APPLICATION_ID, SCHEMA_VERSION
 from ibimport.journal._sqlite import FaultHook, SqliteJournal, exit_after_commits
-from ibimport.results import RowResult
 
 __all__ = [
     "APPLICATION_ID",

@@ -15,7 +15,7 @@ from contextlib import asynccontextmanager
 import anyio
 import anyio.abc
 
-from ibimport.clock import Clock
+from ibimport.flow.clock import Clock
 
 __all__ = ["Batch", "GroupCommit", "Op"]
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from ibimport.results import RowResult, RowStatus
+from ibimport.domain.results import RowResult, RowStatus
 
 __all__ = ["DiffRow", "Followup", "JournalEntry", "ManifestDiff", "RunHeader"]
 

@@ -17,8 +17,8 @@ import sqlite3
 from collections.abc import Mapping
 from typing import Any
 
+from ibimport.domain.results import RowStatus
 from ibimport.journal._model import JournalEntry
-from ibimport.results import RowStatus
 
 __all__ = [
     "APPLICATION_ID",

@@ -29,15 +29,15 @@ from typing import Any
 
 import anyio
 
-from ibimport.clock import Clock, SystemClock
+from ibimport.domain.results import RowResult, RowStatus
 from ibimport.errors import JournalError
+from ibimport.flow.clock import Clock, SystemClock
 from ibimport.journal._diff import manifest_diff
 from ibimport.journal._file import close_all, connect, open_readable, open_writable, unusable
 from ibimport.journal._group_commit import GroupCommit, Op
 from ibimport.journal._model import Followup, JournalEntry, ManifestDiff, RunHeader
 from ibimport.journal._schema import COLUMNS, GET_SQL, dump_settings, entry
 from ibimport.journal._transitions import MARK_SQL, PENDING_SQL, RECORD_SQL
-from ibimport.results import RowResult, RowStatus
 
 __all__ = ["FaultHook", "SqliteJournal", "exit_after_commits"]
 

@@ -1,13 +1,13 @@
 """The SQL that moves a row from state to state: the journal's half of the row rules.
 
 ``RECORD_GUARD`` is where the journal enforces which reported outcome may replace the
-state it holds (the rule ``ibimport.rowstate.replaces`` states in Python); keep the two
+state it holds (the rule ``ibimport.domain.rowstate.replaces`` states in Python); keep the two
 in step, and test one against the other. ``MARK_SQL`` keeps the token-TTL clock.
 """
 
 from __future__ import annotations
 
-from ibimport.results import RowStatus
+from ibimport.domain.results import RowStatus
 
 __all__ = ["MARK_SQL", "PENDING_SQL", "RECORD_GUARD", "RECORD_SQL"]
 

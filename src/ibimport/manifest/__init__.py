@@ -5,7 +5,7 @@ time and handed out as :class:`ManifestRow`; only a compact digest of each row's
 identity (name + semanticVersion) is kept, to find repeats. A row that breaks a rule
 becomes an invalid row naming the field and the rule; only a file that cannot be read
 at all (not UTF-8, broken JSON structure, unknown format) raises ``ManifestError``.
-The rules are the ImportVmImage constraints of :mod:`ibimport.apimodel`.
+The rules are the ImportVmImage constraints of :mod:`ibimport.domain.apimodel`.
 
 Absent means absent everywhere: an empty CSV cell, a missing JSON key, a JSON ``null``
 and a JSON ``""`` are the same thing, so a task reads the same from every format.
@@ -25,6 +25,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import BinaryIO, Final
 
+from ibimport.domain.request import ImageRequest
 from ibimport.errors import ConfigError, ManifestError
 from ibimport.manifest._csv import MAX_CSV_FIELD, read_csv
 from ibimport.manifest._json import read_json, read_jsonl
@@ -37,14 +38,13 @@ from ibimport.manifest._validate import (
     check_tags,
     shorten,
 )
-from ibimport.task import ImportTask
 
 __all__ = [
     "MAX_CSV_FIELD",
     "MAX_ROW_BYTES",
     "ROW_FIELD",
     "FieldError",
-    "ImportTask",
+    "ImageRequest",
     "ManifestFormat",
     "ManifestRow",
     "SourceKind",

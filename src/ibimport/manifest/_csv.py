@@ -11,7 +11,8 @@ import csv
 from collections.abc import Iterator
 from typing import Any, BinaryIO, Final
 
-from ibimport.apimodel import import_vm_image_rules
+from ibimport.domain.apimodel import import_vm_image_rules
+from ibimport.domain.request import FIELDS
 from ibimport.errors import ManifestError
 from ibimport.manifest._json import DECODER, DupKeys
 from ibimport.manifest._lines import MAX_ROW_BYTES, Lines, RowTooLarge
@@ -25,7 +26,6 @@ from ibimport.manifest._validate import (
     shorten,
     unknown_rule,
 )
-from ibimport.task import FIELDS
 
 #: csv.field_size_limit while reading; the largest valid cell (a full tags column) is ~20 KiB.
 MAX_CSV_FIELD: Final = 128 * 1024

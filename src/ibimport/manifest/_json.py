@@ -15,6 +15,7 @@ import sys
 from collections.abc import Callable, Iterator
 from typing import Any, BinaryIO, Final
 
+from ibimport.domain.request import FIELDS
 from ibimport.errors import ManifestError
 from ibimport.manifest._lines import (
     CHUNK,
@@ -34,7 +35,6 @@ from ibimport.manifest._validate import (
     shorten,
     unknown_rule,
 )
-from ibimport.task import FIELDS
 
 # --- decoding ------------------------------------------------------------------------------
 

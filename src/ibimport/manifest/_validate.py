@@ -1,9 +1,9 @@
 """The checks every format shares: a raw row (a dict of fields) to a valid or invalid row.
 
 Each format reader turns its syntax into a raw dict and hands it to :class:`Checker`,
-which normalises the text, merges ``--tag`` values, validates an :class:`ImportTask`,
+which normalises the text, merges ``--tag`` values, validates an :class:`ImageRequest`,
 finds repeated identities, and translates pydantic's errors into the rule texts of
-:mod:`ibimport.apimodel`, so ``ibimport validate`` and the emulator word a broken rule
+:mod:`ibimport.domain.apimodel`, so ``ibimport validate`` and the emulator word a broken rule
 alike.
 """
 
@@ -20,9 +20,9 @@ from typing import Any, Final
 from pydantic import ConfigDict, TypeAdapter, ValidationError
 from pydantic_core import ErrorDetails
 
-from ibimport.apimodel import StringRule, image_identity, import_vm_image_rules
+from ibimport.domain.apimodel import StringRule, image_identity, import_vm_image_rules
+from ibimport.domain.request import FIELDS, ImageRequest, Tags, nfc
 from ibimport.manifest._lines import MAX_ROW_BYTES
-from ibimport.task import FIELDS, ImportTask, Tags, nfc
 
 _RULES: Final = import_vm_image_rules()
 
@@ -53,7 +53,7 @@ class ManifestRow:
     """One task of the manifest: valid (``task`` set) or invalid (``errors`` say why)."""
 
     row: int
-    task: ImportTask | None
+    task: ImageRequest | None
     errors: tuple[FieldError, ...]
     name: str
     semantic_version: str
@@ -400,9 +400,9 @@ class Checker:
             _lift_logging(raw, errors)
         if self._extra:
             self._merge_extra(raw, errors)
-        task: ImportTask | None = None
+        task: ImageRequest | None = None
         try:
-            task = ImportTask.model_validate(raw)
+            task = ImageRequest.model_validate(raw)
         except ValidationError as exc:
             errors.extend(_field_errors(exc))
         name = raw.get("name")

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, NamedTuple
 
-from ibimport.apimodel import (
+from ibimport.domain.apimodel import (
     IMAGE_NAME_SHAPE,
     image_identity,
     service_model,

@@ -15,7 +15,7 @@ import json
 import re
 from typing import Any
 
-from ibimport.apimodel import LIST_PAGE_DEFAULT, LIST_PAGE_MAX, service_model
+from ibimport.domain.apimodel import LIST_PAGE_DEFAULT, LIST_PAGE_MAX, service_model
 from ibimport.emulator.exceptions import (
     InvalidPaginationTokenException,
     InvalidParameterValueException,

@@ -12,7 +12,7 @@ import re
 from collections.abc import Iterator
 from typing import Any
 
-from ibimport.apimodel import (
+from ibimport.domain.apimodel import (
     IMAGE_NAME_SHAPE,
     IMPORT_LOG_GROUP_PREFIX,
     REQUEST_FIELDS,

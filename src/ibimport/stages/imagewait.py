@@ -35,12 +35,12 @@ from typing import Protocol
 
 import anyio
 
-from ibimport.calls import RetriedCalls, first_error
-from ibimport.client import ImageState, ImageStatusClient
-from ibimport.clock import Clock
+from ibimport.aws.client import ImageState, ImageStatusClient
+from ibimport.domain.rowstate import ImageStatus, image_status
 from ibimport.errors import ApiError
+from ibimport.flow.calls import RetriedCalls, first_error
+from ibimport.flow.clock import Clock
 from ibimport.journal import Followup, JournalEntry
-from ibimport.rowstate import ImageStatus, image_status
 
 __all__ = [
     "ImageOutcome",

@@ -9,11 +9,11 @@ from pathlib import Path
 from typing import Any
 
 from ibimport._files import check_paths
+from ibimport.engine.partitions import Shard
 from ibimport.errors import (
     ConfigError,
 )
 from ibimport.journal import SqliteJournal
-from ibimport.partitions import Shard
 from ibimport.report import ResultsWriter, RunStats, write_report
 
 #: How many invalid rows preflight keeps to show; the count is always exact.

@@ -7,9 +7,9 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
+from ibimport.domain.results import RowStatus
+from ibimport.domain.rowstate import RerunPlan, reported_counts
 from ibimport.journal import SqliteJournal
-from ibimport.results import RowStatus
-from ibimport.rowstate import RerunPlan, reported_counts
 
 #: How many invalid rows preflight keeps to show; the count is always exact.
 

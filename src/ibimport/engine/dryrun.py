@@ -2,7 +2,7 @@
 
 Reads and validates the manifest as a run would, derives every row's clientToken, and
 asks the service read-only (the same complete listing of builds the run's reconcile step
-makes, ``ibimport.reconcile``) which images already exist. No ImportVmImage is sent and
+makes, ``ibimport.stages.existing``) which images already exist. No ImportVmImage is sent and
 no journal is opened, so nothing is left behind.
 """
 
@@ -11,15 +11,15 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from enum import StrEnum
 
-from ibimport.batch import BatchConfig
-from ibimport.clock import SystemClock
+from ibimport.domain.tokens import client_token
+from ibimport.engine.batch import BatchConfig
+from ibimport.engine.fleet import default_client
 from ibimport.errors import CallError, FatalBatchError
-from ibimport.fleet import default_client
-from ibimport.limiter import build_limiter
+from ibimport.flow.clock import SystemClock
+from ibimport.flow.limiter import build_limiter
+from ibimport.flow.retry import Backoff
 from ibimport.manifest import read_manifest
-from ibimport.reconcile import ExistingImages, Reconciler
-from ibimport.retry import Backoff
-from ibimport.tokens import client_token
+from ibimport.stages.existing import ExistingImages, Reconciler
 
 __all__ = ["BatchPlan", "PlannedRow", "PlannedStatus", "plan_batch"]
 

@@ -22,27 +22,19 @@ from typing import Any, Self
 import anyio
 
 from ibimport._files import check_paths, remove_leftovers
-from ibimport.client import (
+from ibimport.aws.client import (
     ClientSettings,
 )
+from ibimport.domain.results import RowResult, RowStatus
+from ibimport.domain.rowstate import ImageStatus
+from ibimport.domain.tokens import client_token
 from ibimport.emulator.config import EmulatorConfig
-from ibimport.errors import (
-    ConfigError,
-    IbimportError,
-    InvalidManifest,
-    ManifestChanged,
-)
-from ibimport.events import RunListener
-from ibimport.fleet import Partition, base_settings, open_partitions, run_fleet
-from ibimport.followup import follow_partitions, record_partitions, task_gates
-from ibimport.journal import Journal, NullJournal, SqliteJournal
-from ibimport.limiter import Clock, MonotonicClock
-from ibimport.manifest import (
-    ManifestFormat,
-)
-from ibimport.outputs import default_output_paths, rebuild_outputs
-from ibimport.partitions import Place, RateSpec, RowPlan, Shard, told_rate
-from ibimport.prepare import (
+from ibimport.engine.events import RunListener
+from ibimport.engine.fleet import Partition, base_settings, open_partitions, run_fleet
+from ibimport.engine.followup import follow_partitions, record_partitions, task_gates
+from ibimport.engine.partitions import Place, RateSpec, RowPlan, Shard, told_rate
+from ibimport.engine.runner import Runner, RunOutcome, RunSettings, partition_key
+from ibimport.engine.selection import (
     Preflight,
     batch_fingerprint,
     partition_rows,
@@ -51,14 +43,22 @@ from ibimport.prepare import (
     read_rows,
     unreached,
 )
-from ibimport.reconcile import Reconciler
+from ibimport.errors import (
+    ConfigError,
+    IbimportError,
+    InvalidManifest,
+    ManifestChanged,
+)
+from ibimport.flow.limiter import Clock, MonotonicClock
+from ibimport.journal import Journal, NullJournal, SqliteJournal
+from ibimport.manifest import (
+    ManifestFormat,
+)
 from ibimport.report import ResultsWriter, RunStats, write_report
-from ibimport.results import RowResult, RowStatus
-from ibimport.rowstate import ImageStatus
-from ibimport.runner import Runner, RunOutcome, RunSettings, partition_key
-from ibimport.taskgate import TaskWait
-from ibimport.tokens import client_token
-from ibimport.waiter import WaitFigures, WaitSettings
+from ibimport.report.outputs import default_output_paths, rebuild_outputs
+from ibimport.stages.existing import Reconciler
+from ibimport.stages.imagewait import WaitFigures, WaitSettings
+from ibimport.stages.taskgate import TaskWait
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -86,13 +86,13 @@ class BatchConfig:
     #: file (``--report -`` prints it on stdout).
     report_file: bool = True
     #: List what already exists before a batch with a new journal sends anything
-    #: (``ibimport.reconcile``); off only for an account known to have no images.
+    #: (``ibimport.stages.existing``); off only for an account known to have no images.
     reconcile: bool = True
     #: ``run --wait``: after the import, follow every imported image to its final state
-    #: (``ibimport.waiter``; needs a journal, which records the states).
+    #: (``ibimport.stages.imagewait``; needs a journal, which records the states).
     wait: WaitSettings | None = None
     #: ``run --preflight``: every row's EC2 import task is checked first (in batches) and
-    #: only ready rows are sent; the others are recorded ``blocked`` (``ibimport.taskgate``).
+    #: only ready rows are sent; the others are recorded ``blocked`` (``ibimport.stages.taskgate``).
     preflight: bool = False
     #: ``--wait-for-tasks``: with ``preflight``, rows whose task is still converting wait
     #: for it (until ``TaskWait.timeout_s``) and are sent as it completes.

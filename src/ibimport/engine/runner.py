@@ -2,7 +2,7 @@
 
 The runner only orchestrates. It pulls rows from the manifest as workers have room
 (so nothing is created up front and a million-row manifest streams), asks the limiter
-before each call, classifies each failure with ``ibimport.retry``, keeps the journal
+before each call, classifies each failure with ``ibimport.flow.retry``, keeps the journal
 current, and tells listeners what happened. It prints nothing and knows no CLI.
 
 Why a retry is always safe: every attempt of a row carries the same clientToken, so a
@@ -19,17 +19,15 @@ from typing import Any, Protocol
 import anyio
 from anyio.abc import TaskGroup
 
-from ibimport import rowstate
-from ibimport.client import ImageBuilderClient
-from ibimport.clock import Clock
+from ibimport.aws.client import ImageBuilderClient
+from ibimport.domain import rowstate
+from ibimport.domain.results import RowResult, RowStatus
+from ibimport.domain.tokens import client_token
+from ibimport.engine.events import CallEvent, CallOutcome, RunListener
 from ibimport.errors import CallError, FatalBatchError
-from ibimport.events import CallEvent, CallOutcome, RunListener
-from ibimport.journal import Journal, JournalEntry
-from ibimport.limiter import Limiter, build_limiter
-from ibimport.manifest import ImportTask, ManifestRow
-from ibimport.reconcile import Reconciler
-from ibimport.results import RowResult, RowStatus
-from ibimport.retry import (
+from ibimport.flow.clock import Clock
+from ibimport.flow.limiter import Limiter, build_limiter
+from ibimport.flow.retry import (
     UNREACHABLE_CODES,
     Backoff,
     Disposition,
@@ -38,7 +36,9 @@ from ibimport.retry import (
     classify,
     fatal_message,
 )
-from ibimport.tokens import client_token
+from ibimport.journal import Journal, JournalEntry
+from ibimport.manifest import ImageRequest, ManifestRow
+from ibimport.stages.existing import Reconciler
 
 _OUTCOMES = {
     Disposition.THROTTLED: CallOutcome.THROTTLED,
@@ -84,7 +84,7 @@ class RunOutcome:
 @dataclass(slots=True)
 class _RowWork:
     row: int
-    task: ImportTask
+    task: ImageRequest
     params: dict[str, Any]
     token: str
     prior: JournalEntry | None
@@ -93,7 +93,7 @@ class _RowWork:
 
 
 class RowGate(Protocol):
-    """Which rows may be sent now (``ibimport.taskgate``: ``run --preflight``)."""
+    """Which rows may be sent now (``ibimport.stages.taskgate``: ``run --preflight``)."""
 
     def waits(self, task_id: str) -> bool:
         """Whether ``admit`` may wait (the row is then deferred, holding no worker)."""
@@ -194,7 +194,7 @@ class Runner:
         given (from the journal, which holds them all: seconds for millions of rows),
         otherwise by reading the rest of ``rows`` (validating every row: minutes).
         ``list_existing``: list what the partition holds before the first call
-        (``ibimport.reconcile``) and journal the rows found (``belongs`` says which
+        (``ibimport.stages.existing``) and journal the rows found (``belongs`` says which
         journalled rows are this partition's) before any is sent; a listing that cannot
         complete stops the batch, unsent.
         ``stopped_by``: the partition cannot work at all; its rows are reported, not sent.
@@ -341,7 +341,7 @@ class Runner:
         del self._shared.in_progress[work.row]
         return result
 
-    def _prior(self, task: ImportTask) -> JournalEntry | None:
+    def _prior(self, task: ImageRequest) -> JournalEntry | None:
         """What an earlier run recorded of this row; a fresh journal is not asked."""
         if not self._journal.has_history:
             return None
@@ -372,7 +372,7 @@ class Runner:
         """``exists`` if the image already has a build, unresolved if that cannot be known.
 
         Rows are matched against the partition's listing when one was taken (a new
-        journal, see ``ibimport.reconcile``); a row whose token the service may have
+        journal, see ``ibimport.stages.existing``); a row whose token the service may have
         forgotten takes one if none was. None: send the row.
         """
         reconciler = self.reconciler

@@ -8,8 +8,7 @@ from pathlib import Path
 from rich.table import Table
 from rich.text import Text
 
-from ibimport.report import FINAL_STATUSES, RunStats
-from ibimport.results import RowStatus
+from ibimport import FINAL_STATUSES, RowStatus, RunStats
 
 __all__ = ["plural", "summary_table"]
 

@@ -23,12 +23,12 @@ import botocore.exceptions as bce
 from botocore.config import Config
 
 from ibimport._version import __version__
-from ibimport.apimodel import LIST_PAGE_MAX
+from ibimport.aws.signing import install_reusing_signer
+from ibimport.domain.apimodel import LIST_PAGE_MAX
 from ibimport.errors import ApiError, FatalBatchError, TransportError
-from ibimport.signing import install_reusing_signer
 
 SERVICE = "imagebuilder"
-#: EC2, for DescribeImportImageTasks (``ibimport.importtasks``), on the same endpoint URL.
+#: EC2, for DescribeImportImageTasks (``ibimport.stages.taskcheck``), on the same endpoint URL.
 EC2_SERVICE = "ec2"
 #: Import task IDs asked for in one DescribeImportImageTasks call. The EC2 model (1.44.8)
 #: states no limit on ``ImportTaskIds`` nor a range for ``MaxResults``; 100 is what EC2's
@@ -115,7 +115,7 @@ class ImageState:
 
 
 class ImportTaskClient(Protocol):
-    """The EC2 call the task check makes (``ibimport.importtasks``); tests substitute fakes."""
+    """The EC2 call the task check makes (``ibimport.stages.taskcheck``); tests substitute fakes."""
 
     async def describe_import_tasks(
         self, task_ids: Sequence[str], *, next_token: str | None
@@ -123,7 +123,7 @@ class ImportTaskClient(Protocol):
 
 
 class ImageStatusClient(Protocol):
-    """The calls that follow images to their final state (``ibimport.waiter``)."""
+    """The calls that follow images to their final state (``ibimport.stages.imagewait``)."""
 
     async def list_builds(self, *, next_token: str | None) -> BuildPage: ...
 
@@ -478,7 +478,7 @@ def _trim_per_call_work(client: Any) -> None:
     - botocore's retry handler: our retries are the only ones (total_max_attempts 1), so
       its needs-retry check on every answer is dead work; it is unregistered by the
       unique id botocore gave it.
-    - SigV4's Host, body hash input and signing key: see ``ibimport.signing``.
+    - SigV4's Host, body hash input and signing key: see ``ibimport.aws.signing``.
     """
     install_reusing_signer(client)
     service = client.meta.service_model.service_id.hyphenize()

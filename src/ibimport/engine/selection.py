@@ -17,23 +17,23 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from ibimport import rowstate
-from ibimport.fleet import Partition
+from ibimport.domain import rowstate
+from ibimport.domain.results import RowResult, RowStatus
+from ibimport.domain.tokens import client_token
+from ibimport.engine.fleet import Partition
+from ibimport.engine.partitions import Place, RowPlan, place_of
+from ibimport.engine.rowprints import RowPrints
 from ibimport.journal import ManifestDiff, SqliteJournal
 from ibimport.manifest import (
-    ImportTask,
+    ImageRequest,
     ManifestRow,
     manifest_fingerprint,
     read_manifest,
 )
-from ibimport.partitions import Place, RowPlan, place_of
-from ibimport.results import RowResult, RowStatus
-from ibimport.rowprints import RowPrints
-from ibimport.tokens import client_token
 
 if TYPE_CHECKING:
-    from ibimport.batch import BatchConfig
-    from ibimport.fleet import Partition
+    from ibimport.engine.batch import BatchConfig
+    from ibimport.engine.fleet import Partition
 
 #: How many invalid rows preflight keeps to show; the count is always exact.
 MAX_SHOWN_INVALID = 1000
@@ -89,7 +89,7 @@ def preflight(config: BatchConfig, *, journal: SqliteJournal | None) -> Prefligh
     found = Preflight()
     salt = config.run.token_salt
 
-    def valid_tasks() -> Iterator[tuple[int, ImportTask]]:
+    def valid_tasks() -> Iterator[tuple[int, ImageRequest]]:
         for manifest_row in read_rows(config, duplicates=found.plan.duplicates):
             place = _owned_place(config, manifest_row)
             found.plan.add(manifest_row.row, place)

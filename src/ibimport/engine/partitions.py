@@ -22,9 +22,9 @@ from array import array
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
-from ibimport.apimodel import REGION_PATTERN, image_identity
+from ibimport.domain.apimodel import REGION_PATTERN, image_identity
+from ibimport.domain.request import ImageRequest
 from ibimport.errors import ConfigError
-from ibimport.task import ImportTask
 
 __all__ = ["Place", "RateSpec", "RowPlan", "Shard", "parse_rates", "place_of", "told_rate"]
 
@@ -48,7 +48,7 @@ class Place:
         return f"{self.profile or 'default'}/{self.region or 'default'}"
 
 
-def place_of(task: ImportTask) -> Place:
+def place_of(task: ImageRequest) -> Place:
     return Place(task.profile, task.region)
 
 
@@ -87,7 +87,7 @@ class Shard:
             "(run as a Kubernetes Indexed Job or an AWS Batch array job, or pass --shard K/N)"
         )
 
-    def owns(self, place: Place, task: ImportTask) -> bool:
+    def owns(self, place: Place, task: ImageRequest) -> bool:
         """Whether this shard imports ``task``: a stable hash of its place and identity."""
         identity = image_identity(task.name, task.semanticVersion)
         key = "\0".join((place.profile or "", place.region or "", *identity))

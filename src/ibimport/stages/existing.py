@@ -20,13 +20,13 @@ from dataclasses import dataclass
 
 import anyio
 
-from ibimport.apimodel import ImageIdentity, image_identity
-from ibimport.calls import RetriedCalls
-from ibimport.client import BuildPage, ImageBuilderClient
-from ibimport.clock import Clock
+from ibimport.aws.client import BuildPage, ImageBuilderClient
+from ibimport.domain.apimodel import ImageIdentity, image_identity
 from ibimport.errors import CallError
-from ibimport.limiter import Limiter
-from ibimport.retry import Backoff
+from ibimport.flow.calls import RetriedCalls
+from ibimport.flow.clock import Clock
+from ibimport.flow.limiter import Limiter
+from ibimport.flow.retry import Backoff
 
 __all__ = ["ExistingImages", "Reconciler"]
 

@@ -24,9 +24,9 @@ from types import TracebackType
 from typing import IO, Any, Final, Self
 
 from ibimport._files import atomic_private_file, is_special
-from ibimport.events import BaseListener, CallEvent, CallOutcome
-from ibimport.results import RowResult, RowStatus
-from ibimport.rowstate import reported_as
+from ibimport.domain.results import RowResult, RowStatus
+from ibimport.domain.rowstate import reported_as
+from ibimport.engine.events import BaseListener, CallEvent, CallOutcome
 
 __all__ = [
     "RESULTS_COLUMNS",
@@ -42,7 +42,7 @@ FINAL_STATUSES: Final = (
     RowStatus.SUCCEEDED,
     RowStatus.EXISTS,
     RowStatus.FAILED,
-    RowStatus.BLOCKED,  # run --preflight: the import task is not ready (ibimport.taskgate)
+    RowStatus.BLOCKED,  # run --preflight: the import task is not ready (ibimport.stages.taskgate)
     RowStatus.INVALID,
     RowStatus.SKIPPED,
 )
@@ -161,7 +161,7 @@ class RunStats(BaseListener):
         self.ran = False
         #: Why the run stopped early, if a fatal error stopped it (set by whoever runs it).
         self.fatal: str | None = None
-        #: What the listing of existing builds cost (``ibimport.reconcile``), if one was made.
+        #: What the listing of existing builds cost (``ibimport.stages.existing``), if one was made.
         self.existing: dict[str, float] | None = None
         #: Each partition's figures (``partition_figures``), for a batch of more than one.
         self.partitions: list[dict[str, Any]] = []

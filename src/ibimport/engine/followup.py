@@ -17,28 +17,28 @@ from typing import TYPE_CHECKING, cast
 
 import anyio
 
-from ibimport import rowstate
 from ibimport._files import atomic_private_file
-from ibimport.calls import RetriedCalls
-from ibimport.client import ImageStatusClient, ImportTaskClient
-from ibimport.clock import Clock
+from ibimport.aws.client import ImageStatusClient, ImportTaskClient
+from ibimport.domain import rowstate
+from ibimport.domain.rowstate import ImageStatus
+from ibimport.engine.fleet import Partition, base_settings, default_client, open_partitions
+from ibimport.engine.partitions import Place, RowPlan, told_rate
+from ibimport.engine.selection import partition_rows
 from ibimport.errors import CallError, ConfigError, FatalBatchError, InvalidManifest
-from ibimport.fleet import Partition, base_settings, default_client, open_partitions
-from ibimport.importtasks import TaskCheck, TaskChecker, TaskState
+from ibimport.flow.calls import RetriedCalls
+from ibimport.flow.clock import Clock
+from ibimport.flow.limiter import MonotonicClock, build_limiter
+from ibimport.flow.retry import Backoff, Disposition, classify, fatal_message
 from ibimport.journal import SqliteJournal
-from ibimport.limiter import MonotonicClock, build_limiter
 from ibimport.manifest import read_manifest
-from ibimport.outputs import RebuiltOutputs, rebuild_outputs
-from ibimport.partitions import Place, RowPlan, told_rate
-from ibimport.prepare import partition_rows
 from ibimport.report import neutralise_cell
-from ibimport.retry import Backoff, Disposition, classify, fatal_message
-from ibimport.rowstate import ImageStatus
-from ibimport.taskgate import TaskGate
-from ibimport.waiter import WaitFigures, WaitSettings, follow_journal
+from ibimport.report.outputs import RebuiltOutputs, rebuild_outputs
+from ibimport.stages.imagewait import WaitFigures, WaitSettings, follow_journal
+from ibimport.stages.taskcheck import TaskCheck, TaskChecker, TaskState
+from ibimport.stages.taskgate import TaskGate
 
 if TYPE_CHECKING:
-    from ibimport.batch import BatchConfig, BatchControl
+    from ibimport.engine.batch import BatchConfig, BatchControl
 
 __all__ = [
     "TASK_RESULTS_COLUMNS",

@@ -23,9 +23,9 @@ from dataclasses import dataclass
 
 import anyio
 
-from ibimport.clock import Clock
 from ibimport.errors import CallError
-from ibimport.importtasks import TaskCheck, TaskChecker, TaskState
+from ibimport.flow.clock import Clock
+from ibimport.stages.taskcheck import TaskCheck, TaskChecker, TaskState
 
 __all__ = ["BLOCKED_CODES", "TaskGate", "TaskWait", "blocked_reason"]
 

@@ -14,9 +14,9 @@ import hashlib
 from array import array
 from collections.abc import Iterable, Iterator
 
+from ibimport.domain.tokens import client_token
 from ibimport.errors import FatalBatchError, ManifestError
 from ibimport.manifest import ManifestRow
-from ibimport.tokens import client_token
 
 __all__ = ["RowPrints"]
 

@@ -13,10 +13,10 @@ import random
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
-from ibimport.clock import Clock
 from ibimport.errors import CallError
-from ibimport.limiter import Limiter
-from ibimport.retry import UNREACHABLE_CODES, Backoff, Disposition, classify
+from ibimport.flow.clock import Clock
+from ibimport.flow.limiter import Limiter
+from ibimport.flow.retry import UNREACHABLE_CODES, Backoff, Disposition, classify
 
 __all__ = ["RetriedCalls", "first_error"]
 

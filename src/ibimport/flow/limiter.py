@@ -4,7 +4,7 @@ Two small policies, composed: ``_Slots`` bounds calls in flight (a FIFO semaphor
 size can grow while calls wait) and ``_Pacer`` spaces call starts evenly. A call starts
 only when both allow it, so nothing queues up front and back-pressure is natural.
 ``FixedRateLimiter`` holds a known quota; ``AdaptiveLimiter`` finds an unknown one from the
-service's throttling. Time comes from a ``Clock`` (``ibimport.clock``): tests and simulations
+service's throttling. Time comes from a ``Clock`` (``ibimport.flow.clock``): tests and simulations
 run in virtual time on ``ibimport.testing.FakeClock``, never on the wall clock.
 """
 
@@ -18,7 +18,7 @@ from typing import Protocol
 import anyio
 import anyio.lowlevel
 
-from ibimport.clock import Clock, SystemClock
+from ibimport.flow.clock import Clock, SystemClock
 
 __all__ = [
     "AdaptiveLimiter",
@@ -29,7 +29,7 @@ __all__ = [
     "build_limiter",
 ]
 
-#: The old name of ``ibimport.clock.SystemClock``, kept for existing imports.
+#: The old name of ``ibimport.flow.clock.SystemClock``, kept for existing imports.
 MonotonicClock = SystemClock
 
 _PROVISIONAL_BOOST = 25  # probe steps while an early estimate is unconfirmed (2% -> 50%)

@@ -28,14 +28,14 @@ from functools import partial
 
 import anyio
 
-from ibimport.calls import RetriedCalls, first_error
-from ibimport.client import (
+from ibimport.aws.client import (
     TASK_IDS_PER_CALL,
     UNKNOWN_TASK_CODES,
     ImportTaskClient,
     ImportTaskInfo,
 )
 from ibimport.errors import ApiError
+from ibimport.flow.calls import RetriedCalls, first_error
 
 __all__ = ["TaskCheck", "TaskChecker", "TaskState", "classify_task"]
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Protocol
 
-from ibimport.results import RowResult
+from ibimport.domain.results import RowResult
 
 
 class CallOutcome(StrEnum):

@@ -20,9 +20,7 @@ from rich.progress_bar import ProgressBar
 from rich.table import Table
 from rich.text import Text
 
-from ibimport.events import BaseListener, CallEvent, CallOutcome
-from ibimport.results import RowResult, RowStatus
-from ibimport.rowstate import reported_as
+from ibimport import BaseListener, CallEvent, CallOutcome, RowResult, RowStatus, reported_as
 
 __all__ = ["PROGRESS_MODES", "ProgressListener", "ProgressMode"]
 

@@ -1,13 +1,13 @@
 """Per-row outcomes: what the runner reports, the journal keeps and the results CSV shows.
 
-``RowStatus`` and its rules live in ``ibimport.rowstate``; it is re-exported here.
+``RowStatus`` and its rules live in ``ibimport.domain.rowstate``; it is re-exported here.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ibimport.rowstate import RowStatus
+from ibimport.domain.rowstate import RowStatus
 
 __all__ = ["RowResult", "RowStatus"]
 

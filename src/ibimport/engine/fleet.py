@@ -1,5 +1,5 @@
 """One runner per partition, run side by side: the engine of a batch that spans accounts
-and Regions (see ``ibimport.partitions`` for why partitions exist).
+and Regions (see ``ibimport.engine.partitions`` for why partitions exist).
 
 ``open_partitions`` opens the sessions one after another (concurrent credential
 resolution is a known aiobotocore race, aio-libs/aiobotocore#1455), each profile once,
@@ -18,7 +18,7 @@ from typing import Any
 
 import anyio
 
-from ibimport.client import (
+from ibimport.aws.client import (
     BuildPage,
     ClientSettings,
     ImageBuilderClient,
@@ -27,17 +27,17 @@ from ibimport.client import (
     open_client,
     open_session,
 )
-from ibimport.clock import Clock
+from ibimport.domain.results import RowResult
 from ibimport.emulator.config import EmulatorConfig
+from ibimport.engine.events import BaseListener, CallEvent, RunListener
+from ibimport.engine.partitions import Place
+from ibimport.engine.runner import RowGate, Runner, RunOutcome, RunSettings
 from ibimport.errors import CallError, FatalBatchError, IbimportError
-from ibimport.events import BaseListener, CallEvent, RunListener
+from ibimport.flow.clock import Clock
+from ibimport.flow.limiter import build_limiter
 from ibimport.journal import Journal
-from ibimport.limiter import build_limiter
 from ibimport.manifest import ManifestRow
-from ibimport.partitions import Place
 from ibimport.report import RunStats
-from ibimport.results import RowResult
-from ibimport.runner import RowGate, Runner, RunOutcome, RunSettings
 
 __all__ = ["Partition", "base_settings", "default_client", "open_partitions", "run_fleet"]
 

@@ -19,10 +19,10 @@ import unicodedata
 import uuid
 from typing import TYPE_CHECKING, Any
 
-from ibimport.task import nfc
+from ibimport.domain.request import nfc
 
 if TYPE_CHECKING:
-    from ibimport.task import ImportTask
+    from ibimport.domain.request import ImageRequest
 
 __all__ = ["NAMESPACE", "canonical_request", "client_token"]
 
@@ -37,7 +37,7 @@ _NAMESPACE_BYTES = NAMESPACE.bytes
 _SALT_SEPARATOR = b"\x00"
 
 
-def canonical_request(task: ImportTask, *, params: dict[str, Any] | None = None) -> bytes:
+def canonical_request(task: ImageRequest, *, params: dict[str, Any] | None = None) -> bytes:
     """The request members that are sent, minus clientToken, in one canonical byte form.
 
     Absent fields are dropped, tags appear only when non-empty, logGroupName sits inside
@@ -53,7 +53,9 @@ def canonical_request(task: ImportTask, *, params: dict[str, Any] | None = None)
     return text.encode("utf-8")
 
 
-def client_token(task: ImportTask, *, salt: str = "", params: dict[str, Any] | None = None) -> str:
+def client_token(
+    task: ImageRequest, *, salt: str = "", params: dict[str, Any] | None = None
+) -> str:
     """The task's own clientToken when the manifest gives one, else its UUIDv5 (36 chars).
 
     Equal to ``str(uuid.uuid5(NAMESPACE, name))`` with name the canonical request,

@@ -1,9 +1,9 @@
-"""One ImportVmImage request as a value: ``ImportTask``, its fields, and the text form it holds.
+"""One ImportVmImage request as a value: ``ImageRequest``, its fields, and the text form it holds.
 
-Every format the manifest reads becomes an ``ImportTask``; the runner sends its
+Every format the manifest reads becomes an ``ImageRequest``; the runner sends its
 ``api_params()`` and ``tokens`` derives the clientToken from the same parameters, so
 what is sent and what the token names cannot differ. Text is held in Unicode NFC, the
-form both are built from. The constraints come from :mod:`ibimport.apimodel`.
+form both are built from. The constraints come from :mod:`ibimport.domain.apimodel`.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from typing import Annotated, Any, Final
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
 from pydantic_core import PydanticCustomError
 
-from ibimport.apimodel import (
+from ibimport.domain.apimodel import (
     PROFILE_PATTERN,
     REGION_PATTERN,
     REQUEST_FIELDS,
@@ -26,7 +26,7 @@ from ibimport.apimodel import (
     name_problem,
 )
 
-__all__ = ["FIELDS", "PARTITION_FIELDS", "ImportTask", "nfc"]
+__all__ = ["FIELDS", "PARTITION_FIELDS", "ImageRequest", "nfc"]
 
 _RULES: Final = import_vm_image_rules()
 
@@ -136,7 +136,7 @@ _MODEL_CONFIG: Final = ConfigDict(
 )
 
 
-class ImportTask(BaseModel):
+class ImageRequest(BaseModel):
     """One valid ImportVmImage request as the manifest gives it; field names are the API's.
 
     Strict: a number where a string belongs is an error, not silently converted.
