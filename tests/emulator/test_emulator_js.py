@@ -27,11 +27,20 @@ pytestmark = pytest.mark.skipif(
 )
 
 
-def test_the_javascript_sdk_sees_the_new_behaviours() -> None:
+def _task(n: int) -> str:
+    return f"import-ami-{n:017d}"
+
+
+def test_the_javascript_sdk_sees_the_new_behaviours(tmp_path: Path) -> None:
+    # The script's image 1 waits on a task that stays active (it is cancelled), 2-20 on
+    # completed tasks (AVAILABLE), 21-40 on tasks nobody declared (FAILED).
+    tasks = [{"ImportTaskId": _task(1), "Status": "active", "CompletesAfterS": 10**6}]
+    tasks += [{"ImportTaskId": _task(n), "Status": "completed"} for n in range(2, 21)]
+    (tmp_path / "tasks.json").write_text(json.dumps(tasks))
     config = EmulatorConfig(
         deny=(f"{DENIED_KEY}=ImportVmImage,ec2:DescribeImportImageTasks,AssumeRole",),
         short_pages=0.7,
-        task_mix="completed=0.5,missing=0.5",
+        import_tasks=tmp_path / "tasks.json",
         available_after_s=0.2,
         seed=21,
     )
@@ -56,6 +65,7 @@ def test_the_javascript_sdk_sees_the_new_behaviours() -> None:
     assert done.returncode == 0, done.stdout + done.stderr
     result = json.loads(done.stdout.strip().splitlines()[-1])
     assert result["failures"] == []
+    assert result["statuses"] == {"CANCELLED": 1, "AVAILABLE": 19, "FAILED": 20}
     assert stats["shortPages"] > 0
     assert stats["errors"]["AccessDeniedException"] == 1
     assert stats["errors"]["UnauthorizedOperation"] == 1

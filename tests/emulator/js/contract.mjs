@@ -5,8 +5,9 @@
 //   IBIMPORT_EMULATOR_URL   the endpoint
 //   DENIED_KEY              an access key --deny refuses ImportVmImage,
 //                           ec2:DescribeImportImageTasks and AssumeRole
-//   (the emulator runs with --short-pages, --task-mix completed=0.5,missing=0.5 and a
-//    small --available-after-s, so images reach AVAILABLE or FAILED soon)
+//   (the emulator runs with --short-pages, image 1's task active for ever, some tasks
+//    completed, the others undeclared, and a small --available-after-s, so images reach
+//    AVAILABLE or FAILED soon and image 1 can be cancelled)
 import {
   AccessDeniedException,
   CancelImageCreationCommand,
