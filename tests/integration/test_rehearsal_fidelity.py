@@ -53,3 +53,23 @@ def test_a_denied_partition_stops_without_building_anything(
     figures = stats(server.url)
     assert figures["images"] == 0
     assert figures["errors"]["AccessDeniedException"] <= 4  # the partition stops at once
+
+
+def test_a_wait_against_a_service_that_lost_the_images_ends_deleted_at_once(
+    start_emulator: Start, tmp_path: Path
+) -> None:
+    """Issue 22 item 13: the emulator restarted without --state has none of the images;
+    the wait concludes DELETED in its first round, not TIMED_OUT after --wait-timeout."""
+    imported = start_emulator(available_after_s=3600.0)
+    manifest = write_csv(tmp_path / "wave.csv", make_tasks(150))
+    assert invoke(*run_args(manifest, imported.url)).exit_code == 0
+    restarted = start_emulator()  # another emulator: none of the images
+    waited = invoke(
+        "wait", tmp_path / "wave.journal", "--endpoint-url", restarted.url,
+        "--region", "us-east-1", "--poll-interval", "0.2", "--wait-timeout", "3600",
+    )  # fmt: skip
+    assert waited.exit_code == 1, waited.output
+    assert {r["imageStatus"] for r in read_results(tmp_path / "wave.results.csv")} == {"DELETED"}
+    asked = stats(restarted.url)["requests"]
+    assert asked["ListImageBuildVersions"] == 1  # one round: one listing,
+    assert asked["GetImage"] == 150  # then each absent image confirmed once
