@@ -31,7 +31,7 @@ ROWS = 60
 
 @pytest.fixture(scope="module")
 def fast_emulator() -> Iterator[Emulator]:
-    with Emulator(EmulatorConfig()) as emulator:
+    with Emulator(EmulatorConfig(task_mix="completed=1")) as emulator:
         yield emulator
 
 
@@ -238,7 +238,9 @@ def test_changed_manifest_is_explained_and_refused_unless_forced(
 @pytest.fixture
 def flaky_emulator() -> Iterator[Emulator]:
     """A third of the calls fail with 500/503 before they take effect."""
-    with Emulator(EmulatorConfig(fault_rate=0.3, drop_share=0.0, seed=7)) as emulator:
+    with Emulator(
+        EmulatorConfig(fault_rate=0.3, drop_share=0.0, seed=7, task_mix="completed=1")
+    ) as emulator:
         yield emulator
 
 

@@ -11,10 +11,12 @@ under a limiter and the imports' retry rules (``calls``). Each task is classifie
 - ``unknown``: EC2 does not know the ID: mistyped, or older than the 7 days of history
   DescribeImportImageTasks keeps.
 
-EC2 fails a whole call that names an unknown ID. The batch is split: the IDs its message
-names are unknown, the rest are asked again; a message that names none halves the batch
-(one bad ID then costs about log2(batch) calls, never one call per row). Pure engine:
-no printing, no files.
+EC2 fails a whole call that names an unknown ID, and nothing documents which ID its
+message names, so the message is never read: a failing batch is halved and each half
+asked again until every unknown ID stands alone (binary splitting). k unknown IDs in a
+batch of n cost at most 1 + 2k*ceil(log2 n) calls, and never more than 2n - 1 (two
+calls per ID if every one is unknown); ``split_calls`` counts the calls beyond one per
+batch. Pure engine: no printing, no files.
 """
 
 from __future__ import annotations
@@ -31,7 +33,6 @@ from ibimport.aws.client import (
     UNKNOWN_TASK_CODES,
     ImportTaskInfo,
     PartitionClient,
-    unknown_task_ids,
 )
 from ibimport.errors import ApiError
 from ibimport.flow.executor import CallExecutor, first_error
@@ -98,6 +99,8 @@ class TaskChecker:
         self._calls = calls
         self._batch_size = batch_size
         self._parallel = parallel
+        #: Batches asked again, halved, to isolate the IDs EC2 does not know.
+        self.split_calls = 0
 
     @property
     def calls(self) -> int:
@@ -133,18 +136,15 @@ class TaskChecker:
             except ApiError as error:
                 if error.code not in UNKNOWN_TASK_CODES:
                     raise
-                named = unknown_task_ids(error.message, ids)
-                if not named and len(ids) > 1:
+                if len(ids) > 1:
                     half = len(ids) // 2
                     todo += [ids[:half], ids[half:]]
+                    self.split_calls += 2
                     continue
-                for task_id in named or ids:
-                    found.checks[task_id] = TaskCheck(
-                        task_id, TaskState.UNKNOWN, message=f"{error.code}: {error.message}"
-                    )
-                rest = [task_id for task_id in ids if task_id not in named]
-                if named and rest:
-                    todo.append(rest)
+                [task_id] = ids
+                found.checks[task_id] = TaskCheck(
+                    task_id, TaskState.UNKNOWN, message=f"{error.code}: {UNKNOWN_MESSAGE}"
+                )
                 continue
             answered = {task.task_id: task for task in tasks}
             for task_id in ids:
