@@ -22,6 +22,7 @@ from anyio.abc import TaskGroup
 from ibimport.aws.client import ImageBuilderClient
 from ibimport.domain import rowstate
 from ibimport.domain.results import RowResult, RowStatus
+from ibimport.domain.stages import Stage
 from ibimport.domain.tokens import client_token
 from ibimport.engine.events import CallEvent, CallOutcome, RunListener
 from ibimport.errors import CallError, FatalBatchError
@@ -246,6 +247,7 @@ class Runner:
         return RunOutcome(interrupted=interrupted, fatal=self._shared.fatal, elapsed_s=elapsed)
 
     async def _list_existing(self, belongs: Callable[[int], bool] | None) -> None:
+        listed_at = self._clock.wall()
         try:
             listing = await self.reconciler.existing()
         except CallError as error:
@@ -266,7 +268,10 @@ class Runner:
         # Durable before the first import: a run stopped before it reaches these rows
         # leaves them ``exists``, and its resume (which does not list again) sends none.
         await self._journal.record_existing(
-            listing.arn_for, belongs=belongs, partition=partition_key(*self.origin)
+            listing.arn_for,
+            belongs=belongs,
+            partition=partition_key(*self.origin),
+            listed_at=listed_at,
         )
 
     async def _worker(self, rows: Iterator[ManifestRow]) -> None:
@@ -330,6 +335,8 @@ class Runner:
         if found is not None:
             return found
         self._shared.in_progress[work.row] = work
+        identity = (task.name, task.semanticVersion)
+        self._journal.stage_started(identity, Stage.IMPORT, at=self._clock.wall())
         await self._journal.mark_in_flight(
             row=work.row,
             name=task.name,
@@ -339,6 +346,14 @@ class Runner:
         )
         result = await self._attempt_until_done(work)
         del self._shared.in_progress[work.row]
+        self._journal.stage_ended(
+            identity,
+            Stage.IMPORT,
+            at=self._clock.wall(),
+            attempts=work.attempts,
+            outcome=result.status,
+            error_code=result.error_code,
+        )
         return result
 
     def _prior(self, task: ImageRequest) -> JournalEntry | None:
