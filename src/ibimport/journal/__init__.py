@@ -18,6 +18,7 @@ from typing import Protocol, runtime_checkable
 
 from ibimport.domain.results import RowResult
 from ibimport.domain.stages import Stage
+from ibimport.journal._file import idle
 from ibimport.journal._model import (
     DiffRow,
     Followup,
@@ -46,6 +47,7 @@ __all__ = [
     "Stage",
     "StageRecord",
     "exit_after_commits",
+    "idle",
 ]
 
 
