@@ -18,7 +18,7 @@ from ibimport.aws.client import (
 )
 from ibimport.domain.results import RowResult
 from ibimport.domain.rowstate import ImageStatus, RerunPlan, RowStatus, image_status
-from ibimport.domain.stages import Stage
+from ibimport.domain.stages import StageName
 from ibimport.errors import ApiError, CallError
 from ibimport.flow.calls import RetriedCalls
 from ibimport.flow.limiter import build_limiter
@@ -214,7 +214,7 @@ async def test_a_wait_journals_each_image_s_stage_with_its_rounds_and_state(
     )
     assert totals == {ImageStatus.AVAILABLE: 1, ImageStatus.TIMED_OUT: 1}
     records = {r.name: r for r in journal.stage_records()}
-    assert {r.stage for r in records.values()} == {Stage.IMAGE_WAIT}
+    assert {r.stage for r in records.values()} == {StageName.IMAGE_WAIT}
     first, late = records["vm-1"], records["vm-2"]
     assert first.started_at == late.started_at == began
     assert (first.outcome, late.outcome) == ("AVAILABLE", "TIMED_OUT")

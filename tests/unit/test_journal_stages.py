@@ -12,13 +12,13 @@ from journal_support import open_journal, result
 
 from ibimport.domain.results import RowStatus
 from ibimport.errors import JournalError
-from ibimport.journal import SCHEMA_VERSION, NullJournal, SqliteJournal, Stage, StageRecord
+from ibimport.journal import SCHEMA_VERSION, NullJournal, SqliteJournal, StageName, StageRecord
 from ibimport.testing import FakeClock
 
 SCHEMA_4 = Path(__file__).parent / "data" / "schema4.journal"
 
 
-def _records(journal: SqliteJournal) -> dict[tuple[str, Stage], StageRecord]:
+def _records(journal: SqliteJournal) -> dict[tuple[str, StageName], StageRecord]:
     return {(r.name, r.stage): r for r in journal.stage_records()}
 
 
@@ -28,15 +28,15 @@ async def test_a_stage_is_recorded_with_its_start_end_attempts_and_outcome(
     clock = FakeClock()
     journal = open_journal(tmp_path / "j", clock=clock)
     async with journal.running():
-        journal.stage_started(("web", "1.0.0"), Stage.IMPORT, at=100.0)
+        journal.stage_started(("web", "1.0.0"), StageName.IMPORT, at=100.0)
         await journal.mark_in_flight(
             row=1, name="web", semantic_version="1.0.0", client_token="tok", attempt=1
         )
         # The start is committed with the mark: a kill now still shows the row in the stage.
-        assert _records(journal)[("web", Stage.IMPORT)].ended_at is None
+        assert _records(journal)[("web", StageName.IMPORT)].ended_at is None
         journal.stage_ended(
             ("web", "1.0.0"),
-            Stage.IMPORT,
+            StageName.IMPORT,
             at=102.5,
             attempts=3,
             outcome=RowStatus.FAILED,
@@ -44,10 +44,10 @@ async def test_a_stage_is_recorded_with_its_start_end_attempts_and_outcome(
         )
         journal.record(result("web", RowStatus.FAILED))
     records = _records(journal)
-    assert records[("web", Stage.IMPORT)] == StageRecord(
-        "web", "1.0.0", Stage.IMPORT, 100.0, 102.5, 3, "failed", "ValidationException"
+    assert records[("web", StageName.IMPORT)] == StageRecord(
+        "web", "1.0.0", StageName.IMPORT, 100.0, 102.5, 3, "failed", "ValidationException"
     )
-    assert records[("web", Stage.IMPORT)].duration_s == 2.5
+    assert records[("web", StageName.IMPORT)].duration_s == 2.5
     await journal.aclose()
 
 
@@ -55,22 +55,27 @@ async def test_entering_a_stage_again_restarts_it_and_an_end_keeps_the_start(
     tmp_path: Path,
 ) -> None:
     journal = open_journal(tmp_path / "j")
-    journal.stage_started(("a", "1.0.0"), Stage.IMPORT, at=1.0)
-    journal.stage_ended(("a", "1.0.0"), Stage.IMPORT, at=2.0, attempts=1, outcome="skipped")
-    journal.stage_started(("a", "1.0.0"), Stage.IMPORT, at=10.0)  # the resume
+    journal.stage_started(("a", "1.0.0"), StageName.IMPORT, at=1.0)
+    journal.stage_ended(("a", "1.0.0"), StageName.IMPORT, at=2.0, attempts=1, outcome="skipped")
+    journal.stage_started(("a", "1.0.0"), StageName.IMPORT, at=10.0)  # the resume
     journal.stage_ended(
-        ("a", "1.0.0"), Stage.IMPORT, at=12.0, attempts=2, outcome="succeeded", started_at=5.0
+        ("a", "1.0.0"), StageName.IMPORT, at=12.0, attempts=2, outcome="succeeded", started_at=5.0
     )
     # An end whose start was never recorded takes the one given, else its own time.
-    journal.stage_ended(("b", "1.0.0"), Stage.IMAGE_WAIT, at=7.0, attempts=1, outcome="AVAILABLE")
+    journal.stage_ended(
+        ("b", "1.0.0"), StageName.IMAGE_WAIT, at=7.0, attempts=1, outcome="AVAILABLE"
+    )
     await journal.flush()
     records = _records(journal)
-    assert (records[("a", Stage.IMPORT)].started_at, records[("a", Stage.IMPORT)].ended_at) == (
+    assert (
+        records[("a", StageName.IMPORT)].started_at,
+        records[("a", StageName.IMPORT)].ended_at,
+    ) == (
         10.0,
         12.0,
     )
-    assert records[("a", Stage.IMPORT)].attempts == 2
-    assert records[("b", Stage.IMAGE_WAIT)].started_at == 7.0
+    assert records[("a", StageName.IMPORT)].attempts == 2
+    assert records[("b", StageName.IMAGE_WAIT)].started_at == 7.0
     await journal.aclose()
 
 
@@ -78,10 +83,10 @@ async def test_stage_records_interleaved_with_row_writes_share_one_commit(tmp_pa
     journal = open_journal(tmp_path / "j")
     for i in range(5):
         name = f"vm-{i}"
-        journal.stage_started((name, "1.0.0"), Stage.IMPORT, at=float(i))
+        journal.stage_started((name, "1.0.0"), StageName.IMPORT, at=float(i))
         journal.record(result(name, RowStatus.SUCCEEDED, row=i + 1))
         journal.stage_ended(
-            (name, "1.0.0"), Stage.IMPORT, at=i + 0.5, attempts=1, outcome="succeeded"
+            (name, "1.0.0"), StageName.IMPORT, at=i + 0.5, attempts=1, outcome="succeeded"
         )
     before = journal.commits
     await journal.flush()
@@ -94,7 +99,7 @@ async def test_stage_records_interleaved_with_row_writes_share_one_commit(tmp_pa
 async def test_stage_records_page_through_many_rows_in_identity_order(tmp_path: Path) -> None:
     journal = open_journal(tmp_path / "j")
     for i in range(25):
-        for stage in (Stage.IMPORT, Stage.EXISTING):
+        for stage in (StageName.IMPORT, StageName.EXISTING):
             journal.stage_started((f"vm-{i:02d}", "1.0.0"), stage, at=float(i))
     await journal.flush()
     found = [(r.name, r.stage.value) for r in journal.stage_records(page=7)]
@@ -106,8 +111,10 @@ async def test_stage_records_page_through_many_rows_in_identity_order(tmp_path: 
 async def test_a_wait_round_commits_its_stage_ends_with_the_statuses(tmp_path: Path) -> None:
     path = tmp_path / "j"
     journal = open_journal(path)
-    journal.stage_started(("web", "1.0.0"), Stage.IMAGE_WAIT, at=1.0)
-    journal.stage_ended(("web", "1.0.0"), Stage.IMAGE_WAIT, at=9.0, attempts=2, outcome="FAILED")
+    journal.stage_started(("web", "1.0.0"), StageName.IMAGE_WAIT, at=1.0)
+    journal.stage_ended(
+        ("web", "1.0.0"), StageName.IMAGE_WAIT, at=9.0, attempts=2, outcome="FAILED"
+    )
     journal.record_image_statuses([("web", "1.0.0", "FAILED", "broken disk")])
     # Another process sees both at once: no flush happened.
     reader = SqliteJournal.open_readonly(path)
@@ -135,7 +142,7 @@ async def test_the_listing_records_the_existing_stage_of_the_rows_it_found(
     )
     assert found == 1
     (record,) = journal.stage_records()
-    assert (record.name, record.stage, record.outcome) == ("old", Stage.EXISTING, "exists")
+    assert (record.name, record.stage, record.outcome) == ("old", StageName.EXISTING, "exists")
     assert record.duration_s == pytest.approx(3.0)
     await journal.aclose()
 
@@ -161,12 +168,12 @@ async def test_each_run_keeps_its_start_and_end(tmp_path: Path) -> None:
 
 def test_null_journal_takes_stage_records_and_keeps_nothing() -> None:
     null = NullJournal()
-    null.stage_started(("a", "1"), Stage.TASK_START, at=0.0)
-    null.stage_ended(("a", "1"), Stage.TASK_START, at=1.0, attempts=1, outcome="completed")
+    null.stage_started(("a", "1"), StageName.TASK_START, at=0.0)
+    null.stage_ended(("a", "1"), StageName.TASK_START, at=1.0, attempts=1, outcome="completed")
 
 
 def test_every_stage_has_its_own_name_in_a_row_s_order() -> None:
-    assert [s.value for s in Stage] == [
+    assert [s.value for s in StageName] == [
         "task_start",
         "task_check",
         "existing",
@@ -208,12 +215,12 @@ async def test_a_real_schema_4_journal_is_upgraded_when_opened_for_writing(
     assert band.ended_at is None  # its end was not recorded before schema 5
     assert list(journal.stage_records()) == []
     # ... and the new records can be written.
-    journal.stage_started(("web-a", "1.0.0"), Stage.IMAGE_WAIT, at=5.0)
+    journal.stage_started(("web-a", "1.0.0"), StageName.IMAGE_WAIT, at=5.0)
     journal.record_run(started_at=4.0, ended_at=6.0, figures={})
     await journal.aclose()
     reader = SqliteJournal.open_readonly(path)
     try:
-        assert [r.stage for r in reader.stage_records()] == [Stage.IMAGE_WAIT]
+        assert [r.stage for r in reader.stage_records()] == [StageName.IMAGE_WAIT]
         assert [b.ended_at for b in reader.run_bands()] == [None, 6.0]
     finally:
         reader.close()

@@ -12,7 +12,7 @@ import pytest
 
 from ibimport.aws.client import BuildPage, BuildSummary, ImportResult
 from ibimport.domain.results import RowResult, RowStatus
-from ibimport.domain.stages import Stage
+from ibimport.domain.stages import StageName
 from ibimport.domain.tokens import client_token
 from ibimport.engine.events import BaseListener, CallEvent, CallOutcome
 from ibimport.engine.runner import Runner, RunSettings
@@ -375,15 +375,15 @@ class StageJournal(NullJournal):
     """Records the stage calls the runner makes, with the virtual wall clock."""
 
     def __init__(self) -> None:
-        self.events: list[tuple[str, str, Stage, float, int, str, str]] = []
+        self.events: list[tuple[str, str, StageName, float, int, str, str]] = []
 
-    def stage_started(self, identity: tuple[str, str], stage: Stage, *, at: float) -> None:
+    def stage_started(self, identity: tuple[str, str], stage: StageName, *, at: float) -> None:
         self.events.append(("start", identity[0], stage, at, 0, "", ""))
 
     def stage_ended(
         self,
         identity: tuple[str, str],
-        stage: Stage,
+        stage: StageName,
         *,
         at: float,
         attempts: int,
@@ -408,8 +408,8 @@ async def test_each_sent_row_s_import_stage_is_journalled_with_its_attempts() ->
     by_row = {name: [e for e in journal.events if e[1] == name] for name in ("vm-001", "vm-002")}
     (start, end) = by_row["vm-001"]
     assert start[0] == "start"
-    assert start[2] is Stage.IMPORT
-    assert end[:3] == ("end", "vm-001", Stage.IMPORT)
+    assert start[2] is StageName.IMPORT
+    assert end[:3] == ("end", "vm-001", StageName.IMPORT)
     assert end[4:] == (2, "succeeded", "")
     assert end[3] - start[3] >= 2 * LATENCY_S  # two calls of virtual latency
     (_, failed) = by_row["vm-002"]

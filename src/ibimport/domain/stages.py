@@ -1,26 +1,32 @@
-"""The names of the stages a row moves through, in their order: the one list of them.
+"""The stages a row moves through, by name: the one list the pipeline, the journal's
+stage records and the reports share.
 
-The journal records each row's stages by these names (start, end, attempts, outcome), and
-the reports read them back; ``ibimport.stages`` holds what each stage does.
+A wave row: its EC2 import task started (``task_start``), then checked or waited for
+(``task_check``), its image looked for among the builds that already exist
+(``existing``), imported (``import``: ImportVmImage), and followed to a final state
+(``image_wait``). A row that names its ``vmImportTaskId`` starts at ``task_check``.
 """
 
 from __future__ import annotations
 
 from enum import StrEnum
 
-__all__ = ["Stage"]
+__all__ = ["Metering", "StageName"]
 
 
-class Stage(StrEnum):
-    """A stage of a row's walk, in the order a row meets them."""
+class StageName(StrEnum):
+    """One stage of a row's walk, in pipeline order."""
 
-    #: EC2 ImportImage: the VM import task started (the wave issue's stage).
     TASK_START = "task_start"
-    #: The row's EC2 import task checked (DescribeImportImageTasks, in batches).
     TASK_CHECK = "task_check"
-    #: The partition's listing of existing builds (a row found there is ``exists``).
     EXISTING = "existing"
-    #: ImportVmImage, with its retries.
     IMPORT = "import"
-    #: The imported image followed to a final state (AVAILABLE, FAILED, ...).
     IMAGE_WAIT = "image_wait"
+
+
+class Metering(StrEnum):
+    """How a stage's calls are metered."""
+
+    RATE = "rate"  # calls per second (and in flight) under the partition's quota
+    CONCURRENCY = "concurrency"  # calls in flight only
+    SLOTS = "slots"  # a slot held for as long as the work lasts (an EC2 import task: hours)

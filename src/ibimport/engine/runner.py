@@ -22,7 +22,7 @@ from anyio.abc import TaskGroup
 from ibimport.aws.client import ImageBuilderClient
 from ibimport.domain import rowstate
 from ibimport.domain.results import RowResult, RowStatus
-from ibimport.domain.stages import Stage
+from ibimport.domain.stages import StageName
 from ibimport.domain.tokens import client_token
 from ibimport.engine.events import CallEvent, CallOutcome, RunListener
 from ibimport.errors import CallError, FatalBatchError
@@ -336,7 +336,7 @@ class Runner:
             return found
         self._shared.in_progress[work.row] = work
         identity = (task.name, task.semanticVersion)
-        self._journal.stage_started(identity, Stage.IMPORT, at=self._clock.wall())
+        self._journal.stage_started(identity, StageName.IMPORT, at=self._clock.wall())
         await self._journal.mark_in_flight(
             row=work.row,
             name=task.name,
@@ -348,7 +348,7 @@ class Runner:
         del self._shared.in_progress[work.row]
         self._journal.stage_ended(
             identity,
-            Stage.IMPORT,
+            StageName.IMPORT,
             at=self._clock.wall(),
             attempts=work.attempts,
             outcome=result.status,

@@ -17,7 +17,7 @@ from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Protocol, runtime_checkable
 
 from ibimport.domain.results import RowResult
-from ibimport.domain.stages import Stage
+from ibimport.domain.stages import StageName
 from ibimport.journal._file import idle
 from ibimport.journal._model import (
     DiffRow,
@@ -44,7 +44,7 @@ __all__ = [
     "RunBand",
     "RunHeader",
     "SqliteJournal",
-    "Stage",
+    "StageName",
     "StageRecord",
     "exit_after_commits",
     "idle",
@@ -73,14 +73,14 @@ class Journal(Protocol):
 
     def record(self, result: RowResult) -> None: ...
 
-    def stage_started(self, identity: tuple[str, str], stage: Stage, *, at: float) -> None:
+    def stage_started(self, identity: tuple[str, str], stage: StageName, *, at: float) -> None:
         """The row (name, semantic_version) entered ``stage`` at ``at`` (wall clock)."""
         ...
 
     def stage_ended(
         self,
         identity: tuple[str, str],
-        stage: Stage,
+        stage: StageName,
         *,
         at: float,
         attempts: int,
@@ -125,13 +125,13 @@ class NullJournal:
     def record(self, result: RowResult) -> None:
         return None
 
-    def stage_started(self, identity: tuple[str, str], stage: Stage, *, at: float) -> None:
+    def stage_started(self, identity: tuple[str, str], stage: StageName, *, at: float) -> None:
         return None
 
     def stage_ended(
         self,
         identity: tuple[str, str],
-        stage: Stage,
+        stage: StageName,
         *,
         at: float,
         attempts: int,

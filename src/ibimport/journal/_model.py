@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ibimport.domain.results import RowResult, RowStatus
-from ibimport.domain.stages import Stage
+from ibimport.domain.stages import StageName
 
 __all__ = [
     "DiffRow",
@@ -80,7 +80,7 @@ class StageRecord:
 
     name: str
     semantic_version: str
-    stage: Stage
+    stage: StageName
     #: Wall-clock (epoch) seconds.
     started_at: float
     #: None while the row is in the stage (or was when the run was killed).

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import sqlite3
 
-from ibimport.domain.stages import Stage
+from ibimport.domain.stages import StageName
 from ibimport.journal._model import RunBand, StageRecord
 
 __all__ = ["run_bands", "stage_page"]
@@ -30,7 +30,7 @@ def stage_page(
     except sqlite3.OperationalError:  # no stages table: a journal older than schema 5
         return []
     return [
-        StageRecord(name, version, Stage(stage), started, ended, attempts, outcome, code)
+        StageRecord(name, version, StageName(stage), started, ended, attempts, outcome, code)
         for name, version, stage, started, ended, attempts, outcome, code in found
     ]
 

@@ -30,7 +30,7 @@ from typing import Any
 import anyio
 
 from ibimport.domain.results import RowResult, RowStatus
-from ibimport.domain.stages import Stage
+from ibimport.domain.stages import StageName
 from ibimport.errors import JournalError
 from ibimport.flow.clock import Clock, SystemClock
 from ibimport.journal._diff import manifest_diff
@@ -414,7 +414,7 @@ class SqliteJournal:
                 conn.executemany(
                     STAGE_SQL,
                     (
-                        (name, version, Stage.EXISTING.value, listed_at, now, 1, outcome, "")
+                        (name, version, StageName.EXISTING.value, listed_at, now, 1, outcome, "")
                         for name, version, _ in found
                     ),
                 )
@@ -524,7 +524,7 @@ class SqliteJournal:
             )
         )
 
-    def stage_started(self, identity: tuple[str, str], stage: Stage, *, at: float) -> None:
+    def stage_started(self, identity: tuple[str, str], stage: StageName, *, at: float) -> None:
         """Buffer: the row (name, semantic_version) entered ``stage`` at ``at`` (wall clock).
 
         Committed with the next group commit: with ``mark_in_flight``'s own when it comes
@@ -537,7 +537,7 @@ class SqliteJournal:
     def stage_ended(
         self,
         identity: tuple[str, str],
-        stage: Stage,
+        stage: StageName,
         *,
         at: float,
         attempts: int,
@@ -669,7 +669,7 @@ class SqliteJournal:
 
     def _write_batch(self, ops: list[Op]) -> None:
         """Write one batch in a single transaction."""
-        # Stage records touch only their own table: written after the rows' statements (which
+        # StageName records touch only their own table: written after the rows' statements (which
         # keep their order), in one statement, however they interleave with them.
         stages = [params for kind, params in ops if kind == _STAGE]
         rows = [op for op in ops if op[0] != _STAGE] if stages else ops

@@ -30,7 +30,7 @@ import anyio
 
 from ibimport.aws.client import ImageState, ImageStatusClient
 from ibimport.domain.rowstate import ImageStatus, image_status
-from ibimport.domain.stages import Stage
+from ibimport.domain.stages import StageName
 from ibimport.errors import ApiError
 from ibimport.flow.calls import RetriedCalls, first_error
 from ibimport.flow.clock import Clock
@@ -206,12 +206,12 @@ class WaitJournal(Protocol):
 
     def record_image_statuses(self, images: Iterable[tuple[str, str, str, str]]) -> None: ...
 
-    def stage_started(self, identity: tuple[str, str], stage: Stage, *, at: float) -> None: ...
+    def stage_started(self, identity: tuple[str, str], stage: StageName, *, at: float) -> None: ...
 
     def stage_ended(
         self,
         identity: tuple[str, str],
-        stage: Stage,
+        stage: StageName,
         *,
         at: float,
         attempts: int,
@@ -255,7 +255,7 @@ async def follow_journal(
         by_arn[entry.image_arn] = (entry.name, entry.semantic_version)
     began = clock.wall()
     for identity in by_arn.values():
-        journal.stage_started(identity, Stage.IMAGE_WAIT, at=began)
+        journal.stage_started(identity, StageName.IMAGE_WAIT, at=began)
 
     def record(outcomes: Sequence[ImageOutcome]) -> None:
         # The image_wait stage's end is committed with the statuses (one transaction).
@@ -263,7 +263,7 @@ async def follow_journal(
         for o in outcomes:
             if o.arn in by_arn:
                 journal.stage_ended(
-                    by_arn[o.arn], Stage.IMAGE_WAIT, at=now, attempts=rounds, outcome=o.status
+                    by_arn[o.arn], StageName.IMAGE_WAIT, at=now, attempts=rounds, outcome=o.status
                 )
         journal.record_image_statuses(
             (*by_arn[o.arn], o.status.value, o.reason) for o in outcomes if o.arn in by_arn
