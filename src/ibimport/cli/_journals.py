@@ -14,6 +14,7 @@ from ibimport import (
     merge_outputs,
 )
 from ibimport.cli._common import (
+    EXIT_FAILED,
     JournalArg,
     JsonOpt,
     _count,
@@ -96,6 +97,14 @@ def report_command(
         Path | None,
         typer.Option(metavar="FILE", help="Per-row results CSV path (default: the run's)."),
     ] = None,
+    partial: Annotated[
+        bool,
+        typer.Option(
+            "--partial",
+            help="Merge shards that are not a whole wave; the report says what is missing "
+            "(exit 1).",
+        ),
+    ] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Rewrite the report and results files from the journal alone, where its run wrote them."""
@@ -108,6 +117,7 @@ def report_command(
             report_path=None if report_to_stdout else report,
             results_path=results,
             report_file=not report_to_stdout,
+            partial=partial,
         )
     except IbimportError as error:
         raise _fail(str(error), _exit_code(error), as_json=as_json) from None
@@ -120,3 +130,8 @@ def report_command(
     )
     if as_json:
         _print_json(rebuilt.report)
+    if rebuilt.gaps:
+        err.print(
+            "partial: not a whole wave: " + "; ".join(rebuilt.gaps), highlight=False, markup=False
+        )
+        raise typer.Exit(EXIT_FAILED)

@@ -155,17 +155,20 @@ def _open_journal(
     )
 
 
-def _journal_settings(config: BatchConfig) -> dict[str, str]:
+def _journal_settings(config: BatchConfig) -> dict[str, str | None]:
     """What a journal's header keeps of its run: the salt, and where the outputs went.
 
     ``rebuild_outputs`` writes a journal's report and results where its run wrote them,
     not beside the manifest, where another run's outputs may be.
     """
     report, results = _output_paths(config)
+    shard = config.shard
     return {
         "token_salt": config.run.token_salt,
         "report": str(report.resolve()),
         "results": str(results.resolve()),
+        # Which share of the wave (``K/N``, None: every row): a merge checks it is whole.
+        "shard": None if shard is None else f"{shard.index}/{shard.count}",
     }
 
 
@@ -240,10 +243,16 @@ async def _execute(
     store: Journal = journal if journal is not None else NullJournal()
     plan = prints_plan.plan if prints_plan is not None else None
     work: list[PartitionWork] = []
-    with ResultsWriter(results_path) as results:
-        async with AsyncExitStack() as stack:
-            places = plan.places if plan is not None and plan.places else [Place(None, None)]
+    async with AsyncExitStack() as stack:
+        places = plan.places if plan is not None and plan.places else [Place(None, None)]
+        try:
             partitions = await open_partitions(places, base=config.client, stack=stack)
+        except BaseException:
+            # A batch that cannot start touches no output: a journal it created goes too.
+            if journal is not None:
+                journal.discard()
+            raise
+        with ResultsWriter(results_path) as results:
             if journal is not None and len(partitions) > 1:
                 record_partitions(journal, partitions)  # for `ibimport wait JOURNAL`
             try:

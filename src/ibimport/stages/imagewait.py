@@ -37,6 +37,7 @@ import anyio
 
 from ibimport.aws.client import ImageState, PartitionClient
 from ibimport.domain.rowstate import ImageStatus, image_status
+from ibimport.domain.stages import StageName
 from ibimport.errors import ApiError
 from ibimport.flow.clock import Clock
 from ibimport.flow.executor import CallExecutor, first_error
@@ -217,6 +218,20 @@ class WaitJournal(Protocol):
 
     def record_image_statuses(self, images: Iterable[tuple[str, str, str, str]]) -> None: ...
 
+    def stage_started(self, identity: tuple[str, str], stage: StageName, *, at: float) -> None: ...
+
+    def stage_ended(
+        self,
+        identity: tuple[str, str],
+        stage: StageName,
+        *,
+        at: float,
+        attempts: int,
+        outcome: str,
+        error_code: str = "",
+        started_at: float | None = None,
+    ) -> None: ...
+
 
 async def follow_journal(
     client: PartitionClient,
@@ -250,8 +265,18 @@ async def follow_journal(
             totals[earlier] += 1
             continue
         by_arn[entry.image_arn] = (entry.name, entry.semantic_version)
+    began = clock.wall()
+    for identity in by_arn.values():
+        journal.stage_started(identity, StageName.IMAGE_WAIT, at=began)
 
     def record(outcomes: Sequence[ImageOutcome]) -> None:
+        # The image_wait stage's end is committed with the statuses (one transaction).
+        now, rounds = clock.wall(), len(waiter.figures.rounds)
+        for o in outcomes:
+            if o.arn in by_arn:
+                journal.stage_ended(
+                    by_arn[o.arn], StageName.IMAGE_WAIT, at=now, attempts=rounds, outcome=o.status
+                )
         journal.record_image_statuses(
             (*by_arn[o.arn], o.status.value, o.reason) for o in outcomes if o.arn in by_arn
         )
