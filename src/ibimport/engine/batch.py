@@ -35,18 +35,18 @@ from ibimport.engine.followup import follow_partitions, record_partitions, task_
 from ibimport.engine.partitions import Place, RateSpec, RowPlan, Shard, told_rate
 from ibimport.engine.runner import Runner, RunOutcome, RunSettings, partition_key
 from ibimport.engine.selection import (
-    Preflight,
+    Selection,
     batch_fingerprint,
     partition_rows,
     planned_rows,
-    preflight,
     read_rows,
+    select_rows,
     unreached,
 )
+from ibimport.engine.settings import check_batch_settings
 from ibimport.errors import (
     ConfigError,
     IbimportError,
-    InvalidManifest,
     ManifestChanged,
 )
 from ibimport.flow.limiter import Clock, MonotonicClock
@@ -98,6 +98,10 @@ class BatchConfig:
     #: for it (until ``TaskWait.timeout_s``) and are sent as it completes.
     task_wait: TaskWait | None = None
 
+    def __post_init__(self) -> None:
+        # The option rules hold for every caller, the CLI (exit 2) and a library's alike.
+        check_batch_settings(self)
+
 
 @dataclass(slots=True)
 class BatchResult:
@@ -130,7 +134,7 @@ class BatchResult:
 
 
 def _open_journal(
-    config: BatchConfig, *, fault_hook: Callable[[int], None] | None
+    config: BatchConfig, *, fingerprint: str, fault_hook: Callable[[int], None] | None
 ) -> SqliteJournal | None:
     """Open (or create) the journal named for this manifest and these settings."""
     if config.journal_path is None:
@@ -138,7 +142,7 @@ def _open_journal(
     return SqliteJournal.open(
         config.journal_path,
         manifest_path=str(config.manifest.resolve()),  # `ibimport report` may run elsewhere
-        manifest_fingerprint=batch_fingerprint(config),
+        manifest_fingerprint=fingerprint,
         settings=_journal_settings(config),
         fault_hook=fault_hook,
     )
@@ -162,12 +166,11 @@ def _check_paths(config: BatchConfig) -> None:
     """Refuse aliased outputs, folders and missing or read-only folders before any read."""
     report, results = _output_paths(config)
     outputs: dict[str, Path] = {}
-    if config.journal_path is not None:
-        outputs["--journal"] = config.journal_path
     if config.report_file:
         outputs["--report"] = report
     outputs["--results"] = results
-    check_paths(inputs={"the manifest": config.manifest}, outputs=outputs)
+    stores = {"--journal": config.journal_path} if config.journal_path is not None else {}
+    check_paths(inputs={"the manifest": config.manifest}, outputs=outputs, stores=stores)
 
 
 def _output_paths(config: BatchConfig) -> tuple[Path, Path]:
@@ -209,7 +212,7 @@ async def _execute(
     control: BatchControl | None = None,
     clock: Clock | None = None,
     manifest_changed: bool = False,
-    prints_plan: Preflight | None = None,
+    prints_plan: Selection | None = None,
 ) -> BatchResult:
     """Run the batch and write the report and results, even when interrupted."""
     prints = prints_plan.prints if prints_plan is not None else None
@@ -379,7 +382,7 @@ class Batch:
     """
 
     def __init__(
-        self, config: BatchConfig, *, journal: SqliteJournal | None, found: Preflight
+        self, config: BatchConfig, *, journal: SqliteJournal | None, found: Selection
     ) -> None:
         self.config = config
         self.total_rows = found.total_rows
@@ -430,17 +433,19 @@ class Batch:
 
 
 def open_batch(config: BatchConfig, *, fault_hook: Callable[[int], None] | None = None) -> Batch:
-    """Open the journal and read the whole manifest once; refuse before any call is sent.
+    """Check every path, open the journal, make the selection pass; refuse before any call.
 
-    Raises ``InvalidManifest`` (some rows broke a rule and ``skip_invalid`` is off) or
-    ``ManifestChanged`` (the journal was written for other rows and ``force`` is off). A
-    journal this call created is discarded when the batch is refused; an existing one is
-    left as it was. With ``force``, the journal adopts the new manifest from now on.
+    Raises ``ConfigError`` (a path that cannot be used), ``InvalidManifest`` (some rows
+    broke a rule and ``skip_invalid`` is off) or ``ManifestChanged`` (the journal was
+    written for other rows and ``force`` is off). A journal this call created is discarded
+    when the batch is refused; an existing one is left as it was. With ``force``, the
+    journal adopts the new manifest from now on. The manifest is hashed once.
     ``fault_hook`` reaches the journal's commits, for crash tests (``exit_after_commits``).
     """
     _check_paths(config)
+    fingerprint = batch_fingerprint(config) if config.journal_path is not None else ""
     try:
-        journal = _open_journal(config, fault_hook=fault_hook)
+        journal = _open_journal(config, fingerprint=fingerprint, fault_hook=fault_hook)
     except OSError as error:
         raise ConfigError(f"cannot create {error.filename}: {error.strerror}") from None
     # The journal's lock is held now: what a killed run of this batch left is no one's.
@@ -448,7 +453,7 @@ def open_batch(config: BatchConfig, *, fault_hook: Callable[[int], None] | None 
         if path is not None:
             remove_leftovers(path)
     try:
-        found = preflight(config, journal=journal)
+        found = select_rows(config, journal=journal, fingerprint=fingerprint)
     except IbimportError:
         if journal is not None:
             journal.discard()
@@ -456,12 +461,7 @@ def open_batch(config: BatchConfig, *, fault_hook: Callable[[int], None] | None 
     if found.invalid_count and not config.skip_invalid:
         if journal is not None:
             journal.discard()
-        raise InvalidManifest(
-            lines=tuple(line for row in found.invalid_rows for line in row.describe()),
-            shown_rows=len(found.invalid_rows),
-            invalid_rows=found.invalid_count,
-            total_rows=found.total_rows,
-        )
+        raise found.refusal()
     if found.diff is not None and not found.diff.is_empty:
         assert journal is not None  # a diff is only ever made against a journal
         if not config.force:
@@ -469,9 +469,7 @@ def open_batch(config: BatchConfig, *, fault_hook: Callable[[int], None] | None 
             raise ManifestChanged(
                 journal=str(config.journal_path), lines=tuple(found.diff.describe())
             )
-        journal.update_header(
-            manifest_fingerprint=batch_fingerprint(config), settings=_journal_settings(config)
-        )
+        journal.update_header(manifest_fingerprint=fingerprint, settings=_journal_settings(config))
     else:
         found.diff = None
     return Batch(config, journal=journal, found=found)

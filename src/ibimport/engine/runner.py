@@ -291,7 +291,10 @@ class Runner:
         if task is None:
             return _invalid_result(manifest_row)
         params = task.api_params()  # built once: for the token and for every attempt
-        token = client_token(task, salt=self._settings.token_salt, params=params)
+        # The read held to the selection pass already derived it (ManifestRow.client_token).
+        token = manifest_row.client_token or client_token(
+            task, salt=self._settings.token_salt, params=params
+        )
         prior = self._prior(task)
         if prior is not None:
             carried = self._carry_over(prior, row=manifest_row.row)
@@ -508,7 +511,8 @@ class Runner:
             name=task.name,
             semantic_version=task.semanticVersion,
             status=RowStatus.SKIPPED,
-            client_token=client_token(task, salt=self._settings.token_salt),
+            client_token=manifest_row.client_token
+            or client_token(task, salt=self._settings.token_salt),
             attempts=prior.attempts if prior is not None else 0,
         )
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import fcntl
 import os
 import sqlite3
+import stat
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -125,6 +126,10 @@ def check_file(path: Path, *, must_exist: bool) -> bool:
     of an open SQLite file would drop that connection's POSIX locks.
     """
     try:
+        mode = path.stat().st_mode
+        if not stat.S_ISREG(mode) and not stat.S_ISDIR(mode):
+            # Opening a FIFO would wait for a writer, forever: refused for what it is.
+            raise JournalError(f"{path} is not a journal: not a regular file (a FIFO or device)")
         with path.open("rb") as file:
             head = file.read(100)
     except FileNotFoundError:

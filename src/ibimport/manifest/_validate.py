@@ -9,6 +9,7 @@ alike.
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import json
 from array import array
@@ -50,13 +51,19 @@ class FieldError:
 
 @dataclass(frozen=True, slots=True)
 class ManifestRow:
-    """One task of the manifest: valid (``task`` set) or invalid (``errors`` say why)."""
+    """One task of the manifest: valid (``task`` set) or invalid (``errors`` say why).
+
+    ``client_token``: the row's token when the read that handed it out already derived it
+    (the run's read, held to the selection pass, derives it to compare): the runner takes
+    it instead of deriving it again. Empty: not derived yet.
+    """
 
     row: int
     task: ImageRequest | None
     errors: tuple[FieldError, ...]
     name: str
     semantic_version: str
+    client_token: str = dataclasses.field(default="", compare=False)
 
     def describe(self) -> list[str]:
         """One line per error, as ``ibimport validate`` prints them."""

@@ -23,7 +23,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO, Any, Final, Self
 
-from ibimport._files import atomic_private_file, is_special
+from ibimport._files import atomic_private_file, is_special, open_through, output_error
 from ibimport.domain.results import RowResult, RowStatus
 from ibimport.domain.rowstate import reported_as
 from ibimport.engine.events import BaseListener, CallEvent, CallOutcome
@@ -381,12 +381,17 @@ class ResultsWriter(BaseListener):
         #: Where the results go; a device or FIFO (``/dev/stdout``) gets them once sorted,
         #: from a private spool file (``path``), since it can be neither reread nor replaced.
         self.target = path
-        self.path = path
+        # A link is followed once: re-pointed during the run, it does not change the file
+        # the rows were written to and are read back from.
+        self.path = path.resolve() if path.is_symlink() else path
         if is_special(path):
             fd, spool = tempfile.mkstemp(prefix="ibimport-results-", suffix=".csv")
             os.close(fd)
             self.path = Path(spool)
-        fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        except OSError as error:
+            raise output_error(self.path, error) from None
         try:
             os.fchmod(fd, 0o600)  # O_CREAT's mode does not apply to a file that already existed
             self._file: IO[str] | None = open(  # noqa: SIM115 - closed in close()
@@ -415,7 +420,13 @@ class ResultsWriter(BaseListener):
         self.rows_written += 1
 
     def close(self) -> None:
-        """Finish the file in manifest row order. Idempotent."""
+        """Finish the file in manifest row order. Idempotent; ``OutputError`` if it cannot."""
+        try:
+            self._close()
+        except OSError as error:
+            raise output_error(self.target, error) from None
+
+    def _close(self) -> None:
         if self._file is None:
             return
         handle, self._file = self._file, None
@@ -429,7 +440,7 @@ class ResultsWriter(BaseListener):
             self._rewrite_sorted()
         if self.path != self.target:
             try:
-                with open(self.path, "rb") as spool, open(self.target, "wb") as through:
+                with open(self.path, "rb") as spool, open_through(self.target) as through:
                     shutil.copyfileobj(spool, through)
             finally:
                 os.unlink(self.path)
