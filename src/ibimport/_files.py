@@ -14,7 +14,6 @@ import io
 import os
 import select
 import stat
-import sys
 import tempfile
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -27,7 +26,6 @@ __all__ = [
     "check_paths",
     "inside_folder",
     "is_special",
-    "is_stdout",
     "open_through",
     "output_error",
     "remove_leftovers",
@@ -51,15 +49,6 @@ def is_special(path: Path) -> bool:
     except OSError:
         return False
     return not stat.S_ISREG(mode) and not stat.S_ISDIR(mode)
-
-
-def is_stdout(path: Path) -> bool:
-    """Whether ``path`` is this process's standard output (``/dev/stdout``, its fd link...)."""
-    try:
-        named, ours = path.stat(), os.fstat(sys.stdout.fileno())
-    except (OSError, ValueError, io.UnsupportedOperation):
-        return False
-    return (named.st_dev, named.st_ino) == (ours.st_dev, ours.st_ino)
 
 
 def output_error(path: Path, error: OSError) -> OutputError:

@@ -57,8 +57,10 @@ from ibimport.cli._common import (
     _count,
     _exit_code,
     _fail,
+    _output_path,
     _print_invalid,
     _print_json,
+    _refuse_stdout_under_json,
     _secure_umask,
     _tags,
     app,
@@ -161,17 +163,22 @@ def run(
     ] = False,
     journal: Annotated[
         Path | None,
-        typer.Option(metavar="FILE", help="Journal file (default beside the manifest)."),
+        typer.Option(
+            metavar="FILE", parser=_output_path, help="Journal file (default beside the manifest)."
+        ),
     ] = None,
     no_journal: Annotated[
         bool, typer.Option("--no-journal", help="Run without a journal (no resume).")
     ] = False,
     report: Annotated[
         Path | None,
-        typer.Option(metavar="FILE", help="JSON report path; - writes it to stdout."),
+        typer.Option(
+            metavar="FILE", parser=_output_path, help="JSON report path; - writes it to stdout."
+        ),
     ] = None,
     results: Annotated[
-        Path | None, typer.Option(metavar="FILE", help="Per-row results CSV path.")
+        Path | None,
+        typer.Option(metavar="FILE", parser=_output_path, help="Per-row results CSV path."),
     ] = None,
     as_json: JsonOpt = False,
     region: RegionOpt = None,
@@ -242,6 +249,7 @@ def run(
     report_to_stdout = report is not None and str(report) == "-"
     as_json = as_json or report_to_stdout
     extra_tags = _tags(tag, as_json=as_json)
+    _refuse_stdout_under_json(as_json, {"--report": report, "--results": results})
     mode = ProgressMode.OFF if no_progress else progress
     with ExitStack() as stack:
         stack.enter_context(_sigterm_interrupts())

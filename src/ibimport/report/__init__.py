@@ -388,10 +388,7 @@ class ResultsWriter(BaseListener):
             fd, spool = tempfile.mkstemp(prefix="ibimport-results-", suffix=".csv")
             os.close(fd)
             self.path = Path(spool)
-        try:
-            fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        except OSError as error:
-            raise output_error(self.path, error) from None
+        fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         try:
             os.fchmod(fd, 0o600)  # O_CREAT's mode does not apply to a file that already existed
             self._file: IO[str] | None = open(  # noqa: SIM115 - closed in close()

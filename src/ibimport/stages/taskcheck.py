@@ -76,6 +76,15 @@ def classify_task(task: ImportTaskInfo) -> TaskCheck:
     return TaskCheck(task.task_id, TaskState.UNKNOWN, message=f"unexpected status {task.status!r}")
 
 
+def _own_message(error: ApiError, task_id: str, asked: Sequence[str]) -> str:
+    """EC2's refusal in one row's words: a message that names other rows' tasks too (one
+    call asks up to 100) is said of this row's task alone."""
+    others = unknown_task_ids(error.message, asked) - {task_id}
+    if not others:
+        return f"{error.code}: {error.message}"
+    return f"{error.code}: EC2 does not know the import task {task_id}"
+
+
 @dataclass(slots=True)
 class _Found:
     checks: dict[str, TaskCheck] = field(default_factory=dict)
@@ -140,7 +149,7 @@ class TaskChecker:
                     continue
                 for task_id in named or ids:
                     found.checks[task_id] = TaskCheck(
-                        task_id, TaskState.UNKNOWN, message=f"{error.code}: {error.message}"
+                        task_id, TaskState.UNKNOWN, message=_own_message(error, task_id, ids)
                     )
                 rest = [task_id for task_id in ids if task_id not in named]
                 if named and rest:
