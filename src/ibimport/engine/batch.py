@@ -374,6 +374,53 @@ async def _journal_every_row(journal: Journal, config: BatchConfig, plan: RowPla
     await journal.flush()
 
 
+async def _carry_over(
+    config: BatchConfig,
+    journal: SqliteJournal,
+    *,
+    total_rows: int,
+    listeners: Sequence[RunListener],
+    clock: Clock,
+) -> BatchResult:
+    """A resume with nothing to send (``Selection.settled``): every row carried over from
+    the journal, in row order, into the results and the report; no partition is opened.
+
+    The journal holds these very rows (same fingerprint), so the manifest is not read a
+    second time, and no row is asked of the journal one by one.
+    """
+    report_path, results_path = _output_paths(config)
+    stats = RunStats()
+    stats.started_at = clock.wall()
+    started = clock.now()
+    earlier_runs = journal.runs()
+    try:
+        with ResultsWriter(results_path) as results:
+            told = [stats, results, *listeners]
+            for listener in told:
+                listener.on_start(total_rows=total_rows)
+            for entry in journal.entries():
+                result = entry.to_result(resumed=True)
+                for listener in told:
+                    listener.on_row_done(result)
+            elapsed = clock.now() - started
+            for listener in told:
+                listener.on_finish(elapsed_s=elapsed, interrupted=False)
+        journal.record_run(started_at=stats.started_at, figures=stats.run_figures())
+    finally:
+        await journal.aclose()
+    report = stats.to_report(earlier_runs=earlier_runs)
+    if config.report_file:
+        write_report(report_path, report)
+    return BatchResult(
+        outcome=RunOutcome(elapsed_s=elapsed),
+        stats=stats,
+        report=report,
+        report_path=report_path,
+        results_path=results_path,
+        journal_path=config.journal_path,
+    )
+
+
 class Batch:
     """A batch that passed preflight: its journal open, ready to be run once.
 
@@ -408,6 +455,14 @@ class Batch:
         if self._ran:
             raise ConfigError("a batch runs once; open it again to resume")
         self._ran = True
+        if self._found.settled and self._journal is not None and self.config.wait is None:
+            return await _carry_over(
+                self.config,
+                self._journal,
+                total_rows=self.total_rows,
+                listeners=listeners,
+                clock=clock or MonotonicClock(),
+            )
         return await _execute(
             self.config,
             journal=self._journal,

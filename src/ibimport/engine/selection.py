@@ -63,6 +63,9 @@ class Selection:
     plan: RowPlan = field(default_factory=RowPlan)
     #: The batch fingerprint (``batch_fingerprint``), hashed once a run; "" without a journal.
     fingerprint: str = ""
+    #: The journal was written for these very rows and every one of them is settled (and
+    #: none is invalid): the batch has nothing to send, and its results are the journal's.
+    settled: bool = False
 
     def refusal(self) -> InvalidManifest:
         """What refusing this manifest for its invalid rows says (``InvalidManifest``)."""
@@ -150,6 +153,12 @@ def select_rows(
         # so there is nothing to compare and no pending row to add.
         _drain(valid_rows())
         journal.pending_recorded = True
+        retry_failed = config.run.retry_failed
+        found.settled = not found.invalid_count and all(
+            rowstate.settled(state, retry_failed=retry_failed)
+            for state, n in journal.counts().items()
+            if n
+        )
     else:
         found.diff = journal.diff(valid_rows())
     return found
