@@ -35,7 +35,7 @@ __all__ = [
 #: before the write is given up: a reader that stopped reading never hangs a command.
 THROUGH_PATIENCE_S = 30.0
 #: How long opening a FIFO waits for a reader to appear (then: "nobody reads it").
-READER_WAIT_S = 10.0
+READER_WAIT_S = 3.0
 
 
 def is_special(path: Path) -> bool:

@@ -384,7 +384,8 @@ class ResultsWriter(BaseListener):
         # A link is followed once: re-pointed during the run, it does not change the file
         # the rows were written to and are read back from.
         self.path = path.resolve() if path.is_symlink() else path
-        if is_special(path):
+        self._spooled = is_special(path)
+        if self._spooled:
             fd, spool = tempfile.mkstemp(prefix="ibimport-results-", suffix=".csv")
             os.close(fd)
             self.path = Path(spool)
@@ -435,7 +436,7 @@ class ResultsWriter(BaseListener):
             handle.close()
         if not self._in_order:
             self._rewrite_sorted()
-        if self.path != self.target:
+        if self._spooled:
             try:
                 with open(self.path, "rb") as spool, open_through(self.target) as through:
                     shutil.copyfileobj(spool, through)
