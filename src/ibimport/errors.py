@@ -4,6 +4,7 @@
     ├── ManifestError        the manifest as a whole cannot be read (encoding, syntax, size)
     ├── JournalError         the journal is corrupt, foreign, newer, or unwritable
     ├── ConfigError          a setting the user gave is unusable
+    ├── OutputError          an output (report, results) could not be written
     ├── BatchRefused         the batch will not start, and nothing was sent:
     │   ├── InvalidManifest  rows broke the service's rules (and --skip-invalid is off)
     │   └── ManifestChanged  the manifest differs from the journal's (and --force is off)
@@ -33,6 +34,10 @@ class JournalError(IbimportError):
 
 class ConfigError(IbimportError):
     """A command-line or library setting is unusable."""
+
+
+class OutputError(IbimportError):
+    """An output file could not be written (disk full, its folder gone, a FIFO nobody reads)."""
 
 
 class BatchRefused(IbimportError):

@@ -20,7 +20,9 @@ from ibimport.cli._common import (
     _count,
     _exit_code,
     _fail,
+    _output_path,
     _print_json,
+    _refuse_stdout_under_json,
     _secure_umask,
     app,
     err,
@@ -90,12 +92,17 @@ def report_command(
         Path | None,
         typer.Option(
             metavar="FILE",
+            parser=_output_path,
             help="JSON report path (default: the run's); - writes it to stdout.",
         ),
     ] = None,
     results: Annotated[
         Path | None,
-        typer.Option(metavar="FILE", help="Per-row results CSV path (default: the run's)."),
+        typer.Option(
+            metavar="FILE",
+            parser=_output_path,
+            help="Per-row results CSV path (default: the run's).",
+        ),
     ] = None,
     partial: Annotated[
         bool,
@@ -111,6 +118,7 @@ def report_command(
     _secure_umask()
     report_to_stdout = report is not None and str(report) == "-"
     as_json = as_json or report_to_stdout
+    _refuse_stdout_under_json(as_json, {"--report": report, "--results": results})
     try:
         rebuilt = merge_outputs(
             journals,

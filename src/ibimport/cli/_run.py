@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import gc
+import json
 import os
 import shutil
 import signal
+import sys
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import replace
@@ -55,8 +57,10 @@ from ibimport.cli._common import (
     _count,
     _exit_code,
     _fail,
+    _output_path,
     _print_invalid,
     _print_json,
+    _refuse_stdout_under_json,
     _secure_umask,
     _tags,
     app,
@@ -160,17 +164,22 @@ def run(
     ] = False,
     journal: Annotated[
         Path | None,
-        typer.Option(metavar="FILE", help="Journal file (default beside the manifest)."),
+        typer.Option(
+            metavar="FILE", parser=_output_path, help="Journal file (default beside the manifest)."
+        ),
     ] = None,
     no_journal: Annotated[
         bool, typer.Option("--no-journal", help="Run without a journal (no resume).")
     ] = False,
     report: Annotated[
         Path | None,
-        typer.Option(metavar="FILE", help="JSON report path; - writes it to stdout."),
+        typer.Option(
+            metavar="FILE", parser=_output_path, help="JSON report path; - writes it to stdout."
+        ),
     ] = None,
     results: Annotated[
-        Path | None, typer.Option(metavar="FILE", help="Per-row results CSV path.")
+        Path | None,
+        typer.Option(metavar="FILE", parser=_output_path, help="Per-row results CSV path."),
     ] = None,
     as_json: JsonOpt = False,
     region: RegionOpt = None,
@@ -241,6 +250,7 @@ def run(
     report_to_stdout = report is not None and str(report) == "-"
     as_json = as_json or report_to_stdout
     extra_tags = _tags(tag, as_json=as_json)
+    _refuse_stdout_under_json(as_json, {"--report": report, "--results": results})
     mode = ProgressMode.OFF if no_progress else progress
     with ExitStack() as stack:
         stack.enter_context(_sigterm_interrupts())
@@ -264,38 +274,39 @@ def run(
             max_pool_connections=concurrency,
             read_timeout_s=read_timeout,
         )
-        if emulator is not None:
-            client = _local_service(stack, emulator, client)
-        config = BatchConfig(
-            manifest=path,
-            fmt=fmt,
-            extra_tags=extra_tags,
-            run=RunSettings(
-                concurrency=concurrency,
-                max_attempts=max_attempts,
-                token_salt=token_salt,
-                token_ttl_s=token_ttl,
-                retry_failed=retry_failed,
-            ),
-            rates=rates,
-            shard=shards,
-            client=client,
-            in_process_service=emulator is not None,
-            journal_path=None if no_journal else (journal or default_journal),
-            report_path=default_report if report_to_stdout else (report or default_report),
-            report_file=not report_to_stdout,
-            results_path=results or default_results,
-            skip_invalid=skip_invalid,
-            force=force,
-            reconcile=not no_reconcile,
-            wait=wait_settings(wait_timeout, poll_interval) if wait else None,
-            preflight=preflight,
-            task_wait=task_wait_settings(task_timeout, poll_interval) if wait_for_tasks else None,
-        )
-        if wait_for_tasks and not preflight:
-            raise _fail("--wait-for-tasks needs --preflight", as_json=as_json)
-        if wait and no_journal:
-            raise _fail("--wait needs the journal (it records each image's state)", as_json=as_json)
+        try:
+            config = BatchConfig(
+                manifest=path,
+                fmt=fmt,
+                extra_tags=extra_tags,
+                run=RunSettings(
+                    concurrency=concurrency,
+                    max_attempts=max_attempts,
+                    token_salt=token_salt,
+                    token_ttl_s=token_ttl,
+                    retry_failed=retry_failed,
+                ),
+                rates=rates,
+                shard=shards,
+                client=client,
+                in_process_service=emulator is not None,
+                journal_path=None if no_journal else (journal or default_journal),
+                report_path=default_report if report_to_stdout else (report or default_report),
+                report_file=not report_to_stdout,
+                results_path=results or default_results,
+                skip_invalid=skip_invalid,
+                force=force,
+                reconcile=not no_reconcile,
+                wait=wait_settings(wait_timeout, poll_interval) if wait else None,
+                preflight=preflight,
+                task_wait=task_wait_settings(task_timeout, poll_interval)
+                if wait_for_tasks
+                else None,
+            )
+        except IbimportError as error:
+            raise _fail(str(error), as_json=as_json) from None
+        if emulator is not None:  # started once the options are known to be usable
+            config = replace(config, client=_local_service(stack, emulator, client))
         if dry_run:
             code = _dry_run(config, as_json=as_json)
         else:
@@ -381,9 +392,21 @@ def _sigterm_interrupts() -> Iterator[None]:
 
 
 def _dry_run(config: BatchConfig, *, as_json: bool) -> int:
-    """``run --dry-run``: every row with its token and what a run would do; nothing sent."""
+    """``run --dry-run``: every row with its token and what a run would do; nothing sent.
+
+    Streamed: each row is printed as it is read (JSON too: the totals come last).
+    """
     try:
         plan: BatchPlan = anyio.run(plan_batch, config)
+        if as_json:
+            _print_plan_json(plan)
+        else:
+            # Tab-separated for scripts too (rich would expand the tabs): names never hold one.
+            typer.echo("row\tname\tsemanticVersion\tclientToken\taction")
+            for r in plan.rows():
+                typer.echo(
+                    f"{r.row}\t{r.name}\t{r.semantic_version}\t{r.client_token or '-'}\t{r.status}"
+                )
     except IbimportError as error:
         raise _fail(str(error), _exit_code(error), as_json=as_json) from None
     except BaseExceptionGroup as group:
@@ -393,52 +416,52 @@ def _dry_run(config: BatchConfig, *, as_json: bool) -> int:
         leaf = _first_leaf(ours)
         assert isinstance(leaf, IbimportError)
         raise _fail(str(leaf), _exit_code(leaf), as_json=as_json) from None
-    invalid = plan.count(PlannedStatus.INVALID)
-    refused = bool(invalid) and not config.skip_invalid
-    if as_json:
-        _print_json(
-            {
-                "dry_run": True,
-                "looked_up_existing": plan.looked_up,
-                "totals": {
-                    "rows": len(plan.rows),
-                    **{status.value: plan.count(status) for status in PlannedStatus},
-                },
-                "rows": [
-                    {
-                        "row": r.row,
-                        "name": r.name,
-                        "semanticVersion": r.semantic_version,
-                        "clientToken": r.client_token,
-                        "action": r.status.value,
-                        **({"imageArn": r.image_arn} if r.image_arn else {}),
-                        **({"errors": list(r.errors)} if r.errors else {}),
-                    }
-                    for r in plan.rows
-                ],
-            }
-        )
-    else:
-        # Tab-separated for scripts too (rich would expand the tabs): names never hold one.
-        typer.echo("row\tname\tsemanticVersion\tclientToken\taction")
-        for r in plan.rows:
-            typer.echo(
-                f"{r.row}\t{r.name}\t{r.semantic_version}\t{r.client_token or '-'}\t{r.status}"
-            )
-    for r in plan.rows:
-        for line in r.errors:
+    selection = plan.selection
+    for manifest_row in selection.invalid_rows:
+        for line in manifest_row.describe():
             err.print(line, highlight=False, markup=False)
+    hidden = selection.invalid_count - len(selection.invalid_rows)
+    if hidden:
+        err.print(f"... and {hidden} more invalid rows", highlight=False)
+    invalid = plan.count(PlannedStatus.INVALID)
     new, exists = plan.count(PlannedStatus.NEW), plan.count(PlannedStatus.EXISTS)
     looked = "" if plan.looked_up else " (existing images not looked up)"
+    rows = sum(plan.totals.values())
     err.print(
-        f"dry run: {_count(len(plan.rows), 'row')}: {new} new, {exists} exist{looked}, "
+        f"dry run: {_count(rows, 'row')}: {new} new, {exists} exist{looked}, "
         f"{invalid} invalid; nothing was sent and no journal was written",
         highlight=False,
     )
-    if refused:
+    if invalid and not config.skip_invalid:
         err.print("a run would refuse the manifest; fix the rows or pass --skip-invalid")
         return EXIT_USAGE
     return EXIT_OK
+
+
+def _print_plan_json(plan: BatchPlan) -> None:
+    """The dry run's one JSON document, written a row at a time (a million rows stream)."""
+    write = sys.stdout.write
+    write('{\n  "dry_run": true,\n')
+    write(f'  "looked_up_existing": {json.dumps(plan.looked_up)},\n  "rows": [')
+    first = True
+    for r in plan.rows():
+        row = {
+            "row": r.row,
+            "name": r.name,
+            "semanticVersion": r.semantic_version,
+            "clientToken": r.client_token,
+            "action": r.status.value,
+            **({"imageArn": r.image_arn} if r.image_arn else {}),
+            **({"errors": list(r.errors)} if r.errors else {}),
+        }
+        text = json.dumps(row, indent=2, ensure_ascii=False).replace("\n", "\n    ")
+        write(("\n    " if first else ",\n    ") + text)
+        first = False
+    totals = {"rows": sum(plan.totals.values())}
+    totals.update({status.value: plan.count(status) for status in PlannedStatus})
+    write(("\n  ],\n" if not first else "],\n") + '  "totals": ')
+    write(json.dumps(totals, indent=2).replace("\n", "\n  ") + "\n}\n")
+    sys.stdout.flush()
 
 
 def _run_batch(config: BatchConfig, *, progress_mode: str = "auto", as_json: bool = False) -> int:

@@ -30,7 +30,9 @@ from ibimport.cli._common import (
     RegionOpt,
     _exit_code,
     _fail,
+    _output_path,
     _print_json,
+    _refuse_stdout_under_json,
     _secure_umask,
     app,
     err,
@@ -95,6 +97,18 @@ def wait(
     profile: ProfileOpt = None,
     endpoint_url: EndpointOpt = None,
     rate: ReadRateOpt = None,
+    report: Annotated[
+        Path | None,
+        typer.Option(
+            metavar="FILE", parser=_output_path, help="JSON report path (default: the run's)."
+        ),
+    ] = None,
+    results: Annotated[
+        Path | None,
+        typer.Option(
+            metavar="FILE", parser=_output_path, help="Per-row results CSV (default: the run's)."
+        ),
+    ] = None,
 ) -> None:
     """Follow every image a run imported until AVAILABLE, FAILED, CANCELLED or --wait-timeout.
 
@@ -103,6 +117,7 @@ def wait(
     with imageStatus and imageStatusReason. Interrupted, a second wait resumes.
     """
     _secure_umask()
+    _refuse_stdout_under_json(as_json, {"--report": report, "--results": results})
     config = BatchConfig(
         manifest=Path(journal),
         rate=rate,
@@ -111,7 +126,13 @@ def wait(
     settings = wait_settings(wait_timeout, poll_interval)
     try:
         result: WaitResult = anyio.run(
-            lambda: wait_for_images(Path(journal), config=config, settings=settings)
+            lambda: wait_for_images(
+                Path(journal),
+                config=config,
+                settings=settings,
+                report_path=report,
+                results_path=results,
+            )
         )
     except KeyboardInterrupt:
         err.print("interrupted: run ibimport wait again to resume")

@@ -44,18 +44,18 @@ from ibimport.engine.followup import (
 from ibimport.engine.partitions import Place, RateSpec, RowPlan, Shard, told_rate
 from ibimport.engine.pipeline import Pipeline, RunOutcome, RunSettings, import_pipeline
 from ibimport.engine.selection import (
-    Preflight,
+    Selection,
     batch_fingerprint,
     partition_rows,
     planned_rows,
-    preflight,
     read_rows,
+    select_rows,
     unreached,
 )
+from ibimport.engine.settings import check_batch_settings
 from ibimport.errors import (
     ConfigError,
     IbimportError,
-    InvalidManifest,
     ManifestChanged,
 )
 from ibimport.flow.limiter import Clock, MonotonicClock, build_limiter
@@ -109,6 +109,10 @@ class BatchConfig:
     #: for it (until ``TaskWait.timeout_s``) and are sent as it completes.
     task_wait: TaskWait | None = None
 
+    def __post_init__(self) -> None:
+        # The option rules hold for every caller, the CLI (exit 2) and a library's alike.
+        check_batch_settings(self)
+
 
 @dataclass(slots=True)
 class BatchResult:
@@ -141,7 +145,7 @@ class BatchResult:
 
 
 def _open_journal(
-    config: BatchConfig, *, fault_hook: Callable[[int], None] | None
+    config: BatchConfig, *, fingerprint: str, fault_hook: Callable[[int], None] | None
 ) -> SqliteJournal | None:
     """Open (or create) the journal named for this manifest and these settings."""
     if config.journal_path is None:
@@ -149,7 +153,7 @@ def _open_journal(
     return SqliteJournal.open(
         config.journal_path,
         manifest_path=str(config.manifest.resolve()),  # `ibimport report` may run elsewhere
-        manifest_fingerprint=batch_fingerprint(config),
+        manifest_fingerprint=fingerprint,
         settings=_journal_settings(config),
         fault_hook=fault_hook,
     )
@@ -176,12 +180,11 @@ def _check_paths(config: BatchConfig) -> None:
     """Refuse aliased outputs, folders and missing or read-only folders before any read."""
     report, results = _output_paths(config)
     outputs: dict[str, Path] = {}
-    if config.journal_path is not None:
-        outputs["--journal"] = config.journal_path
     if config.report_file:
         outputs["--report"] = report
     outputs["--results"] = results
-    check_paths(inputs={"the manifest": config.manifest}, outputs=outputs)
+    stores = {"--journal": config.journal_path} if config.journal_path is not None else {}
+    check_paths(inputs={"the manifest": config.manifest}, outputs=outputs, stores=stores)
 
 
 def _output_paths(config: BatchConfig) -> tuple[Path, Path]:
@@ -230,7 +233,7 @@ async def _execute(
     control: BatchControl | None = None,
     clock: Clock | None = None,
     manifest_changed: bool = False,
-    prints_plan: Preflight | None = None,
+    prints_plan: Selection | None = None,
 ) -> BatchResult:
     """Run the batch and write the report and results, even when interrupted."""
     prints = prints_plan.prints if prints_plan is not None else None
@@ -451,6 +454,53 @@ async def _journal_every_row(journal: Journal, config: BatchConfig, plan: RowPla
     await journal.flush()
 
 
+async def _carry_over(
+    config: BatchConfig,
+    journal: SqliteJournal,
+    *,
+    total_rows: int,
+    listeners: Sequence[RunListener],
+    clock: Clock,
+) -> BatchResult:
+    """A resume with nothing to send (``Selection.settled``): every row carried over from
+    the journal, in row order, into the results and the report; no partition is opened.
+
+    The journal holds these very rows (same fingerprint), so the manifest is not read a
+    second time, and no row is asked of the journal one by one.
+    """
+    report_path, results_path = _output_paths(config)
+    stats = RunStats()
+    stats.started_at = clock.wall()
+    started = clock.now()
+    earlier_runs = journal.runs()
+    try:
+        with ResultsWriter(results_path) as results:
+            told = [stats, results, *listeners]
+            for listener in told:
+                listener.on_start(total_rows=total_rows)
+            for entry in journal.entries():
+                result = entry.to_result(resumed=True)
+                for listener in told:
+                    listener.on_row_done(result)
+            elapsed = clock.now() - started
+            for listener in told:
+                listener.on_finish(elapsed_s=elapsed, interrupted=False)
+        journal.record_run(started_at=stats.started_at, figures=stats.run_figures())
+    finally:
+        await journal.aclose()
+    report = stats.to_report(earlier_runs=earlier_runs)
+    if config.report_file:
+        write_report(report_path, report)
+    return BatchResult(
+        outcome=RunOutcome(elapsed_s=elapsed),
+        stats=stats,
+        report=report,
+        report_path=report_path,
+        results_path=results_path,
+        journal_path=config.journal_path,
+    )
+
+
 class Batch:
     """A batch that passed preflight: its journal open, ready to be run once.
 
@@ -459,7 +509,7 @@ class Batch:
     """
 
     def __init__(
-        self, config: BatchConfig, *, journal: SqliteJournal | None, found: Preflight
+        self, config: BatchConfig, *, journal: SqliteJournal | None, found: Selection
     ) -> None:
         self.config = config
         self.total_rows = found.total_rows
@@ -485,6 +535,14 @@ class Batch:
         if self._ran:
             raise ConfigError("a batch runs once; open it again to resume")
         self._ran = True
+        if self._found.settled and self._journal is not None and self.config.wait is None:
+            return await _carry_over(
+                self.config,
+                self._journal,
+                total_rows=self.total_rows,
+                listeners=listeners,
+                clock=clock or MonotonicClock(),
+            )
         return await _execute(
             self.config,
             journal=self._journal,
@@ -510,17 +568,19 @@ class Batch:
 
 
 def open_batch(config: BatchConfig, *, fault_hook: Callable[[int], None] | None = None) -> Batch:
-    """Open the journal and read the whole manifest once; refuse before any call is sent.
+    """Check every path, open the journal, make the selection pass; refuse before any call.
 
-    Raises ``InvalidManifest`` (some rows broke a rule and ``skip_invalid`` is off) or
-    ``ManifestChanged`` (the journal was written for other rows and ``force`` is off). A
-    journal this call created is discarded when the batch is refused; an existing one is
-    left as it was. With ``force``, the journal adopts the new manifest from now on.
+    Raises ``ConfigError`` (a path that cannot be used), ``InvalidManifest`` (some rows
+    broke a rule and ``skip_invalid`` is off) or ``ManifestChanged`` (the journal was
+    written for other rows and ``force`` is off). A journal this call created is discarded
+    when the batch is refused; an existing one is left as it was. With ``force``, the
+    journal adopts the new manifest from now on. The manifest is hashed once.
     ``fault_hook`` reaches the journal's commits, for crash tests (``exit_after_commits``).
     """
     _check_paths(config)
+    fingerprint = batch_fingerprint(config) if config.journal_path is not None else ""
     try:
-        journal = _open_journal(config, fault_hook=fault_hook)
+        journal = _open_journal(config, fingerprint=fingerprint, fault_hook=fault_hook)
     except OSError as error:
         raise ConfigError(f"cannot create {error.filename}: {error.strerror}") from None
     # The journal's lock is held now: what a killed run of this batch left is no one's.
@@ -528,7 +588,7 @@ def open_batch(config: BatchConfig, *, fault_hook: Callable[[int], None] | None 
         if path is not None:
             remove_leftovers(path)
     try:
-        found = preflight(config, journal=journal)
+        found = select_rows(config, journal=journal, fingerprint=fingerprint)
     except IbimportError:
         if journal is not None:
             journal.discard()
@@ -536,12 +596,7 @@ def open_batch(config: BatchConfig, *, fault_hook: Callable[[int], None] | None 
     if found.invalid_count and not config.skip_invalid:
         if journal is not None:
             journal.discard()
-        raise InvalidManifest(
-            lines=tuple(line for row in found.invalid_rows for line in row.describe()),
-            shown_rows=len(found.invalid_rows),
-            invalid_rows=found.invalid_count,
-            total_rows=found.total_rows,
-        )
+        raise found.refusal()
     if found.diff is not None and not found.diff.is_empty:
         assert journal is not None  # a diff is only ever made against a journal
         if not config.force:
@@ -549,9 +604,7 @@ def open_batch(config: BatchConfig, *, fault_hook: Callable[[int], None] | None 
             raise ManifestChanged(
                 journal=str(config.journal_path), lines=tuple(found.diff.describe())
             )
-        journal.update_header(
-            manifest_fingerprint=batch_fingerprint(config), settings=_journal_settings(config)
-        )
+        journal.update_header(manifest_fingerprint=fingerprint, settings=_journal_settings(config))
     else:
         found.diff = None
     return Batch(config, journal=journal, found=found)

@@ -17,20 +17,20 @@ from typing import TYPE_CHECKING
 
 import anyio
 
-from ibimport._files import atomic_private_file
+from ibimport._files import atomic_private_file, check_paths
 from ibimport.domain import rowstate
 from ibimport.domain.rowstate import ImageStatus
 from ibimport.engine.fleet import Partition, default_client, open_partitions
 from ibimport.engine.partitions import Place, RowPlan, told_rate
-from ibimport.engine.selection import partition_rows
-from ibimport.errors import ConfigError, InvalidManifest
+from ibimport.engine.selection import partition_rows, select_rows
+from ibimport.errors import CallError, ConfigError, FatalBatchError
 from ibimport.flow.clock import Clock
-from ibimport.flow.executor import CallExecutor, PartitionHealth
+from ibimport.flow.executor import CallExecutor, PartitionHealth, first_error
 from ibimport.flow.limiter import MonotonicClock, build_limiter
+from ibimport.flow.retry import Disposition, classify, fatal_message
 from ibimport.journal import SqliteJournal
-from ibimport.manifest import read_manifest
 from ibimport.report import neutralise_cell
-from ibimport.report.outputs import RebuiltOutputs, rebuild_outputs
+from ibimport.report.outputs import RebuiltOutputs, journal_outputs, rebuild_outputs
 from ibimport.stages.imagewait import WaitFigures, WaitSettings, follow_journal
 from ibimport.stages.taskcheck import TaskCheck, TaskChecker, TaskState
 from ibimport.stages.taskgate import TaskGate, TaskGateStage
@@ -101,45 +101,56 @@ async def preflight_tasks(
 ) -> TaskPreflight:
     """Classify every row's vmImportTaskId, many per call; write ``results_path`` if given.
 
-    Raises ``InvalidManifest`` before any call when a row breaks a rule, and the last
-    ``CallError`` when a lookup cannot complete (a fatal one: credentials, permissions).
+    The rows go through the selection pass as a run's do: each row's task is asked of the
+    EC2 of its own partition (its ``region`` and ``profile`` columns, else the command
+    line's). Raises ``ConfigError`` (``results_path`` would overwrite the manifest, or
+    cannot be written) and ``InvalidManifest`` before any call, and ``FatalBatchError``
+    when a lookup cannot complete (credentials, permissions: with what to do).
     """
-    rows = []
-    invalid = []
-    total = 0
-    for manifest_row in read_manifest(
-        config.manifest, fmt=config.fmt, extra_tags=config.extra_tags
-    ):
-        total += 1
-        if manifest_row.task is None:
-            invalid.append(manifest_row)
-        else:
-            rows.append((manifest_row.row, manifest_row.task))
-    if invalid:
-        raise InvalidManifest(
-            lines=tuple(line for row in invalid[:1000] for line in row.describe()),
-            shown_rows=min(len(invalid), 1000),
-            invalid_rows=len(invalid),
-            total_rows=total,
-        )
+    outputs = {"--results": results_path} if results_path is not None else {}
+    check_paths(inputs={"the manifest": config.manifest}, outputs=outputs)
+    selection = select_rows(config)
+    if selection.invalid_count:
+        raise selection.refusal()
     clock = clock or MonotonicClock()
     started = clock.now()
-    calls = _calls(config, clock)
-    async with default_client(config.client) as client:
-        checker = TaskChecker(client, calls)
-        checks = await checker.check(task.vmImportTaskId for _, task in rows)
-    found = TaskPreflight(
-        rows=[
-            TaskRow(row, task.name, task.semanticVersion, checks[task.vmImportTaskId])
-            for row, task in rows
-        ],
-        calls=calls.calls,
-        throttled=calls.throttled,
-        elapsed_s=clock.now() - started,
-    )
+    found = TaskPreflight()
+    async with AsyncExitStack() as stack:
+        partitions = await open_partitions(
+            selection.plan.places or [Place(None, None)], base=config.client, stack=stack
+        )
+        for partition in partitions:
+            if partition.failure is not None or partition.client is None:
+                raise FatalBatchError(f"{partition.failure}; nothing was checked")
+            rows = [
+                (r.row, r.task)
+                for r in partition_rows(config, partition, selection.plan, selection.prints)
+                if r.task is not None
+            ]
+            calls = _read_calls(config, partition, clock)
+            checker = TaskChecker(partition.client, calls)
+            try:
+                checks = await checker.check(task.vmImportTaskId for _, task in rows)
+            except CallError as error:
+                raise _lookup_failed(error) from None
+            found.rows += [
+                TaskRow(row, task.name, task.semanticVersion, checks[task.vmImportTaskId])
+                for row, task in rows
+            ]
+            found.calls += calls.calls
+            found.throttled += calls.throttled
+    found.rows.sort(key=lambda r: r.row)
+    found.elapsed_s = clock.now() - started
     if results_path is not None:
         _write_task_results(results_path, found)
     return found
+
+
+def _lookup_failed(error: CallError, *, what: str = "check the import tasks") -> FatalBatchError:
+    """A lookup that could not complete: a credential fault with what to do about it."""
+    if classify(error) is Disposition.FATAL:
+        return FatalBatchError(fatal_message(error))
+    return FatalBatchError(f"could not {what} ({error.code}: {error.message})")
 
 
 def _write_task_results(path: Path, found: TaskPreflight) -> None:
@@ -182,13 +193,22 @@ async def wait_for_images(
     config: BatchConfig,
     settings: WaitSettings,
     clock: Clock | None = None,
+    report_path: Path | None = None,
+    results_path: Path | None = None,
 ) -> WaitResult:
     """``ibimport wait``: follow a journal's imported images, then rewrite its run's outputs.
 
     ``config`` gives the client, limiter and retry settings (its manifest is not read).
-    Images an earlier wait settled are not asked again; an interrupted wait resumes.
+    Images an earlier wait settled are not asked again; an interrupted wait resumes. The
+    outputs (``report_path``, ``results_path``, else where the journal says) are checked
+    as ``report`` checks them, before any call; a credential fault is ``FatalBatchError``
+    with what to do about it.
     """
     clock = clock or MonotonicClock()
+    check_paths(inputs={}, outputs={}, stores={"the journal": journal_path})
+    report_path, results_path = journal_outputs(
+        journal_path, report_path=report_path, results_path=results_path
+    )
     journal = _open_existing(journal_path)
     try:
         several = await follow_recorded_partitions(config, journal, settings=settings, clock=clock)
@@ -203,9 +223,11 @@ async def wait_for_images(
                     clock=clock,
                     settings=settings,
                 )
+    except CallError as error:
+        raise _lookup_failed(error, what="follow the images") from None
     finally:
         await journal.aclose()
-    outputs = rebuild_outputs(journal_path)
+    outputs = rebuild_outputs(journal_path, report_path=report_path, results_path=results_path)
     return WaitResult(images=images, figures=figures, outputs=outputs)
 
 
@@ -312,10 +334,16 @@ async def follow_partitions(
     with anyio.CancelScope() as scope:
         if control is not None:
             control.cancels(scope)
-        async with anyio.create_task_group() as group:
-            for partition in partitions:
-                if partition.client is not None:
-                    group.start_soon(follow, partition)
+        try:
+            async with anyio.create_task_group() as group:
+                for partition in partitions:
+                    if partition.client is not None:
+                        group.start_soon(follow, partition)
+        except BaseExceptionGroup as group:
+            error = first_error(group)
+            if isinstance(error, CallError):
+                raise _lookup_failed(error, what="follow the images") from None
+            raise error from None
     return images, figures, scope.cancelled_caught
 
 

@@ -23,7 +23,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO, Any, Final, Self
 
-from ibimport._files import atomic_private_file, is_special
+from ibimport._files import atomic_private_file, is_special, open_through, output_error
 from ibimport.domain.results import RowResult, RowStatus
 from ibimport.domain.rowstate import reported_as
 from ibimport.engine.events import BaseListener, CallEvent, CallOutcome
@@ -384,11 +384,14 @@ class ResultsWriter(BaseListener):
         #: Where the results go; a device or FIFO (``/dev/stdout``) gets them once sorted,
         #: from a private spool file (``path``), since it can be neither reread nor replaced.
         self.target = path
-        if is_special(path):
+        self._spooled = is_special(path)
+        # A link is followed once: re-pointed during the run, it does not change the file
+        # the rows end in (the link stays, its target is replaced).
+        self._final = path.resolve() if path.is_symlink() else path
+        if self._spooled:
             fd, spool = tempfile.mkstemp(prefix="ibimport-results-", suffix=".csv")
         else:
-            # A symlink is followed: the link stays, its target is replaced.
-            final = path.resolve() if path.is_symlink() else path
+            final = self._final
             fd, spool = tempfile.mkstemp(dir=final.parent, prefix=f".{final.name}.", suffix=".tmp")
         self.path = Path(spool)
         try:
@@ -420,7 +423,14 @@ class ResultsWriter(BaseListener):
         self.rows_written += 1
 
     def close(self) -> None:
-        """Finish the file in manifest row order and put it in place. Idempotent."""
+        """Finish the file in manifest row order and put it in place. Idempotent;
+        ``OutputError`` if it cannot."""
+        try:
+            self._close()
+        except OSError as error:
+            raise output_error(self.target, error) from None
+
+    def _close(self) -> None:
         if self._file is None:
             return
         handle, self._file = self._file, None
@@ -433,12 +443,11 @@ class ResultsWriter(BaseListener):
         try:
             if not self._in_order:
                 self._rewrite_sorted()
-            if is_special(self.target):
-                with open(self.path, "rb") as spool, open(self.target, "wb") as through:
+            if self._spooled:
+                with open(self.path, "rb") as spool, open_through(self.target) as through:
                     shutil.copyfileobj(spool, through)
             else:
-                final = self.target.resolve() if self.target.is_symlink() else self.target
-                os.replace(self.path, final)
+                os.replace(self.path, self._final)
         finally:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(self.path)
