@@ -4,11 +4,10 @@ The public API is what this module exports; everything else is internal and may 
 """
 
 from ibimport._version import __version__
-from ibimport.aws.client import ClientSettings, ImageBuilderClient, ImportResult, open_client
+from ibimport.aws.client import ClientSettings, ImportResult, PartitionClient, open_client
 from ibimport.domain.results import RowResult
 from ibimport.domain.rowstate import ImageStatus, RerunPlan, RowStatus, reported_as
 from ibimport.domain.tokens import client_token
-from ibimport.emulator.config import EmulatorConfig
 from ibimport.engine.batch import (
     Batch,
     BatchConfig,
@@ -27,7 +26,7 @@ from ibimport.engine.followup import (
     wait_for_images,
 )
 from ibimport.engine.partitions import RateSpec, Shard, parse_rates
-from ibimport.engine.runner import Runner, RunOutcome, RunSettings
+from ibimport.engine.pipeline import Pipeline, RunOutcome, RunSettings, import_pipeline
 from ibimport.errors import (
     ApiError,
     BatchRefused,
@@ -67,6 +66,7 @@ from ibimport.stages.taskcheck import TaskCheck, TaskState
 from ibimport.stages.taskgate import TaskWait
 
 __all__ = [
+    "FINAL_STATUSES",
     "AdaptiveLimiter",
     "ApiError",
     "BaseListener",
@@ -82,12 +82,9 @@ __all__ = [
     "CallOutcome",
     "ClientSettings",
     "ConfigError",
-    "EmulatorConfig",
-    "FINAL_STATUSES",
     "FatalBatchError",
     "FixedRateLimiter",
     "IbimportError",
-    "ImageBuilderClient",
     "ImageRequest",
     "ImageStatus",
     "ImportResult",
@@ -99,6 +96,8 @@ __all__ = [
     "ManifestFormat",
     "ManifestRow",
     "NullJournal",
+    "PartitionClient",
+    "Pipeline",
     "PlannedRow",
     "PlannedStatus",
     "RateSpec",
@@ -110,7 +109,6 @@ __all__ = [
     "RunOutcome",
     "RunSettings",
     "RunStats",
-    "Runner",
     "Shard",
     "SourceKind",
     "SqliteJournal",
@@ -129,6 +127,7 @@ __all__ = [
     "client_token",
     "default_output_paths",
     "detect_format",
+    "import_pipeline",
     "merge_outputs",
     "open_batch",
     "open_client",

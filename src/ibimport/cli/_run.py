@@ -10,6 +10,7 @@ import signal
 import sys
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
+from dataclasses import replace
 from pathlib import Path
 from typing import Annotated
 
@@ -24,7 +25,6 @@ from ibimport import (
     BatchRefused,
     ClientSettings,
     ConfigError,
-    EmulatorConfig,
     IbimportError,
     InvalidManifest,
     ManifestFormat,
@@ -76,6 +76,7 @@ from ibimport.cli._wait import (
 )
 from ibimport.cli.progress import ProgressListener, ProgressMode
 from ibimport.cli.rendering import summary_table
+from ibimport.emulator import EmulatorConfig, EmulatorServer
 from ibimport.emulator.cli import local_emulator_options
 
 _GC_THRESHOLD = 20_000  # allocations between young collections (Python's default: 700)
@@ -266,6 +267,15 @@ def run(
         default_journal, default_report, default_results = default_output_paths(
             outputs_beside, shard=shards
         )
+        client = ClientSettings(
+            region=region,
+            profile=profile,
+            endpoint_url=endpoint_url,
+            max_pool_connections=concurrency,
+            read_timeout_s=read_timeout,
+        )
+        if emulator is not None:
+            client = _local_service(stack, emulator, client)
         try:
             config = BatchConfig(
                 manifest=path,
@@ -280,14 +290,8 @@ def run(
                 ),
                 rates=rates,
                 shard=shards,
-                client=ClientSettings(
-                    region=region,
-                    profile=profile,
-                    endpoint_url=endpoint_url,
-                    max_pool_connections=concurrency,
-                    read_timeout_s=read_timeout,
-                ),
-                local=emulator,
+                client=client,
+                in_process_service=emulator is not None,
                 journal_path=None if no_journal else (journal or default_journal),
                 report_path=default_report if report_to_stdout else (report or default_report),
                 report_file=not report_to_stdout,
@@ -301,13 +305,30 @@ def run(
                 if wait_for_tasks
                 else None,
             )
-        except IbimportError as error:
+        except IbimportError as error:  # the option rules (engine/settings)
             raise _fail(str(error), as_json=as_json) from None
         if dry_run:
             code = _dry_run(config, as_json=as_json)
         else:
             code = _run_batch(config, progress_mode=mode, as_json=as_json)
     raise typer.Exit(code)
+
+
+def _local_service(
+    stack: ExitStack, emulator: EmulatorConfig, client: ClientSettings
+) -> ClientSettings:
+    """``--local``: an in-process emulator for this command, and the client pointed at it
+    with its throwaway credentials (its Region defaults to the client's)."""
+    emulator = replace(emulator, region=client.region or emulator.region)
+    server = stack.enter_context(EmulatorServer(emulator))
+    return replace(
+        client,
+        region=emulator.region,
+        profile=None,
+        endpoint_url=server.url,
+        access_key_id=emulator.access_key_id,
+        secret_access_key=emulator.secret_access_key,
+    )
 
 
 def _shard(shard: str | None, shard_count: int | None) -> Shard | None:

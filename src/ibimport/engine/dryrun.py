@@ -17,13 +17,14 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 
 from ibimport.engine.batch import BatchConfig
-from ibimport.engine.fleet import Partition, base_settings, open_partitions
+from ibimport.engine.fleet import Partition, open_partitions
 from ibimport.engine.partitions import Place
 from ibimport.engine.selection import Selection, planned_rows, select_rows
 from ibimport.errors import CallError, FatalBatchError
 from ibimport.flow.clock import SystemClock
+from ibimport.flow.executor import CallExecutor
 from ibimport.flow.limiter import build_limiter
-from ibimport.flow.retry import Backoff, Disposition, classify, fatal_message
+from ibimport.flow.retry import Disposition, classify, fatal_message
 from ibimport.stages.existing import ExistingImages, Reconciler
 
 __all__ = ["BatchPlan", "PlannedRow", "PlannedStatus", "plan_batch"]
@@ -121,11 +122,7 @@ async def _list_existing(config: BatchConfig, selection: Selection) -> dict[int,
     places = selection.plan.places or [Place(None, None)]
     found: dict[int, ExistingImages] = {}
     async with AsyncExitStack() as stack:
-        partitions = await open_partitions(
-            places,
-            base=await base_settings(config.client, local=config.local, stack=stack),
-            stack=stack,
-        )
+        partitions = await open_partitions(places, base=config.client, stack=stack)
         for partition in partitions:
             listing = await _listing(config, partition)
             for index in partition.places:
@@ -137,13 +134,13 @@ async def _listing(config: BatchConfig, partition: Partition) -> ExistingImages:
     if partition.failure is not None or partition.client is None:
         raise FatalBatchError(f"{partition.failure}; nothing was sent")
     clock = SystemClock()
-    reconciler = Reconciler(
-        partition.client,
+    calls = CallExecutor(
         build_limiter(concurrency=1, rate=config.rate, clock=clock),
         clock=clock,
-        backoff=Backoff(max_attempts=config.run.max_attempts),
-        max_throttled_attempts=config.run.max_throttled_attempts,
+        policy=config.run.retry_policy(),
+        health=config.run.health(),
     )
+    reconciler = Reconciler(partition.client, calls, clock=clock)
     try:
         return await reconciler.existing()
     except CallError as error:
