@@ -303,7 +303,7 @@ def run(
                 if wait_for_tasks
                 else None,
             )
-        except IbimportError as error:
+        except IbimportError as error:  # the option rules (engine/settings)
             raise _fail(str(error), as_json=as_json) from None
         if emulator is not None:  # started once the options are known to be usable
             config = replace(config, client=_local_service(stack, emulator, client))

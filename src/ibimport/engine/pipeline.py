@@ -297,7 +297,10 @@ class Pipeline:
         if request is None:
             return _invalid_result(manifest_row)
         params = request.api_params()  # built once: for the token and for every attempt
-        token = client_token(request, salt=self._settings.token_salt, params=params)
+        # The read held to the selection pass already derived it (ManifestRow.client_token).
+        token = manifest_row.client_token or client_token(
+            request, salt=self._settings.token_salt, params=params
+        )
         prior = self._prior(request)
         if prior is not None:
             carried = self._carry_over(prior, row=manifest_row.row)
@@ -373,7 +376,8 @@ class Pipeline:
             name=request.name,
             semantic_version=request.semanticVersion,
             status=RowStatus.SKIPPED,
-            client_token=client_token(request, salt=self._settings.token_salt),
+            client_token=manifest_row.client_token
+            or client_token(request, salt=self._settings.token_salt),
             attempts=prior.attempts if prior is not None else 0,
         )
 
