@@ -5,6 +5,7 @@ The public API is what this module exports; everything else is internal and may 
 
 from ibimport._version import __version__
 from ibimport.aws.client import ClientSettings, ImageBuilderClient, ImportResult, open_client
+from ibimport.aws.regions import check_endpoint_url, check_region, known_regions
 from ibimport.domain.results import RowResult
 from ibimport.domain.rowstate import ImageStatus, RerunPlan, RowStatus, reported_as
 from ibimport.domain.tokens import client_token
@@ -67,6 +68,7 @@ from ibimport.stages.taskcheck import TaskCheck, TaskState
 from ibimport.stages.taskgate import TaskWait
 
 __all__ = [
+    "FINAL_STATUSES",
     "AdaptiveLimiter",
     "ApiError",
     "BaseListener",
@@ -83,7 +85,6 @@ __all__ = [
     "ClientSettings",
     "ConfigError",
     "EmulatorConfig",
-    "FINAL_STATUSES",
     "FatalBatchError",
     "FixedRateLimiter",
     "IbimportError",
@@ -126,9 +127,12 @@ __all__ = [
     "__version__",
     "batch_status",
     "build_limiter",
+    "check_endpoint_url",
+    "check_region",
     "client_token",
     "default_output_paths",
     "detect_format",
+    "known_regions",
     "merge_outputs",
     "open_batch",
     "open_client",

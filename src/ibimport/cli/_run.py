@@ -63,6 +63,7 @@ from ibimport.cli._common import (
     err,
     out,
 )
+from ibimport.cli._help import duration_option, panels, parse_duration
 from ibimport.cli._wait import (
     PollIntervalOpt,
     WaitTimeoutOpt,
@@ -75,6 +76,49 @@ from ibimport.cli.rendering import summary_table
 from ibimport.emulator.cli import local_emulator_options
 
 _GC_THRESHOLD = 20_000  # allocations between young collections (Python's default: 700)
+
+
+panels(
+    "run",
+    {
+        "Manifest": (
+            "manifest",
+            "fmt",
+            "tag",
+            "skip_invalid",
+            "shard",
+            "shard_count",
+            "token_salt",
+            "dry_run",
+            "max_stdin_mib",
+        ),
+        "AWS": ("region", "profile", "endpoint_url", "read_timeout"),
+        "Pacing": ("concurrency", "rate", "max_attempts"),
+        "Journal and outputs": (
+            "journal",
+            "no_journal",
+            "report",
+            "results",
+            "as_json",
+            "progress",
+            "no_progress",
+            "force",
+            "no_retry_failed",
+            "no_reconcile",
+            "token_ttl",
+        ),
+        "Preflight and wait": (
+            "preflight",
+            "wait_for_tasks",
+            "task_timeout",
+            "wait",
+            "wait_timeout",
+            "poll_interval",
+        ),
+        "Emulator (--local)": ("local",),
+    },
+    emulator="Emulator (--local)",
+)
 
 
 @app.command(epilog=EXIT_CODES_HELP)
@@ -118,25 +162,26 @@ def run(
         ),
     ] = "",
     token_ttl: Annotated[
-        float,
+        str,
         typer.Option(
-            metavar="SECONDS",
-            help="Seconds a clientToken is trusted; older rows are looked up first.",
+            metavar="DURATION",
+            callback=duration_option,
+            help="How long a clientToken is trusted; older rows are looked up first.",
         ),
-    ] = 8 * 3600.0,
+    ] = "8h",
     skip_invalid: Annotated[
         bool,
         typer.Option(
             "--skip-invalid", help="Import the valid rows and record the others as invalid."
         ),
     ] = False,
-    retry_failed: Annotated[
+    no_retry_failed: Annotated[
         bool,
         typer.Option(
-            "--retry-failed/--no-retry-failed",
-            help="On resume, retry rows that failed in an earlier run.",
+            "--no-retry-failed",
+            help="On resume, leave rows that failed in an earlier run failed (else retried).",
         ),
-    ] = True,
+    ] = False,
     force: Annotated[
         bool,
         typer.Option("--force", help="Proceed although the manifest changed since the journal."),
@@ -176,13 +221,13 @@ def run(
     profile: ProfileOpt = None,
     endpoint_url: EndpointOpt = None,
     read_timeout: Annotated[
-        float,
+        str,
         typer.Option(
-            min=0.01,
-            metavar="SECONDS",
-            help="Seconds to wait for an answer before retrying the call.",
+            metavar="DURATION",
+            callback=duration_option,
+            help="How long to wait for an answer before retrying the call.",
         ),
-    ] = 60.0,
+    ] = "60s",
     local: Annotated[
         bool,
         typer.Option(
@@ -204,8 +249,8 @@ def run(
             help="Then follow every image until AVAILABLE, FAILED or --wait-timeout.",
         ),
     ] = False,
-    wait_timeout: WaitTimeoutOpt = 3600.0,
-    poll_interval: PollIntervalOpt = 5.0,
+    wait_timeout: WaitTimeoutOpt = "1h",
+    poll_interval: PollIntervalOpt = "5s",
     preflight: Annotated[
         bool,
         typer.Option(
@@ -221,9 +266,11 @@ def run(
         ),
     ] = False,
     task_timeout: Annotated[
-        float,
-        typer.Option(min=0.0, metavar="SECONDS", help="How long --wait-for-tasks waits."),
-    ] = 3600.0,
+        str,
+        typer.Option(
+            metavar="DURATION", callback=duration_option, help="How long --wait-for-tasks waits."
+        ),
+    ] = "1h",
     max_stdin_mib: Annotated[
         int | None,
         typer.Option(
@@ -264,8 +311,8 @@ def run(
                 concurrency=concurrency,
                 max_attempts=max_attempts,
                 token_salt=token_salt,
-                token_ttl_s=token_ttl,
-                retry_failed=retry_failed,
+                token_ttl_s=parse_duration(token_ttl),
+                retry_failed=not no_retry_failed,
             ),
             rates=rates,
             shard=shards,
@@ -274,7 +321,7 @@ def run(
                 profile=profile,
                 endpoint_url=endpoint_url,
                 max_pool_connections=concurrency,
-                read_timeout_s=read_timeout,
+                read_timeout_s=max(parse_duration(read_timeout), 0.01),
             ),
             local=emulator,
             journal_path=None if no_journal else (journal or default_journal),

@@ -36,6 +36,7 @@ from ibimport.cli._common import (
     err,
     out,
 )
+from ibimport.cli._help import duration_option, parse_duration, positive_duration_option
 
 WAIT_EXIT_HELP = (
     "Exit codes: 0 every imported image AVAILABLE; 1 any FAILED, CANCELLED, DELETED or timed "
@@ -44,15 +45,19 @@ WAIT_EXIT_HELP = (
 )
 
 WaitTimeoutOpt = Annotated[
-    float,
+    str,
     typer.Option(
-        min=0.0, metavar="SECONDS", help="Give up on images still building after this long."
+        metavar="DURATION",
+        callback=duration_option,
+        help="Give up on images still building after this long.",
     ),
 ]
 PollIntervalOpt = Annotated[
-    float,
+    str,
     typer.Option(
-        min=0.01, metavar="SECONDS", help="First polling interval (grows 1.5x a round, to 60 s)."
+        metavar="DURATION",
+        callback=positive_duration_option,
+        help="First polling interval (grows 1.5x a round, to 60s).",
     ),
 ]
 
@@ -61,8 +66,9 @@ PollIntervalOpt = Annotated[
 MAX_POLL_INTERVAL_S = 60.0
 
 
-def wait_settings(timeout_s: float, interval_s: float) -> WaitSettings:
+def wait_settings(timeout: str, interval: str) -> WaitSettings:
     """The polling rule from the command line (shared by ``run --wait``)."""
+    timeout_s, interval_s = parse_duration(timeout), parse_duration(interval)
     return WaitSettings(
         interval_s=interval_s,
         max_interval_s=max(MAX_POLL_INTERVAL_S, interval_s),
@@ -70,8 +76,9 @@ def wait_settings(timeout_s: float, interval_s: float) -> WaitSettings:
     )
 
 
-def task_wait_settings(timeout_s: float, interval_s: float) -> TaskWait:
+def task_wait_settings(timeout: str, interval: str) -> TaskWait:
     """``run --wait-for-tasks``: the same polling rule, for pending import tasks."""
+    timeout_s, interval_s = parse_duration(timeout), parse_duration(interval)
     return TaskWait(
         timeout_s=timeout_s,
         interval_s=interval_s,
@@ -88,8 +95,8 @@ def image_summary(images: dict[ImageStatus, int]) -> str:
 @app.command(epilog=WAIT_EXIT_HELP)
 def wait(
     journal: JournalArg,
-    wait_timeout: WaitTimeoutOpt = 3600.0,
-    poll_interval: PollIntervalOpt = 5.0,
+    wait_timeout: WaitTimeoutOpt = "1h",
+    poll_interval: PollIntervalOpt = "5s",
     as_json: JsonOpt = False,
     region: RegionOpt = None,
     profile: ProfileOpt = None,
