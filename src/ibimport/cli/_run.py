@@ -65,6 +65,7 @@ from ibimport.cli._common import (
 )
 from ibimport.cli._help import duration_option, panels, parse_duration
 from ibimport.cli._wait import (
+    check_aws_options,
     PollIntervalOpt,
     WaitTimeoutOpt,
     image_summary,
@@ -296,6 +297,7 @@ def run(
         except IbimportError as error:
             raise _fail(str(error), as_json=as_json) from None
         try:
+            check_aws_options(region=region, endpoint_url=endpoint_url)
             rates = parse_rates(rate or [])
             shards = _shard(shard, shard_count)
         except IbimportError as error:

@@ -9,6 +9,8 @@ import anyio
 import typer
 
 from ibimport import (
+    check_endpoint_url,
+    check_region,
     BatchConfig,
     ClientSettings,
     IbimportError,
@@ -84,6 +86,14 @@ def task_wait_settings(timeout: str, interval: str) -> TaskWait:
         interval_s=interval_s,
         max_interval_s=max(MAX_POLL_INTERVAL_S, interval_s),
     )
+
+
+def check_aws_options(*, region: str | None, endpoint_url: str | None) -> None:
+    """A mistyped --region or an --endpoint-url without a scheme: refused before anything."""
+    if region is not None:
+        check_region(region)
+    if endpoint_url is not None:
+        check_endpoint_url(endpoint_url)
 
 
 def image_summary(images: dict[ImageStatus, int]) -> str:
