@@ -72,19 +72,24 @@ def test_run_help_is_in_panels_with_human_defaults() -> None:
         "130 interrupted",
     ):
         assert expected in flat, expected
-    assert "28800" not in text and "3600.0" not in text
+    assert "28800" not in text
+    assert "3600.0" not in text
     # Each option in its panel: --region among the AWS options, --wait among the waits.
     aws = text[text.index("╭─ AWS") : text.index("╭─ Pacing")]
-    assert "--region" in aws and "--endpoint-url" in aws and "--wait" not in aws
+    assert "--region" in aws
+    assert "--endpoint-url" in aws
+    assert "--wait" not in aws
     waits = text[text.index("╭─ Preflight and wait") : text.index("╭─ Emulator")]
-    assert "--wait-for-tasks" in waits and "--poll-interval" in waits
+    assert "--wait-for-tasks" in waits
+    assert "--poll-interval" in waits
 
 
 def test_command_summaries_are_not_cut_off() -> None:
     text = _help(columns=80)
     flat = " ".join(text.replace("│", " ").split())
     commands = text[text.index("╭─ Commands") :]
-    assert "..." not in commands and "…" not in commands
+    assert "..." not in commands
+    assert "…" not in commands
     assert "ready, pending, failed, unknown." in flat
     assert "where its run wrote them." in flat
 

@@ -65,9 +65,9 @@ from ibimport.cli._common import (
 )
 from ibimport.cli._help import duration_option, panels, parse_duration
 from ibimport.cli._wait import (
-    check_aws_options,
     PollIntervalOpt,
     WaitTimeoutOpt,
+    check_aws_options,
     image_summary,
     task_wait_settings,
     wait_settings,

@@ -9,8 +9,6 @@ import anyio
 import typer
 
 from ibimport import (
-    check_endpoint_url,
-    check_region,
     BatchConfig,
     ClientSettings,
     IbimportError,
@@ -18,6 +16,8 @@ from ibimport import (
     TaskWait,
     WaitResult,
     WaitSettings,
+    check_endpoint_url,
+    check_region,
     wait_for_images,
 )
 from ibimport.cli._common import (
