@@ -28,6 +28,7 @@ from ibimport.engine.followup import (
     wait_for_images,
 )
 from ibimport.engine.partitions import RateSpec, Shard, parse_rates
+from ibimport.engine.recorded import RecordedRun
 from ibimport.engine.runner import Runner, RunOutcome, RunSettings
 from ibimport.errors import (
     ApiError,
@@ -62,13 +63,12 @@ from ibimport.report.outputs import (
     merge_outputs,
     rebuild_outputs,
 )
-from ibimport.report.status import BatchStatus, batch_status
+from ibimport.report.status import BatchStatus, RowNote, batch_status, recorded_run
 from ibimport.stages.imagewait import WaitFigures, WaitSettings
 from ibimport.stages.taskcheck import TaskCheck, TaskState
 from ibimport.stages.taskgate import TaskWait
 
-__all__ = [
-    "FINAL_STATUSES",
+__all__ = [  # noqa: RUF022 - plainly sorted, as test_public_api checks
     "AdaptiveLimiter",
     "ApiError",
     "BaseListener",
@@ -85,6 +85,7 @@ __all__ = [
     "ClientSettings",
     "ConfigError",
     "EmulatorConfig",
+    "FINAL_STATUSES",
     "FatalBatchError",
     "FixedRateLimiter",
     "IbimportError",
@@ -104,7 +105,9 @@ __all__ = [
     "PlannedStatus",
     "RateSpec",
     "RebuiltOutputs",
+    "RecordedRun",
     "RerunPlan",
+    "RowNote",
     "RowResult",
     "RowStatus",
     "RunListener",
@@ -142,6 +145,7 @@ __all__ = [
     "preflight_tasks",
     "read_manifest",
     "rebuild_outputs",
+    "recorded_run",
     "reported_as",
     "run_batch",
     "source_kind",

@@ -8,6 +8,7 @@ import shutil
 import signal
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
+from functools import partial
 from pathlib import Path
 from typing import Annotated
 
@@ -25,6 +26,7 @@ from ibimport import (
     EmulatorConfig,
     IbimportError,
     InvalidManifest,
+    ManifestChanged,
     ManifestFormat,
     PlannedStatus,
     RunSettings,
@@ -469,6 +471,26 @@ def _dry_run(config: BatchConfig, *, as_json: bool) -> int:
     return EXIT_OK
 
 
+def _print_changed(refusal: ManifestChanged) -> None:
+    """Why a resume was refused: options given otherwise than the journal's, or rows."""
+    say = partial(err.print, highlight=False, markup=False)
+    say(f"{refusal}:")
+    if refusal.options:
+        for line in refusal.options:
+            say("  " + line)
+        say("every row's clientToken depends on these options, so each row would be a new image")
+        if refusal.resume:
+            say("nothing was sent; to resume the batch as it was written:")
+            say("  " + refusal.resume)
+        else:
+            say("nothing was sent; give the journal's options again")
+        say("(--force would import the rest of the batch under the new options)")
+        return
+    for line in refusal.lines:
+        say("  " + line)
+    say("nothing was sent; pass --force to proceed, or use another --journal")
+
+
 def _run_batch(config: BatchConfig, *, progress_mode: str = "auto", as_json: bool = False) -> int:
     with _fewer_gc_passes():
         return _preflight_and_run(config, progress_mode=progress_mode, as_json=as_json)
@@ -483,6 +505,18 @@ def _preflight_and_run(config: BatchConfig, *, progress_mode: str, as_json: bool
         err.print("nothing was sent; fix the rows or pass --skip-invalid", highlight=False)
         if as_json:
             _print_json({"error": str(refusal), "exit_code": EXIT_USAGE})
+        return EXIT_USAGE
+    except ManifestChanged as refusal:
+        _print_changed(refusal)
+        if as_json:
+            _print_json(
+                {
+                    "error": str(refusal),
+                    "exit_code": EXIT_USAGE,
+                    "options": list(refusal.options),
+                    "resume_command": refusal.resume or None,
+                }
+            )
         return EXIT_USAGE
     except BatchRefused as refusal:  # the manifest changed since the journal
         err.print(f"{refusal}:", highlight=False, markup=False)

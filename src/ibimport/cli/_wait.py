@@ -13,11 +13,13 @@ from ibimport import (
     ClientSettings,
     IbimportError,
     ImageStatus,
+    RecordedRun,
     TaskWait,
     WaitResult,
     WaitSettings,
     check_endpoint_url,
     check_region,
+    recorded_run,
     wait_for_images,
 )
 from ibimport.cli._common import (
@@ -115,15 +117,33 @@ def wait(
 ) -> None:
     """Follow every image a run imported until AVAILABLE, FAILED, CANCELLED or --wait-timeout.
 
+    The Region, profile and endpoint are the run's, from the journal, unless given here.
     Status reads are batched (ListImageBuildVersions, 100 builds a call, while many are
     outstanding; GetImage for the last few). The run's report and results are rewritten
     with imageStatus and imageStatusReason. Interrupted, a second wait resumes.
     """
     _secure_umask()
+    try:
+        check_aws_options(region=region, endpoint_url=endpoint_url)
+        recorded = recorded_run(journal) if Path(journal).is_file() else RecordedRun(known=False)
+    except IbimportError as error:
+        raise _fail(str(error), _exit_code(error), as_json=as_json) from None
+    if recorded.local and endpoint_url is None:
+        raise _fail(
+            f"{journal} was written by run --local, whose in-process emulator ended with that "
+            "run: there is nothing to follow (pass --endpoint-url of an emulator that holds "
+            "its images)",
+            as_json=as_json,
+        )
+    # What the command line does not say, the journal does: where its run sent the imports.
     config = BatchConfig(
         manifest=Path(journal),
         rate=rate,
-        client=ClientSettings(region=region, profile=profile, endpoint_url=endpoint_url),
+        client=ClientSettings(
+            region=region or recorded.region,
+            profile=profile or recorded.profile,
+            endpoint_url=endpoint_url or recorded.endpoint_url,
+        ),
     )
     settings = wait_settings(wait_timeout, poll_interval)
     try:
