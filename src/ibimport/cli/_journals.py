@@ -190,6 +190,7 @@ def report_command(
             rebuilt.stats,
             report_path=None if report_to_stdout else rebuilt.report_path,
             results_path=rebuilt.results_path,
+            title="ibimport report",
         )
     )
     if as_json:

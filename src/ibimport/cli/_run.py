@@ -14,6 +14,7 @@ from typing import Annotated
 
 import anyio
 import typer
+from rich.console import Console
 from rich.markup import escape
 
 from ibimport import (
@@ -32,6 +33,7 @@ from ibimport import (
     RunSettings,
     Shard,
     SourceKind,
+    batch_status,
     default_output_paths,
     detect_format,
     open_batch,
@@ -75,7 +77,7 @@ from ibimport.cli._wait import (
     wait_settings,
 )
 from ibimport.cli.progress import ProgressListener, ProgressMode
-from ibimport.cli.rendering import summary_table
+from ibimport.cli.rendering import next_steps, summary_table
 from ibimport.emulator.cli import local_emulator_options
 
 _GC_THRESHOLD = 20_000  # allocations between young collections (Python's default: 700)
@@ -503,8 +505,10 @@ def _preflight_and_run(config: BatchConfig, *, progress_mode: str, as_json: bool
     except InvalidManifest as refusal:
         _print_invalid(refusal)
         err.print("nothing was sent; fix the rows or pass --skip-invalid", highlight=False)
-        if as_json:
-            _print_json({"error": str(refusal), "exit_code": EXIT_USAGE})
+        if as_json:  # a script gets the rows' errors too, not only their count
+            _print_json(
+                {"error": str(refusal), "exit_code": EXIT_USAGE, "rows": list(refusal.lines)}
+            )
         return EXIT_USAGE
     except ManifestChanged as refusal:
         _print_changed(refusal)
@@ -556,6 +560,9 @@ def _preflight_and_run(config: BatchConfig, *, progress_mode: str, as_json: bool
             if result.wait_interrupted:
                 err.print("interrupted while waiting: run ibimport wait JOURNAL to resume")
                 return EXIT_INTERRUPTED
+        finished = result.all_available if config.wait is not None else result.all_done
+        if not finished and config.journal_path is not None:
+            _print_next_steps(config.journal_path, people)
         if result.outcome.fatal is not None:
             # Before any import was sent (the listing of existing images failed) the batch
             # could not start: an error; after, it stopped.
@@ -564,8 +571,7 @@ def _preflight_and_run(config: BatchConfig, *, progress_mode: str, as_json: bool
             return EXIT_FATAL
         if result.outcome.interrupted:
             return EXIT_INTERRUPTED
-        done = result.all_available if config.wait is not None else result.all_done
-        return EXIT_OK if done else EXIT_FAILED
+        return EXIT_OK if finished else EXIT_FAILED
 
     try:
         return anyio.run(_main)
@@ -579,6 +585,16 @@ def _preflight_and_run(config: BatchConfig, *, progress_mode: str, as_json: bool
         leaf = _first_leaf(ours)
         assert isinstance(leaf, IbimportError)
         raise _fail(str(leaf), _exit_code(leaf), as_json=as_json) from None
+
+
+def _print_next_steps(journal: Path, console: Console) -> None:
+    """After a run that left work: what to look at and the commands that go on."""
+    try:
+        found = batch_status(journal)
+    except IbimportError:  # the summary is said; the journal's own troubles are status's
+        return
+    for line in next_steps(found):
+        console.print(line, highlight=False, markup=False)
 
 
 @contextmanager
@@ -620,6 +636,7 @@ async def _watch_signals(control: BatchControl) -> None:
     with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async for _ in signals:
             if control.stop_requested:
+                err.show_cursor(True)  # the bar hid it, and _exit skips the bar's own exit
                 err.print("second interrupt: exiting now; the journal is consistent")
                 for spooled in _SPOOLED:
                     shutil.rmtree(spooled, ignore_errors=True)

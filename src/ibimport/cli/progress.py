@@ -217,11 +217,11 @@ class ProgressListener(BaseListener):
             f"{self._eta_text(rows_per_s)}"
         )
 
-    def _bar_row(self) -> Table:
+    def _bar_row(self, width: int = 120) -> Table:
+        """One line of ``width`` columns at most: the bar shrinks (to nothing) before the
+        figures wrap, since a wrapped line is redrawn as two and leaves copies behind."""
         rows_per_s, calls_per_s = self._rates(self._clock())
-        grid = Table.grid(padding=(0, 1))
-        grid.add_row(
-            ProgressBar(total=self.total, completed=self.done, width=30),
+        figures = [
             Text(f"{self.done}/{self.total}" if self.total is not None else str(self.done)),
             Text("rows"),
             Text(f"{calls_per_s:.1f} calls/s", style="cyan"),
@@ -230,7 +230,19 @@ class ProgressListener(BaseListener):
             Text(f"{self.failed} failed", style="red" if self.failed else "dim"),
             *([Text(f"{self.skipped} skipped", style="yellow")] if self.skipped else []),
             Text(self._eta_text(rows_per_s), style="yellow" if self.stopped else ""),
-        )
+        ]
+        used = sum(len(text) + 1 for text in figures)
+        while figures and used > width:  # the least telling figures go first
+            dropped = figures.pop(-2 if len(figures) > 1 else -1)
+            used -= len(dropped) + 1
+        bar_width = min(30, width - used - 1)
+        grid = Table.grid(padding=(0, 1))
+        if bar_width >= 8:
+            grid.add_row(
+                ProgressBar(total=self.total, completed=self.done, width=bar_width), *figures
+            )
+        else:
+            grid.add_row(*figures)
         return grid
 
 
@@ -241,4 +253,4 @@ class _Frame:
         self._listener = listener
 
     def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
-        yield self._listener._bar_row()
+        yield self._listener._bar_row(options.max_width)

@@ -8,9 +8,9 @@ from pathlib import Path
 from rich.table import Table
 from rich.text import Text
 
-from ibimport import FINAL_STATUSES, RowStatus, RunStats
+from ibimport import FINAL_STATUSES, BatchStatus, ImageStatus, RowStatus, RunStats
 
-__all__ = ["plural", "summary_table"]
+__all__ = ["next_steps", "plural", "summary_table"]
 
 
 def plural(n: int, singular: str, plural_form: str | None = None) -> str:
@@ -29,9 +29,15 @@ CPU_BOUND_SHARE = 0.85
 CPU_BOUND_MIN_S = 5.0
 
 
-def summary_table(stats: RunStats, *, report_path: Path | None, results_path: Path | None) -> Table:
+def summary_table(
+    stats: RunStats,
+    *,
+    report_path: Path | None,
+    results_path: Path | None,
+    title: str = "ibimport run",
+) -> Table:
     """The end-of-run summary for the terminal: outcomes, calls, speed, errors, where files went."""
-    title = "ibimport run: interrupted" if stats.interrupted else "ibimport run"
+    title = f"{title}: interrupted" if stats.interrupted else title
     table = Table(title=title, show_header=False, title_justify="left", box=None, pad_edge=False)
     table.add_column(style="bold")
     table.add_column(justify="right")
@@ -53,11 +59,13 @@ def summary_table(stats: RunStats, *, report_path: Path | None, results_path: Pa
     if stats.started_at is not None:
         started = datetime.fromtimestamp(stats.started_at).astimezone()
         table.add_row("started", "", started.isoformat(sep=" ", timespec="seconds"))
-    table.add_row(
-        "elapsed",
-        _duration(stats.elapsed_s),
-        f"{stats.throughput_per_s:.1f} rows/s imported this run",
+    # A run that imported nothing (every image already there) claims no speed of import.
+    speed = (
+        f"{stats.throughput_per_s:.1f} rows/s imported this run"
+        if stats.imported and stats.calls
+        else "nothing imported this run"
     )
+    table.add_row("elapsed", _duration(stats.elapsed_s), speed)
     if stats.latency.count:
         pct = stats.latency_percentiles()
         table.add_row(
@@ -93,3 +101,33 @@ def summary_table(stats: RunStats, *, report_path: Path | None, results_path: Pa
     if results_path is not None:
         table.add_row("results", "", Text(str(results_path)))
     return table
+
+
+def next_steps(found: BatchStatus, *, limit: int = 5) -> list[str]:
+    """What to do after a run that left work: the rows and images to look at, and the
+    commands that resume the batch and follow its images (empty: nothing left to do)."""
+    lines: list[str] = []
+    plan = found.rerun
+    if plan.resend:
+        lines.append(f"{plural(plan.resend, 'row')} not sent")
+    failed = found.counts.get(RowStatus.FAILED, 0) + found.counts.get(RowStatus.BLOCKED, 0)
+    if failed:
+        lines.append(f"{plural(failed, 'row')} failed or blocked, the first:")
+        lines.extend(
+            f"  row {r.row} {r.name} {r.semantic_version}: {r.state} {r.code}"
+            for r in found.rows[:limit]
+        )
+    if (plan.resend or plan.retry or plan.recheck) and found.resume_command:
+        lines.append("the same command resumes the batch (done rows are not sent again):")
+        lines.append("  " + found.resume_command)
+    if found.image_rows:
+        lines.append("images not AVAILABLE, the first:")
+        lines.extend(
+            f"  row {r.row} {r.name} {r.semantic_version}: {r.state}"
+            + (f" ({r.code})" if r.code else "")
+            for r in found.image_rows[:limit]
+        )
+    if found.images.get(ImageStatus.TIMED_OUT):
+        lines.append("follow the images still being built with:")
+        lines.append("  " + found.wait_command)
+    return lines
