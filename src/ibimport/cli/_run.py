@@ -30,7 +30,9 @@ from ibimport import (
     ManifestChanged,
     ManifestFormat,
     PlannedStatus,
+    RowResult,
     RunSettings,
+    RunStats,
     Shard,
     SourceKind,
     batch_status,
@@ -39,6 +41,7 @@ from ibimport import (
     open_batch,
     parse_rates,
     plan_batch,
+    recorded_run,
     source_kind,
     spooled_stdin,
 )
@@ -562,7 +565,13 @@ def _preflight_and_run(config: BatchConfig, *, progress_mode: str, as_json: bool
                 return EXIT_INTERRUPTED
         finished = result.all_available if config.wait is not None else result.all_done
         if not finished and config.journal_path is not None:
-            _print_next_steps(config.journal_path, people)
+            _print_next_steps(
+                config.journal_path,
+                people,
+                stats=result.stats,
+                rows=progress.troubled_rows,
+                waited=config.wait is not None and not result.outcome.interrupted,
+            )
         if result.outcome.fatal is not None:
             # Before any import was sent (the listing of existing images failed) the batch
             # could not start: an error; after, it stopped.
@@ -587,13 +596,18 @@ def _preflight_and_run(config: BatchConfig, *, progress_mode: str, as_json: bool
         raise _fail(str(leaf), _exit_code(leaf), as_json=as_json) from None
 
 
-def _print_next_steps(journal: Path, console: Console) -> None:
+def _print_next_steps(
+    journal: Path, console: Console, *, stats: RunStats, rows: list[RowResult], waited: bool
+) -> None:
     """After a run that left work: what to look at and the commands that go on."""
     try:
-        found = batch_status(journal)
+        recorded = recorded_run(journal)
+        # After a wait the outputs were rebuilt from the journal already: one more pass.
+        images = batch_status(journal) if waited else None
     except IbimportError:  # the summary is said; the journal's own troubles are status's
         return
-    for line in next_steps(found):
+    resume = recorded.resume_command(journal) if recorded.known else None
+    for line in next_steps(stats, rows=rows, resume=resume, images=images):
         console.print(line, highlight=False, markup=False)
 
 

@@ -35,6 +35,9 @@ class ProgressMode(StrEnum):
 
 PROGRESS_MODES: Final = tuple(mode.value for mode in ProgressMode)
 
+#: Failed or blocked rows kept to name in the summary.
+SHOWN_TROUBLED: Final = 5
+
 #: Rates (and so the ETA) are measured over roughly this many recent seconds.
 RATE_WINDOW_S: Final = 30.0
 
@@ -87,6 +90,8 @@ class ProgressListener(BaseListener):
         #: are not done, so the bar stops where the run stopped instead of jumping to the end.
         self.skipped = 0
         self.stopped = False
+        #: The first failed or blocked rows, for the summary's next steps.
+        self.troubled_rows: list[RowResult] = []
         self._called: set[int] = set()  # rows with a call and no outcome yet: bounded
         self._running = False
         self._next_line_at = 0.0
@@ -122,6 +127,9 @@ class ProgressListener(BaseListener):
             self.done_this_run += 1
         if result.status is RowStatus.FAILED:
             self.failed += 1
+        troubled = result.status in (RowStatus.FAILED, RowStatus.BLOCKED)
+        if troubled and len(self.troubled_rows) < SHOWN_TROUBLED:
+            self.troubled_rows.append(result)
         if self.display == "plain":
             self.tick()
 

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
 
 from rich.table import Table
 from rich.text import Text
 
-from ibimport import FINAL_STATUSES, BatchStatus, ImageStatus, RowStatus, RunStats
+from ibimport import FINAL_STATUSES, BatchStatus, ImageStatus, RowResult, RowStatus, RunStats
 
 __all__ = ["next_steps", "plural", "summary_table"]
 
@@ -103,31 +104,43 @@ def summary_table(
     return table
 
 
-def next_steps(found: BatchStatus, *, limit: int = 5) -> list[str]:
-    """What to do after a run that left work: the rows and images to look at, and the
-    commands that resume the batch and follow its images (empty: nothing left to do)."""
+def next_steps(
+    stats: RunStats,
+    *,
+    rows: Sequence[RowResult],
+    resume: str | None,
+    images: BatchStatus | None = None,
+    limit: int = 5,
+) -> list[str]:
+    """What to do after a run that left work (empty: nothing left to do).
+
+    ``rows``: the first failed or blocked rows, as the run saw them; ``resume``: the
+    command that resumes the batch; ``images``: after a wait, the journal's view of the
+    images (the rows whose image is not AVAILABLE, and the command that follows them).
+    Nothing here reads the whole journal: a stopped million-row run ends in seconds.
+    """
     lines: list[str] = []
-    plan = found.rerun
-    if plan.resend:
-        lines.append(f"{plural(plan.resend, 'row')} not sent")
-    failed = found.counts.get(RowStatus.FAILED, 0) + found.counts.get(RowStatus.BLOCKED, 0)
-    if failed:
-        lines.append(f"{plural(failed, 'row')} failed or blocked, the first:")
+    not_sent = stats.totals[RowStatus.SKIPPED]
+    troubled = stats.totals[RowStatus.FAILED] + stats.totals[RowStatus.BLOCKED]
+    if not_sent:
+        lines.append(f"{plural(not_sent, 'row')} not sent")
+    if troubled:
+        lines.append(f"{plural(troubled, 'row')} failed or blocked, the first:")
         lines.extend(
-            f"  row {r.row} {r.name} {r.semantic_version}: {r.state} {r.code}"
-            for r in found.rows[:limit]
+            f"  row {r.row} {r.name} {r.semantic_version}: {r.status.value} {r.error_code}"
+            for r in rows[:limit]
         )
-    if (plan.resend or plan.retry or plan.recheck) and found.resume_command:
+    if (not_sent or troubled) and resume:
         lines.append("the same command resumes the batch (done rows are not sent again):")
-        lines.append("  " + found.resume_command)
-    if found.image_rows:
+        lines.append("  " + resume)
+    if images is not None and images.image_rows:
         lines.append("images not AVAILABLE, the first:")
         lines.extend(
             f"  row {r.row} {r.name} {r.semantic_version}: {r.state}"
             + (f" ({r.code})" if r.code else "")
-            for r in found.image_rows[:limit]
+            for r in images.image_rows[:limit]
         )
-    if found.images.get(ImageStatus.TIMED_OUT):
+    if images is not None and images.images.get(ImageStatus.TIMED_OUT):
         lines.append("follow the images still being built with:")
-        lines.append("  " + found.wait_command)
+        lines.append("  " + images.wait_command)
     return lines
