@@ -117,7 +117,7 @@ def _print_status(found: BatchStatus, journal: Path) -> None:
         say("  " + line)
     if found.resume_command is not None:
         say(f"resume    {found.resume_command}")
-    if found.images_to_follow:
+    if found.images_to_follow and not found.recorded.local:  # --local's emulator is gone
         say(f"follow    {found.wait_command}")
 
 

@@ -140,7 +140,11 @@ def next_steps(
             + (f" ({r.code})" if r.code else "")
             for r in images.image_rows[:limit]
         )
-    if images is not None and images.images.get(ImageStatus.TIMED_OUT):
+    if (
+        images is not None
+        and images.images.get(ImageStatus.TIMED_OUT)
+        and not images.recorded.local
+    ):
         lines.append("follow the images still being built with:")
         lines.append("  " + images.wait_command)
     return lines
