@@ -4,12 +4,11 @@ The public API is what this module exports; everything else is internal and may 
 """
 
 from ibimport._version import __version__
-from ibimport.aws.client import ClientSettings, ImageBuilderClient, ImportResult, open_client
+from ibimport.aws.client import ClientSettings, ImportResult, PartitionClient, open_client
 from ibimport.aws.regions import check_endpoint_url, check_region, known_regions
 from ibimport.domain.results import RowResult
 from ibimport.domain.rowstate import ImageStatus, RerunPlan, RowStatus, reported_as
 from ibimport.domain.tokens import client_token
-from ibimport.emulator.config import EmulatorConfig
 from ibimport.engine.batch import (
     Batch,
     BatchConfig,
@@ -28,8 +27,8 @@ from ibimport.engine.followup import (
     wait_for_images,
 )
 from ibimport.engine.partitions import RateSpec, Shard, parse_rates
+from ibimport.engine.pipeline import Pipeline, RunOutcome, RunSettings, import_pipeline
 from ibimport.engine.recorded import RecordedRun
-from ibimport.engine.runner import Runner, RunOutcome, RunSettings
 from ibimport.errors import (
     ApiError,
     BatchRefused,
@@ -68,7 +67,8 @@ from ibimport.stages.imagewait import WaitFigures, WaitSettings
 from ibimport.stages.taskcheck import TaskCheck, TaskState
 from ibimport.stages.taskgate import TaskWait
 
-__all__ = [  # noqa: RUF022 - plainly sorted, as test_public_api checks
+__all__ = [
+    "FINAL_STATUSES",
     "AdaptiveLimiter",
     "ApiError",
     "BaseListener",
@@ -84,12 +84,9 @@ __all__ = [  # noqa: RUF022 - plainly sorted, as test_public_api checks
     "CallOutcome",
     "ClientSettings",
     "ConfigError",
-    "EmulatorConfig",
-    "FINAL_STATUSES",
     "FatalBatchError",
     "FixedRateLimiter",
     "IbimportError",
-    "ImageBuilderClient",
     "ImageRequest",
     "ImageStatus",
     "ImportResult",
@@ -101,6 +98,8 @@ __all__ = [  # noqa: RUF022 - plainly sorted, as test_public_api checks
     "ManifestFormat",
     "ManifestRow",
     "NullJournal",
+    "PartitionClient",
+    "Pipeline",
     "PlannedRow",
     "PlannedStatus",
     "RateSpec",
@@ -114,7 +113,6 @@ __all__ = [  # noqa: RUF022 - plainly sorted, as test_public_api checks
     "RunOutcome",
     "RunSettings",
     "RunStats",
-    "Runner",
     "Shard",
     "SourceKind",
     "SqliteJournal",
@@ -135,6 +133,7 @@ __all__ = [  # noqa: RUF022 - plainly sorted, as test_public_api checks
     "client_token",
     "default_output_paths",
     "detect_format",
+    "import_pipeline",
     "known_regions",
     "merge_outputs",
     "open_batch",

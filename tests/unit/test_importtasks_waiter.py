@@ -17,7 +17,7 @@ from ibimport.aws.client import (
 )
 from ibimport.domain.rowstate import ImageStatus, RerunPlan, RowStatus, image_status
 from ibimport.errors import ApiError, CallError
-from ibimport.flow.calls import RetriedCalls
+from ibimport.flow.executor import CallExecutor, RetryPolicy
 from ibimport.flow.limiter import build_limiter
 from ibimport.flow.retry import Backoff
 from ibimport.stages.imagewait import ImageWaiter, WaitSettings
@@ -27,9 +27,11 @@ from ibimport.testing import FakeClock
 ARN = "arn:aws:imagebuilder:us-east-1:123456789012:image/vm-{i}/1.0.0/1"
 
 
-def _calls(clock: FakeClock) -> RetriedCalls:
-    return RetriedCalls(
-        build_limiter(concurrency=4, rate=None, clock=clock), clock=clock, backoff=Backoff()
+def _calls(clock: FakeClock) -> CallExecutor:
+    return CallExecutor(
+        build_limiter(concurrency=4, rate=None, clock=clock),
+        clock=clock,
+        policy=RetryPolicy(backoff=Backoff()),
     )
 
 

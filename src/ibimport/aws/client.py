@@ -20,6 +20,8 @@ import aioboto3
 import aiobotocore
 import anyio
 import botocore.exceptions as bce
+from aiobotocore.config import AioConfig
+from aiobotocore.httpsession import AIOHTTPSession
 from botocore.config import Config
 
 from ibimport._version import __version__
@@ -115,22 +117,6 @@ class ImageState:
     reason: str
 
 
-class ImportTaskClient(Protocol):
-    """The EC2 call the task check makes (``ibimport.stages.taskcheck``); tests substitute fakes."""
-
-    async def describe_import_tasks(
-        self, task_ids: Sequence[str], *, next_token: str | None
-    ) -> ImportTaskPage: ...
-
-
-class ImageStatusClient(Protocol):
-    """The calls that follow images to their final state (``ibimport.stages.imagewait``)."""
-
-    async def list_builds(self, *, next_token: str | None) -> BuildPage: ...
-
-    async def get_image(self, arn: str) -> ImageState: ...
-
-
 def unknown_task_ids(message: str, asked: Collection[str]) -> frozenset[str]:
     """The asked IDs an EC2 error message names: the ones that made it fail the whole call.
 
@@ -141,14 +127,21 @@ def unknown_task_ids(message: str, asked: Collection[str]) -> frozenset[str]:
     return frozenset(_TASK_ID_IN_TEXT.findall(message)) & frozenset(asked)
 
 
-class ImageBuilderClient(Protocol):
-    """The calls the runner makes; tests substitute fakes."""
+class PartitionClient(Protocol):
+    """Every call the stages make of one partition (account and Region): Image Builder's
+    and EC2's. ``open_client`` makes the real one; tests substitute fakes."""
 
     async def import_vm_image(
         self, params: Mapping[str, Any], *, client_token: str
     ) -> ImportResult: ...
 
     async def list_builds(self, *, next_token: str | None) -> BuildPage: ...
+
+    async def get_image(self, arn: str) -> ImageState: ...
+
+    async def describe_import_tasks(
+        self, task_ids: Sequence[str], *, next_token: str | None
+    ) -> ImportTaskPage: ...
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -168,7 +161,7 @@ class ClientSettings:
 
 
 class AioImageBuilderClient:
-    """An ImageBuilderClient over one long-lived aioboto3 client (and EC2's, made on first use).
+    """A PartitionClient over one long-lived aioboto3 client (and EC2's, made on first use).
 
     The EC2 client shares the session (credentials loaded once), region, endpoint URL and
     botocore config; it is opened only when a task check first needs it, because loading
@@ -319,6 +312,23 @@ def _one_line(error: BaseException) -> str:
     return " ".join(str(error).split())[:500] or type(error).__name__
 
 
+class _NoResendSession(AIOHTTPSession):  # type: ignore[misc]  # aiobotocore is untyped
+    """aiohttp's HTTP session without its silent re-send.
+
+    aiohttp re-sends an idempotent request (ImportVmImage is a PUT) once when a reused
+    keep-alive connection drops before the answer (RFC 9112's retry of persistent
+    connections). That attempt never reaches botocore, so the limiter, the retry budget,
+    the report and the bar never saw it: with dropped connections a run reported 313 calls
+    where the service received 372. Off, every attempt that leaves the client is ours to
+    count and to retry. (``_retry_connection`` is aiohttp's switch, 3.10 and later.)
+    """
+
+    async def _get_session(self, proxy_url: str | None) -> Any:
+        session = await super()._get_session(proxy_url)
+        session._retry_connection = False
+        return session
+
+
 def botocore_config(settings: ClientSettings) -> Config:
     """botocore retries off (ours are the only ones), a pool as large as the concurrency.
 
@@ -327,7 +337,8 @@ def botocore_config(settings: ClientSettings) -> Config:
     already enforces the model's rules), checksums only where an operation requires one
     (Image Builder's operations declare none).
     """
-    return Config(
+    return AioConfig(
+        http_session_cls=_NoResendSession,
         retries={"total_max_attempts": 1, "mode": "standard"},
         max_pool_connections=max(settings.max_pool_connections, 10),
         connect_timeout=settings.connect_timeout_s,

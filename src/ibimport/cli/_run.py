@@ -8,6 +8,7 @@ import shutil
 import signal
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
+from dataclasses import replace
 from functools import partial
 from pathlib import Path
 from typing import Annotated
@@ -24,7 +25,6 @@ from ibimport import (
     BatchRefused,
     ClientSettings,
     ConfigError,
-    EmulatorConfig,
     IbimportError,
     InvalidManifest,
     ManifestChanged,
@@ -81,6 +81,7 @@ from ibimport.cli._wait import (
 )
 from ibimport.cli.progress import ProgressListener, ProgressMode
 from ibimport.cli.rendering import next_steps, summary_table
+from ibimport.emulator import EmulatorConfig, EmulatorServer
 from ibimport.emulator.cli import local_emulator_options
 
 _GC_THRESHOLD = 20_000  # allocations between young collections (Python's default: 700)
@@ -312,6 +313,15 @@ def run(
         default_journal, default_report, default_results = default_output_paths(
             outputs_beside, shard=shards
         )
+        client = ClientSettings(
+            region=region,
+            profile=profile,
+            endpoint_url=endpoint_url,
+            max_pool_connections=concurrency,
+            read_timeout_s=max(parse_duration(read_timeout), 0.01),
+        )
+        if emulator is not None:
+            client = _local_service(stack, emulator, client)
         config = BatchConfig(
             manifest=path,
             fmt=fmt,
@@ -325,14 +335,8 @@ def run(
             ),
             rates=rates,
             shard=shards,
-            client=ClientSettings(
-                region=region,
-                profile=profile,
-                endpoint_url=endpoint_url,
-                max_pool_connections=concurrency,
-                read_timeout_s=max(parse_duration(read_timeout), 0.01),
-            ),
-            local=emulator,
+            client=client,
+            in_process_service=emulator is not None,
             journal_path=None if no_journal else (journal or default_journal),
             report_path=default_report if report_to_stdout else (report or default_report),
             report_file=not report_to_stdout,
@@ -353,6 +357,23 @@ def run(
         else:
             code = _run_batch(config, progress_mode=mode, as_json=as_json)
     raise typer.Exit(code)
+
+
+def _local_service(
+    stack: ExitStack, emulator: EmulatorConfig, client: ClientSettings
+) -> ClientSettings:
+    """``--local``: an in-process emulator for this command, and the client pointed at it
+    with its throwaway credentials (its Region defaults to the client's)."""
+    emulator = replace(emulator, region=client.region or emulator.region)
+    server = stack.enter_context(EmulatorServer(emulator))
+    return replace(
+        client,
+        region=emulator.region,
+        profile=None,
+        endpoint_url=server.url,
+        access_key_id=emulator.access_key_id,
+        secret_access_key=emulator.secret_access_key,
+    )
 
 
 def _shard(shard: str | None, shard_count: int | None) -> Shard | None:

@@ -34,6 +34,7 @@ __all__ = [
     "RerunPlan",
     "RowStatus",
     "image_status",
+    "in_doubt",
     "needs_lookup",
     "replaces",
     "reported_as",
@@ -104,6 +105,19 @@ def needs_lookup(
     if recorded_token != token:
         return True
     return now - first_sent_at > token_ttl_s
+
+
+def in_doubt(*, first_sent_at: float | None, state: RowStatus) -> bool:
+    """Was this row sent before without a known outcome (killed mid-call, no answer)?
+
+    Such a row is checked against a complete listing of the partition's builds before it
+    is sent again, whatever its token's age: the service does not publish how long it
+    remembers a clientToken, so a guess (``--token-ttl``) must not decide. A row found
+    landed (``succeeded``, not sent again); one not listed is re-sent with its token
+    (within the token's life the service answers with the original image even if its
+    build is not listed yet).
+    """
+    return first_sent_at is not None and not state.is_done
 
 
 def reported_as(state: RowStatus) -> RowStatus:

@@ -22,19 +22,28 @@ from typing import Any, Self
 import anyio
 
 from ibimport._files import check_paths, remove_leftovers
-from ibimport.aws.client import (
-    ClientSettings,
-)
+from ibimport.aws.client import ClientSettings, PartitionClient
 from ibimport.domain.results import RowResult, RowStatus
 from ibimport.domain.rowstate import ImageStatus
 from ibimport.domain.tokens import client_token
-from ibimport.emulator.config import EmulatorConfig
 from ibimport.engine.events import RunListener
-from ibimport.engine.fleet import Partition, base_settings, open_partitions, run_fleet
-from ibimport.engine.followup import follow_partitions, record_partitions, task_gates
+from ibimport.engine.fleet import (
+    FanOut,
+    Partition,
+    PartitionWork,
+    Unavailable,
+    open_partitions,
+    run_fleet,
+)
+from ibimport.engine.followup import (
+    follow_partitions,
+    record_partitions,
+    settled_rows,
+    task_gate_stage,
+)
 from ibimport.engine.partitions import Place, RateSpec, RowPlan, Shard, told_rate
+from ibimport.engine.pipeline import Pipeline, RunOutcome, RunSettings, import_pipeline
 from ibimport.engine.recorded import RecordedRun, changed_options
-from ibimport.engine.runner import Runner, RunOutcome, RunSettings, partition_key
 from ibimport.engine.selection import (
     Preflight,
     batch_fingerprint,
@@ -50,14 +59,15 @@ from ibimport.errors import (
     InvalidManifest,
     ManifestChanged,
 )
-from ibimport.flow.limiter import Clock, MonotonicClock
+from ibimport.flow.limiter import Clock, MonotonicClock, build_limiter
 from ibimport.journal import Journal, NullJournal, SqliteJournal
 from ibimport.manifest import (
     ManifestFormat,
 )
 from ibimport.report import ResultsWriter, RunStats, write_report
 from ibimport.report.outputs import default_output_paths, rebuild_outputs
-from ibimport.stages.existing import Reconciler
+from ibimport.stages.base import RowStage
+from ibimport.stages.existing import ExistingStage, Reconciler, partition_key
 from ibimport.stages.imagewait import WaitFigures, WaitSettings
 from ibimport.stages.taskgate import TaskWait
 
@@ -76,8 +86,9 @@ class BatchConfig:
     #: This process's share of the manifest (``--shard K/N``); None: every row.
     shard: Shard | None = None
     client: ClientSettings = field(default_factory=ClientSettings)
-    #: ``--local``: an in-process emulator (its region defaults to the client's).
-    local: EmulatorConfig | None = None
+    #: The service runs in this process (``--local``'s emulator): the client's CPU share
+    #: of the run is not measured (it would count the service's work too).
+    in_process_service: bool = False
     journal_path: Path | None = None
     report_path: Path | None = None
     results_path: Path | None = None
@@ -187,9 +198,9 @@ class BatchControl:
     """Lets a signal handler stop a running batch gracefully."""
 
     def __init__(self) -> None:
-        self._runners: list[Runner] = []
+        self._pipelines: list[Pipeline] = []
         self._stop_requested = False
-        self._wait_scope: anyio.CancelScope | None = None
+        self._scopes: list[anyio.CancelScope] = []
 
     @property
     def stop_requested(self) -> bool:
@@ -197,15 +208,22 @@ class BatchControl:
 
     def request_stop(self) -> None:
         self._stop_requested = True
-        for runner in self._runners:  # one per partition
-            runner.request_stop()
-        if self._wait_scope is not None:  # a wait only reads: it stops at once
-            self._wait_scope.cancel()
+        for pipeline in self._pipelines:  # one per partition
+            pipeline.request_stop()
+        for scope in self._scopes:  # a wait only reads: it stops at once
+            scope.cancel()
 
-    def _attach(self, runner: Runner) -> None:
-        self._runners.append(runner)
+    def attach(self, pipeline: Pipeline) -> None:
+        """A pipeline that a stop drains (stopped at once if a stop came first)."""
+        self._pipelines.append(pipeline)
         if self._stop_requested:
-            runner.request_stop()
+            pipeline.request_stop()
+
+    def cancels(self, scope: anyio.CancelScope) -> None:
+        """A read-only phase (a wait) that a stop cancels at once."""
+        self._scopes.append(scope)
+        if self._stop_requested:
+            scope.cancel()
 
 
 async def _execute(
@@ -229,72 +247,58 @@ async def _execute(
     earlier_runs = journal.runs() if journal is not None else []
     store: Journal = journal if journal is not None else NullJournal()
     plan = prints_plan.plan if prints_plan is not None else None
+    work: list[PartitionWork] = []
     with ResultsWriter(results_path) as results:
         async with AsyncExitStack() as stack:
             places = plan.places if plan is not None and plan.places else [Place(None, None)]
-            partitions = await open_partitions(
-                places,
-                base=await base_settings(config.client, local=config.local, stack=stack),
-                stack=stack,
-            )
+            partitions = await open_partitions(places, base=config.client, stack=stack)
             if journal is not None and len(partitions) > 1:
                 record_partitions(journal, partitions)  # for `ibimport wait JOURNAL`
-            runners: list[Runner] = []
             try:
                 if journal is not None and not journal.pending_recorded:
                     await _journal_every_row(journal, config, plan)
-
-                def list_existing(partition: Partition) -> bool:
-                    # What a partition holds is unknown to a journal that never committed
-                    # a complete listing of it (a fresh batch, or one stopped before its
-                    # listing landed), and to one whose rows changed under --force (a
-                    # renamed row has no history).
-                    if not config.reconcile:
-                        return False
-                    if journal is None or manifest_changed:
-                        return True
-                    return not journal.reconciled(
-                        partition_key(partition.account, partition.region)
-                    )
-
-                gates = (
-                    await task_gates(config, partitions, plan, journal, clock=clock)
-                    if config.preflight
-                    else {}
+                fan_out = FanOut([stats, results, *listeners])
+                settled = (
+                    settled_rows(journal, retry_failed=config.run.retry_failed)
+                    if config.preflight and journal is not None
+                    else frozenset()
                 )
-                cpu_started = time.process_time()
-                async with store.running(), anyio.create_task_group() as polling:
-                    for gate in gates.values():
-                        polling.start_soon(gate.poll)
-                    outcome, runners = await run_fleet(
-                        partitions,
-                        rows_for=lambda p: partition_rows(config, p, plan, prints),
-                        unreached_for=lambda p: (
-                            None if journal is None else unreached(journal, config, p, plan)
-                        ),
+                for partition in partitions:
+                    pipeline = _import_pipeline(
+                        config,
+                        partition,
+                        plan=plan,
                         journal=store,
                         clock=clock,
-                        listeners=[stats, results, *listeners],
-                        settings=config.run,
-                        rate_for=lambda region: told_rate(
-                            region, rates=config.rates, rate=config.rate, shard=config.shard
-                        ),
-                        list_existing=list_existing,
-                        belongs_for=lambda p: (
-                            plan.rows_in(frozenset(p.places))
-                            if plan is not None and plan.places
-                            else None
-                        ),
-                        total_rows=total_rows,
-                        attach=control._attach if control is not None else None,
-                        gate_for=lambda p: gates.get(id(p)),
+                        listeners=[partition.stats, fan_out],
+                        list_first=_lists_first(config, partition, journal, manifest_changed),
+                        settled=settled,
                     )
-                    polling.cancel_scope.cancel()
+                    if control is not None:
+                        control.attach(pipeline)
+                    work.append(
+                        PartitionWork(
+                            partition,
+                            pipeline,
+                            partition_rows(config, partition, plan, prints),
+                            None
+                            if journal is None
+                            else unreached(journal, config, partition, plan),
+                        )
+                    )
+                cpu_started = time.process_time()
+                async with store.running():
+                    outcome = await run_fleet(
+                        work,
+                        clock=clock,
+                        listeners=[stats, results, *listeners],
+                        total_rows=total_rows,
+                    )
                 stats.fatal = str(outcome.fatal) if outcome.fatal is not None else None
                 stats.partitions = [_partition_figures(p) for p in partitions]
                 # Near 1: the client's CPU, not the quotas, limited the run (not measured
-                # with --local, whose emulator shares the process).
-                if outcome.elapsed_s > 0 and config.local is None:
+                # when the service runs in this process: ``--local``'s emulator).
+                if outcome.elapsed_s > 0 and not config.in_process_service:
                     cpu_s = time.process_time() - cpu_started
                     stats.client_cpu_share = cpu_s / outcome.elapsed_s
                 if journal is not None:  # kept across processes: a re-run's report shows it
@@ -306,7 +310,14 @@ async def _execute(
                     )
             finally:
                 await store.aclose()
-                stats.existing = _existing_figures([r.reconciler for r in runners])
+                stats.existing = _existing_figures(
+                    [
+                        s.reconciler
+                        for w in work
+                        for s in w.pipeline.stages
+                        if isinstance(s, ExistingStage)
+                    ]
+                )
     report = stats.to_report(earlier_runs=earlier_runs)
     if config.report_file:
         write_report(report_path, report)
@@ -330,6 +341,66 @@ async def _execute(
         stats.image_totals = rebuilt.stats.image_totals
         result.images, result.wait, result.wait_interrupted = waited
     return result
+
+
+def _lists_first(
+    config: BatchConfig,
+    partition: Partition,
+    journal: SqliteJournal | None,
+    manifest_changed: bool,
+) -> bool:
+    """Whether a partition lists its builds before its first import.
+
+    What a partition holds is unknown to a journal that never committed a complete listing
+    of it (a fresh batch, or one stopped before its listing landed), and to one whose rows
+    changed under ``--force`` (a renamed row has no history).
+    """
+    if not config.reconcile:
+        return False
+    if journal is None or manifest_changed:
+        return True
+    return not journal.reconciled(partition_key(partition.account, partition.region))
+
+
+def _import_pipeline(
+    config: BatchConfig,
+    partition: Partition,
+    *,
+    plan: RowPlan | None,
+    journal: Journal,
+    clock: Clock,
+    listeners: Sequence[RunListener],
+    list_first: bool,
+    settled: frozenset[tuple[str, str]],
+) -> Pipeline:
+    """``run``'s composition for one partition: the task gate (``--preflight``), the
+    existing images, the import."""
+    client: PartitionClient = partition.client or Unavailable()
+    health = config.run.health()
+    before: list[RowStage] = []
+    if config.preflight and partition.client is not None and partition.failure is None:
+        before.append(task_gate_stage(config, partition, plan, settled, clock=clock, health=health))
+    return import_pipeline(
+        client,
+        build_limiter(
+            concurrency=config.run.concurrency,
+            rate=told_rate(
+                partition.region, rates=config.rates, rate=config.rate, shard=config.shard
+            ),
+            clock=clock,
+        ),
+        journal=journal,
+        clock=clock,
+        listeners=listeners,
+        settings=config.run,
+        origin=(partition.account, partition.region),
+        before=before,
+        list_first=list_first,
+        belongs=plan.rows_in(frozenset(partition.places))
+        if plan is not None and plan.places
+        else None,
+        health=health,
+    )
 
 
 def _existing_figures(reconcilers: Sequence[Reconciler]) -> dict[str, float] | None:

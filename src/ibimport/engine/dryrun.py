@@ -16,8 +16,8 @@ from ibimport.engine.batch import BatchConfig
 from ibimport.engine.fleet import default_client
 from ibimport.errors import CallError, FatalBatchError
 from ibimport.flow.clock import SystemClock
+from ibimport.flow.executor import CallExecutor
 from ibimport.flow.limiter import build_limiter
-from ibimport.flow.retry import Backoff
 from ibimport.manifest import read_manifest
 from ibimport.stages.existing import ExistingImages, Reconciler
 
@@ -112,14 +112,14 @@ async def plan_batch(config: BatchConfig) -> BatchPlan:
 
 async def _list_existing(config: BatchConfig) -> ExistingImages:
     clock = SystemClock()
-    async with default_client(config.client, local=config.local) as client:
-        reconciler = Reconciler(
-            client,
+    async with default_client(config.client) as client:
+        calls = CallExecutor(
             build_limiter(concurrency=1, rate=config.rate, clock=clock),
             clock=clock,
-            backoff=Backoff(max_attempts=config.run.max_attempts),
-            max_throttled_attempts=config.run.max_throttled_attempts,
+            policy=config.run.retry_policy(),
+            health=config.run.health(),
         )
+        reconciler = Reconciler(client, calls, clock=clock)
         try:
             return await reconciler.existing()
         except CallError as error:

@@ -9,33 +9,31 @@ from __future__ import annotations
 
 import csv
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING
 
 import anyio
 
 from ibimport._files import atomic_private_file
-from ibimport.aws.client import ImageStatusClient, ImportTaskClient
 from ibimport.domain import rowstate
 from ibimport.domain.rowstate import ImageStatus
-from ibimport.engine.fleet import Partition, base_settings, default_client, open_partitions
+from ibimport.engine.fleet import Partition, default_client, open_partitions
 from ibimport.engine.partitions import Place, RowPlan, told_rate
 from ibimport.engine.selection import partition_rows
-from ibimport.errors import CallError, ConfigError, FatalBatchError, InvalidManifest
-from ibimport.flow.calls import RetriedCalls
+from ibimport.errors import ConfigError, InvalidManifest
 from ibimport.flow.clock import Clock
+from ibimport.flow.executor import CallExecutor, PartitionHealth
 from ibimport.flow.limiter import MonotonicClock, build_limiter
-from ibimport.flow.retry import Backoff, Disposition, classify, fatal_message
 from ibimport.journal import SqliteJournal
 from ibimport.manifest import read_manifest
 from ibimport.report import neutralise_cell
 from ibimport.report.outputs import RebuiltOutputs, rebuild_outputs
 from ibimport.stages.imagewait import WaitFigures, WaitSettings, follow_journal
 from ibimport.stages.taskcheck import TaskCheck, TaskChecker, TaskState
-from ibimport.stages.taskgate import TaskGate
+from ibimport.stages.taskgate import TaskGate, TaskGateStage
 
 if TYPE_CHECKING:
     from ibimport.engine.batch import BatchConfig, BatchControl
@@ -88,11 +86,13 @@ class TaskPreflight:
         return all(row.task.state is TaskState.READY for row in self.rows)
 
 
-def _calls(config: BatchConfig, clock: Clock) -> RetriedCalls:
-    return RetriedCalls(
+def _calls(config: BatchConfig, clock: Clock) -> CallExecutor:
+    """The default partition's read-only calls, under ``--rate`` and the retry rules."""
+    return CallExecutor(
         build_limiter(concurrency=config.run.concurrency, rate=config.rate, clock=clock),
         clock=clock,
-        backoff=Backoff(base_s=config.run.backoff_base_s, cap_s=config.run.backoff_cap_s),
+        policy=config.run.retry_policy(),
+        health=config.run.health(),
     )
 
 
@@ -125,8 +125,8 @@ async def preflight_tasks(
     clock = clock or MonotonicClock()
     started = clock.now()
     calls = _calls(config, clock)
-    async with default_client(config.client, local=config.local) as client:
-        checker = TaskChecker(_task_client(client), calls)
+    async with default_client(config.client) as client:
+        checker = TaskChecker(client, calls)
         checks = await checker.check(task.vmImportTaskId for _, task in rows)
     found = TaskPreflight(
         rows=[
@@ -140,11 +140,6 @@ async def preflight_tasks(
     if results_path is not None:
         _write_task_results(results_path, found)
     return found
-
-
-def _task_client(client: object) -> ImportTaskClient:
-    """open_client's client also speaks EC2 (the runner's protocol need not)."""
-    return cast(ImportTaskClient, client)
 
 
 def _write_task_results(path: Path, found: TaskPreflight) -> None:
@@ -200,9 +195,9 @@ async def wait_for_images(
         if several is not None:
             images, figures = several
         else:
-            async with default_client(config.client, local=config.local) as client:
+            async with default_client(config.client) as client:
                 images, figures = await follow_journal(
-                    _status_client(client),
+                    client,
                     journal,
                     calls=_calls(config, clock),
                     clock=clock,
@@ -214,11 +209,6 @@ async def wait_for_images(
     return WaitResult(images=images, figures=figures, outputs=outputs)
 
 
-def _status_client(client: object) -> ImageStatusClient:
-    """open_client's client also reads image states (the runner's protocol need not)."""
-    return cast(ImageStatusClient, client)
-
-
 def _open_existing(journal_path: Path) -> SqliteJournal:
     """The journal ``run`` wrote, for writing; never a new one made up at a mistyped path."""
     if not journal_path.is_file():
@@ -226,59 +216,49 @@ def _open_existing(journal_path: Path) -> SqliteJournal:
     return SqliteJournal.open(journal_path, manifest_path="", manifest_fingerprint="", settings={})
 
 
-async def task_gates(
+def settled_rows(journal: SqliteJournal, *, retry_failed: bool) -> frozenset[tuple[str, str]]:
+    """(name, version) of the rows an earlier run settled: their tasks are not checked."""
+    if not journal.has_history:
+        return frozenset()
+    return frozenset(
+        (e.name, e.semantic_version)
+        for e in journal.entries()
+        if rowstate.settled(e.state, retry_failed=retry_failed)
+    )
+
+
+def task_gate_stage(
     config: BatchConfig,
-    partitions: Sequence[Partition],
+    partition: Partition,
     plan: RowPlan | None,
-    journal: SqliteJournal | None,
+    settled: frozenset[tuple[str, str]],
     *,
     clock: Clock,
-) -> dict[int, TaskGate]:
-    """``run --preflight``: each partition's tasks looked up (in batches) before it sends.
+    health: PartitionHealth,
+) -> TaskGateStage:
+    """``run --preflight``'s first stage for a partition: its rows' tasks (not those an
+    earlier run settled), checked by its own EC2 (import tasks are regional) under its own
+    read limiter."""
+    assert partition.client is not None
 
-    Import tasks are regional, so each partition asks its own EC2 about its own rows (not
-    those an earlier run settled). A partition whose lookup cannot complete sends nothing:
-    it stops with that error, as a failed listing of existing images does.
-    """
-    settled: set[tuple[str, str]] = set()
-    if journal is not None and journal.has_history:
-        retry_failed = config.run.retry_failed
-        settled = {
-            (e.name, e.semantic_version)
-            for e in journal.entries()
-            if rowstate.settled(e.state, retry_failed=retry_failed)
-        }
-    gates: dict[int, TaskGate] = {}
-    for partition in partitions:
-        if partition.client is None or partition.failure is not None:
-            continue
-        task_ids = [
-            r.task.vmImportTaskId
-            for r in partition_rows(config, partition, plan, None)
-            if r.task is not None and (r.task.name, r.task.semanticVersion) not in settled
-        ]
-        # open_client's client speaks EC2 too; runner fakes need not.
-        checker = TaskChecker(
-            cast(ImportTaskClient, partition.client), _read_calls(config, partition, clock)
-        )
-        gate = TaskGate(checker, clock=clock, wait=config.task_wait)
-        try:
-            await gate.check(task_ids)
-        except CallError as error:
-            partition.failure = FatalBatchError(
-                fatal_message(error)
-                if classify(error) is Disposition.FATAL
-                else f"could not check the import tasks ({error.code}: {error.message}), "
-                "so nothing was sent: re-run"
-            )
-            continue
-        gates[id(partition)] = gate
-    return gates
+    def task_ids() -> Iterator[str]:
+        for r in partition_rows(config, partition, plan, None):
+            if r.task is not None and (r.task.name, r.task.semanticVersion) not in settled:
+                yield r.task.vmImportTaskId
+
+    checker = TaskChecker(partition.client, _read_calls(config, partition, clock, health=health))
+    return TaskGateStage(TaskGate(checker, clock=clock, wait=config.task_wait), task_ids=task_ids)
 
 
-def _read_calls(config: BatchConfig, partition: Partition, clock: Clock) -> RetriedCalls:
+def _read_calls(
+    config: BatchConfig,
+    partition: Partition,
+    clock: Clock,
+    *,
+    health: PartitionHealth | None = None,
+) -> CallExecutor:
     """A partition's read-only calls (task checks, image states): their own limiter."""
-    return RetriedCalls(
+    return CallExecutor(
         build_limiter(
             concurrency=config.run.concurrency,
             rate=told_rate(
@@ -287,7 +267,8 @@ def _read_calls(config: BatchConfig, partition: Partition, clock: Clock) -> Retr
             clock=clock,
         ),
         clock=clock,
-        backoff=Backoff(base_s=config.run.backoff_base_s, cap_s=config.run.backoff_cap_s),
+        policy=config.run.retry_policy(),
+        health=health or config.run.health(),
     )
 
 
@@ -314,8 +295,7 @@ async def follow_partitions(
         assert partition.client is not None
         place = (partition.account, partition.region)
         found, cost = await follow_journal(
-            # open_client's client is an ImageStatusClient too; runner fakes need not be.
-            cast(ImageStatusClient, partition.client),
+            partition.client,
             journal,
             calls=_read_calls(config, partition, clock),
             clock=clock,
@@ -331,9 +311,7 @@ async def follow_partitions(
 
     with anyio.CancelScope() as scope:
         if control is not None:
-            control._wait_scope = scope
-            if control.stop_requested:
-                scope.cancel()
+            control.cancels(scope)
         async with anyio.create_task_group() as group:
             for partition in partitions:
                 if partition.client is not None:
@@ -366,11 +344,7 @@ async def follow_recorded_partitions(
         return None
     places = [Place(p.get("profile"), p.get("region")) for p in recorded]
     async with AsyncExitStack() as stack:
-        partitions = await open_partitions(
-            places,
-            base=await base_settings(config.client, local=config.local, stack=stack),
-            stack=stack,
-        )
+        partitions = await open_partitions(places, base=config.client, stack=stack)
         images, figures, _ = await follow_partitions(
             replace(config, wait=settings), partitions, journal, clock=clock, control=None
         )

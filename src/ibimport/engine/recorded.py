@@ -59,8 +59,9 @@ class RecordedRun:
             shard=config.shard.label if config.shard is not None else None,
             region=config.client.region,
             profile=config.client.profile,
-            endpoint_url=config.client.endpoint_url,
-            local=config.local is not None,
+            # --local's emulator listened on a port of its own process, gone with it.
+            endpoint_url=None if config.in_process_service else config.client.endpoint_url,
+            local=config.in_process_service,
             preflight=config.preflight,
             report=str(report.resolve()),
             results=str(results.resolve()),

@@ -352,7 +352,8 @@ class SqliteJournal:
         partition: str,
     ) -> int:
         """Commit, at once, ``exists`` (with the ARN ``arn_for`` finds) for every row of the
-        partition not yet done whose image already has a build, and remember the partition
+        partition not yet done whose image already has a build (``succeeded`` for a row
+        sent before without a known outcome: its call landed), and remember the partition
         as reconciled; returns how many rows were found.
 
         Called once a complete listing is taken and before the partition's first import,
@@ -368,9 +369,13 @@ class SqliteJournal:
         settings["reconciled"] = sorted({*settings.get("reconciled", ()), partition})
         now = self._clock.wall()
         with self._commit() as conn:
+            # A row sent before without a known outcome (in_flight) whose build is listed:
+            # its call landed. Any other row found: its image was already there.
             conn.executemany(
-                "UPDATE rows SET state = 'exists', image_arn = ?, error_code = '',"
-                " error_message = '', updated_at = ? WHERE name = ? AND semantic_version = ?",
+                "UPDATE rows SET state = CASE WHEN state = 'in_flight'"
+                " AND first_sent_at IS NOT NULL THEN 'succeeded' ELSE 'exists' END,"
+                " image_arn = ?, error_code = '', error_message = '', updated_at = ?"
+                " WHERE name = ? AND semantic_version = ?",
                 ((arn, now, name, version) for name, version, arn in found),
             )
             conn.execute("UPDATE run SET settings = ? WHERE id = 1", (dump_settings(settings),))

@@ -28,11 +28,11 @@ from typing import Protocol
 
 import anyio
 
-from ibimport.aws.client import ImageState, ImageStatusClient
+from ibimport.aws.client import ImageState, PartitionClient
 from ibimport.domain.rowstate import ImageStatus, image_status
 from ibimport.errors import ApiError
-from ibimport.flow.calls import RetriedCalls, first_error
 from ibimport.flow.clock import Clock
+from ibimport.flow.executor import CallExecutor, first_error
 from ibimport.journal import Followup, JournalEntry
 
 __all__ = [
@@ -93,8 +93,8 @@ class ImageWaiter:
 
     def __init__(
         self,
-        client: ImageStatusClient,
-        calls: RetriedCalls,
+        client: PartitionClient,
+        calls: CallExecutor,
         *,
         clock: Clock,
         settings: WaitSettings | None = None,
@@ -151,7 +151,7 @@ class ImageWaiter:
         pages = 0
         token: str | None = None
         while True:
-            page = await self._calls.call(partial(self._client.list_builds, next_token=token))
+            page = await self._calls.read(partial(self._client.list_builds, next_token=token))
             pages += 1
             for build in page.builds:
                 if build.arn in outstanding:
@@ -187,7 +187,7 @@ class ImageWaiter:
 
     async def _get(self, arn: str) -> ImageOutcome | None:
         try:
-            state: ImageState = await self._calls.call(partial(self._client.get_image, arn))
+            state: ImageState = await self._calls.read(partial(self._client.get_image, arn))
         except ApiError as error:
             if error.code in _GONE_CODES:
                 return ImageOutcome(arn, ImageStatus.DELETED, f"{error.code}: {error.message}")
@@ -207,10 +207,10 @@ class WaitJournal(Protocol):
 
 
 async def follow_journal(
-    client: ImageStatusClient,
+    client: PartitionClient,
     journal: WaitJournal,
     *,
-    calls: RetriedCalls,
+    calls: CallExecutor,
     clock: Clock,
     settings: WaitSettings,
     only: Callable[[JournalEntry], bool] | None = None,
