@@ -5,6 +5,7 @@ The public API is what this module exports; everything else is internal and may 
 
 from ibimport._version import __version__
 from ibimport.aws.client import ClientSettings, ImportResult, PartitionClient, open_client
+from ibimport.aws.regions import check_endpoint_url, check_region, known_regions
 from ibimport.domain.results import RowResult
 from ibimport.domain.rowstate import ImageStatus, RerunPlan, RowStatus, reported_as
 from ibimport.domain.tokens import client_token
@@ -27,6 +28,7 @@ from ibimport.engine.followup import (
 )
 from ibimport.engine.partitions import RateSpec, Shard, parse_rates
 from ibimport.engine.pipeline import Pipeline, RunOutcome, RunSettings, import_pipeline
+from ibimport.engine.recorded import RecordedRun
 from ibimport.errors import (
     ApiError,
     BatchRefused,
@@ -60,7 +62,7 @@ from ibimport.report.outputs import (
     merge_outputs,
     rebuild_outputs,
 )
-from ibimport.report.status import BatchStatus, batch_status
+from ibimport.report.status import BatchStatus, RowNote, batch_status, recorded_run
 from ibimport.stages.imagewait import WaitFigures, WaitSettings
 from ibimport.stages.taskcheck import TaskCheck, TaskState
 from ibimport.stages.taskgate import TaskWait
@@ -102,7 +104,9 @@ __all__ = [
     "PlannedStatus",
     "RateSpec",
     "RebuiltOutputs",
+    "RecordedRun",
     "RerunPlan",
+    "RowNote",
     "RowResult",
     "RowStatus",
     "RunListener",
@@ -124,10 +128,13 @@ __all__ = [
     "__version__",
     "batch_status",
     "build_limiter",
+    "check_endpoint_url",
+    "check_region",
     "client_token",
     "default_output_paths",
     "detect_format",
     "import_pipeline",
+    "known_regions",
     "merge_outputs",
     "open_batch",
     "open_client",
@@ -137,6 +144,7 @@ __all__ = [
     "preflight_tasks",
     "read_manifest",
     "rebuild_outputs",
+    "recorded_run",
     "reported_as",
     "run_batch",
     "source_kind",

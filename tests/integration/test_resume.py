@@ -80,7 +80,7 @@ def test_sigkill_midway_then_rerun_sends_only_the_rest(
     status = children.run("status", str(journal))
     assert status.returncode == 0
     status.assert_clean()
-    assert f"a re-run would skip {done} done rows" in " ".join(status.stdout.split())
+    assert f"a re-run would: skip {done} done rows" in " ".join(status.stdout.split())
 
     sent_before = emulator.imports()
     rerun = children.run(*args)

@@ -25,9 +25,10 @@ from aiobotocore.httpsession import AIOHTTPSession
 from botocore.config import Config
 
 from ibimport._version import __version__
+from ibimport.aws.regions import check_endpoint_url, check_region
 from ibimport.aws.signing import install_reusing_signer
 from ibimport.domain.apimodel import LIST_PAGE_MAX
-from ibimport.errors import ApiError, FatalBatchError, TransportError
+from ibimport.errors import ApiError, ConfigError, FatalBatchError, TransportError
 
 SERVICE = "imagebuilder"
 #: EC2, for DescribeImportImageTasks (``ibimport.stages.taskcheck``), on the same endpoint URL.
@@ -391,6 +392,10 @@ async def open_session(settings: ClientSettings) -> Any:
     failures later. Sessions are opened one after another: resolving credentials
     concurrently is a known aiobotocore race (aio-libs/aiobotocore#1455).
     """
+    if settings.region is not None:
+        check_region(settings.region)
+    if settings.endpoint_url is not None:
+        check_endpoint_url(settings.endpoint_url)
     try:
         session = aioboto3.Session(
             profile_name=settings.profile,
@@ -411,7 +416,9 @@ async def open_session(settings: ClientSettings) -> Any:
     except bce.BotoCoreError as error:
         raise FatalBatchError(f"could not load AWS credentials: {_one_line(error)}") from None
     if session.region_name is None:
-        raise FatalBatchError("no AWS region: pass --region or set AWS_REGION / AWS_DEFAULT_REGION")
+        raise ConfigError("no AWS Region: pass --region or set AWS_REGION / AWS_DEFAULT_REGION")
+    if settings.region is None:
+        check_region(session.region_name, given_as="the Region of the environment or profile")
     return session
 
 
@@ -445,12 +452,12 @@ async def open_client(
                 )
             )
         except bce.InvalidRegionError:
-            raise FatalBatchError(
+            raise ConfigError(
                 f"invalid AWS region {settings.region or session.region_name!r}:"
                 " expected a name such as eu-west-1"
             ) from None
         except ValueError:  # botocore's "Invalid endpoint" (no scheme, no host)
-            raise FatalBatchError(
+            raise ConfigError(
                 f"invalid --endpoint-url {settings.endpoint_url!r}:"
                 " expected a URL such as https://imagebuilder.eu-west-1.amazonaws.com"
             ) from None

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from ibimport import (
+    BatchStatus,
     IbimportError,
+    ImageStatus,
+    RowNote,
     RowStatus,
     batch_status,
     merge_outputs,
@@ -33,7 +37,7 @@ from ibimport.cli.rendering import summary_table
 
 @app.command()
 def status(journal: JournalArg, as_json: JsonOpt = False) -> None:
-    """Counts per state, failures by code, last update, and what a re-run would do."""
+    """Counts per state, blocked rows and images, and the command that resumes the batch."""
     try:
         found = batch_status(journal)
     except IbimportError as error:
@@ -50,32 +54,102 @@ def status(journal: JournalArg, as_json: JsonOpt = False) -> None:
                 "rows": {state.value: n for state, n in found.reported.items()},
                 "journal_states": {state.value: n for state, n in found.counts.items() if n},
                 "errors_by_code": dict(found.errors_by_code),
-                "rerun": {"skip": plan.skip, "resend": plan.resend, "retry": plan.retry},
+                "blocked_by_code": dict(found.blocked_by_code),
+                "images": {status.value: n for status, n in found.images.items()},
+                "images_to_follow": found.images_to_follow,
+                "rows_to_look_at": [_note(n) for n in found.rows],
+                "images_to_look_at": [_note(n) for n in found.image_rows],
+                "rerun": {
+                    "skip": plan.skip,
+                    "resend": plan.resend,
+                    "retry": plan.retry,
+                    "recheck": plan.recheck,
+                },
+                "resume_command": found.resume_command,
+                "wait_command": found.wait_command,
             }
         )
         return
-    out.print(f"journal   {journal}", highlight=False)
-    out.print(f"manifest  {found.manifest_path}", highlight=False)
+    _print_status(found, journal)
+
+
+def _note(note: RowNote) -> dict[str, object]:
+    return {
+        "row": note.row,
+        "name": note.name,
+        "semanticVersion": note.semantic_version,
+        "state": note.state,
+        "code": note.code,
+        "message": note.message,
+    }
+
+
+def _print_status(found: BatchStatus, journal: Path) -> None:
+    say = partial(out.print, highlight=False, markup=False)
+    say(f"journal   {journal}")
+    say(f"manifest  {found.manifest_path}")
     if found.updated_at is not None:
-        out.print(f"updated   {found.updated_at.isoformat(timespec='seconds')}")
+        say(f"updated   {found.updated_at.isoformat(timespec='seconds')}")
     for state in RowStatus:
         if found.reported.get(state):
-            note = ""
+            extra = ""
             if state is RowStatus.SKIPPED:
                 never = found.counts.get(RowStatus.PENDING, 0)
                 cut = found.counts.get(RowStatus.IN_FLIGHT, 0)
-                note = f"  not finished: {never} never sent, {cut} sent without an answer"
-            out.print(f"{state.value:<10}{found.reported[state]:>8}{note}", highlight=False)
+                extra = f"  not finished: {never} never sent, {cut} sent without an answer"
+            if state is RowStatus.BLOCKED:
+                extra = "  " + ", ".join(f"{code} {n}" for code, n in found.blocked_by_code.items())
+            say(f"{state.value:<10}{found.reported[state]:>8}{extra}")
+    if found.images:
+        shown = ", ".join(f"{n} {status.value}" for status, n in sorted(found.images.items()))
+        say(f"images    {shown}")
     if found.errors_by_code:
-        out.print("failures by error code:")
+        say("failures by error code:")
         for code, n in sorted(found.errors_by_code.items(), key=lambda kv: -kv[1]):
-            out.print(f"  {code:<40}{n:>8}", highlight=False)
-    out.print(
-        f"a re-run would skip {_count(plan.skip, 'done row')}, re-send "
-        f"{_count(plan.resend, 'unfinished row')} with their recorded tokens, and retry "
-        f"{_count(plan.retry, 'failed row')} (unless --no-retry-failed)",
-        highlight=False,
-    )
+            say(f"  {code:<40}{n:>8}")
+    for title, notes in (("rows to look at", found.rows), ("images to look at", found.image_rows)):
+        if notes:
+            say(f"{title}:")
+            for note in notes:
+                detail = f"{note.code}: {note.message}" if note.message else note.code
+                say(
+                    f"  row {note.row}  {note.name} {note.semantic_version}  {note.state}  {detail}"
+                )
+    say("a re-run would:")
+    for line in _rerun_lines(found):
+        say("  " + line)
+    if found.resume_command is not None:
+        say(f"resume    {found.resume_command}")
+    if found.images_to_follow and not found.recorded.local:  # --local's emulator is gone
+        say(f"follow    {found.wait_command}")
+
+
+def _rerun_lines(found: BatchStatus) -> list[str]:
+    """What running the batch's command again would do with each kind of row and image."""
+    plan = found.rerun
+    lines = [f"skip {_count(plan.skip, 'done row')}"]
+    if plan.resend:
+        lines.append(
+            f"send {_count(plan.resend, 'unfinished row')} with their recorded clientTokens"
+        )
+    if plan.retry:
+        lines.append(f"retry {_count(plan.retry, 'failed row')} (unless --no-retry-failed)")
+    if plan.recheck:
+        lines.append(
+            f"check the import task of {_count(plan.recheck, 'blocked row')} again "
+            "(with --preflight) and send those now ready"
+        )
+    bad = {s: n for s, n in found.images.items() if s.is_final and s is not ImageStatus.AVAILABLE}
+    for image_status, n in sorted(bad.items()):
+        lines.append(
+            f"leave {_count(n, 'image')} {image_status.value} as they are (their rows are done)"
+        )
+    timed_out = found.images.get(ImageStatus.TIMED_OUT, 0)
+    if timed_out:
+        lines.append(
+            f"not follow {_count(timed_out, 'image')} TIMED_OUT: ibimport wait does (below)"
+        )
+    return lines
 
 
 @app.command("report")
@@ -134,6 +208,7 @@ def report_command(
             rebuilt.stats,
             report_path=None if report_to_stdout else rebuilt.report_path,
             results_path=rebuilt.results_path,
+            title="ibimport report",
         )
     )
     if as_json:

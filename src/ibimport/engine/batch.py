@@ -43,6 +43,7 @@ from ibimport.engine.followup import (
 )
 from ibimport.engine.partitions import Place, RateSpec, RowPlan, Shard, told_rate
 from ibimport.engine.pipeline import Pipeline, RunOutcome, RunSettings, import_pipeline
+from ibimport.engine.recorded import RecordedRun, changed_options
 from ibimport.engine.selection import (
     Selection,
     batch_fingerprint,
@@ -159,21 +160,25 @@ def _open_journal(
     )
 
 
-def _journal_settings(config: BatchConfig) -> dict[str, str | None]:
-    """What a journal's header keeps of its run: the salt, and where the outputs went.
+def _journal_settings(config: BatchConfig) -> dict[str, str]:
+    """What a journal's header keeps of its run: its options (``recorded``), and where the
+    outputs went.
 
     ``rebuild_outputs`` writes a journal's report and results where its run wrote them,
     not beside the manifest, where another run's outputs may be.
     """
     report, results = _output_paths(config)
-    shard = config.shard
-    return {
-        "token_salt": config.run.token_salt,
-        "report": str(report.resolve()),
-        "results": str(results.resolve()),
-        # Which share of the wave (``K/N``, None: every row): a merge checks it is whole.
-        "shard": None if shard is None else f"{shard.index}/{shard.count}",
-    }
+    return RecordedRun.of(config, report=report, results=results).settings()
+
+
+def _changed_options(config: BatchConfig, journal: SqliteJournal) -> tuple[tuple[str, ...], str]:
+    """The options that differ from the journal's, and the command that resumes with its own."""
+    header = journal.header
+    recorded = RecordedRun.from_header(header.manifest_path, header.settings)
+    report, results = _output_paths(config)
+    now = RecordedRun.of(config, report=report, results=results)
+    resume = recorded.resume_command(journal.path) if recorded.known else ""
+    return tuple(changed_options(recorded, now)), resume
 
 
 def _check_paths(config: BatchConfig) -> None:
@@ -600,9 +605,13 @@ def open_batch(config: BatchConfig, *, fault_hook: Callable[[int], None] | None 
     if found.diff is not None and not found.diff.is_empty:
         assert journal is not None  # a diff is only ever made against a journal
         if not config.force:
+            options, resume = _changed_options(config, journal)
             journal.close()
             raise ManifestChanged(
-                journal=str(config.journal_path), lines=tuple(found.diff.describe())
+                journal=str(config.journal_path),
+                lines=tuple(found.diff.describe()),
+                options=options,
+                resume=resume,
             )
         journal.update_header(manifest_fingerprint=fingerprint, settings=_journal_settings(config))
     else:
