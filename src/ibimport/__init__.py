@@ -3,6 +3,7 @@
 The public API is what this module exports; everything else is internal and may change.
 """
 
+from ibimport._files import check_paths
 from ibimport._version import __version__
 from ibimport.aws.client import ClientSettings, ImageBuilderClient, ImportResult, open_client
 from ibimport.domain.results import RowResult
@@ -55,12 +56,14 @@ from ibimport.manifest import (
 )
 from ibimport.manifest.spool import spooled_stdin
 from ibimport.report import FINAL_STATUSES, RunStats
+from ibimport.report.html import write_html_report
 from ibimport.report.outputs import (
     RebuiltOutputs,
     default_output_paths,
     merge_outputs,
     rebuild_outputs,
 )
+from ibimport.report.resubmit import FailedManifest, write_failed_manifest
 from ibimport.report.status import BatchStatus, batch_status
 from ibimport.stages.imagewait import WaitFigures, WaitSettings
 from ibimport.stages.taskcheck import TaskCheck, TaskState
@@ -84,6 +87,7 @@ __all__ = [
     "ConfigError",
     "EmulatorConfig",
     "FINAL_STATUSES",
+    "FailedManifest",
     "FatalBatchError",
     "FixedRateLimiter",
     "IbimportError",
@@ -126,6 +130,7 @@ __all__ = [
     "__version__",
     "batch_status",
     "build_limiter",
+    "check_paths",
     "client_token",
     "default_output_paths",
     "detect_format",
@@ -143,4 +148,6 @@ __all__ = [
     "source_kind",
     "spooled_stdin",
     "wait_for_images",
+    "write_failed_manifest",
+    "write_html_report",
 ]

@@ -30,6 +30,7 @@ from ibimport import (
     RunSettings,
     Shard,
     SourceKind,
+    check_paths,
     default_output_paths,
     detect_format,
     open_batch,
@@ -62,6 +63,12 @@ from ibimport.cli._common import (
     app,
     err,
     out,
+)
+from ibimport.cli._journals import (
+    FailedManifestOpt,
+    HtmlOpt,
+    wave_outputs_paths,
+    write_wave_outputs,
 )
 from ibimport.cli._wait import (
     PollIntervalOpt,
@@ -171,6 +178,8 @@ def run(
     results: Annotated[
         Path | None, typer.Option(metavar="FILE", help="Per-row results CSV path.")
     ] = None,
+    html: HtmlOpt = None,
+    failed_manifest: FailedManifestOpt = None,
     as_json: JsonOpt = False,
     region: RegionOpt = None,
     profile: ProfileOpt = None,
@@ -292,10 +301,32 @@ def run(
             raise _fail("--wait-for-tasks needs --preflight", as_json=as_json)
         if wait and no_journal:
             raise _fail("--wait needs the journal (it records each image's state)", as_json=as_json)
+        wave_outputs = wave_outputs_paths(html, failed_manifest)
+        if wave_outputs and no_journal:
+            raise _fail(f"{' and '.join(wave_outputs)} need the journal", as_json=as_json)
+        if wave_outputs and config.journal_path is not None and not dry_run:
+            try:  # before anything is sent: neither may overwrite an input or another output
+                others = {"--report": config.report_path, "--results": config.results_path}
+                check_paths(
+                    inputs={
+                        "the manifest": path,
+                        "--journal": config.journal_path,
+                        **{k: v for k, v in others.items() if v is not None},
+                    },
+                    outputs=wave_outputs,
+                )
+            except IbimportError as error:
+                raise _fail(str(error), as_json=as_json) from None
         if dry_run:
             code = _dry_run(config, as_json=as_json)
         else:
-            code = _run_batch(config, progress_mode=mode, as_json=as_json)
+            code = _run_batch(
+                config,
+                progress_mode=mode,
+                as_json=as_json,
+                html=html,
+                failed_manifest=failed_manifest,
+            )
     raise typer.Exit(code)
 
 
@@ -420,12 +451,32 @@ def _dry_run(config: BatchConfig, *, as_json: bool) -> int:
     return EXIT_OK
 
 
-def _run_batch(config: BatchConfig, *, progress_mode: str = "auto", as_json: bool = False) -> int:
+def _run_batch(
+    config: BatchConfig,
+    *,
+    progress_mode: str = "auto",
+    as_json: bool = False,
+    html: Path | None = None,
+    failed_manifest: Path | None = None,
+) -> int:
     with _fewer_gc_passes():
-        return _preflight_and_run(config, progress_mode=progress_mode, as_json=as_json)
+        return _preflight_and_run(
+            config,
+            progress_mode=progress_mode,
+            as_json=as_json,
+            html=html,
+            failed_manifest=failed_manifest,
+        )
 
 
-def _preflight_and_run(config: BatchConfig, *, progress_mode: str, as_json: bool) -> int:
+def _preflight_and_run(
+    config: BatchConfig,
+    *,
+    progress_mode: str,
+    as_json: bool,
+    html: Path | None,
+    failed_manifest: Path | None,
+) -> int:
     people = err if as_json else out
     try:
         batch = open_batch(config)
@@ -466,6 +517,14 @@ def _preflight_and_run(config: BatchConfig, *, progress_mode: str, as_json: bool
                 results_path=result.results_path,
             )
         )
+        if config.journal_path is not None:  # on every exit: stopped runs' too
+            write_wave_outputs(
+                people,
+                [config.journal_path],
+                result.report,
+                html=html,
+                failed_manifest=failed_manifest,
+            )
         if as_json:
             _print_json(result.report)
         if config.wait is not None and not result.outcome.interrupted:

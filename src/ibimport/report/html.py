@@ -34,9 +34,10 @@ from typing import Any, Final
 
 import jinja2
 
-from ibimport._files import atomic_private_file
+from ibimport._files import atomic_private_file, check_paths
 from ibimport.domain.results import RowStatus
-from ibimport.domain.rowstate import ImageStatus, reported_as
+from ibimport.domain.rowstate import ImageStatus, ended_done, reported_as
+from ibimport.errors import ConfigError
 from ibimport.journal import JournalEntry, SqliteJournal
 from ibimport.report import FINAL_STATUSES
 
@@ -194,7 +195,12 @@ def _last_before(starts: Sequence[float], instant: float) -> float:
 def write_html_report(
     path: Path, journals: Sequence[Path], *, report: Mapping[str, Any], title: str = ""
 ) -> Path:
-    """Render the wave report of ``journals`` to ``path`` (0600, written beside then renamed)."""
+    """Render the wave report of ``journals`` to ``path`` (0600, written beside then renamed).
+
+    ``ConfigError`` if ``path`` is a journal, a folder, or cannot be written.
+    """
+    inputs = {f"journal {i + 1}": journal for i, journal in enumerate(journals)}
+    check_paths(inputs=inputs, outputs={"--html": path})
     with ExitStack() as stack:
         stores = []
         for journal in journals:
@@ -202,8 +208,11 @@ def write_html_report(
             stack.callback(store.close)
             stores.append(store)
         page = render_html(journal_input(stores, report=report, title=title))
-    with atomic_private_file(path) as handle:
-        handle.write(page)
+    try:
+        with atomic_private_file(path) as handle:
+            handle.write(page)
+    except OSError as error:
+        raise ConfigError(f"--html: cannot write {path}: {error.strerror}") from None
     return path
 
 
@@ -297,6 +306,8 @@ def failure_class(row: RowTrace) -> tuple[FailureKind, str, str] | None:
 
     None for a done row (imported, its image AVAILABLE or not followed).
     """
+    if ended_done(row.status, row.image_status):
+        return None
     status, code = row.status, row.error_code
     if status is RowStatus.INVALID:
         return FailureKind.MANIFEST, "invalid: " + _phrase(row.error_message), _hint("invalid")
@@ -316,11 +327,9 @@ def failure_class(row: RowTrace) -> tuple[FailureKind, str, str] | None:
         )
         label = f"{code}: {_phrase(row.error_message)}" if code else _phrase(row.error_message)
         return kind, label, _hint(code, row.error_message)
-    if row.image_status and row.image_status != ImageStatus.AVAILABLE:
-        reason = _phrase(row.image_reason)
-        label = f"image {row.image_status}" + (f": {reason}" if reason else "")
-        return FailureKind.IMAGE, label, _hint(row.image_reason, "image failed")
-    return None
+    reason = _phrase(row.image_reason)
+    label = f"image {row.image_status}" + (f": {reason}" if reason else "")
+    return FailureKind.IMAGE, label, _hint(row.image_reason, "image failed")
 
 
 def funnel_step(row: RowTrace) -> tuple[int, str]:
