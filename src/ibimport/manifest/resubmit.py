@@ -138,7 +138,8 @@ def _json_rows(source: BinaryIO, out: IO[str], rows: Wanted, label: str) -> int:
         if js.peek() != ":":
             raise js.expected("':' after a key")
         js.pos += 1
-        if key == "tasks" and js.peek() == "[":
+        char = js.peek()
+        if key == "tasks" and char == "[":
             js.pos += 1
             out.write("{\n")
             if defaults is not None:
@@ -162,6 +163,7 @@ def _json_tasks(js: _JsonText, out: IO[str], rows: Wanted) -> int:
         return 0
     while True:
         row += 1
+        js.peek()  # past the whitespace before the task
         task = js.value(f"task {row}")
         if row in rows:
             _same(row, rows, task, js.label)

@@ -37,6 +37,7 @@ import jinja2
 from ibimport._files import atomic_private_file, check_paths
 from ibimport.domain.results import RowStatus
 from ibimport.domain.rowstate import ImageStatus, ended_done, reported_as
+from ibimport.domain.stages import StageName
 from ibimport.errors import ConfigError
 from ibimport.journal import JournalEntry, SqliteJournal
 from ibimport.report import FINAL_STATUSES
@@ -45,7 +46,6 @@ __all__ = [
     "HtmlInput",
     "RowTrace",
     "RunBand",
-    "Stage",
     "StageSpan",
     "journal_input",
     "render_html",
@@ -53,19 +53,11 @@ __all__ = [
 ]
 
 
-class Stage(StrEnum):
-    """The stages a row goes through, in order (issue 18's pipeline, issue 19's task stage)."""
-
-    TASK = "task"  # the EC2 import task: started, then converting until completed
-    IMPORT = "import"  # ImportVmImage, with its retries
-    IMAGE = "image"  # the image followed to AVAILABLE (or FAILED)
-
-
 @dataclass(frozen=True, slots=True)
 class StageSpan:
     """One stage of one row: when it started and ended (epoch s), its attempts, its outcome."""
 
-    stage: Stage
+    stage: StageName
     started_at: float
     ended_at: float
     attempts: int = 1
@@ -138,7 +130,7 @@ def journal_input(
             ended = entry.updated_at
             begun = max(entry.first_sent_at, _last_before(starts, ended))
             attempts = max(entry.attempts, 1)
-            spans = (StageSpan(Stage.IMPORT, begun, ended, attempts, status.value),)
+            spans = (StageSpan(StageName.IMPORT, begun, ended, attempts, status.value),)
         learnt = followups.get((entry.name, entry.semantic_version))
         return RowTrace(
             row=entry.row,
@@ -270,7 +262,8 @@ _HINTS: Final = {
     "supported disk image: check the role's S3 access and the format.",
     "no valid partitions": "The disk has no partition VM Import can read: check the export.",
     "first boot": "The VM did not boot in EC2: check its drivers (ENA, NVMe) and fstab.",
-    "image failed": "The image failed to build: read the reason, fix the row and run with --force.",
+    "image failed": "The image did not become AVAILABLE: read the reason, fix the row "
+    "and run with --force.",
 }
 _PERMISSION_CODES: Final = frozenset(
     {"AccessDeniedException", "AccessDenied", "UnauthorizedOperation", "InvalidClientTokenId"}
@@ -292,13 +285,13 @@ def _phrase(message: str) -> str:
     return text if len(text) <= _PHRASE_LENGTH else text[: _PHRASE_LENGTH - 1] + "…"
 
 
-def _hint(*keys: str) -> str:
-    for key in keys:
-        hint = _HINTS.get(key)
-        if hint:
+def _hint(code: str, message: str = "") -> str:
+    """A known phrase of the message first (it says more than its code), then the code."""
+    text = message.lower()
+    for phrase, hint in _HINTS.items():
+        if " " in phrase and phrase in text:
             return hint
-    text = " ".join(keys).lower()
-    return next((hint for phrase, hint in _HINTS.items() if phrase in text and " " in phrase), "")
+    return _HINTS.get(code, "")
 
 
 def failure_class(row: RowTrace) -> tuple[FailureKind, str, str] | None:
@@ -310,13 +303,13 @@ def failure_class(row: RowTrace) -> tuple[FailureKind, str, str] | None:
         return None
     status, code = row.status, row.error_code
     if status is RowStatus.INVALID:
-        return FailureKind.MANIFEST, "invalid: " + _phrase(row.error_message), _hint("invalid")
+        return FailureKind.MANIFEST, "invalid: " + _phrase(row.error_message), _HINTS["invalid"]
     if status is RowStatus.SKIPPED:
         label = _phrase(row.error_message) or "stopped before it finished"
-        return FailureKind.UNFINISHED, label, _hint("not finished")
+        return FailureKind.UNFINISHED, label, _HINTS["not finished"]
     if status is RowStatus.BLOCKED:
         label = f"{code}: {_phrase(row.error_message)}" if row.error_message else code
-        return FailureKind.TASK, label, _hint(row.error_message, code)
+        return FailureKind.TASK, label, _hint(code, row.error_message)
     if status is RowStatus.FAILED:
         kind = (
             FailureKind.PERMISSION
@@ -329,13 +322,27 @@ def failure_class(row: RowTrace) -> tuple[FailureKind, str, str] | None:
         return kind, label, _hint(code, row.error_message)
     reason = _phrase(row.image_reason)
     label = f"image {row.image_status}" + (f": {reason}" if reason else "")
-    return FailureKind.IMAGE, label, _hint(row.image_reason, "image failed")
+    return FailureKind.IMAGE, label, _hint("image failed", row.image_reason)
+
+
+#: How the durations table names each stage.
+_STAGE_LABELS: Final = {
+    StageName.TASK_START: "EC2 task start (ImportImage)",
+    StageName.TASK_CHECK: "EC2 task, started to completed",
+    StageName.EXISTING: "existing images looked up",
+    StageName.IMPORT: "import (ImportVmImage, first send to answer)",
+    StageName.IMAGE_WAIT: "image, imported to final state",
+}
+#: The EC2 import task's stages: from its start to its completion, a slot is held.
+_TASK_STAGES: Final = frozenset({StageName.TASK_START, StageName.TASK_CHECK})
+#: A stage's outcomes that lose the row there.
+_LOST: Final = frozenset({"failed", "cancelled", "deleted", "timed_out", "stalled"})
 
 
 def funnel_step(row: RowTrace) -> tuple[int, str]:
     """How far along ``FUNNEL`` a row got, and why it stopped there ("" if it did not)."""
     status = row.status
-    task = next((span for span in row.spans if span.stage is Stage.TASK), None)
+    task = next((span for span in row.spans if span.stage in _TASK_STAGES), None)
     if status is RowStatus.INVALID:
         return 0, "invalid"
     if status is RowStatus.BLOCKED:
@@ -344,8 +351,11 @@ def funnel_step(row: RowTrace) -> tuple[int, str]:
         if row.error_code == "TaskPending":
             return 1, "task not completed"
         return 1, "task failed"
-    if task is not None and task.outcome in {"cancelled", "deleted", "timed_out", "failed"}:
-        return 1, f"task {task.outcome.replace('_', ' ')}"
+    if task is not None and task.stage is StageName.TASK_START and task.outcome in _LOST:
+        return 0, f"task not started ({task.outcome.replace('_', ' ')})"
+    ended = [span for span in row.spans if span.stage is StageName.TASK_CHECK]
+    if ended and ended[-1].outcome in _LOST:
+        return 1, f"task {ended[-1].outcome.replace('_', ' ')}"
     if status is RowStatus.FAILED:
         return 2, "import failed"
     if status is RowStatus.SKIPPED:
@@ -389,8 +399,8 @@ class _Digest:
     classes: dict[tuple[FailureKind, str], _FailureClass] = field(default_factory=dict)
     other_classes: Counter[FailureKind] = field(default_factory=Counter)
     failures: int = 0
-    durations: dict[Stage, array[float]] = field(default_factory=dict)
-    slowest: dict[Stage, list[tuple[float, int, RowTrace]]] = field(default_factory=dict)
+    durations: dict[StageName, array[float]] = field(default_factory=dict)
+    slowest: dict[StageName, list[tuple[float, int, RowTrace]]] = field(default_factory=dict)
     lanes: dict[str, _Lane] = field(default_factory=dict)
     first: float = math.inf
     last: float = -math.inf
@@ -416,6 +426,10 @@ class _Digest:
                 lane.failures.append(row.ended_at)
         for span in row.spans:
             self._span(row, span, lane)
+        task = [span for span in row.spans if span.stage in _TASK_STAGES]
+        if task:  # one slot, from the task's start to its end, whatever stages it took
+            lane.task_starts.append(min(span.started_at for span in task))
+            lane.task_ends.append(max(span.ended_at for span in task))
 
     def _group(self, row: RowTrace, kind: FailureKind, label: str, hint: str) -> None:
         key = (kind, label)
@@ -440,16 +454,13 @@ class _Digest:
             heapq.heappush(slowest, item)
         elif item[:2] > slowest[0][:2]:
             heapq.heapreplace(slowest, item)
-        if span.stage is Stage.IMPORT:
+        if span.stage is StageName.IMPORT:
             # The last attempt is answered at the outcome; earlier ones (the retries) are
             # spread evenly before it, from the first send.
             n = max(span.attempts, 1)
             lane.calls.append(ended)
             for i in range(n - 1):
                 lane.retries.append(begun + i * took / (n - 1))
-        elif span.stage is Stage.TASK:
-            lane.task_starts.append(begun)
-            lane.task_ends.append(ended)
 
 
 # --------------------------------------------------------------------- the timeline's SVG
@@ -775,7 +786,7 @@ def render_html(data: HtmlInput, *, generated_at: datetime | None = None) -> str
         for i, label in enumerate(FUNNEL)
     ]
     stages = []
-    for stage in Stage:
+    for stage in StageName:
         values = digest.durations.get(stage)
         if not values:
             continue
@@ -783,7 +794,7 @@ def render_html(data: HtmlInput, *, generated_at: datetime | None = None) -> str
         slowest = sorted(digest.slowest[stage], reverse=True)
         stages.append(
             {
-                "stage": stage.value,
+                "stage": _STAGE_LABELS.get(stage, stage.value),
                 "count": len(ordered),
                 "p50": _percentile(ordered, 50),
                 "p90": _percentile(ordered, 90),
@@ -823,6 +834,8 @@ def render_html(data: HtmlInput, *, generated_at: datetime | None = None) -> str
         "exists": digest.exists,
         "axis": axis,
         "lanes": lanes,
+        "has_tasks": any(lane.task_starts for lane in digest.lanes.values()),
+        "has_calls": any(lane.calls for lane in digest.lanes.values()),
         "bands": bands,
         "chart_height": _CHART_HEIGHT,
         "width": _WIDTH,
