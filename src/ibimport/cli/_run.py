@@ -303,7 +303,8 @@ def run(
             raise _fail("--wait needs the journal (it records each image's state)", as_json=as_json)
         wave_outputs = wave_outputs_paths(html, failed_manifest)
         if wave_outputs and no_journal:
-            raise _fail(f"{' and '.join(wave_outputs)} need the journal", as_json=as_json)
+            needs = "need" if len(wave_outputs) > 1 else "needs"
+            raise _fail(f"{' and '.join(wave_outputs)} {needs} the journal", as_json=as_json)
         if wave_outputs and config.journal_path is not None and not dry_run:
             try:  # before anything is sent: neither may overwrite an input or another output
                 others = {"--report": config.report_path, "--results": config.results_path}
