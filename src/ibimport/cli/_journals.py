@@ -63,10 +63,11 @@ def write_wave_outputs(
     *,
     html: Path | None,
     failed_manifest: Path | None,
+    quotas: Mapping[str, float] | None = None,
 ) -> None:
     """Write ``--html`` and ``--failed-manifest`` from the journals, and say where they went."""
     if html is not None:
-        write_html_report(html, journals, report=report)
+        write_html_report(html, journals, report=report, quotas=quotas)
         console.print(f"wave report  {html}", highlight=False, markup=False)
     if failed_manifest is not None:
         written = write_failed_manifest(failed_manifest, journals)

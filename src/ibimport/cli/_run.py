@@ -525,6 +525,7 @@ def _preflight_and_run(
                 result.report,
                 html=html,
                 failed_manifest=failed_manifest,
+                quotas=_quotas(config),
             )
         if as_json:
             _print_json(result.report)
@@ -556,6 +557,19 @@ def _preflight_and_run(
         leaf = _first_leaf(ours)
         assert isinstance(leaf, IbimportError)
         raise _fail(str(leaf), _exit_code(leaf), as_json=as_json) from None
+
+
+def _quotas(config: BatchConfig) -> dict[str, float]:
+    """The quotas the wave report draws: the told ``--rate``s, else ``--local``'s emulator's."""
+    if config.rates is not None and (config.rates.default or config.rates.per_region):
+        told = {"*": config.rates.default} if config.rates.default else {}
+        return {**told, **(config.rates.per_region or {})}
+    if config.local is not None:
+        return {
+            **({"*": config.local.rate} if config.local.rate else {}),
+            **config.local.region_rates,
+        }
+    return {}
 
 
 @contextmanager

@@ -28,7 +28,7 @@ from contextlib import ExitStack
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from enum import StrEnum
-from functools import cache
+from functools import cache, lru_cache
 from pathlib import Path
 from typing import Any, Final
 
@@ -72,7 +72,7 @@ class RowTrace:
     name: str
     semantic_version: str
     status: RowStatus  # as the report words it (``reported_as``)
-    partition: str = ""  # "account/region"; empty for a row never placed
+    partition: str = ""  # "account/region" (or the Region alone); empty: never placed
     error_code: str = ""
     error_message: str = ""
     image_status: str = ""  # rowstate.ImageStatus, once a wait learnt it
@@ -101,7 +101,8 @@ class HtmlInput:
     runs: Sequence[RunBand] = ()
     title: str = "ibimport wave"
     sources: Sequence[str] = ()  # the journals it was read from, shown in the header
-    #: Per partition, the calls/s its import stage was told (``--rate``), where known.
+    #: The import stage's quota in calls/s where known (``--rate``, or the emulator's under
+    #: ``--local``), by partition ("account/region"), by Region, or "*" for every partition.
     quotas: Mapping[str, float] = field(default_factory=dict)
     #: Per partition, its EC2 import task slots, where known (issue 19).
     slots: Mapping[str, int] = field(default_factory=dict)
@@ -111,7 +112,11 @@ class HtmlInput:
 
 
 def journal_input(
-    stores: Sequence[SqliteJournal], *, report: Mapping[str, Any], title: str = ""
+    stores: Sequence[SqliteJournal],
+    *,
+    report: Mapping[str, Any],
+    title: str = "",
+    quotas: Mapping[str, float] | None = None,
 ) -> HtmlInput:
     """What today's journals hold, as the report's input (rows streamed in row order).
 
@@ -137,7 +142,7 @@ def journal_input(
             name=entry.name,
             semantic_version=entry.semantic_version,
             status=status,
-            partition=f"{entry.account}/{entry.region}" if entry.region else "",
+            partition=f"{entry.account}/{entry.region}" if entry.account else entry.region,
             error_code=entry.error_code,
             error_message=entry.error_message,
             image_status=learnt.image_status if learnt else "",
@@ -154,6 +159,7 @@ def journal_input(
         runs=runs,
         title=title or f"ibimport wave: {manifest}",
         sources=[str(store.path) for store in stores],
+        quotas=quotas or {},
     )
 
 
@@ -185,7 +191,12 @@ def _last_before(starts: Sequence[float], instant: float) -> float:
 
 
 def write_html_report(
-    path: Path, journals: Sequence[Path], *, report: Mapping[str, Any], title: str = ""
+    path: Path,
+    journals: Sequence[Path],
+    *,
+    report: Mapping[str, Any],
+    title: str = "",
+    quotas: Mapping[str, float] | None = None,
 ) -> Path:
     """Render the wave report of ``journals`` to ``path`` (0600, written beside then renamed).
 
@@ -199,7 +210,7 @@ def write_html_report(
             store = SqliteJournal.open_readonly(journal)
             stack.callback(store.close)
             stores.append(store)
-        page = render_html(journal_input(stores, report=report, title=title))
+        page = render_html(journal_input(stores, report=report, title=title, quotas=quotas))
     try:
         with atomic_private_file(path) as handle:
             handle.write(page)
@@ -265,6 +276,7 @@ _HINTS: Final = {
     "image failed": "The image did not become AVAILABLE: read the reason, fix the row "
     "and run with --force.",
 }
+_PHRASE_HINTS: Final = tuple((key, hint) for key, hint in _HINTS.items() if " " in key)
 _PERMISSION_CODES: Final = frozenset(
     {"AccessDeniedException", "AccessDenied", "UnauthorizedOperation", "InvalidClientTokenId"}
 )
@@ -285,11 +297,12 @@ def _phrase(message: str) -> str:
     return text if len(text) <= _PHRASE_LENGTH else text[: _PHRASE_LENGTH - 1] + "…"
 
 
-def _hint(code: str, message: str = "") -> str:
-    """A known phrase of the message first (it says more than its code), then the code."""
-    text = message.lower()
-    for phrase, hint in _HINTS.items():
-        if " " in phrase and phrase in text:
+@lru_cache(maxsize=4096)
+def _hint(code: str, label: str = "") -> str:
+    """A known phrase of the class's label first (it says more than its code), then the code."""
+    text = label.lower()
+    for phrase, hint in _PHRASE_HINTS:
+        if phrase in text:
             return hint
     return _HINTS.get(code, "")
 
@@ -309,7 +322,7 @@ def failure_class(row: RowTrace) -> tuple[FailureKind, str, str] | None:
         return FailureKind.UNFINISHED, label, _HINTS["not finished"]
     if status is RowStatus.BLOCKED:
         label = f"{code}: {_phrase(row.error_message)}" if row.error_message else code
-        return FailureKind.TASK, label, _hint(code, row.error_message)
+        return FailureKind.TASK, label, _hint(code, label)
     if status is RowStatus.FAILED:
         kind = (
             FailureKind.PERMISSION
@@ -319,10 +332,10 @@ def failure_class(row: RowTrace) -> tuple[FailureKind, str, str] | None:
             else FailureKind.IMPORT
         )
         label = f"{code}: {_phrase(row.error_message)}" if code else _phrase(row.error_message)
-        return kind, label, _hint(code, row.error_message)
+        return kind, label, _hint(code, label)
     reason = _phrase(row.image_reason)
     label = f"image {row.image_status}" + (f": {reason}" if reason else "")
-    return FailureKind.IMAGE, label, _hint("image failed", row.image_reason)
+    return FailureKind.IMAGE, label, _hint("image failed", label)
 
 
 #: How the durations table names each stage.
@@ -414,7 +427,9 @@ class _Digest:
             self.lost[step][why] += 1
         if row.status is RowStatus.EXISTS:
             self.exists += 1
-        lane = self.lanes.setdefault(row.partition, _Lane())
+        lane = self.lanes.get(row.partition)
+        if lane is None:
+            lane = self.lanes[row.partition] = _Lane()
         lane.statuses[row.status.value] += 1
         if row.image_status:
             lane.statuses["image:" + row.image_status] += 1
@@ -518,11 +533,12 @@ def duration(seconds: float) -> str:
 
 
 def _nice_ceiling(value: float) -> float:
-    """The least 1, 2 or 5 times a power of ten at or above ``value`` (1 for nothing)."""
+    """A round number at or above ``value``, a little above it (1 for nothing)."""
     if value <= 0:
         return 1.0
     power = 10.0 ** math.floor(math.log10(value))
-    return next(m * power for m in (1, 2, 5, 10) if m * power >= value * 0.999)
+    steps = (1, 1.2, 1.5, 2, 2.5, 3, 4, 5, 6, 8, 10)
+    return next(m * power for m in steps if m * power >= value * 0.999)
 
 
 def _number(value: float) -> str:
@@ -641,7 +657,8 @@ def _lane(partition: str, lane: _Lane, axis: Axis, data: HtmlInput) -> Lane:
             firsts[axis.bin_of(instant)] += 1.0 / axis.bin_s
         for instant in lane.retries:
             retried[axis.bin_of(instant)] += 1.0 / axis.bin_s
-        quota = data.quotas.get(partition)
+        region = partition.rpartition("/")[2]
+        quota = data.quotas.get(partition) or data.quotas.get(region) or data.quotas.get("*")
         peak = max(f + r for f, r in zip(firsts, retried, strict=True))
         top = _nice_ceiling(max(peak, quota or 0.0) * 1.1)
         charts.append(
