@@ -1,6 +1,7 @@
 """The wave report's renderer, from a typed input alone (no journal, no browser).
 
-The browser tests (tests/integration/test_html_report.py) open real pages in Chromium;
+The browser tests (tests/integration/test_html_report.py; this file has another name
+because pytest needs unique test module basenames) open real pages in Chromium;
 these check what the page says and how it scales: funnel, failure classes, time axis,
 the JSON island, and that nothing in it can load anything.
 """
