@@ -142,6 +142,11 @@ def test_failure_classes_group_rows_by_phrase_not_by_their_ids() -> None:
     quota = _row(4, RowStatus.FAILED, error_code="ServiceQuotaExceededException")
 
     assert failure_class(a) == failure_class(b)
+    hex_a, hex_b = (
+        _row(i, RowStatus.FAILED, error_code="ServiceException", error_message=f"request {rid}")
+        for i, rid in ((7, "4a6f91c2-77e0"), (8, "0b7e12aa-1f00"))
+    )
+    assert failure_class(hex_a) == failure_class(hex_b)
     kind, label, hint = failure_class(a)  # type: ignore[misc]
     assert kind == "EC2 import task"
     assert "import-ami" not in label

@@ -283,10 +283,11 @@ _PERMISSION_CODES: Final = frozenset(
 _QUOTA_CODES: Final = frozenset(
     {"ServiceQuotaExceededException", "ResourceLimitExceeded", "ResourceCountLimitExceeded"}
 )
-#: IDs, ARNs, numbers and quoted values vary between rows of one class; the phrase does not.
+#: IDs, ARNs, quoted values and any word with a digit in it (numbers, hex IDs, tokens)
+#: vary between the rows of one class; the phrase does not.
 _VARYING: Final = re.compile(
     r"arn:[\w:/.+=@-]+|\b(?:import-ami|ami|import-snap|snap|vol|i)-[0-9a-f]{8,}\b"
-    r"|s3://\S+|'[^']*'|\"[^\"]*\"|\b[0-9a-f]{8}-[0-9a-f-]{27}\b|\d+(?:\.\d+)*"
+    r"|s3://\S+|'[^']*'|\"[^\"]*\"|[\w-]*\d[\w.-]*"
 )
 _PHRASE_LENGTH: Final = 140
 
@@ -526,10 +527,13 @@ def duration(seconds: float) -> str:
         return f"{seconds:.1f} s"
     whole = round(seconds)
     if whole < 3600:
-        return f"{whole // 60} min {whole % 60:02d} s"
+        minutes, secs = divmod(whole, 60)
+        return f"{minutes} min {secs:02d} s" if secs else f"{minutes} min"
     if whole < 86400:
-        return f"{whole // 3600} h {whole % 3600 // 60:02d} min"
-    return f"{whole // 86400} d {whole % 86400 // 3600} h"
+        hours, minutes = divmod(whole // 60, 60)
+        return f"{hours} h {minutes:02d} min" if minutes else f"{hours} h"
+    days, hours = divmod(whole // 3600, 24)
+    return f"{days} d {hours} h" if hours else f"{days} d"
 
 
 def _nice_ceiling(value: float) -> float:
