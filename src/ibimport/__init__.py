@@ -3,6 +3,7 @@
 The public API is what this module exports; everything else is internal and may change.
 """
 
+from ibimport._files import check_paths
 from ibimport._version import __version__
 from ibimport.aws.client import ClientSettings, ImportResult, PartitionClient, open_client
 from ibimport.aws.regions import check_endpoint_url, check_region, known_regions
@@ -56,12 +57,14 @@ from ibimport.manifest import (
 )
 from ibimport.manifest.spool import spooled_stdin
 from ibimport.report import FINAL_STATUSES, RunStats
+from ibimport.report.html import write_html_report
 from ibimport.report.outputs import (
     RebuiltOutputs,
     default_output_paths,
     merge_outputs,
     rebuild_outputs,
 )
+from ibimport.report.resubmit import FailedManifest, write_failed_manifest
 from ibimport.report.status import BatchStatus, RowNote, batch_status, recorded_run
 from ibimport.stages.imagewait import WaitFigures, WaitSettings
 from ibimport.stages.taskcheck import TaskCheck, TaskState
@@ -84,6 +87,7 @@ __all__ = [
     "CallOutcome",
     "ClientSettings",
     "ConfigError",
+    "FailedManifest",
     "FatalBatchError",
     "FixedRateLimiter",
     "IbimportError",
@@ -129,6 +133,7 @@ __all__ = [
     "batch_status",
     "build_limiter",
     "check_endpoint_url",
+    "check_paths",
     "check_region",
     "client_token",
     "default_output_paths",
@@ -150,4 +155,6 @@ __all__ = [
     "source_kind",
     "spooled_stdin",
     "wait_for_images",
+    "write_failed_manifest",
+    "write_html_report",
 ]

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from functools import partial
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
+from rich.console import Console
 
 from ibimport import (
     BatchStatus,
@@ -15,7 +17,10 @@ from ibimport import (
     RowNote,
     RowStatus,
     batch_status,
+    check_paths,
     merge_outputs,
+    write_failed_manifest,
+    write_html_report,
 )
 from ibimport.cli._common import (
     EXIT_FAILED,
@@ -33,6 +38,51 @@ from ibimport.cli._common import (
     out,
 )
 from ibimport.cli.rendering import summary_table
+
+HtmlOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--html",
+        metavar="FILE",
+        help="Also write the wave report: one self-contained HTML file.",
+    ),
+]
+FailedManifestOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--failed-manifest",
+        metavar="FILE",
+        help="Also write the rows that did not end done, in the manifest's own format.",
+    ),
+]
+
+
+def wave_outputs_paths(html: Path | None, failed_manifest: Path | None) -> dict[str, Path]:
+    """The wave report's outputs by option, to check with the others before anything runs."""
+    named = {"--html": html, "--failed-manifest": failed_manifest}
+    return {option: path for option, path in named.items() if path is not None}
+
+
+def write_wave_outputs(
+    console: Console,
+    journals: Sequence[Path],
+    report: Mapping[str, Any],
+    *,
+    html: Path | None,
+    failed_manifest: Path | None,
+    quotas: Mapping[str, float] | None = None,
+) -> None:
+    """Write ``--html`` and ``--failed-manifest`` from the journals, and say where they went."""
+    if html is not None:
+        write_html_report(html, journals, report=report, quotas=quotas)
+        console.print(f"wave report  {html}", highlight=False, markup=False)
+    if failed_manifest is not None:
+        written = write_failed_manifest(failed_manifest, journals)
+        console.print(
+            f"failed manifest  {written.path} ({_count(written.rows, 'row')} not done)",
+            highlight=False,
+            markup=False,
+        )
 
 
 @app.command()
@@ -186,6 +236,8 @@ def report_command(
             "(exit 1).",
         ),
     ] = False,
+    html: HtmlOpt = None,
+    failed_manifest: FailedManifestOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Rewrite the report and results files from the journal alone, where its run wrote them."""
@@ -193,7 +245,12 @@ def report_command(
     report_to_stdout = report is not None and str(report) == "-"
     as_json = as_json or report_to_stdout
     _refuse_stdout_under_json(as_json, {"--report": report, "--results": results})
+    people = err if as_json else out
     try:
+        check_paths(
+            inputs={f"journal {i + 1}": path for i, path in enumerate(journals)},
+            outputs=wave_outputs_paths(html, failed_manifest),
+        )
         rebuilt = merge_outputs(
             journals,
             report_path=None if report_to_stdout else report,
@@ -203,7 +260,7 @@ def report_command(
         )
     except IbimportError as error:
         raise _fail(str(error), _exit_code(error), as_json=as_json) from None
-    (err if as_json else out).print(
+    people.print(
         summary_table(
             rebuilt.stats,
             report_path=None if report_to_stdout else rebuilt.report_path,
@@ -211,6 +268,12 @@ def report_command(
             title="ibimport report",
         )
     )
+    try:
+        write_wave_outputs(
+            people, journals, rebuilt.report, html=html, failed_manifest=failed_manifest
+        )
+    except IbimportError as error:
+        raise _fail(str(error), _exit_code(error), as_json=as_json) from None
     if as_json:
         _print_json(rebuilt.report)
     if rebuilt.gaps:

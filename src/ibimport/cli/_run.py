@@ -38,6 +38,7 @@ from ibimport import (
     Shard,
     SourceKind,
     batch_status,
+    check_paths,
     default_output_paths,
     detect_format,
     open_batch,
@@ -75,6 +76,12 @@ from ibimport.cli._common import (
     out,
 )
 from ibimport.cli._help import duration_option, panels, parse_duration
+from ibimport.cli._journals import (
+    FailedManifestOpt,
+    HtmlOpt,
+    wave_outputs_paths,
+    write_wave_outputs,
+)
 from ibimport.cli._wait import (
     PollIntervalOpt,
     WaitTimeoutOpt,
@@ -234,6 +241,8 @@ def run(
         Path | None,
         typer.Option(metavar="FILE", parser=_output_path, help="Per-row results CSV path."),
     ] = None,
+    html: HtmlOpt = None,
+    failed_manifest: FailedManifestOpt = None,
     as_json: JsonOpt = False,
     region: RegionOpt = None,
     profile: ProfileOpt = None,
@@ -361,12 +370,36 @@ def run(
             )
         except IbimportError as error:  # the option rules (engine/settings)
             raise _fail(str(error), as_json=as_json) from None
+        wave_outputs = wave_outputs_paths(html, failed_manifest)
+        if wave_outputs and no_journal:
+            needs = "need" if len(wave_outputs) > 1 else "needs"
+            raise _fail(f"{' and '.join(wave_outputs)} {needs} the journal", as_json=as_json)
+        if wave_outputs and config.journal_path is not None and not dry_run:
+            try:  # before anything is sent: neither may overwrite an input or another output
+                others = {"--report": config.report_path, "--results": config.results_path}
+                check_paths(
+                    inputs={
+                        "the manifest": path,
+                        "--journal": config.journal_path,
+                        **{k: v for k, v in others.items() if v is not None},
+                    },
+                    outputs=wave_outputs,
+                )
+            except IbimportError as error:
+                raise _fail(str(error), as_json=as_json) from None
         if emulator is not None:  # started once the options are known to be usable
             config = replace(config, client=_local_service(stack, emulator, client))
         if dry_run:
             code = _dry_run(config, as_json=as_json)
         else:
-            code = _run_batch(config, progress_mode=mode, as_json=as_json)
+            code = _run_batch(
+                config,
+                progress_mode=mode,
+                as_json=as_json,
+                html=html,
+                failed_manifest=failed_manifest,
+                quotas=_quotas(config, emulator),
+            )
     raise typer.Exit(code)
 
 
@@ -540,12 +573,35 @@ def _print_changed(refusal: ManifestChanged) -> None:
     say("nothing was sent; pass --force to proceed, or use another --journal")
 
 
-def _run_batch(config: BatchConfig, *, progress_mode: str = "auto", as_json: bool = False) -> int:
+def _run_batch(
+    config: BatchConfig,
+    *,
+    progress_mode: str = "auto",
+    as_json: bool = False,
+    html: Path | None = None,
+    failed_manifest: Path | None = None,
+    quotas: dict[str, float] | None = None,
+) -> int:
     with _fewer_gc_passes():
-        return _preflight_and_run(config, progress_mode=progress_mode, as_json=as_json)
+        return _preflight_and_run(
+            config,
+            progress_mode=progress_mode,
+            as_json=as_json,
+            html=html,
+            failed_manifest=failed_manifest,
+            quotas=quotas or {},
+        )
 
 
-def _preflight_and_run(config: BatchConfig, *, progress_mode: str, as_json: bool) -> int:
+def _preflight_and_run(
+    config: BatchConfig,
+    *,
+    progress_mode: str,
+    as_json: bool,
+    html: Path | None,
+    failed_manifest: Path | None,
+    quotas: dict[str, float],
+) -> int:
     people = err if as_json else out
     try:
         batch = open_batch(config)
@@ -600,6 +656,15 @@ def _preflight_and_run(config: BatchConfig, *, progress_mode: str, as_json: bool
                 results_path=result.results_path,
             )
         )
+        if config.journal_path is not None:  # on every exit: stopped runs' too
+            write_wave_outputs(
+                people,
+                [config.journal_path],
+                result.report,
+                html=html,
+                failed_manifest=failed_manifest,
+                quotas=quotas,
+            )
         if as_json:
             _print_json(result.report)
         if config.wait is not None and not result.outcome.interrupted:
@@ -638,6 +703,16 @@ def _preflight_and_run(config: BatchConfig, *, progress_mode: str, as_json: bool
         leaf = _first_leaf(ours)
         assert isinstance(leaf, IbimportError)
         raise _fail(str(leaf), _exit_code(leaf), as_json=as_json) from None
+
+
+def _quotas(config: BatchConfig, emulator: EmulatorConfig | None) -> dict[str, float]:
+    """The quotas the wave report draws: the told ``--rate``s, else ``--local``'s emulator's."""
+    if config.rates is not None and (config.rates.default or config.rates.per_region):
+        told = {"*": config.rates.default} if config.rates.default else {}
+        return {**told, **(config.rates.per_region or {})}
+    if emulator is not None:
+        return {**({"*": emulator.rate} if emulator.rate else {}), **emulator.region_rates}
+    return {}
 
 
 def _print_next_steps(
