@@ -315,7 +315,12 @@ async def _execute(
                 stopped = outcome.interrupted or outcome.fatal is not None
                 if config.wait is not None and journal is not None and not stopped:
                     waited = await follow_partitions(
-                        config, partitions, journal, clock=clock, control=control
+                        config,
+                        partitions,
+                        journal,
+                        settings=config.wait,
+                        clock=clock,
+                        control=control,
                     )
             finally:
                 await store.aclose()
