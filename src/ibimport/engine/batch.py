@@ -44,6 +44,7 @@ from ibimport.engine.followup import (
 from ibimport.engine.partitions import Place, RateSpec, RowPlan, Shard, told_rate
 from ibimport.engine.pipeline import Pipeline, RunOutcome, RunSettings, import_pipeline
 from ibimport.engine.selection import (
+    ADOPTED,
     Selection,
     batch_fingerprint,
     partition_rows,
@@ -595,7 +596,9 @@ def open_batch(config: BatchConfig, *, fault_hook: Callable[[int], None] | None 
             raise ManifestChanged(
                 journal=str(config.journal_path), lines=tuple(found.diff.describe())
             )
-        journal.update_header(manifest_fingerprint=fingerprint, settings=_journal_settings(config))
+        journal.update_header(
+            manifest_fingerprint=fingerprint, settings={**_journal_settings(config), ADOPTED: True}
+        )
     else:
         found.diff = None
     return Batch(config, journal=journal, found=found)
