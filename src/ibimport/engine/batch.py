@@ -45,6 +45,7 @@ from ibimport.engine.partitions import Place, RateSpec, RowPlan, Shard, told_rat
 from ibimport.engine.pipeline import Pipeline, RunOutcome, RunSettings, import_pipeline
 from ibimport.engine.recorded import RecordedRun, changed_options
 from ibimport.engine.selection import (
+    ADOPTED,
     Selection,
     batch_fingerprint,
     partition_rows,
@@ -618,7 +619,9 @@ def open_batch(config: BatchConfig, *, fault_hook: Callable[[int], None] | None 
                 options=options,
                 resume=resume,
             )
-        journal.update_header(manifest_fingerprint=fingerprint, settings=_journal_settings(config))
+        journal.update_header(
+            manifest_fingerprint=fingerprint, settings={**_journal_settings(config), ADOPTED: True}
+        )
     else:
         found.diff = None
     return Batch(config, journal=journal, found=found)
