@@ -10,14 +10,8 @@ from ibimport.aws.regions import check_endpoint_url, check_region, known_regions
 from ibimport.domain.results import RowResult
 from ibimport.domain.rowstate import ImageStatus, RerunPlan, RowStatus, reported_as
 from ibimport.domain.tokens import client_token
-from ibimport.engine.batch import (
-    Batch,
-    BatchConfig,
-    BatchControl,
-    BatchResult,
-    open_batch,
-    run_batch,
-)
+from ibimport.engine.batch import Batch, BatchResult, open_batch, run_batch
+from ibimport.engine.control import BatchControl
 from ibimport.engine.dryrun import BatchPlan, PlannedRow, PlannedStatus, plan_batch
 from ibimport.engine.events import BaseListener, CallEvent, CallOutcome, RunListener
 from ibimport.engine.followup import (
@@ -30,6 +24,7 @@ from ibimport.engine.followup import (
 from ibimport.engine.partitions import RateSpec, Shard, parse_rates
 from ibimport.engine.pipeline import Pipeline, RunOutcome, RunSettings, import_pipeline
 from ibimport.engine.recorded import RecordedRun
+from ibimport.engine.settings import BatchConfig
 from ibimport.errors import (
     ApiError,
     BatchRefused,

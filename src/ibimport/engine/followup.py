@@ -36,7 +36,8 @@ from ibimport.stages.taskcheck import TaskCheck, TaskChecker, TaskState
 from ibimport.stages.taskgate import TaskGate, TaskGateStage
 
 if TYPE_CHECKING:
-    from ibimport.engine.batch import BatchConfig, BatchControl
+    from ibimport.engine.control import BatchControl
+    from ibimport.engine.settings import BatchConfig
 
 __all__ = [
     "TASK_RESULTS_COLUMNS",

@@ -31,8 +31,8 @@ from ibimport.journal import ManifestDiff, SqliteJournal
 from ibimport.manifest import ManifestRow, manifest_fingerprint, read_manifest
 
 if TYPE_CHECKING:
-    from ibimport.engine.batch import BatchConfig
     from ibimport.engine.fleet import Partition
+    from ibimport.engine.settings import BatchConfig
 
 __all__ = [
     "ADOPTED",
