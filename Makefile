@@ -8,7 +8,7 @@ AWSCLI_STAMP := $(AWSCLI_VENV)/.installed
 JS_DIR := tests/emulator/js
 JS_STAMP := $(JS_DIR)/node_modules/.installed
 
-.PHONY: demo test lint typecheck unit setup clean
+.PHONY: demo test lint typecheck unit setup clean browser
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -39,7 +39,8 @@ demo: $(STAMP)
 		--emulator-latency-ms 40 --emulator-rate 60 --emulator-burst 10 --emulator-fault-rate 0.01 \
 		--emulator-available-after-s 2 --emulator-task-mix completed=1 --wait --poll-interval 1 \
 		--tag wave=demo --journal demo-output/example.journal \
-		--report demo-output/report.json --results demo-output/results.csv
+		--report demo-output/report.json --results demo-output/results.csv \
+		--html demo-output/wave.html
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks
@@ -48,7 +49,15 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy --strict src
 
-unit: $(STAMP) $(AWSCLI_STAMP) $(JS_STAMP)
+# Headless Chromium for the wave report's browser tests (tests/integration/test_html_report.py
+# skip without it). Debian's package; installed only where missing and apt-get is there.
+browser:
+	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || \
+		{ command -v apt-get >/dev/null 2>&1 && apt-get update -qq && \
+		  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } || \
+		echo "chromium could not be installed: the browser tests will skip"
+
+unit: $(STAMP) $(AWSCLI_STAMP) $(JS_STAMP) browser
 	IBIMPORT_AWS_CLI=$(CURDIR)/$(AWSCLI_VENV)/bin/aws $(BIN)/pytest -q
 
 test: lint typecheck unit

@@ -4,6 +4,7 @@
     ├── ManifestError        the manifest as a whole cannot be read (encoding, syntax, size)
     ├── JournalError         the journal is corrupt, foreign, newer, or unwritable
     ├── ConfigError          a setting the user gave is unusable
+    ├── OutputError          an output (report, results) could not be written
     ├── BatchRefused         the batch will not start, and nothing was sent:
     │   ├── InvalidManifest  rows broke the service's rules (and --skip-invalid is off)
     │   └── ManifestChanged  the manifest differs from the journal's (and --force is off)
@@ -35,6 +36,10 @@ class ConfigError(IbimportError):
     """A command-line or library setting is unusable."""
 
 
+class OutputError(IbimportError):
+    """An output file could not be written (disk full, its folder gone, a FIFO nobody reads)."""
+
+
 class BatchRefused(IbimportError):
     """The batch was refused before its first call; ``lines`` are what a person reads."""
 
@@ -58,11 +63,22 @@ class InvalidManifest(BatchRefused):
 class ManifestChanged(BatchRefused):
     """The manifest is not the one the journal was written for: ``lines`` say how."""
 
-    def __init__(self, *, journal: str, lines: tuple[str, ...]) -> None:
-        super().__init__(
-            f"the manifest changed since the journal {journal} was written", lines=lines
-        )
+    def __init__(
+        self,
+        *,
+        journal: str,
+        lines: tuple[str, ...],
+        options: tuple[str, ...] = (),
+        resume: str = "",
+    ) -> None:
+        what = "the options" if options else "the manifest"
+        super().__init__(f"{what} changed since the journal {journal} was written", lines=lines)
         self.journal = journal
+        #: The options that differ from the journal's, one line each (``--tag wave=3 was
+        #: given ... and is missing now``): the rows "changed" because their tokens did.
+        self.options = options
+        #: The command line that resumes the batch with the journal's own options.
+        self.resume = resume
 
 
 class CallError(IbimportError):

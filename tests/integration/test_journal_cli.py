@@ -267,7 +267,7 @@ def test_failed_rows_are_kept_with_no_retry_failed_and_retried_without(
     assert f"succeeded {ROWS - failed}" in text
     assert "failures by error code:" in text
     assert "ServiceException" in text or "ServiceUnavailableException" in text
-    assert f"a re-run would skip {ROWS - failed} done rows" in text
+    assert f"a re-run would: skip {ROWS - failed} done rows" in text
     assert f"retry {failed} failed rows" in text
 
     sent = flaky_emulator.imports()

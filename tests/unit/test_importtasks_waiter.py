@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import pytest
 
@@ -14,21 +15,26 @@ from ibimport.aws.client import (
     ImportTaskInfo,
     ImportTaskPage,
 )
+from ibimport.domain.results import RowResult
 from ibimport.domain.rowstate import ImageStatus, RerunPlan, RowStatus, image_status
+from ibimport.domain.stages import StageName
 from ibimport.errors import ApiError, CallError
-from ibimport.flow.calls import RetriedCalls
+from ibimport.flow.executor import CallExecutor, RetryPolicy
 from ibimport.flow.limiter import build_limiter
 from ibimport.flow.retry import Backoff
-from ibimport.stages.imagewait import ImageWaiter, WaitSettings
+from ibimport.journal import SqliteJournal
+from ibimport.stages.imagewait import ImageWaiter, WaitSettings, follow_journal
 from ibimport.stages.taskcheck import TaskChecker, TaskState
 from ibimport.testing import FakeClock
 
 ARN = "arn:aws:imagebuilder:us-east-1:123456789012:image/vm-{i}/1.0.0/1"
 
 
-def _calls(clock: FakeClock) -> RetriedCalls:
-    return RetriedCalls(
-        build_limiter(concurrency=4, rate=None, clock=clock), clock=clock, backoff=Backoff()
+def _calls(clock: FakeClock) -> CallExecutor:
+    return CallExecutor(
+        build_limiter(concurrency=4, rate=None, clock=clock),
+        clock=clock,
+        policy=RetryPolicy(backoff=Backoff()),
     )
 
 
@@ -209,3 +215,44 @@ def test_row_and_image_states() -> None:
     assert image_status("CREATING") is None
     assert image_status("DEPRECATED") is ImageStatus.AVAILABLE
     assert not ImageStatus.TIMED_OUT.is_final
+
+
+async def test_a_wait_journals_each_image_s_stage_with_its_rounds_and_state(
+    tmp_path: Path,
+) -> None:
+    clock = FakeClock()
+    journal = SqliteJournal.open(
+        tmp_path / "j", manifest_path="m", manifest_fingerprint="f", settings={}, clock=clock
+    )
+    arns = {ARN.format(i=1): 5.0, ARN.format(i=2): 10_000.0}
+    for row, arn in enumerate(arns, start=1):
+        journal.record(
+            RowResult(
+                row=row,
+                name=f"vm-{row}",
+                semantic_version="1.0.0",
+                status=RowStatus.SUCCEEDED,
+                client_token=f"t{row}",
+                image_arn=arn,
+            )
+        )
+    await journal.flush()
+    began = clock.wall()
+    totals, figures = await follow_journal(
+        FakeImages(clock, arns),
+        journal,
+        calls=_calls(clock),
+        clock=clock,
+        settings=WaitSettings(interval_s=1.0, timeout_s=30.0),
+    )
+    assert totals == {ImageStatus.AVAILABLE: 1, ImageStatus.TIMED_OUT: 1}
+    records = {r.name: r for r in journal.stage_records()}
+    assert {r.stage for r in records.values()} == {StageName.IMAGE_WAIT}
+    first, late = records["vm-1"], records["vm-2"]
+    assert first.started_at == late.started_at == began
+    assert (first.outcome, late.outcome) == ("AVAILABLE", "TIMED_OUT")
+    assert first.ended_at is not None
+    assert 5.0 <= first.ended_at - began < 30.0
+    assert late.ended_at == began + clock.now()  # the deadline (FakeClock wall follows now)
+    assert 1 < first.attempts < late.attempts == len(figures.rounds)
+    journal.close()

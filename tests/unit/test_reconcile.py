@@ -12,13 +12,14 @@ import pytest
 from ibimport.aws.client import BuildPage, BuildSummary, ImportResult
 from ibimport.domain.results import RowStatus
 from ibimport.domain.tokens import client_token
-from ibimport.engine.runner import Runner, RunSettings
+from ibimport.engine.pipeline import RunSettings, import_pipeline
 from ibimport.errors import ApiError, CallError, TransportError
+from ibimport.flow.executor import CallExecutor, RetryPolicy
 from ibimport.flow.limiter import build_limiter
 from ibimport.flow.retry import Backoff
 from ibimport.journal import JournalEntry, NullJournal
 from ibimport.manifest import ImageRequest, ManifestRow
-from ibimport.stages.existing import Reconciler
+from ibimport.stages.existing import ExistingStage, Reconciler
 from ibimport.testing import FakeClock
 
 ACCOUNT = "arn:aws:imagebuilder:us-east-1:123456789012:image"
@@ -58,13 +59,13 @@ class PagedClient:
 
 
 def _reconciler(client: PagedClient, *, max_attempts: int = 4) -> Reconciler:
-    return Reconciler(
-        client,
+    calls = CallExecutor(
         build_limiter(concurrency=1, rate=None, clock=client.clock),
         clock=client.clock,
-        backoff=Backoff(base_s=0.1, cap_s=1.0, max_attempts=max_attempts),
+        policy=RetryPolicy(backoff=Backoff(base_s=0.1, cap_s=1.0, max_attempts=max_attempts)),
         rng=random.Random(1),
     )
+    return Reconciler(client, calls, clock=client.clock)
 
 
 async def test_a_listing_reads_every_page_and_matches_names_equal_once_normalised() -> None:
@@ -170,7 +171,7 @@ async def _run(client: PagedClient, rows: list[ManifestRow], *, preload: bool, j
         def on_row_done(self, result: Any) -> None:
             results[result.row] = result
 
-    runner = Runner(
+    runner = import_pipeline(
         client,
         build_limiter(concurrency=4, rate=None, clock=client.clock),
         journal=journal,
@@ -179,7 +180,8 @@ async def _run(client: PagedClient, rows: list[ManifestRow], *, preload: bool, j
         settings=RunSettings(concurrency=4, max_attempts=2, token_ttl_s=60.0),
     )
     if preload:
-        await runner.reconciler.existing()
+        stage = next(s for s in runner.stages if isinstance(s, ExistingStage))
+        await stage.reconciler.existing()
     await runner.run(rows)
     return results
 

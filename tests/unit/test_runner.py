@@ -1,4 +1,4 @@
-"""The runner's orchestration on fakes: a scripted client, an in-memory journal, virtual time."""
+"""The import pipeline on fakes: a scripted client, an in-memory journal, virtual time."""
 
 from __future__ import annotations
 
@@ -12,9 +12,10 @@ import pytest
 
 from ibimport.aws.client import BuildPage, BuildSummary, ImportResult
 from ibimport.domain.results import RowResult, RowStatus
+from ibimport.domain.stages import StageName
 from ibimport.domain.tokens import client_token
 from ibimport.engine.events import BaseListener, CallEvent, CallOutcome
-from ibimport.engine.runner import Runner, RunSettings
+from ibimport.engine.pipeline import RunSettings, import_pipeline
 from ibimport.errors import ApiError, CallError, TransportError
 from ibimport.flow.limiter import build_limiter
 from ibimport.journal import JournalEntry, NullJournal
@@ -131,7 +132,7 @@ async def _run(
 ) -> tuple[Collector, Any]:
     settings = settings or RunSettings(concurrency=8)
     collector = Collector()
-    runner = Runner(
+    runner = import_pipeline(
         client,
         build_limiter(concurrency=settings.concurrency, rate=rate, clock=client.clock),
         journal=journal or NullJournal(),
@@ -302,10 +303,11 @@ async def test_no_retry_failed_carries_failures_over() -> None:
     assert collector.results[1].resumed
 
 
-@pytest.mark.parametrize(("age_s", "looks_up"), [(9 * 3600.0, True), (60.0, False)])
-async def test_expired_token_looks_for_an_existing_build_first(
+@pytest.mark.parametrize(("age_s", "looks_up"), [(9 * 3600.0, True), (60.0, True)])
+async def test_a_row_in_doubt_looks_for_an_existing_build_first_whatever_its_age(
     age_s: float, looks_up: bool
 ) -> None:
+    # Issue 22 item 2: the token's age (--token-ttl, a guess) no longer decides.
     now = 1_000_000.0
     journal = MemoryJournal({"vm-001": _entry(_task(1), RowStatus.IN_FLIGHT, sent_at=now - age_s)})
     client = ScriptedClient(
@@ -313,7 +315,7 @@ async def test_expired_token_looks_for_an_existing_build_first(
         existing={"vm-001": ["arn:aws:imagebuilder:x:1:image/vm-001/1.0.0/1"]},
     )
     collector = Collector()
-    runner = Runner(
+    runner = import_pipeline(
         client,
         build_limiter(concurrency=2, rate=100.0, clock=client.clock),
         journal=journal,
@@ -323,7 +325,8 @@ async def test_expired_token_looks_for_an_existing_build_first(
     await runner.run(_rows(1))
     if looks_up:
         assert client.calls == []
-        assert collector.results[1].status is RowStatus.EXISTS
+        # Sent before with this very token and now listed: its call landed.
+        assert collector.results[1].status is RowStatus.SUCCEEDED
         assert collector.results[1].image_arn.endswith("/1.0.0/1")
     else:
         assert len(client.calls) == 1
@@ -344,7 +347,7 @@ async def test_request_stop_drains_and_reports_unreached_rows_as_skipped() -> No
     clock = FakeClock()
     client = ScriptedClient(clock)
     collector = Collector()
-    runner = Runner(
+    runner = import_pipeline(
         client,
         build_limiter(concurrency=4, rate=100.0, clock=clock),
         journal=NullJournal(),
@@ -368,3 +371,48 @@ async def test_request_stop_drains_and_reports_unreached_rows_as_skipped() -> No
     assert succeeded == sent, "calls in flight were allowed to finish"
     assert 0 < len(sent) < 50
     assert sum(r.status is RowStatus.SKIPPED for r in collector.results.values()) == 200 - len(sent)
+
+
+class StageJournal(NullJournal):
+    """Records the stage calls the runner makes, with the virtual wall clock."""
+
+    def __init__(self) -> None:
+        self.events: list[tuple[str, str, StageName, float, int, str, str]] = []
+
+    def stage_started(self, identity: tuple[str, str], stage: StageName, *, at: float) -> None:
+        self.events.append(("start", identity[0], stage, at, 0, "", ""))
+
+    def stage_ended(
+        self,
+        identity: tuple[str, str],
+        stage: StageName,
+        *,
+        at: float,
+        attempts: int,
+        outcome: str,
+        error_code: str = "",
+        started_at: float | None = None,
+    ) -> None:
+        self.events.append(("end", identity[0], stage, at, attempts, outcome, error_code))
+
+
+async def test_each_sent_row_s_import_stage_is_journalled_with_its_attempts() -> None:
+    clock = FakeClock()
+    client = ScriptedClient(
+        clock,
+        script={
+            "vm-001": [_throttle()],
+            "vm-002": [ApiError("ValidationException", "bad", status=400)],
+        },
+    )
+    journal = StageJournal()
+    await _run(_rows(2), client, journal=journal, settings=RunSettings(concurrency=1))
+    by_row = {name: [e for e in journal.events if e[1] == name] for name in ("vm-001", "vm-002")}
+    (start, end) = by_row["vm-001"]
+    assert start[0] == "start"
+    assert start[2] is StageName.IMPORT
+    assert end[:3] == ("end", "vm-001", StageName.IMPORT)
+    assert end[4:] == (2, "succeeded", "")
+    assert end[3] - start[3] >= 2 * LATENCY_S  # two calls of virtual latency
+    (_, failed) = by_row["vm-002"]
+    assert failed[4:] == (1, "failed", "ValidationException")

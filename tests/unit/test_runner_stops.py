@@ -5,7 +5,7 @@ from __future__ import annotations
 from test_runner import ScriptedClient, _rows, _run
 
 from ibimport.domain.results import RowStatus
-from ibimport.engine.runner import RunSettings
+from ibimport.engine.pipeline import RunSettings
 from ibimport.errors import ApiError
 from ibimport.testing import FakeClock
 

@@ -20,12 +20,15 @@ import aioboto3
 import aiobotocore
 import anyio
 import botocore.exceptions as bce
+from aiobotocore.config import AioConfig
+from aiobotocore.httpsession import AIOHTTPSession
 from botocore.config import Config
 
 from ibimport._version import __version__
+from ibimport.aws.regions import check_endpoint_url, check_region
 from ibimport.aws.signing import install_reusing_signer
 from ibimport.domain.apimodel import LIST_PAGE_MAX
-from ibimport.errors import ApiError, FatalBatchError, TransportError
+from ibimport.errors import ApiError, ConfigError, FatalBatchError, TransportError
 
 SERVICE = "imagebuilder"
 #: EC2, for DescribeImportImageTasks (``ibimport.stages.taskcheck``), on the same endpoint URL.
@@ -114,30 +117,21 @@ class ImageState:
     reason: str
 
 
-class ImportTaskClient(Protocol):
-    """The EC2 call the task check makes (``ibimport.stages.taskcheck``); tests substitute fakes."""
-
-    async def describe_import_tasks(
-        self, task_ids: Sequence[str], *, next_token: str | None
-    ) -> ImportTaskPage: ...
-
-
-class ImageStatusClient(Protocol):
-    """The calls that follow images to their final state (``ibimport.stages.imagewait``)."""
-
-    async def list_builds(self, *, next_token: str | None) -> BuildPage: ...
-
-    async def get_image(self, arn: str) -> ImageState: ...
-
-
-class ImageBuilderClient(Protocol):
-    """The calls the runner makes; tests substitute fakes."""
+class PartitionClient(Protocol):
+    """Every call the stages make of one partition (account and Region): Image Builder's
+    and EC2's. ``open_client`` makes the real one; tests substitute fakes."""
 
     async def import_vm_image(
         self, params: Mapping[str, Any], *, client_token: str
     ) -> ImportResult: ...
 
     async def list_builds(self, *, next_token: str | None) -> BuildPage: ...
+
+    async def get_image(self, arn: str) -> ImageState: ...
+
+    async def describe_import_tasks(
+        self, task_ids: Sequence[str], *, next_token: str | None
+    ) -> ImportTaskPage: ...
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -157,7 +151,7 @@ class ClientSettings:
 
 
 class AioImageBuilderClient:
-    """An ImageBuilderClient over one long-lived aioboto3 client (and EC2's, made on first use).
+    """A PartitionClient over one long-lived aioboto3 client (and EC2's, made on first use).
 
     The EC2 client shares the session (credentials loaded once), region, endpoint URL and
     botocore config; it is opened only when a task check first needs it, because loading
@@ -352,6 +346,23 @@ def _one_line(error: BaseException) -> str:
     return " ".join(str(error).split())[:500] or type(error).__name__
 
 
+class _NoResendSession(AIOHTTPSession):  # type: ignore[misc]  # aiobotocore is untyped
+    """aiohttp's HTTP session without its silent re-send.
+
+    aiohttp re-sends an idempotent request (ImportVmImage is a PUT) once when a reused
+    keep-alive connection drops before the answer (RFC 9112's retry of persistent
+    connections). That attempt never reaches botocore, so the limiter, the retry budget,
+    the report and the bar never saw it: with dropped connections a run reported 313 calls
+    where the service received 372. Off, every attempt that leaves the client is ours to
+    count and to retry. (``_retry_connection`` is aiohttp's switch, 3.10 and later.)
+    """
+
+    async def _get_session(self, proxy_url: str | None) -> Any:
+        session = await super()._get_session(proxy_url)
+        session._retry_connection = False
+        return session
+
+
 def botocore_config(settings: ClientSettings) -> Config:
     """botocore retries off (ours are the only ones), a pool as large as the concurrency.
 
@@ -360,7 +371,8 @@ def botocore_config(settings: ClientSettings) -> Config:
     already enforces the model's rules), checksums only where an operation requires one
     (Image Builder's operations declare none).
     """
-    return Config(
+    return AioConfig(
+        http_session_cls=_NoResendSession,
         retries={"total_max_attempts": 1, "mode": "standard"},
         max_pool_connections=max(settings.max_pool_connections, 10),
         connect_timeout=settings.connect_timeout_s,
@@ -380,6 +392,10 @@ async def open_session(settings: ClientSettings) -> Any:
     failures later. Sessions are opened one after another: resolving credentials
     concurrently is a known aiobotocore race (aio-libs/aiobotocore#1455).
     """
+    if settings.region is not None:
+        check_region(settings.region)
+    if settings.endpoint_url is not None:
+        check_endpoint_url(settings.endpoint_url)
     try:
         session = aioboto3.Session(
             profile_name=settings.profile,
@@ -400,7 +416,9 @@ async def open_session(settings: ClientSettings) -> Any:
     except bce.BotoCoreError as error:
         raise FatalBatchError(f"could not load AWS credentials: {_one_line(error)}") from None
     if session.region_name is None:
-        raise FatalBatchError("no AWS region: pass --region or set AWS_REGION / AWS_DEFAULT_REGION")
+        raise ConfigError("no AWS Region: pass --region or set AWS_REGION / AWS_DEFAULT_REGION")
+    if settings.region is None:
+        check_region(session.region_name, given_as="the Region of the environment or profile")
     return session
 
 
@@ -434,12 +452,12 @@ async def open_client(
                 )
             )
         except bce.InvalidRegionError:
-            raise FatalBatchError(
+            raise ConfigError(
                 f"invalid AWS region {settings.region or session.region_name!r}:"
                 " expected a name such as eu-west-1"
             ) from None
         except ValueError:  # botocore's "Invalid endpoint" (no scheme, no host)
-            raise FatalBatchError(
+            raise ConfigError(
                 f"invalid --endpoint-url {settings.endpoint_url!r}:"
                 " expected a URL such as https://imagebuilder.eu-west-1.amazonaws.com"
             ) from None

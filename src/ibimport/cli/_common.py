@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
+import sys
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -22,6 +24,7 @@ from ibimport import (
     __version__,
     parse_tag_option,
 )
+from ibimport.cli._help import HelpGroup
 
 #: One meaning each (README, "Exit codes"): every row done; some rows failed, blocked or
 #: timed out; a usage error or an invalid manifest; the batch could not start or stopped on
@@ -37,11 +40,12 @@ EXIT_CODES_HELP = (
 
 app = typer.Typer(
     name="ibimport",
+    cls=HelpGroup,  # panels, and no type names in --help (cli/_help.py)
     help="Import fleets of VM images into EC2 Image Builder: fast, resumable, exactly once.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
-    rich_markup_mode=None,  # plain help: one line per option, readable at 100 columns
+    rich_markup_mode="rich",
     context_settings={"max_content_width": 100},
 )
 
@@ -157,6 +161,37 @@ JsonOpt = Annotated[
         "--json", help="One JSON document on stdout; everything for people goes to stderr."
     ),
 ]
+
+
+def _output_path(text: str) -> Path:
+    """An output option's path. One that ends in ``/`` names a folder: refused, whether or
+    not it exists (``Path`` drops the slash, and a file named after the folder would be
+    written instead)."""
+    if text != "-" and text.endswith(("/", os.sep)):
+        raise _fail(f"{text} names a folder (it ends with /); give a file path")
+    return Path(text)
+
+
+def _is_stdout(path: Path) -> bool:
+    """Whether ``path`` is this process's standard output (``/dev/stdout``, a link to it)."""
+    try:
+        named, ours = path.stat(), os.fstat(sys.stdout.fileno())
+    except (OSError, ValueError, io.UnsupportedOperation):
+        return False
+    return (named.st_dev, named.st_ino) == (ours.st_dev, ours.st_ino)
+
+
+def _refuse_stdout_under_json(as_json: bool, outputs: dict[str, Path | None]) -> None:
+    """Under ``--json`` stdout carries one JSON document: no output may be written there."""
+    if not as_json:
+        return
+    for option, path in outputs.items():
+        if path is not None and str(path) != "-" and _is_stdout(path):
+            raise _fail(
+                f"{option} {path} is standard output, which --json keeps for its one JSON "
+                "document; give a file path",
+                as_json=True,
+            )
 
 
 JournalArg = Annotated[

@@ -31,8 +31,10 @@ from ibimport.cli._common import (
     _count,
     _exit_code,
     _fail,
+    _output_path,
     _print_invalid,
     _print_json,
+    _refuse_stdout_under_json,
     _secure_umask,
     app,
     err,
@@ -53,6 +55,7 @@ def preflight(
         Path | None,
         typer.Option(
             metavar="FILE",
+            parser=_output_path,
             help="Write one line per row: taskStatus, taskProgress, taskMessage (CSV).",
         ),
     ] = None,
@@ -64,14 +67,15 @@ def preflight(
 ) -> None:
     """Check every row's vmImportTaskId with EC2 (100 per call): ready, pending, failed, unknown."""
     _secure_umask()
-    config = BatchConfig(
-        manifest=manifest,
-        fmt=fmt,
-        rate=rate,
-        client=ClientSettings(region=region, profile=profile, endpoint_url=endpoint_url),
-        journal_path=None,
-    )
+    _refuse_stdout_under_json(as_json, {"--results": results})
     try:
+        config = BatchConfig(
+            manifest=manifest,
+            fmt=fmt,
+            rate=rate,
+            client=ClientSettings(region=region, profile=profile, endpoint_url=endpoint_url),
+            journal_path=None,
+        )
         found: TaskPreflight = anyio.run(lambda: preflight_tasks(config, results_path=results))
     except InvalidManifest as refusal:
         _print_invalid(refusal)

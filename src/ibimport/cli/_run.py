@@ -3,16 +3,21 @@
 from __future__ import annotations
 
 import gc
+import json
 import os
 import shutil
 import signal
+import sys
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
+from dataclasses import replace
+from functools import partial
 from pathlib import Path
 from typing import Annotated
 
 import anyio
 import typer
+from rich.console import Console
 from rich.markup import escape
 
 from ibimport import (
@@ -22,19 +27,24 @@ from ibimport import (
     BatchRefused,
     ClientSettings,
     ConfigError,
-    EmulatorConfig,
     IbimportError,
     InvalidManifest,
+    ManifestChanged,
     ManifestFormat,
     PlannedStatus,
+    RowResult,
     RunSettings,
+    RunStats,
     Shard,
     SourceKind,
+    batch_status,
+    check_paths,
     default_output_paths,
     detect_format,
     open_batch,
     parse_rates,
     plan_batch,
+    recorded_run,
     source_kind,
     spooled_stdin,
 )
@@ -55,26 +65,80 @@ from ibimport.cli._common import (
     _count,
     _exit_code,
     _fail,
+    _output_path,
     _print_invalid,
     _print_json,
+    _refuse_stdout_under_json,
     _secure_umask,
     _tags,
     app,
     err,
     out,
 )
+from ibimport.cli._help import duration_option, panels, parse_duration
+from ibimport.cli._journals import (
+    FailedManifestOpt,
+    HtmlOpt,
+    wave_outputs_paths,
+    write_wave_outputs,
+)
 from ibimport.cli._wait import (
     PollIntervalOpt,
     WaitTimeoutOpt,
+    check_aws_options,
     image_summary,
     task_wait_settings,
     wait_settings,
 )
 from ibimport.cli.progress import ProgressListener, ProgressMode
-from ibimport.cli.rendering import summary_table
+from ibimport.cli.rendering import next_steps, summary_table
+from ibimport.emulator import EmulatorConfig, EmulatorServer
 from ibimport.emulator.cli import local_emulator_options
 
 _GC_THRESHOLD = 20_000  # allocations between young collections (Python's default: 700)
+
+
+panels(
+    "run",
+    {
+        "Manifest": (
+            "manifest",
+            "fmt",
+            "tag",
+            "skip_invalid",
+            "shard",
+            "shard_count",
+            "token_salt",
+            "dry_run",
+            "max_stdin_mib",
+        ),
+        "AWS": ("region", "profile", "endpoint_url", "read_timeout"),
+        "Pacing": ("concurrency", "rate", "max_attempts"),
+        "Journal and outputs": (
+            "journal",
+            "no_journal",
+            "report",
+            "results",
+            "as_json",
+            "progress",
+            "no_progress",
+            "force",
+            "no_retry_failed",
+            "no_reconcile",
+            "token_ttl",
+        ),
+        "Preflight and wait": (
+            "preflight",
+            "wait_for_tasks",
+            "task_timeout",
+            "wait",
+            "wait_timeout",
+            "poll_interval",
+        ),
+        "Emulator (--local)": ("local",),
+    },
+    emulator="Emulator (--local)",
+)
 
 
 @app.command(epilog=EXIT_CODES_HELP)
@@ -118,25 +182,26 @@ def run(
         ),
     ] = "",
     token_ttl: Annotated[
-        float,
+        str,
         typer.Option(
-            metavar="SECONDS",
-            help="Seconds a clientToken is trusted; older rows are looked up first.",
+            metavar="DURATION",
+            callback=duration_option,
+            help="How long a clientToken is trusted; older rows are looked up first.",
         ),
-    ] = 8 * 3600.0,
+    ] = "8h",
     skip_invalid: Annotated[
         bool,
         typer.Option(
             "--skip-invalid", help="Import the valid rows and record the others as invalid."
         ),
     ] = False,
-    retry_failed: Annotated[
+    no_retry_failed: Annotated[
         bool,
         typer.Option(
-            "--retry-failed/--no-retry-failed",
-            help="On resume, retry rows that failed in an earlier run.",
+            "--no-retry-failed",
+            help="On resume, leave rows that failed in an earlier run failed (else retried).",
         ),
-    ] = True,
+    ] = False,
     force: Annotated[
         bool,
         typer.Option("--force", help="Proceed although the manifest changed since the journal."),
@@ -159,30 +224,37 @@ def run(
     ] = False,
     journal: Annotated[
         Path | None,
-        typer.Option(metavar="FILE", help="Journal file (default beside the manifest)."),
+        typer.Option(
+            metavar="FILE", parser=_output_path, help="Journal file (default beside the manifest)."
+        ),
     ] = None,
     no_journal: Annotated[
         bool, typer.Option("--no-journal", help="Run without a journal (no resume).")
     ] = False,
     report: Annotated[
         Path | None,
-        typer.Option(metavar="FILE", help="JSON report path; - writes it to stdout."),
+        typer.Option(
+            metavar="FILE", parser=_output_path, help="JSON report path; - writes it to stdout."
+        ),
     ] = None,
     results: Annotated[
-        Path | None, typer.Option(metavar="FILE", help="Per-row results CSV path.")
+        Path | None,
+        typer.Option(metavar="FILE", parser=_output_path, help="Per-row results CSV path."),
     ] = None,
+    html: HtmlOpt = None,
+    failed_manifest: FailedManifestOpt = None,
     as_json: JsonOpt = False,
     region: RegionOpt = None,
     profile: ProfileOpt = None,
     endpoint_url: EndpointOpt = None,
     read_timeout: Annotated[
-        float,
+        str,
         typer.Option(
-            min=0.01,
-            metavar="SECONDS",
-            help="Seconds to wait for an answer before retrying the call.",
+            metavar="DURATION",
+            callback=duration_option,
+            help="How long to wait for an answer before retrying the call.",
         ),
-    ] = 60.0,
+    ] = "60s",
     local: Annotated[
         bool,
         typer.Option(
@@ -204,8 +276,8 @@ def run(
             help="Then follow every image until AVAILABLE, FAILED or --wait-timeout.",
         ),
     ] = False,
-    wait_timeout: WaitTimeoutOpt = 3600.0,
-    poll_interval: PollIntervalOpt = 5.0,
+    wait_timeout: WaitTimeoutOpt = "1h",
+    poll_interval: PollIntervalOpt = "5s",
     preflight: Annotated[
         bool,
         typer.Option(
@@ -221,9 +293,11 @@ def run(
         ),
     ] = False,
     task_timeout: Annotated[
-        float,
-        typer.Option(min=0.0, metavar="SECONDS", help="How long --wait-for-tasks waits."),
-    ] = 3600.0,
+        str,
+        typer.Option(
+            metavar="DURATION", callback=duration_option, help="How long --wait-for-tasks waits."
+        ),
+    ] = "1h",
     max_stdin_mib: Annotated[
         int | None,
         typer.Option(
@@ -240,6 +314,7 @@ def run(
     report_to_stdout = report is not None and str(report) == "-"
     as_json = as_json or report_to_stdout
     extra_tags = _tags(tag, as_json=as_json)
+    _refuse_stdout_under_json(as_json, {"--report": report, "--results": results})
     mode = ProgressMode.OFF if no_progress else progress
     with ExitStack() as stack:
         stack.enter_context(_sigterm_interrupts())
@@ -249,6 +324,7 @@ def run(
         except IbimportError as error:
             raise _fail(str(error), as_json=as_json) from None
         try:
+            check_aws_options(region=region, endpoint_url=endpoint_url)
             rates = parse_rates(rate or [])
             shards = _shard(shard, shard_count)
         except IbimportError as error:
@@ -256,47 +332,92 @@ def run(
         default_journal, default_report, default_results = default_output_paths(
             outputs_beside, shard=shards
         )
-        config = BatchConfig(
-            manifest=path,
-            fmt=fmt,
-            extra_tags=extra_tags,
-            run=RunSettings(
-                concurrency=concurrency,
-                max_attempts=max_attempts,
-                token_salt=token_salt,
-                token_ttl_s=token_ttl,
-                retry_failed=retry_failed,
-            ),
-            rates=rates,
-            shard=shards,
-            client=ClientSettings(
-                region=region,
-                profile=profile,
-                endpoint_url=endpoint_url,
-                max_pool_connections=concurrency,
-                read_timeout_s=read_timeout,
-            ),
-            local=emulator,
-            journal_path=None if no_journal else (journal or default_journal),
-            report_path=default_report if report_to_stdout else (report or default_report),
-            report_file=not report_to_stdout,
-            results_path=results or default_results,
-            skip_invalid=skip_invalid,
-            force=force,
-            reconcile=not no_reconcile,
-            wait=wait_settings(wait_timeout, poll_interval) if wait else None,
-            preflight=preflight,
-            task_wait=task_wait_settings(task_timeout, poll_interval) if wait_for_tasks else None,
+        client = ClientSettings(
+            region=region,
+            profile=profile,
+            endpoint_url=endpoint_url,
+            max_pool_connections=concurrency,
+            read_timeout_s=max(parse_duration(read_timeout), 0.01),
         )
-        if wait_for_tasks and not preflight:
-            raise _fail("--wait-for-tasks needs --preflight", as_json=as_json)
-        if wait and no_journal:
-            raise _fail("--wait needs the journal (it records each image's state)", as_json=as_json)
+        try:
+            config = BatchConfig(
+                manifest=path,
+                fmt=fmt,
+                extra_tags=extra_tags,
+                run=RunSettings(
+                    concurrency=concurrency,
+                    max_attempts=max_attempts,
+                    token_salt=token_salt,
+                    token_ttl_s=parse_duration(token_ttl),
+                    retry_failed=not no_retry_failed,
+                ),
+                rates=rates,
+                shard=shards,
+                client=client,
+                in_process_service=emulator is not None,
+                journal_path=None if no_journal else (journal or default_journal),
+                report_path=default_report if report_to_stdout else (report or default_report),
+                report_file=not report_to_stdout,
+                results_path=results or default_results,
+                skip_invalid=skip_invalid,
+                force=force,
+                reconcile=not no_reconcile,
+                wait=wait_settings(wait_timeout, poll_interval) if wait else None,
+                preflight=preflight,
+                task_wait=task_wait_settings(task_timeout, poll_interval)
+                if wait_for_tasks
+                else None,
+            )
+        except IbimportError as error:  # the option rules (engine/settings)
+            raise _fail(str(error), as_json=as_json) from None
+        wave_outputs = wave_outputs_paths(html, failed_manifest)
+        if wave_outputs and no_journal:
+            needs = "need" if len(wave_outputs) > 1 else "needs"
+            raise _fail(f"{' and '.join(wave_outputs)} {needs} the journal", as_json=as_json)
+        if wave_outputs and config.journal_path is not None and not dry_run:
+            try:  # before anything is sent: neither may overwrite an input or another output
+                others = {"--report": config.report_path, "--results": config.results_path}
+                check_paths(
+                    inputs={
+                        "the manifest": path,
+                        "--journal": config.journal_path,
+                        **{k: v for k, v in others.items() if v is not None},
+                    },
+                    outputs=wave_outputs,
+                )
+            except IbimportError as error:
+                raise _fail(str(error), as_json=as_json) from None
+        if emulator is not None:  # started once the options are known to be usable
+            config = replace(config, client=_local_service(stack, emulator, client))
         if dry_run:
             code = _dry_run(config, as_json=as_json)
         else:
-            code = _run_batch(config, progress_mode=mode, as_json=as_json)
+            code = _run_batch(
+                config,
+                progress_mode=mode,
+                as_json=as_json,
+                html=html,
+                failed_manifest=failed_manifest,
+                quotas=_quotas(config, emulator),
+            )
     raise typer.Exit(code)
+
+
+def _local_service(
+    stack: ExitStack, emulator: EmulatorConfig, client: ClientSettings
+) -> ClientSettings:
+    """``--local``: an in-process emulator for this command, and the client pointed at it
+    with its throwaway credentials (its Region defaults to the client's)."""
+    emulator = replace(emulator, region=client.region or emulator.region)
+    server = stack.enter_context(EmulatorServer(emulator))
+    return replace(
+        client,
+        region=emulator.region,
+        profile=None,
+        endpoint_url=server.url,
+        access_key_id=emulator.access_key_id,
+        secret_access_key=emulator.secret_access_key,
+    )
 
 
 def _shard(shard: str | None, shard_count: int | None) -> Shard | None:
@@ -360,9 +481,21 @@ def _sigterm_interrupts() -> Iterator[None]:
 
 
 def _dry_run(config: BatchConfig, *, as_json: bool) -> int:
-    """``run --dry-run``: every row with its token and what a run would do; nothing sent."""
+    """``run --dry-run``: every row with its token and what a run would do; nothing sent.
+
+    Streamed: each row is printed as it is read (JSON too: the totals come last).
+    """
     try:
         plan: BatchPlan = anyio.run(plan_batch, config)
+        if as_json:
+            _print_plan_json(plan)
+        else:
+            # Tab-separated for scripts too (rich would expand the tabs): names never hold one.
+            typer.echo("row\tname\tsemanticVersion\tclientToken\taction")
+            for r in plan.rows():
+                typer.echo(
+                    f"{r.row}\t{r.name}\t{r.semantic_version}\t{r.client_token or '-'}\t{r.status}"
+                )
     except IbimportError as error:
         raise _fail(str(error), _exit_code(error), as_json=as_json) from None
     except BaseExceptionGroup as group:
@@ -372,68 +505,125 @@ def _dry_run(config: BatchConfig, *, as_json: bool) -> int:
         leaf = _first_leaf(ours)
         assert isinstance(leaf, IbimportError)
         raise _fail(str(leaf), _exit_code(leaf), as_json=as_json) from None
-    invalid = plan.count(PlannedStatus.INVALID)
-    refused = bool(invalid) and not config.skip_invalid
-    if as_json:
-        _print_json(
-            {
-                "dry_run": True,
-                "looked_up_existing": plan.looked_up,
-                "totals": {
-                    "rows": len(plan.rows),
-                    **{status.value: plan.count(status) for status in PlannedStatus},
-                },
-                "rows": [
-                    {
-                        "row": r.row,
-                        "name": r.name,
-                        "semanticVersion": r.semantic_version,
-                        "clientToken": r.client_token,
-                        "action": r.status.value,
-                        **({"imageArn": r.image_arn} if r.image_arn else {}),
-                        **({"errors": list(r.errors)} if r.errors else {}),
-                    }
-                    for r in plan.rows
-                ],
-            }
-        )
-    else:
-        # Tab-separated for scripts too (rich would expand the tabs): names never hold one.
-        typer.echo("row\tname\tsemanticVersion\tclientToken\taction")
-        for r in plan.rows:
-            typer.echo(
-                f"{r.row}\t{r.name}\t{r.semantic_version}\t{r.client_token or '-'}\t{r.status}"
-            )
-    for r in plan.rows:
-        for line in r.errors:
+    selection = plan.selection
+    for manifest_row in selection.invalid_rows:
+        for line in manifest_row.describe():
             err.print(line, highlight=False, markup=False)
+    hidden = selection.invalid_count - len(selection.invalid_rows)
+    if hidden:
+        err.print(f"... and {hidden} more invalid rows", highlight=False)
+    invalid = plan.count(PlannedStatus.INVALID)
     new, exists = plan.count(PlannedStatus.NEW), plan.count(PlannedStatus.EXISTS)
     looked = "" if plan.looked_up else " (existing images not looked up)"
+    rows = sum(plan.totals.values())
     err.print(
-        f"dry run: {_count(len(plan.rows), 'row')}: {new} new, {exists} exist{looked}, "
+        f"dry run: {_count(rows, 'row')}: {new} new, {exists} exist{looked}, "
         f"{invalid} invalid; nothing was sent and no journal was written",
         highlight=False,
     )
-    if refused:
+    if invalid and not config.skip_invalid:
         err.print("a run would refuse the manifest; fix the rows or pass --skip-invalid")
         return EXIT_USAGE
     return EXIT_OK
 
 
-def _run_batch(config: BatchConfig, *, progress_mode: str = "auto", as_json: bool = False) -> int:
+def _print_plan_json(plan: BatchPlan) -> None:
+    """The dry run's one JSON document, written a row at a time (a million rows stream)."""
+    write = sys.stdout.write
+    write('{\n  "dry_run": true,\n')
+    write(f'  "looked_up_existing": {json.dumps(plan.looked_up)},\n  "rows": [')
+    first = True
+    for r in plan.rows():
+        row = {
+            "row": r.row,
+            "name": r.name,
+            "semanticVersion": r.semantic_version,
+            "clientToken": r.client_token,
+            "action": r.status.value,
+            **({"imageArn": r.image_arn} if r.image_arn else {}),
+            **({"errors": list(r.errors)} if r.errors else {}),
+        }
+        text = json.dumps(row, indent=2, ensure_ascii=False).replace("\n", "\n    ")
+        write(("\n    " if first else ",\n    ") + text)
+        first = False
+    totals = {"rows": sum(plan.totals.values())}
+    totals.update({status.value: plan.count(status) for status in PlannedStatus})
+    write(("\n  ],\n" if not first else "],\n") + '  "totals": ')
+    write(json.dumps(totals, indent=2).replace("\n", "\n  ") + "\n}\n")
+    sys.stdout.flush()
+
+
+def _print_changed(refusal: ManifestChanged) -> None:
+    """Why a resume was refused: options given otherwise than the journal's, or rows."""
+    say = partial(err.print, highlight=False, markup=False)
+    say(f"{refusal}:")
+    if refusal.options:
+        for line in refusal.options:
+            say("  " + line)
+        say("every row's clientToken depends on these options, so each row would be a new image")
+        if refusal.resume:
+            say("nothing was sent; to resume the batch as it was written:")
+            say("  " + refusal.resume)
+        else:
+            say("nothing was sent; give the journal's options again")
+        say("(--force would import the rest of the batch under the new options)")
+        return
+    for line in refusal.lines:
+        say("  " + line)
+    say("nothing was sent; pass --force to proceed, or use another --journal")
+
+
+def _run_batch(
+    config: BatchConfig,
+    *,
+    progress_mode: str = "auto",
+    as_json: bool = False,
+    html: Path | None = None,
+    failed_manifest: Path | None = None,
+    quotas: dict[str, float] | None = None,
+) -> int:
     with _fewer_gc_passes():
-        return _preflight_and_run(config, progress_mode=progress_mode, as_json=as_json)
+        return _preflight_and_run(
+            config,
+            progress_mode=progress_mode,
+            as_json=as_json,
+            html=html,
+            failed_manifest=failed_manifest,
+            quotas=quotas or {},
+        )
 
 
-def _preflight_and_run(config: BatchConfig, *, progress_mode: str, as_json: bool) -> int:
+def _preflight_and_run(
+    config: BatchConfig,
+    *,
+    progress_mode: str,
+    as_json: bool,
+    html: Path | None,
+    failed_manifest: Path | None,
+    quotas: dict[str, float],
+) -> int:
     people = err if as_json else out
     try:
         batch = open_batch(config)
     except InvalidManifest as refusal:
         _print_invalid(refusal)
         err.print("nothing was sent; fix the rows or pass --skip-invalid", highlight=False)
+        if as_json:  # a script gets the rows' errors too, not only their count
+            _print_json(
+                {"error": str(refusal), "exit_code": EXIT_USAGE, "rows": list(refusal.lines)}
+            )
+        return EXIT_USAGE
+    except ManifestChanged as refusal:
+        _print_changed(refusal)
         if as_json:
-            _print_json({"error": str(refusal), "exit_code": EXIT_USAGE})
+            _print_json(
+                {
+                    "error": str(refusal),
+                    "exit_code": EXIT_USAGE,
+                    "options": list(refusal.options),
+                    "resume_command": refusal.resume or None,
+                }
+            )
         return EXIT_USAGE
     except BatchRefused as refusal:  # the manifest changed since the journal
         err.print(f"{refusal}:", highlight=False, markup=False)
@@ -466,6 +656,15 @@ def _preflight_and_run(config: BatchConfig, *, progress_mode: str, as_json: bool
                 results_path=result.results_path,
             )
         )
+        if config.journal_path is not None:  # on every exit: stopped runs' too
+            write_wave_outputs(
+                people,
+                [config.journal_path],
+                result.report,
+                html=html,
+                failed_manifest=failed_manifest,
+                quotas=quotas,
+            )
         if as_json:
             _print_json(result.report)
         if config.wait is not None and not result.outcome.interrupted:
@@ -473,6 +672,15 @@ def _preflight_and_run(config: BatchConfig, *, progress_mode: str, as_json: bool
             if result.wait_interrupted:
                 err.print("interrupted while waiting: run ibimport wait JOURNAL to resume")
                 return EXIT_INTERRUPTED
+        finished = result.all_available if config.wait is not None else result.all_done
+        if not finished and config.journal_path is not None:
+            _print_next_steps(
+                config.journal_path,
+                people,
+                stats=result.stats,
+                rows=progress.troubled_rows,
+                waited=config.wait is not None and not result.outcome.interrupted,
+            )
         if result.outcome.fatal is not None:
             # Before any import was sent (the listing of existing images failed) the batch
             # could not start: an error; after, it stopped.
@@ -481,8 +689,7 @@ def _preflight_and_run(config: BatchConfig, *, progress_mode: str, as_json: bool
             return EXIT_FATAL
         if result.outcome.interrupted:
             return EXIT_INTERRUPTED
-        done = result.all_available if config.wait is not None else result.all_done
-        return EXIT_OK if done else EXIT_FAILED
+        return EXIT_OK if finished else EXIT_FAILED
 
     try:
         return anyio.run(_main)
@@ -496,6 +703,31 @@ def _preflight_and_run(config: BatchConfig, *, progress_mode: str, as_json: bool
         leaf = _first_leaf(ours)
         assert isinstance(leaf, IbimportError)
         raise _fail(str(leaf), _exit_code(leaf), as_json=as_json) from None
+
+
+def _quotas(config: BatchConfig, emulator: EmulatorConfig | None) -> dict[str, float]:
+    """The quotas the wave report draws: the told ``--rate``s, else ``--local``'s emulator's."""
+    if config.rates is not None and (config.rates.default or config.rates.per_region):
+        told = {"*": config.rates.default} if config.rates.default else {}
+        return {**told, **(config.rates.per_region or {})}
+    if emulator is not None:
+        return {**({"*": emulator.rate} if emulator.rate else {}), **emulator.region_rates}
+    return {}
+
+
+def _print_next_steps(
+    journal: Path, console: Console, *, stats: RunStats, rows: list[RowResult], waited: bool
+) -> None:
+    """After a run that left work: what to look at and the commands that go on."""
+    try:
+        recorded = recorded_run(journal)
+        # After a wait the outputs were rebuilt from the journal already: one more pass.
+        images = batch_status(journal) if waited else None
+    except IbimportError:  # the summary is said; the journal's own troubles are status's
+        return
+    resume = recorded.resume_command(journal) if recorded.known else None
+    for line in next_steps(stats, rows=rows, resume=resume, images=images):
+        console.print(line, highlight=False, markup=False)
 
 
 @contextmanager
@@ -537,6 +769,7 @@ async def _watch_signals(control: BatchControl) -> None:
     with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async for _ in signals:
             if control.stop_requested:
+                err.show_cursor(True)  # the bar hid it, and _exit skips the bar's own exit
                 err.print("second interrupt: exiting now; the journal is consistent")
                 for spooled in _SPOOLED:
                     shutil.rmtree(spooled, ignore_errors=True)

@@ -9,7 +9,9 @@ the botocore that aiobotocore pins; those are listed once, in ``_CURRENT_SERVICE
 from __future__ import annotations
 
 import re
+import sys
 import unicodedata
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache
 from typing import Any, NamedTuple
@@ -231,8 +233,7 @@ def name_problem(name: str) -> str | None:
     underscores, with spaces only inside. VM inventories are full of FQDNs, so the message
     names the first character that breaks it and suggests a name that would fit.
     """
-    rule = _image_name_rule()
-    if rule.check(name) is None:
+    if _image_name_check()(name):
         return None
     bad = _NOT_NAME_CHARACTER.search(name)
     if bad is not None:
@@ -271,6 +272,21 @@ def log_group_problem(log_group_name: str) -> str | None:
 @cache
 def _image_name_rule() -> StringRule:
     return _string_rule(service_model()["shapes"], IMAGE_NAME_SHAPE)
+
+
+@cache
+def _image_name_check() -> Callable[[str], bool]:
+    """``_image_name_rule().check(name) is None``, the rule's parts bound once (every row
+    of a manifest is checked against it)."""
+    rule = _image_name_rule()
+    low, high = rule.min_len or 0, rule.max_len or sys.maxsize
+    match = _compiled(rule.pattern).fullmatch if rule.pattern is not None else None
+    assert rule.enum is None  # a name is no enum: the bound form has no enum test
+
+    def fits(name: str) -> bool:
+        return low <= len(name) <= high and (match is None or match(name) is not None)
+
+    return fits
 
 
 # --- Where an image is imported ------------------------------------------------------------

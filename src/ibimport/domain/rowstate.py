@@ -33,7 +33,9 @@ __all__ = [
     "ImageStatus",
     "RerunPlan",
     "RowStatus",
+    "ended_done",
     "image_status",
+    "in_doubt",
     "needs_lookup",
     "replaces",
     "reported_as",
@@ -104,6 +106,19 @@ def needs_lookup(
     if recorded_token != token:
         return True
     return now - first_sent_at > token_ttl_s
+
+
+def in_doubt(*, first_sent_at: float | None, state: RowStatus) -> bool:
+    """Was this row sent before without a known outcome (killed mid-call, no answer)?
+
+    Such a row is checked against a complete listing of the partition's builds before it
+    is sent again, whatever its token's age: the service does not publish how long it
+    remembers a clientToken, so a guess (``--token-ttl``) must not decide. A row found
+    landed (``succeeded``, not sent again); one not listed is re-sent with its token
+    (within the token's life the service answers with the original image even if its
+    build is not listed yet).
+    """
+    return first_sent_at is not None and not state.is_done
 
 
 def reported_as(state: RowStatus) -> RowStatus:
@@ -181,3 +196,12 @@ _SERVICE_FINAL = {
 def image_status(service_status: str) -> ImageStatus | None:
     """The final state a service status means, or None while the image is being built."""
     return _SERVICE_FINAL.get(service_status.upper())
+
+
+def ended_done(status: RowStatus, image_status: str) -> bool:
+    """Whether a row ended as a migration wants: imported, and its image not known to be
+    anything but AVAILABLE (an image no wait followed counts as done).
+
+    What the wave report counts as not done and ``--failed-manifest`` writes out.
+    """
+    return status.is_done and image_status in ("", ImageStatus.AVAILABLE)

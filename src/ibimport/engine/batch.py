@@ -22,41 +22,52 @@ from typing import Any, Self
 import anyio
 
 from ibimport._files import check_paths, remove_leftovers
-from ibimport.aws.client import (
-    ClientSettings,
-)
+from ibimport.aws.client import ClientSettings, PartitionClient
 from ibimport.domain.results import RowResult, RowStatus
 from ibimport.domain.rowstate import ImageStatus
 from ibimport.domain.tokens import client_token
-from ibimport.emulator.config import EmulatorConfig
 from ibimport.engine.events import RunListener
-from ibimport.engine.fleet import Partition, base_settings, open_partitions, run_fleet
-from ibimport.engine.followup import follow_partitions, record_partitions, task_gates
+from ibimport.engine.fleet import (
+    FanOut,
+    Partition,
+    PartitionWork,
+    Unavailable,
+    open_partitions,
+    run_fleet,
+)
+from ibimport.engine.followup import (
+    follow_partitions,
+    record_partitions,
+    settled_rows,
+    task_gate_stage,
+)
 from ibimport.engine.partitions import Place, RateSpec, RowPlan, Shard, told_rate
-from ibimport.engine.runner import Runner, RunOutcome, RunSettings, partition_key
+from ibimport.engine.pipeline import Pipeline, RunOutcome, RunSettings, import_pipeline
+from ibimport.engine.recorded import RecordedRun, changed_options
 from ibimport.engine.selection import (
-    Preflight,
+    Selection,
     batch_fingerprint,
     partition_rows,
     planned_rows,
-    preflight,
     read_rows,
+    select_rows,
     unreached,
 )
+from ibimport.engine.settings import check_batch_settings
 from ibimport.errors import (
     ConfigError,
     IbimportError,
-    InvalidManifest,
     ManifestChanged,
 )
-from ibimport.flow.limiter import Clock, MonotonicClock
+from ibimport.flow.limiter import Clock, MonotonicClock, build_limiter
 from ibimport.journal import Journal, NullJournal, SqliteJournal
 from ibimport.manifest import (
     ManifestFormat,
 )
 from ibimport.report import ResultsWriter, RunStats, write_report
 from ibimport.report.outputs import default_output_paths, rebuild_outputs
-from ibimport.stages.existing import Reconciler
+from ibimport.stages.base import RowStage
+from ibimport.stages.existing import ExistingStage, Reconciler, partition_key
 from ibimport.stages.imagewait import WaitFigures, WaitSettings
 from ibimport.stages.taskgate import TaskWait
 
@@ -75,8 +86,9 @@ class BatchConfig:
     #: This process's share of the manifest (``--shard K/N``); None: every row.
     shard: Shard | None = None
     client: ClientSettings = field(default_factory=ClientSettings)
-    #: ``--local``: an in-process emulator (its region defaults to the client's).
-    local: EmulatorConfig | None = None
+    #: The service runs in this process (``--local``'s emulator): the client's CPU share
+    #: of the run is not measured (it would count the service's work too).
+    in_process_service: bool = False
     journal_path: Path | None = None
     report_path: Path | None = None
     results_path: Path | None = None
@@ -97,6 +109,10 @@ class BatchConfig:
     #: ``--wait-for-tasks``: with ``preflight``, rows whose task is still converting wait
     #: for it (until ``TaskWait.timeout_s``) and are sent as it completes.
     task_wait: TaskWait | None = None
+
+    def __post_init__(self) -> None:
+        # The option rules hold for every caller, the CLI (exit 2) and a library's alike.
+        check_batch_settings(self)
 
 
 @dataclass(slots=True)
@@ -130,7 +146,7 @@ class BatchResult:
 
 
 def _open_journal(
-    config: BatchConfig, *, fault_hook: Callable[[int], None] | None
+    config: BatchConfig, *, fingerprint: str, fault_hook: Callable[[int], None] | None
 ) -> SqliteJournal | None:
     """Open (or create) the journal named for this manifest and these settings."""
     if config.journal_path is None:
@@ -138,36 +154,42 @@ def _open_journal(
     return SqliteJournal.open(
         config.journal_path,
         manifest_path=str(config.manifest.resolve()),  # `ibimport report` may run elsewhere
-        manifest_fingerprint=batch_fingerprint(config),
+        manifest_fingerprint=fingerprint,
         settings=_journal_settings(config),
         fault_hook=fault_hook,
     )
 
 
 def _journal_settings(config: BatchConfig) -> dict[str, str]:
-    """What a journal's header keeps of its run: the salt, and where the outputs went.
+    """What a journal's header keeps of its run: its options (``recorded``), and where the
+    outputs went.
 
     ``rebuild_outputs`` writes a journal's report and results where its run wrote them,
     not beside the manifest, where another run's outputs may be.
     """
     report, results = _output_paths(config)
-    return {
-        "token_salt": config.run.token_salt,
-        "report": str(report.resolve()),
-        "results": str(results.resolve()),
-    }
+    return RecordedRun.of(config, report=report, results=results).settings()
+
+
+def _changed_options(config: BatchConfig, journal: SqliteJournal) -> tuple[tuple[str, ...], str]:
+    """The options that differ from the journal's, and the command that resumes with its own."""
+    header = journal.header
+    recorded = RecordedRun.from_header(header.manifest_path, header.settings)
+    report, results = _output_paths(config)
+    now = RecordedRun.of(config, report=report, results=results)
+    resume = recorded.resume_command(journal.path) if recorded.known else ""
+    return tuple(changed_options(recorded, now)), resume
 
 
 def _check_paths(config: BatchConfig) -> None:
     """Refuse aliased outputs, folders and missing or read-only folders before any read."""
     report, results = _output_paths(config)
     outputs: dict[str, Path] = {}
-    if config.journal_path is not None:
-        outputs["--journal"] = config.journal_path
     if config.report_file:
         outputs["--report"] = report
     outputs["--results"] = results
-    check_paths(inputs={"the manifest": config.manifest}, outputs=outputs)
+    stores = {"--journal": config.journal_path} if config.journal_path is not None else {}
+    check_paths(inputs={"the manifest": config.manifest}, outputs=outputs, stores=stores)
 
 
 def _output_paths(config: BatchConfig) -> tuple[Path, Path]:
@@ -179,9 +201,9 @@ class BatchControl:
     """Lets a signal handler stop a running batch gracefully."""
 
     def __init__(self) -> None:
-        self._runners: list[Runner] = []
+        self._pipelines: list[Pipeline] = []
         self._stop_requested = False
-        self._wait_scope: anyio.CancelScope | None = None
+        self._scopes: list[anyio.CancelScope] = []
 
     @property
     def stop_requested(self) -> bool:
@@ -189,15 +211,22 @@ class BatchControl:
 
     def request_stop(self) -> None:
         self._stop_requested = True
-        for runner in self._runners:  # one per partition
-            runner.request_stop()
-        if self._wait_scope is not None:  # a wait only reads: it stops at once
-            self._wait_scope.cancel()
+        for pipeline in self._pipelines:  # one per partition
+            pipeline.request_stop()
+        for scope in self._scopes:  # a wait only reads: it stops at once
+            scope.cancel()
 
-    def _attach(self, runner: Runner) -> None:
-        self._runners.append(runner)
+    def attach(self, pipeline: Pipeline) -> None:
+        """A pipeline that a stop drains (stopped at once if a stop came first)."""
+        self._pipelines.append(pipeline)
         if self._stop_requested:
-            runner.request_stop()
+            pipeline.request_stop()
+
+    def cancels(self, scope: anyio.CancelScope) -> None:
+        """A read-only phase (a wait) that a stop cancels at once."""
+        self._scopes.append(scope)
+        if self._stop_requested:
+            scope.cancel()
 
 
 async def _execute(
@@ -209,7 +238,7 @@ async def _execute(
     control: BatchControl | None = None,
     clock: Clock | None = None,
     manifest_changed: bool = False,
-    prints_plan: Preflight | None = None,
+    prints_plan: Selection | None = None,
 ) -> BatchResult:
     """Run the batch and write the report and results, even when interrupted."""
     prints = prints_plan.prints if prints_plan is not None else None
@@ -221,72 +250,64 @@ async def _execute(
     earlier_runs = journal.runs() if journal is not None else []
     store: Journal = journal if journal is not None else NullJournal()
     plan = prints_plan.plan if prints_plan is not None else None
-    with ResultsWriter(results_path) as results:
-        async with AsyncExitStack() as stack:
-            places = plan.places if plan is not None and plan.places else [Place(None, None)]
-            partitions = await open_partitions(
-                places,
-                base=await base_settings(config.client, local=config.local, stack=stack),
-                stack=stack,
-            )
+    work: list[PartitionWork] = []
+    async with AsyncExitStack() as stack:
+        places = plan.places if plan is not None and plan.places else [Place(None, None)]
+        try:
+            partitions = await open_partitions(places, base=config.client, stack=stack)
+        except BaseException:
+            # A batch that cannot start touches no output: a journal it created goes too.
+            if journal is not None:
+                journal.discard()
+            raise
+        with ResultsWriter(results_path) as results:
             if journal is not None and len(partitions) > 1:
                 record_partitions(journal, partitions)  # for `ibimport wait JOURNAL`
-            runners: list[Runner] = []
             try:
                 if journal is not None and not journal.pending_recorded:
                     await _journal_every_row(journal, config, plan)
-
-                def list_existing(partition: Partition) -> bool:
-                    # What a partition holds is unknown to a journal that never committed
-                    # a complete listing of it (a fresh batch, or one stopped before its
-                    # listing landed), and to one whose rows changed under --force (a
-                    # renamed row has no history).
-                    if not config.reconcile:
-                        return False
-                    if journal is None or manifest_changed:
-                        return True
-                    return not journal.reconciled(
-                        partition_key(partition.account, partition.region)
-                    )
-
-                gates = (
-                    await task_gates(config, partitions, plan, journal, clock=clock)
-                    if config.preflight
-                    else {}
+                fan_out = FanOut([stats, results, *listeners])
+                settled = (
+                    settled_rows(journal, retry_failed=config.run.retry_failed)
+                    if config.preflight and journal is not None
+                    else frozenset()
                 )
-                cpu_started = time.process_time()
-                async with store.running(), anyio.create_task_group() as polling:
-                    for gate in gates.values():
-                        polling.start_soon(gate.poll)
-                    outcome, runners = await run_fleet(
-                        partitions,
-                        rows_for=lambda p: partition_rows(config, p, plan, prints),
-                        unreached_for=lambda p: (
-                            None if journal is None else unreached(journal, config, p, plan)
-                        ),
+                for partition in partitions:
+                    pipeline = _import_pipeline(
+                        config,
+                        partition,
+                        plan=plan,
                         journal=store,
                         clock=clock,
-                        listeners=[stats, results, *listeners],
-                        settings=config.run,
-                        rate_for=lambda region: told_rate(
-                            region, rates=config.rates, rate=config.rate, shard=config.shard
-                        ),
-                        list_existing=list_existing,
-                        belongs_for=lambda p: (
-                            plan.rows_in(frozenset(p.places))
-                            if plan is not None and plan.places
-                            else None
-                        ),
-                        total_rows=total_rows,
-                        attach=control._attach if control is not None else None,
-                        gate_for=lambda p: gates.get(id(p)),
+                        listeners=[partition.stats, fan_out],
+                        list_first=_lists_first(config, partition, journal, manifest_changed),
+                        settled=settled,
                     )
-                    polling.cancel_scope.cancel()
+                    if control is not None:
+                        control.attach(pipeline)
+                    work.append(
+                        PartitionWork(
+                            partition,
+                            pipeline,
+                            partition_rows(config, partition, plan, prints),
+                            None
+                            if journal is None
+                            else unreached(journal, config, partition, plan),
+                        )
+                    )
+                cpu_started = time.process_time()
+                async with store.running():
+                    outcome = await run_fleet(
+                        work,
+                        clock=clock,
+                        listeners=[stats, results, *listeners],
+                        total_rows=total_rows,
+                    )
                 stats.fatal = str(outcome.fatal) if outcome.fatal is not None else None
                 stats.partitions = [_partition_figures(p) for p in partitions]
                 # Near 1: the client's CPU, not the quotas, limited the run (not measured
-                # with --local, whose emulator shares the process).
-                if outcome.elapsed_s > 0 and config.local is None:
+                # when the service runs in this process: ``--local``'s emulator).
+                if outcome.elapsed_s > 0 and not config.in_process_service:
                     cpu_s = time.process_time() - cpu_started
                     stats.client_cpu_share = cpu_s / outcome.elapsed_s
                 if journal is not None:  # kept across processes: a re-run's report shows it
@@ -298,7 +319,14 @@ async def _execute(
                     )
             finally:
                 await store.aclose()
-                stats.existing = _existing_figures([r.reconciler for r in runners])
+                stats.existing = _existing_figures(
+                    [
+                        s.reconciler
+                        for w in work
+                        for s in w.pipeline.stages
+                        if isinstance(s, ExistingStage)
+                    ]
+                )
     report = stats.to_report(earlier_runs=earlier_runs)
     if config.report_file:
         write_report(report_path, report)
@@ -322,6 +350,66 @@ async def _execute(
         stats.image_totals = rebuilt.stats.image_totals
         result.images, result.wait, result.wait_interrupted = waited
     return result
+
+
+def _lists_first(
+    config: BatchConfig,
+    partition: Partition,
+    journal: SqliteJournal | None,
+    manifest_changed: bool,
+) -> bool:
+    """Whether a partition lists its builds before its first import.
+
+    What a partition holds is unknown to a journal that never committed a complete listing
+    of it (a fresh batch, or one stopped before its listing landed), and to one whose rows
+    changed under ``--force`` (a renamed row has no history).
+    """
+    if not config.reconcile:
+        return False
+    if journal is None or manifest_changed:
+        return True
+    return not journal.reconciled(partition_key(partition.account, partition.region))
+
+
+def _import_pipeline(
+    config: BatchConfig,
+    partition: Partition,
+    *,
+    plan: RowPlan | None,
+    journal: Journal,
+    clock: Clock,
+    listeners: Sequence[RunListener],
+    list_first: bool,
+    settled: frozenset[tuple[str, str]],
+) -> Pipeline:
+    """``run``'s composition for one partition: the task gate (``--preflight``), the
+    existing images, the import."""
+    client: PartitionClient = partition.client or Unavailable()
+    health = config.run.health()
+    before: list[RowStage] = []
+    if config.preflight and partition.client is not None and partition.failure is None:
+        before.append(task_gate_stage(config, partition, plan, settled, clock=clock, health=health))
+    return import_pipeline(
+        client,
+        build_limiter(
+            concurrency=config.run.concurrency,
+            rate=told_rate(
+                partition.region, rates=config.rates, rate=config.rate, shard=config.shard
+            ),
+            clock=clock,
+        ),
+        journal=journal,
+        clock=clock,
+        listeners=listeners,
+        settings=config.run,
+        origin=(partition.account, partition.region),
+        before=before,
+        list_first=list_first,
+        belongs=plan.rows_in(frozenset(partition.places))
+        if plan is not None and plan.places
+        else None,
+        health=health,
+    )
 
 
 def _existing_figures(reconcilers: Sequence[Reconciler]) -> dict[str, float] | None:
@@ -371,6 +459,53 @@ async def _journal_every_row(journal: Journal, config: BatchConfig, plan: RowPla
     await journal.flush()
 
 
+async def _carry_over(
+    config: BatchConfig,
+    journal: SqliteJournal,
+    *,
+    total_rows: int,
+    listeners: Sequence[RunListener],
+    clock: Clock,
+) -> BatchResult:
+    """A resume with nothing to send (``Selection.settled``): every row carried over from
+    the journal, in row order, into the results and the report; no partition is opened.
+
+    The journal holds these very rows (same fingerprint), so the manifest is not read a
+    second time, and no row is asked of the journal one by one.
+    """
+    report_path, results_path = _output_paths(config)
+    stats = RunStats()
+    stats.started_at = clock.wall()
+    started = clock.now()
+    earlier_runs = journal.runs()
+    try:
+        with ResultsWriter(results_path) as results:
+            told = [stats, results, *listeners]
+            for listener in told:
+                listener.on_start(total_rows=total_rows)
+            for entry in journal.entries():
+                result = entry.to_result(resumed=True)
+                for listener in told:
+                    listener.on_row_done(result)
+            elapsed = clock.now() - started
+            for listener in told:
+                listener.on_finish(elapsed_s=elapsed, interrupted=False)
+        journal.record_run(started_at=stats.started_at, figures=stats.run_figures())
+    finally:
+        await journal.aclose()
+    report = stats.to_report(earlier_runs=earlier_runs)
+    if config.report_file:
+        write_report(report_path, report)
+    return BatchResult(
+        outcome=RunOutcome(elapsed_s=elapsed),
+        stats=stats,
+        report=report,
+        report_path=report_path,
+        results_path=results_path,
+        journal_path=config.journal_path,
+    )
+
+
 class Batch:
     """A batch that passed preflight: its journal open, ready to be run once.
 
@@ -379,7 +514,7 @@ class Batch:
     """
 
     def __init__(
-        self, config: BatchConfig, *, journal: SqliteJournal | None, found: Preflight
+        self, config: BatchConfig, *, journal: SqliteJournal | None, found: Selection
     ) -> None:
         self.config = config
         self.total_rows = found.total_rows
@@ -405,6 +540,14 @@ class Batch:
         if self._ran:
             raise ConfigError("a batch runs once; open it again to resume")
         self._ran = True
+        if self._found.settled and self._journal is not None and self.config.wait is None:
+            return await _carry_over(
+                self.config,
+                self._journal,
+                total_rows=self.total_rows,
+                listeners=listeners,
+                clock=clock or MonotonicClock(),
+            )
         return await _execute(
             self.config,
             journal=self._journal,
@@ -430,17 +573,19 @@ class Batch:
 
 
 def open_batch(config: BatchConfig, *, fault_hook: Callable[[int], None] | None = None) -> Batch:
-    """Open the journal and read the whole manifest once; refuse before any call is sent.
+    """Check every path, open the journal, make the selection pass; refuse before any call.
 
-    Raises ``InvalidManifest`` (some rows broke a rule and ``skip_invalid`` is off) or
-    ``ManifestChanged`` (the journal was written for other rows and ``force`` is off). A
-    journal this call created is discarded when the batch is refused; an existing one is
-    left as it was. With ``force``, the journal adopts the new manifest from now on.
+    Raises ``ConfigError`` (a path that cannot be used), ``InvalidManifest`` (some rows
+    broke a rule and ``skip_invalid`` is off) or ``ManifestChanged`` (the journal was
+    written for other rows and ``force`` is off). A journal this call created is discarded
+    when the batch is refused; an existing one is left as it was. With ``force``, the
+    journal adopts the new manifest from now on. The manifest is hashed once.
     ``fault_hook`` reaches the journal's commits, for crash tests (``exit_after_commits``).
     """
     _check_paths(config)
+    fingerprint = batch_fingerprint(config) if config.journal_path is not None else ""
     try:
-        journal = _open_journal(config, fault_hook=fault_hook)
+        journal = _open_journal(config, fingerprint=fingerprint, fault_hook=fault_hook)
     except OSError as error:
         raise ConfigError(f"cannot create {error.filename}: {error.strerror}") from None
     # The journal's lock is held now: what a killed run of this batch left is no one's.
@@ -448,7 +593,7 @@ def open_batch(config: BatchConfig, *, fault_hook: Callable[[int], None] | None 
         if path is not None:
             remove_leftovers(path)
     try:
-        found = preflight(config, journal=journal)
+        found = select_rows(config, journal=journal, fingerprint=fingerprint)
     except IbimportError:
         if journal is not None:
             journal.discard()
@@ -456,22 +601,19 @@ def open_batch(config: BatchConfig, *, fault_hook: Callable[[int], None] | None 
     if found.invalid_count and not config.skip_invalid:
         if journal is not None:
             journal.discard()
-        raise InvalidManifest(
-            lines=tuple(line for row in found.invalid_rows for line in row.describe()),
-            shown_rows=len(found.invalid_rows),
-            invalid_rows=found.invalid_count,
-            total_rows=found.total_rows,
-        )
+        raise found.refusal()
     if found.diff is not None and not found.diff.is_empty:
         assert journal is not None  # a diff is only ever made against a journal
         if not config.force:
+            options, resume = _changed_options(config, journal)
             journal.close()
             raise ManifestChanged(
-                journal=str(config.journal_path), lines=tuple(found.diff.describe())
+                journal=str(config.journal_path),
+                lines=tuple(found.diff.describe()),
+                options=options,
+                resume=resume,
             )
-        journal.update_header(
-            manifest_fingerprint=batch_fingerprint(config), settings=_journal_settings(config)
-        )
+        journal.update_header(manifest_fingerprint=fingerprint, settings=_journal_settings(config))
     else:
         found.diff = None
     return Batch(config, journal=journal, found=found)

@@ -1,12 +1,13 @@
-"""One runner per partition, run side by side: the engine of a batch that spans accounts
+"""One pipeline per partition, run side by side: the engine of a batch that spans accounts
 and Regions (see ``ibimport.engine.partitions`` for why partitions exist).
 
 ``open_partitions`` opens the sessions one after another (concurrent credential
 resolution is a known aiobotocore race, aio-libs/aiobotocore#1455), each profile once,
 and gives the places that reach the same account and Region one client; a place whose
 credentials or Region cannot work becomes a partition that fails alone. ``run_fleet``
-runs a Runner per partition, each with its own limiter at its own quota, and tells the
-shared listeners (statistics, results, progress) one start and one finish for the batch.
+runs the pipeline the batch composed for each partition, each with its own meters at its
+own quota, and tells the shared listeners (statistics, results, progress) one start and
+one finish for the batch.
 """
 
 from __future__ import annotations
@@ -21,25 +22,33 @@ import anyio
 from ibimport.aws.client import (
     BuildPage,
     ClientSettings,
-    ImageBuilderClient,
+    ImageState,
     ImportResult,
+    ImportTaskPage,
+    PartitionClient,
     account_of,
     open_client,
     open_session,
 )
+from ibimport.aws.regions import check_region
 from ibimport.domain.results import RowResult
-from ibimport.emulator.config import EmulatorConfig
 from ibimport.engine.events import BaseListener, CallEvent, RunListener
 from ibimport.engine.partitions import Place
-from ibimport.engine.runner import RowGate, Runner, RunOutcome, RunSettings
+from ibimport.engine.pipeline import Pipeline, RunOutcome
 from ibimport.errors import CallError, FatalBatchError, IbimportError
 from ibimport.flow.clock import Clock
-from ibimport.flow.limiter import build_limiter
-from ibimport.journal import Journal
 from ibimport.manifest import ManifestRow
 from ibimport.report import RunStats
 
-__all__ = ["Partition", "base_settings", "default_client", "open_partitions", "run_fleet"]
+__all__ = [
+    "FanOut",
+    "Partition",
+    "PartitionWork",
+    "Unavailable",
+    "default_client",
+    "open_partitions",
+    "run_fleet",
+]
 
 
 @dataclass(slots=True)
@@ -49,7 +58,7 @@ class Partition:
     account: str
     region: str
     places: set[int]  # indexes into the batch's RowPlan.places
-    client: ImageBuilderClient | None
+    client: PartitionClient | None
     failure: FatalBatchError | None = None
     stats: RunStats = field(default_factory=RunStats)
     profile: str | None = None
@@ -60,37 +69,10 @@ class Partition:
 
 
 @asynccontextmanager
-async def default_client(
-    settings: ClientSettings, *, local: EmulatorConfig | None
-) -> AsyncIterator[ImageBuilderClient]:
+async def default_client(settings: ClientSettings) -> AsyncIterator[PartitionClient]:
     """The default partition's client (a dry run's and ``ibimport wait``'s reads)."""
-    async with AsyncExitStack() as stack:
-        base = await base_settings(settings, local=local, stack=stack)
-        yield await stack.enter_async_context(open_client(base))
-
-
-async def base_settings(
-    settings: ClientSettings, *, local: EmulatorConfig | None, stack: AsyncExitStack
-) -> ClientSettings:
-    """The client settings, pointed at an in-process emulator (started on ``stack``) with
-    ``--local``."""
-    if local is None:
-        return settings
-    from ibimport.emulator import EmulatorServer
-
-    local = replace(local, region=settings.region or local.region)
-    server = EmulatorServer(local)
-    stack.enter_context(server)
-    settings = ClientSettings(
-        region=local.region,
-        endpoint_url=server.url,
-        max_pool_connections=settings.max_pool_connections,
-        connect_timeout_s=settings.connect_timeout_s,
-        read_timeout_s=settings.read_timeout_s,
-        access_key_id=local.access_key_id,
-        secret_access_key=local.secret_access_key,
-    )
-    return settings
+    async with open_client(settings) as client:
+        yield client
 
 
 async def open_partitions(
@@ -102,6 +84,9 @@ async def open_partitions(
     failure to open raises, and no STS call is made. With more, each profile's account is
     asked once (STS GetCallerIdentity), so two profiles of one account share a partition.
     """
+    for asked in places:
+        if asked.region is not None:  # a manifest's region column: a usage mistake if unknown
+            check_region(asked.region, given_as="the manifest's region")
     default = Place(base.profile, base.region)
     if len(places) <= 1:
         place = places[0].resolved(default) if places else default
@@ -157,66 +142,48 @@ def _failed(place: Place, places: set[int], error: FatalBatchError) -> Partition
     return partition
 
 
+@dataclass(slots=True)
+class PartitionWork:
+    """One partition's pipeline and the rows it reads, as the batch composed them."""
+
+    partition: Partition
+    pipeline: Pipeline
+    rows: Iterable[ManifestRow]
+    #: After a stop, the partition's rows the pipeline never reached (``Pipeline.run``).
+    unreached: Callable[[int], Iterable[RowResult]] | None = None
+
+
 async def run_fleet(
-    partitions: Sequence[Partition],
+    work: Sequence[PartitionWork],
     *,
-    rows_for: Callable[[Partition], Iterable[ManifestRow]],
-    unreached_for: Callable[[Partition], Callable[[int], Iterable[RowResult]] | None],
-    journal: Journal,
     clock: Clock,
     listeners: Sequence[RunListener],
-    settings: RunSettings,
-    rate_for: Callable[[str], float | None],
-    list_existing: Callable[[Partition], bool],
-    belongs_for: Callable[[Partition], Callable[[int], bool] | None],
     total_rows: int | None,
-    attach: Callable[[Runner], None] | None = None,
-    gate_for: Callable[[Partition], RowGate | None] | None = None,
-) -> tuple[RunOutcome, list[Runner]]:
-    """Run every partition's rows, side by side; one outcome for the batch."""
-    shared = _Shared(listeners)
+) -> RunOutcome:
+    """Run every partition's pipeline side by side; one outcome for the batch.
+
+    ``listeners`` are the batch's own: told one start and one finish here, and every
+    call and row through ``fan_out`` (which the pipelines were given).
+    """
     for listener in listeners:
         listener.on_start(total_rows=total_rows)
     started = clock.now()
-    runners = [
-        Runner(
-            partition.client or _Unavailable(),
-            build_limiter(
-                concurrency=settings.concurrency, rate=rate_for(partition.region), clock=clock
-            ),
-            journal=journal,
-            clock=clock,
-            listeners=[partition.stats, shared],
-            settings=settings,
-            origin=(partition.account, partition.region),
-            gate=gate_for(partition) if gate_for is not None else None,
-        )
-        for partition in partitions
-    ]
     outcomes: dict[int, RunOutcome] = {}
 
     async def run_one(i: int) -> None:
-        partition = partitions[i]
-        outcomes[i] = await runners[i].run(
-            rows_for(partition),
-            total_rows=None,
-            unreached=unreached_for(partition),
-            list_existing=partition.failure is None and list_existing(partition),
-            belongs=belongs_for(partition),
-            stopped_by=partition.failure,
+        one = work[i]
+        outcomes[i] = await one.pipeline.run(
+            one.rows, total_rows=None, unreached=one.unreached, stopped_by=one.partition.failure
         )
 
-    for runner in runners:
-        if attach is not None:
-            attach(runner)
     async with anyio.create_task_group() as group:
-        for i in range(len(partitions)):
+        for i in range(len(work)):
             group.start_soon(run_one, i)
-    outcome = _combined([outcomes[i] for i in range(len(partitions))], partitions)
+    outcome = _combined([outcomes[i] for i in range(len(work))], [w.partition for w in work])
     outcome.elapsed_s = clock.now() - started
     for listener in listeners:
         listener.on_finish(elapsed_s=outcome.elapsed_s, interrupted=outcome.interrupted)
-    return outcome, runners
+    return outcome
 
 
 def _combined(outcomes: Sequence[RunOutcome], partitions: Sequence[Partition]) -> RunOutcome:
@@ -240,7 +207,7 @@ def _combined(outcomes: Sequence[RunOutcome], partitions: Sequence[Partition]) -
     )
 
 
-class _Shared(BaseListener):
+class FanOut(BaseListener):
     """The batch's own listeners, told each call and row of every partition (their start
     and finish come once, from ``run_fleet``)."""
 
@@ -256,9 +223,9 @@ class _Shared(BaseListener):
             listener.on_row_done(result)
 
 
-class _Unavailable:
-    """The client of a partition that could not open: never called (its runner starts
-    stopped), but a Runner needs one."""
+class Unavailable:
+    """The client of a partition that could not open: never called (its pipeline starts
+    stopped), but its stages need one."""
 
     async def import_vm_image(
         self, params: Mapping[str, Any], *, client_token: str
@@ -267,3 +234,11 @@ class _Unavailable:
 
     async def list_builds(self, *, next_token: str | None) -> BuildPage:
         raise IbimportError("a partition that failed to open was asked to list")
+
+    async def get_image(self, arn: str) -> ImageState:
+        raise IbimportError("a partition that failed to open was asked for an image")
+
+    async def describe_import_tasks(
+        self, task_ids: Sequence[str], *, next_token: str | None
+    ) -> ImportTaskPage:
+        raise IbimportError("a partition that failed to open was asked for its tasks")

@@ -9,33 +9,31 @@ from __future__ import annotations
 
 import csv
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING
 
 import anyio
 
-from ibimport._files import atomic_private_file
-from ibimport.aws.client import ImageStatusClient, ImportTaskClient
+from ibimport._files import atomic_private_file, check_paths
 from ibimport.domain import rowstate
 from ibimport.domain.rowstate import ImageStatus
-from ibimport.engine.fleet import Partition, base_settings, default_client, open_partitions
+from ibimport.engine.fleet import Partition, default_client, open_partitions
 from ibimport.engine.partitions import Place, RowPlan, told_rate
-from ibimport.engine.selection import partition_rows
-from ibimport.errors import CallError, ConfigError, FatalBatchError, InvalidManifest
-from ibimport.flow.calls import RetriedCalls
+from ibimport.engine.selection import partition_rows, select_rows
+from ibimport.errors import CallError, ConfigError, FatalBatchError
 from ibimport.flow.clock import Clock
+from ibimport.flow.executor import CallExecutor, PartitionHealth, first_error
 from ibimport.flow.limiter import MonotonicClock, build_limiter
-from ibimport.flow.retry import Backoff, Disposition, classify, fatal_message
+from ibimport.flow.retry import Disposition, classify, fatal_message
 from ibimport.journal import SqliteJournal
-from ibimport.manifest import read_manifest
 from ibimport.report import neutralise_cell
-from ibimport.report.outputs import RebuiltOutputs, rebuild_outputs
+from ibimport.report.outputs import RebuiltOutputs, journal_outputs, rebuild_outputs
 from ibimport.stages.imagewait import WaitFigures, WaitSettings, follow_journal
 from ibimport.stages.taskcheck import TaskCheck, TaskChecker, TaskState
-from ibimport.stages.taskgate import TaskGate
+from ibimport.stages.taskgate import TaskGate, TaskGateStage
 
 if TYPE_CHECKING:
     from ibimport.engine.batch import BatchConfig, BatchControl
@@ -88,11 +86,13 @@ class TaskPreflight:
         return all(row.task.state is TaskState.READY for row in self.rows)
 
 
-def _calls(config: BatchConfig, clock: Clock) -> RetriedCalls:
-    return RetriedCalls(
+def _calls(config: BatchConfig, clock: Clock) -> CallExecutor:
+    """The default partition's read-only calls, under ``--rate`` and the retry rules."""
+    return CallExecutor(
         build_limiter(concurrency=config.run.concurrency, rate=config.rate, clock=clock),
         clock=clock,
-        backoff=Backoff(base_s=config.run.backoff_base_s, cap_s=config.run.backoff_cap_s),
+        policy=config.run.retry_policy(),
+        health=config.run.health(),
     )
 
 
@@ -101,50 +101,56 @@ async def preflight_tasks(
 ) -> TaskPreflight:
     """Classify every row's vmImportTaskId, many per call; write ``results_path`` if given.
 
-    Raises ``InvalidManifest`` before any call when a row breaks a rule, and the last
-    ``CallError`` when a lookup cannot complete (a fatal one: credentials, permissions).
+    The rows go through the selection pass as a run's do: each row's task is asked of the
+    EC2 of its own partition (its ``region`` and ``profile`` columns, else the command
+    line's). Raises ``ConfigError`` (``results_path`` would overwrite the manifest, or
+    cannot be written) and ``InvalidManifest`` before any call, and ``FatalBatchError``
+    when a lookup cannot complete (credentials, permissions: with what to do).
     """
-    rows = []
-    invalid = []
-    total = 0
-    for manifest_row in read_manifest(
-        config.manifest, fmt=config.fmt, extra_tags=config.extra_tags
-    ):
-        total += 1
-        if manifest_row.task is None:
-            invalid.append(manifest_row)
-        else:
-            rows.append((manifest_row.row, manifest_row.task))
-    if invalid:
-        raise InvalidManifest(
-            lines=tuple(line for row in invalid[:1000] for line in row.describe()),
-            shown_rows=min(len(invalid), 1000),
-            invalid_rows=len(invalid),
-            total_rows=total,
-        )
+    outputs = {"--results": results_path} if results_path is not None else {}
+    check_paths(inputs={"the manifest": config.manifest}, outputs=outputs)
+    selection = select_rows(config)
+    if selection.invalid_count:
+        raise selection.refusal()
     clock = clock or MonotonicClock()
     started = clock.now()
-    calls = _calls(config, clock)
-    async with default_client(config.client, local=config.local) as client:
-        checker = TaskChecker(_task_client(client), calls)
-        checks = await checker.check(task.vmImportTaskId for _, task in rows)
-    found = TaskPreflight(
-        rows=[
-            TaskRow(row, task.name, task.semanticVersion, checks[task.vmImportTaskId])
-            for row, task in rows
-        ],
-        calls=calls.calls,
-        throttled=calls.throttled,
-        elapsed_s=clock.now() - started,
-    )
+    found = TaskPreflight()
+    async with AsyncExitStack() as stack:
+        partitions = await open_partitions(
+            selection.plan.places or [Place(None, None)], base=config.client, stack=stack
+        )
+        for partition in partitions:
+            if partition.failure is not None or partition.client is None:
+                raise FatalBatchError(f"{partition.failure}; nothing was checked")
+            rows = [
+                (r.row, r.task)
+                for r in partition_rows(config, partition, selection.plan, selection.prints)
+                if r.task is not None
+            ]
+            calls = _read_calls(config, partition, clock)
+            checker = TaskChecker(partition.client, calls)
+            try:
+                checks = await checker.check(task.vmImportTaskId for _, task in rows)
+            except CallError as error:
+                raise _lookup_failed(error) from None
+            found.rows += [
+                TaskRow(row, task.name, task.semanticVersion, checks[task.vmImportTaskId])
+                for row, task in rows
+            ]
+            found.calls += calls.calls
+            found.throttled += calls.throttled
+    found.rows.sort(key=lambda r: r.row)
+    found.elapsed_s = clock.now() - started
     if results_path is not None:
         _write_task_results(results_path, found)
     return found
 
 
-def _task_client(client: object) -> ImportTaskClient:
-    """open_client's client also speaks EC2 (the runner's protocol need not)."""
-    return cast(ImportTaskClient, client)
+def _lookup_failed(error: CallError, *, what: str = "check the import tasks") -> FatalBatchError:
+    """A lookup that could not complete: a credential fault with what to do about it."""
+    if classify(error) is Disposition.FATAL:
+        return FatalBatchError(fatal_message(error))
+    return FatalBatchError(f"could not {what} ({error.code}: {error.message})")
 
 
 def _write_task_results(path: Path, found: TaskPreflight) -> None:
@@ -187,36 +193,42 @@ async def wait_for_images(
     config: BatchConfig,
     settings: WaitSettings,
     clock: Clock | None = None,
+    report_path: Path | None = None,
+    results_path: Path | None = None,
 ) -> WaitResult:
     """``ibimport wait``: follow a journal's imported images, then rewrite its run's outputs.
 
     ``config`` gives the client, limiter and retry settings (its manifest is not read).
-    Images an earlier wait settled are not asked again; an interrupted wait resumes.
+    Images an earlier wait settled are not asked again; an interrupted wait resumes. The
+    outputs (``report_path``, ``results_path``, else where the journal says) are checked
+    as ``report`` checks them, before any call; a credential fault is ``FatalBatchError``
+    with what to do about it.
     """
     clock = clock or MonotonicClock()
+    check_paths(inputs={}, outputs={}, stores={"the journal": journal_path})
+    report_path, results_path = journal_outputs(
+        journal_path, report_path=report_path, results_path=results_path
+    )
     journal = _open_existing(journal_path)
     try:
         several = await follow_recorded_partitions(config, journal, settings=settings, clock=clock)
         if several is not None:
             images, figures = several
         else:
-            async with default_client(config.client, local=config.local) as client:
+            async with default_client(config.client) as client:
                 images, figures = await follow_journal(
-                    _status_client(client),
+                    client,
                     journal,
                     calls=_calls(config, clock),
                     clock=clock,
                     settings=settings,
                 )
+    except CallError as error:
+        raise _lookup_failed(error, what="follow the images") from None
     finally:
         await journal.aclose()
-    outputs = rebuild_outputs(journal_path)
+    outputs = rebuild_outputs(journal_path, report_path=report_path, results_path=results_path)
     return WaitResult(images=images, figures=figures, outputs=outputs)
-
-
-def _status_client(client: object) -> ImageStatusClient:
-    """open_client's client also reads image states (the runner's protocol need not)."""
-    return cast(ImageStatusClient, client)
 
 
 def _open_existing(journal_path: Path) -> SqliteJournal:
@@ -226,59 +238,49 @@ def _open_existing(journal_path: Path) -> SqliteJournal:
     return SqliteJournal.open(journal_path, manifest_path="", manifest_fingerprint="", settings={})
 
 
-async def task_gates(
+def settled_rows(journal: SqliteJournal, *, retry_failed: bool) -> frozenset[tuple[str, str]]:
+    """(name, version) of the rows an earlier run settled: their tasks are not checked."""
+    if not journal.has_history:
+        return frozenset()
+    return frozenset(
+        (e.name, e.semantic_version)
+        for e in journal.entries()
+        if rowstate.settled(e.state, retry_failed=retry_failed)
+    )
+
+
+def task_gate_stage(
     config: BatchConfig,
-    partitions: Sequence[Partition],
+    partition: Partition,
     plan: RowPlan | None,
-    journal: SqliteJournal | None,
+    settled: frozenset[tuple[str, str]],
     *,
     clock: Clock,
-) -> dict[int, TaskGate]:
-    """``run --preflight``: each partition's tasks looked up (in batches) before it sends.
+    health: PartitionHealth,
+) -> TaskGateStage:
+    """``run --preflight``'s first stage for a partition: its rows' tasks (not those an
+    earlier run settled), checked by its own EC2 (import tasks are regional) under its own
+    read limiter."""
+    assert partition.client is not None
 
-    Import tasks are regional, so each partition asks its own EC2 about its own rows (not
-    those an earlier run settled). A partition whose lookup cannot complete sends nothing:
-    it stops with that error, as a failed listing of existing images does.
-    """
-    settled: set[tuple[str, str]] = set()
-    if journal is not None and journal.has_history:
-        retry_failed = config.run.retry_failed
-        settled = {
-            (e.name, e.semantic_version)
-            for e in journal.entries()
-            if rowstate.settled(e.state, retry_failed=retry_failed)
-        }
-    gates: dict[int, TaskGate] = {}
-    for partition in partitions:
-        if partition.client is None or partition.failure is not None:
-            continue
-        task_ids = [
-            r.task.vmImportTaskId
-            for r in partition_rows(config, partition, plan, None)
-            if r.task is not None and (r.task.name, r.task.semanticVersion) not in settled
-        ]
-        # open_client's client speaks EC2 too; runner fakes need not.
-        checker = TaskChecker(
-            cast(ImportTaskClient, partition.client), _read_calls(config, partition, clock)
-        )
-        gate = TaskGate(checker, clock=clock, wait=config.task_wait)
-        try:
-            await gate.check(task_ids)
-        except CallError as error:
-            partition.failure = FatalBatchError(
-                fatal_message(error)
-                if classify(error) is Disposition.FATAL
-                else f"could not check the import tasks ({error.code}: {error.message}), "
-                "so nothing was sent: re-run"
-            )
-            continue
-        gates[id(partition)] = gate
-    return gates
+    def task_ids() -> Iterator[str]:
+        for r in partition_rows(config, partition, plan, None):
+            if r.task is not None and (r.task.name, r.task.semanticVersion) not in settled:
+                yield r.task.vmImportTaskId
+
+    checker = TaskChecker(partition.client, _read_calls(config, partition, clock, health=health))
+    return TaskGateStage(TaskGate(checker, clock=clock, wait=config.task_wait), task_ids=task_ids)
 
 
-def _read_calls(config: BatchConfig, partition: Partition, clock: Clock) -> RetriedCalls:
+def _read_calls(
+    config: BatchConfig,
+    partition: Partition,
+    clock: Clock,
+    *,
+    health: PartitionHealth | None = None,
+) -> CallExecutor:
     """A partition's read-only calls (task checks, image states): their own limiter."""
-    return RetriedCalls(
+    return CallExecutor(
         build_limiter(
             concurrency=config.run.concurrency,
             rate=told_rate(
@@ -287,7 +289,8 @@ def _read_calls(config: BatchConfig, partition: Partition, clock: Clock) -> Retr
             clock=clock,
         ),
         clock=clock,
-        backoff=Backoff(base_s=config.run.backoff_base_s, cap_s=config.run.backoff_cap_s),
+        policy=config.run.retry_policy(),
+        health=health or config.run.health(),
     )
 
 
@@ -314,8 +317,7 @@ async def follow_partitions(
         assert partition.client is not None
         place = (partition.account, partition.region)
         found, cost = await follow_journal(
-            # open_client's client is an ImageStatusClient too; runner fakes need not be.
-            cast(ImageStatusClient, partition.client),
+            partition.client,
             journal,
             calls=_read_calls(config, partition, clock),
             clock=clock,
@@ -331,13 +333,17 @@ async def follow_partitions(
 
     with anyio.CancelScope() as scope:
         if control is not None:
-            control._wait_scope = scope
-            if control.stop_requested:
-                scope.cancel()
-        async with anyio.create_task_group() as group:
-            for partition in partitions:
-                if partition.client is not None:
-                    group.start_soon(follow, partition)
+            control.cancels(scope)
+        try:
+            async with anyio.create_task_group() as group:
+                for partition in partitions:
+                    if partition.client is not None:
+                        group.start_soon(follow, partition)
+        except BaseExceptionGroup as group:
+            error = first_error(group)
+            if isinstance(error, CallError):
+                raise _lookup_failed(error, what="follow the images") from None
+            raise error from None
     return images, figures, scope.cancelled_caught
 
 
@@ -366,11 +372,7 @@ async def follow_recorded_partitions(
         return None
     places = [Place(p.get("profile"), p.get("region")) for p in recorded]
     async with AsyncExitStack() as stack:
-        partitions = await open_partitions(
-            places,
-            base=await base_settings(config.client, local=config.local, stack=stack),
-            stack=stack,
-        )
+        partitions = await open_partitions(places, base=config.client, stack=stack)
         images, figures, _ = await follow_partitions(
             replace(config, wait=settings), partitions, journal, clock=clock, control=None
         )

@@ -79,7 +79,8 @@ class Shard:
         for variable in SHARD_INDEX_VARIABLES:
             value = environ.get(variable)
             if value is not None:
-                if not value.strip().isdigit():
+                # ASCII digits only: str.isdigit() also takes "²", which int() refuses.
+                if re.fullmatch(r"\s*[0-9]+\s*", value) is None:
                     raise ConfigError(f"{variable}={value!r} is not a shard index")
                 return cls(int(value), count)
         raise ConfigError(
@@ -190,6 +191,13 @@ class RowPlan:
             self.places.append(place)
             self._last.append(0)
         return index
+
+    def place_index_of(self, row: int) -> int | None:
+        """The index of row ``row``'s place (None: not this shard's row)."""
+        if not 0 < row <= len(self._rows):
+            return None
+        index = self._rows[row - 1]
+        return None if index == self._NOT_OURS else index - 1
 
     def rows_in(self, indexes: frozenset[int]) -> Callable[[int], bool]:
         """Whether row ``n`` is one of the places ``indexes``'."""

@@ -1,8 +1,8 @@
-"""What preflight saw of each manifest row, so that the run's second read is held to it.
+"""What the selection pass saw of each manifest row, so that the second read is held to it.
 
-A batch reads its manifest twice: preflight validates (and journals) every row, then the
-run streams it again. A file changed in between (truncated, rewritten, appended to) must
-not send a row preflight never saw, such as one spliced from two lines. ``RowPrints``
+A batch reads its manifest twice: the selection pass validates (and journals) every row,
+then the run streams it again. A file changed in between (truncated, rewritten, appended to) must
+not send a row the selection never saw, such as one spliced from two lines. ``RowPrints``
 keeps 8 bytes per row (8 MB for a million rows): a digest of the row's clientToken, or 0
 for an invalid row; ``checked`` passes the run's rows through and stops at the first row
 that differs, or at an early end, with ``FatalBatchError``.
@@ -31,14 +31,14 @@ def _print(token: str | None) -> int:
 
 def _changed(what: str) -> FatalBatchError:
     return FatalBatchError(
-        f"the manifest changed under the run: {what}; no row preflight did not check was "
+        f"the manifest changed under the run: {what}; no row the run did not check first was "
         "sent. Put the manifest back as it was, or let the run finish first, then run the "
         "same command again"
     )
 
 
 class RowPrints:
-    """Each row's token digest, by row number, as preflight read it."""
+    """Each row's token digest, by row number, as the selection pass read it."""
 
     def __init__(self) -> None:
         self._prints = array("Q")
@@ -47,7 +47,7 @@ class RowPrints:
         return len(self._prints)
 
     def add(self, row: int, token: str | None) -> None:
-        """Preflight read ``row`` (numbered from 1) with this clientToken (None: invalid)."""
+        """The selection read ``row`` (numbered from 1) with this clientToken (None: invalid)."""
         while len(self._prints) < row - 1:
             self._prints.append(_INVALID)  # a number no row had is never matched
         if len(self._prints) >= row:
@@ -57,10 +57,12 @@ class RowPrints:
     def checked(
         self, rows: Iterable[ManifestRow], *, salt: str, last_row: int | None = None
     ) -> Iterator[ManifestRow]:
-        """``rows``, while they are the rows preflight read; FatalBatchError at the first not.
+        """``rows``, while they are the rows the selection read; FatalBatchError at the first not.
 
+        Each valid row comes out carrying the token derived to compare it
+        (``ManifestRow.client_token``), so the runner does not derive it again.
         ``last_row``: the last row the read should reach, when it reads only some rows
-        (one partition's); by default the last row preflight read.
+        (one partition's); by default the last row the selection read.
         """
         prints = self._prints
         last = 0
@@ -74,7 +76,12 @@ class RowPrints:
                 if prints[row - 1] != _print(token):
                     raise _changed(f"row {row} is not the row it was when the run started")
                 last = row
-                yield manifest_row
+                if token is None:
+                    yield manifest_row
+                    continue
+                yield ManifestRow(
+                    row, task, (), manifest_row.name, manifest_row.semantic_version, token
+                )
         except ManifestError as exc:
             raise _changed(str(exc)) from None
         expected = len(prints) if last_row is None else last_row

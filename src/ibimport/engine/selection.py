@@ -1,12 +1,16 @@
-"""What a batch learns of its manifest before the first call, and how the run reads it again.
+"""The one selection pass: which rows, in which partition and shard, before the first call.
 
-Preflight reads the whole manifest once: every row validated (an invalid manifest is
-refused before anything is sent), each row's token digest kept (``rowprints``: the run's
-second read is held to it), each row's place planned (``partitions.RowPlan``: which
-partition, and whether it is this shard's), new journals filled with every row
-``pending``, resumed ones compared row by row. The run then reads each partition's rows
-(``partition_rows``); after a stop, the rows it never reached come from the journal
-(``unreached``).
+Every command that reads a manifest (``run``, ``run --dry-run``, ``preflight``) goes
+through it, so none picks its rows for itself. It reads the whole manifest once: every
+row validated (an invalid manifest is refused before anything is sent), each row's place
+planned (``partitions.RowPlan``: which partition, and whether it is this shard's), each
+row's clientToken derived once and its digest kept (``rowprints``: the second read is
+held to it). In that same pass a new journal gets every row ``pending`` and a resumed one
+whose batch fingerprint differs is compared row by row (``Selection.diff``).
+
+The command then reads each partition's rows again (``partition_rows``: a million-row
+manifest streams instead of being held), each row carrying the token the check derived;
+after a stop, the rows it never reached come from the journal (``unreached``).
 """
 
 from __future__ import annotations
@@ -20,37 +24,57 @@ from typing import TYPE_CHECKING
 from ibimport.domain import rowstate
 from ibimport.domain.results import RowResult, RowStatus
 from ibimport.domain.tokens import client_token
-from ibimport.engine.fleet import Partition
 from ibimport.engine.partitions import Place, RowPlan, place_of
 from ibimport.engine.rowprints import RowPrints
+from ibimport.errors import InvalidManifest
 from ibimport.journal import ManifestDiff, SqliteJournal
-from ibimport.manifest import (
-    ImageRequest,
-    ManifestRow,
-    manifest_fingerprint,
-    read_manifest,
-)
+from ibimport.manifest import ManifestRow, manifest_fingerprint, read_manifest
 
 if TYPE_CHECKING:
     from ibimport.engine.batch import BatchConfig
     from ibimport.engine.fleet import Partition
 
-#: How many invalid rows preflight keeps to show; the count is always exact.
+__all__ = [
+    "MAX_SHOWN_INVALID",
+    "Selection",
+    "batch_fingerprint",
+    "partition_rows",
+    "planned_rows",
+    "read_rows",
+    "select_rows",
+    "unreached",
+]
+
+#: How many invalid rows the selection keeps to show; the count is always exact.
 MAX_SHOWN_INVALID = 1000
 
 
 @dataclass(slots=True)
-class Preflight:
-    """What reading the whole manifest once, before any call, found."""
+class Selection:
+    """What reading the whole manifest once, before any call, decided."""
 
     total_rows: int = 0
     invalid_count: int = 0
     invalid_rows: list[ManifestRow] = field(default_factory=list)
     diff: ManifestDiff | None = None
-    #: Each row as read, so the run's second read is held to it (``rowprints``).
+    #: Each row as read, so the second read is held to it (``rowprints``).
     prints: RowPrints = field(default_factory=RowPrints)
     #: Each row's place (this shard's rows only), for one read per partition.
     plan: RowPlan = field(default_factory=RowPlan)
+    #: The batch fingerprint (``batch_fingerprint``), hashed once a run; "" without a journal.
+    fingerprint: str = ""
+    #: The journal was written for these very rows and every one of them is settled (and
+    #: none is invalid): the batch has nothing to send, and its results are the journal's.
+    settled: bool = False
+
+    def refusal(self) -> InvalidManifest:
+        """What refusing this manifest for its invalid rows says (``InvalidManifest``)."""
+        return InvalidManifest(
+            lines=tuple(line for row in self.invalid_rows for line in row.describe()),
+            shown_rows=len(self.invalid_rows),
+            invalid_rows=self.invalid_count,
+            total_rows=self.total_rows,
+        )
 
 
 def read_rows(
@@ -84,64 +108,82 @@ def _owned_place(config: BatchConfig, manifest_row: ManifestRow) -> Place | None
 _NO_PLACE = Place(None, None)
 
 
-def preflight(config: BatchConfig, *, journal: SqliteJournal | None) -> Preflight:
-    """Validate every row, and compare with the journal, before a single call is sent."""
-    found = Preflight()
+def select_rows(
+    config: BatchConfig, *, journal: SqliteJournal | None = None, fingerprint: str = ""
+) -> Selection:
+    """Validate, place and tokenise every row, and meet the journal, before a call is sent.
+
+    ``fingerprint``: the batch fingerprint the journal was opened with (hashed once, by
+    the caller). A new journal is filled with every valid row ``pending``; a resumed one
+    written for another fingerprint is compared row by row (``Selection.diff``); both in
+    this same pass, each row's token derived once.
+    """
+    found = Selection(fingerprint=fingerprint)
     salt = config.run.token_salt
 
-    def valid_tasks() -> Iterator[tuple[int, ImageRequest]]:
-        for manifest_row in read_rows(config, duplicates=found.plan.duplicates):
+    def valid_rows() -> Iterator[tuple[int, str, str, str]]:
+        plan, prints = found.plan, found.prints
+        for manifest_row in read_rows(config, duplicates=plan.duplicates):
             place = _owned_place(config, manifest_row)
-            found.plan.add(manifest_row.row, place)
+            plan.add(manifest_row.row, place)
             if place is None:
                 continue  # another shard's row
             found.total_rows += 1
             task = manifest_row.task
-            found.prints.add(manifest_row.row, client_token(task, salt=salt) if task else None)
-            if task is not None:
-                yield manifest_row.row, task
+            if task is None:
+                prints.add(manifest_row.row, None)
+                found.invalid_count += 1
+                if len(found.invalid_rows) < MAX_SHOWN_INVALID:
+                    found.invalid_rows.append(manifest_row)
                 continue
-            found.invalid_count += 1
-            if len(found.invalid_rows) < MAX_SHOWN_INVALID:
-                found.invalid_rows.append(manifest_row)
+            token = client_token(task, salt=salt)
+            prints.add(manifest_row.row, token)
+            yield manifest_row.row, task.name, task.semanticVersion, token
 
-    if journal is not None and journal.is_new:
-        # The same pass journals every valid row pending (what _journal_every_row does for
-        # a resumed journal), in one transaction; a run refused after preflight discards
-        # the new journal, rows and all.
-        journal.record_pending(
-            (row, task.name, task.semanticVersion, client_token(task, salt=salt))
-            for row, task in valid_tasks()
-        )
-    else:
-        for _ in valid_tasks():
-            pass
-    if journal is None or journal.is_new or journal.last_update() is None:
-        # A journal without rows was never sent under (killed while starting).
-        return found
-    if journal.header.manifest_fingerprint == batch_fingerprint(config):
+    if journal is None:
+        _drain(valid_rows())
+    elif journal.is_new:
+        # In one transaction; a run refused after the selection discards the new journal,
+        # rows and all.
+        journal.record_pending(valid_rows())
+    elif journal.last_update() is None:
+        _drain(valid_rows())  # a journal without rows was never sent under (killed starting)
+    elif journal.header.manifest_fingerprint == fingerprint:
         # Written for these very bytes, tags and salt: it holds these very rows and tokens,
         # so there is nothing to compare and no pending row to add.
+        _drain(valid_rows())
         journal.pending_recorded = True
-    else:
-        found.diff = journal.diff(
-            (r.row, r.task.name, r.task.semanticVersion, client_token(r.task, salt=salt))
-            for r in planned_rows(config, found.plan)
-            if r.task is not None
+        retry_failed = config.run.retry_failed
+        found.settled = not found.invalid_count and all(
+            rowstate.settled(state, retry_failed=retry_failed)
+            for state, n in journal.counts().items()
+            if n
         )
+    else:
+        found.diff = journal.diff(valid_rows())
     return found
 
 
-def planned_rows(config: BatchConfig, plan: RowPlan) -> Iterator[ManifestRow]:
-    """Every row of this shard, as preflight planned them."""
+def _drain(rows: Iterator[object]) -> None:
+    for _ in rows:
+        pass
+
+
+def planned_rows(
+    config: BatchConfig, plan: RowPlan, prints: RowPrints | None = None
+) -> Iterator[ManifestRow]:
+    """Every row of this shard, as the selection planned them (held to its read, and each
+    valid row carrying its token, when given its ``prints``)."""
     every = frozenset(range(len(plan.places)))
-    return read_rows(config, only=plan.rows_in(every), duplicates=plan.duplicates)
+    rows = read_rows(config, only=plan.rows_in(every), duplicates=plan.duplicates)
+    return rows if prints is None else prints.checked(rows, salt=config.run.token_salt)
 
 
 def batch_fingerprint(config: BatchConfig) -> str:
     """What decides every row's token: the manifest's bytes, ``--tag``s and ``--token-salt``.
 
     A journal written under the same fingerprint needs no row-by-row comparison on resume.
+    Hashes the whole manifest: computed once a run (``open_batch``), then carried.
     """
     decided_by = json.dumps(
         {
@@ -159,7 +201,7 @@ def batch_fingerprint(config: BatchConfig) -> str:
 def partition_rows(
     config: BatchConfig, partition: Partition, plan: RowPlan | None, prints: RowPrints | None
 ) -> Iterator[ManifestRow]:
-    """The run's read of one partition's rows, held to what preflight read of them."""
+    """The second read of one partition's rows, held to what the selection read of them."""
     if plan is None:
         rows = read_rows(config)
         last = None

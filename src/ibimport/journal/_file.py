@@ -6,13 +6,19 @@ truncated, foreign or newer journal is never silently restarted from zero.
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import fcntl
 import os
+import shutil
 import sqlite3
-from collections.abc import Mapping
+import stat
+import tempfile
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+from ibimport.domain.results import RowStatus
 from ibimport.errors import JournalError
 from ibimport.journal._schema import (
     APPLICATION_ID,
@@ -22,9 +28,10 @@ from ibimport.journal._schema import (
     upgrade,
 )
 
-__all__ = ["close_all", "connect", "open_readable", "open_writable", "unusable"]
+__all__ = ["close_all", "connect", "idle", "open_readable", "open_writable", "unusable"]
 
 _SQLITE_MAGIC = b"SQLite format 3\x00"
+_KNOWN_STATES = frozenset(status.value for status in RowStatus)
 
 
 def open_writable(
@@ -71,7 +78,7 @@ def open_readable(path: Path) -> sqlite3.Connection:
     check_file(path, must_exist=True)
     reader = None
     try:
-        reader = connect(path, readonly=True)
+        reader = connect(_readable_copy(path), readonly=True)
         if is_blank(reader):
             raise JournalError(
                 f"{path} is an empty SQLite database, not an ibimport journal; "
@@ -84,6 +91,28 @@ def open_readable(path: Path) -> sqlite3.Connection:
             raise unusable(path, exc) from exc
         raise
     return reader
+
+
+def _readable_copy(path: Path) -> Path:
+    """``path``, or a private copy of it when its folder is read-only.
+
+    A reader of a WAL journal needs its ``-shm`` file, which SQLite cannot create in a
+    read-only folder (a journal copied from another machine, a read-only mount): it reads
+    a copy of the journal and its WAL instead, removed when the process ends.
+    """
+    if os.access(path.parent, os.W_OK | os.X_OK):
+        return path
+    folder = Path(tempfile.mkdtemp(prefix="ibimport-journal-"))
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    copy = folder / path.name
+    try:
+        shutil.copyfile(path, copy)
+        wal = path.with_name(path.name + "-wal")
+        if wal.exists():
+            shutil.copyfile(wal, copy.with_name(copy.name + "-wal"))
+    except OSError as exc:
+        raise JournalError(f"cannot read the journal {path}: {exc.strerror or exc}") from None
+    return copy
 
 
 def close_all(lock: int | None, *conns: sqlite3.Connection | None) -> None:
@@ -118,6 +147,33 @@ def lock_exclusively(path: Path) -> int:
     return fd
 
 
+@contextlib.contextmanager
+def idle(path: Path) -> Iterator[bool]:
+    """Whether no run is using the journal at ``path`` (its lock held meanwhile, if free).
+
+    For readers that would tidy what a killed run left beside its outputs: never while a
+    live run may be writing them. A journal without a lock file never had a writer.
+    """
+    lock_path = path.with_name(path.name + ".lock")
+    try:
+        fd = os.open(lock_path, os.O_RDWR)
+    except FileNotFoundError:
+        yield True
+        return
+    except OSError:
+        yield False
+        return
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            yield False
+            return
+        yield True
+    finally:
+        os.close(fd)
+
+
 def check_file(path: Path, *, must_exist: bool) -> bool:
     """Reject what is plainly not a journal before SQLite sees it; True if the file exists.
 
@@ -125,6 +181,10 @@ def check_file(path: Path, *, must_exist: bool) -> bool:
     of an open SQLite file would drop that connection's POSIX locks.
     """
     try:
+        mode = path.stat().st_mode
+        if not stat.S_ISREG(mode) and not stat.S_ISDIR(mode):
+            # Opening a FIFO would wait for a writer, forever: refused for what it is.
+            raise JournalError(f"{path} is not a journal: not a regular file (a FIFO or device)")
         with path.open("rb") as file:
             head = file.read(100)
     except FileNotFoundError:
@@ -210,6 +270,14 @@ def validate(conn: sqlite3.Connection, path: Path) -> None:
         raise JournalError(
             f"the journal {path} has an unknown schema version {version}; move it aside or "
             "pass another --journal path"
+        )
+    states = {state for (state,) in conn.execute("SELECT DISTINCT state FROM rows")}
+    unknown = sorted(states - _KNOWN_STATES, key=str)
+    if unknown:
+        raise JournalError(
+            f"the journal {path} has rows in a state this ibimport does not know "
+            f"({', '.join(repr(s) for s in unknown[:3])}): written by a newer ibimport, or "
+            "edited; upgrade ibimport, or move it aside and pass another --journal path"
         )
     (check,) = conn.execute("PRAGMA quick_check(1)").fetchone()
     if check != "ok":

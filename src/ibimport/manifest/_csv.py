@@ -74,9 +74,12 @@ def read_csv(f: BinaryIO, checker: Checker, label: str) -> Iterator[ManifestRow]
             f"every row needs {them}"
         )
     width = len(columns)
+    layout = _Layout(columns)
     row = 0
     while True:
         lines.record_bytes = 0
+        lines.record_ascii = True
+        lines.record_nul = False
         try:
             cells = next(reader)
         except StopIteration:
@@ -102,11 +105,54 @@ def read_csv(f: BinaryIO, checker: Checker, label: str) -> Iterator[ManifestRow]
                 rule = f"has {len(cells)} cells but the header has {width} (line {lines.lineno})"
                 yield invalid(row, ROW_FIELD, rule, "")
                 continue
-        yield _csv_row(row, columns, cells, checker)
+        if lines.record_nul or not layout.plain(cells):
+            yield _csv_row(row, columns, cells, checker, ascii_source=lines.record_ascii)
+        else:
+            yield layout.row(row, cells, checker, ascii_source=lines.record_ascii)
+
+
+class _Layout:
+    """Where each kind of column is, so a plain record (no NUL, nothing in an unknown or
+    headerless column: nearly every record) is built without a loop over its cells.
+
+    It builds the same raw row as ``_csv_row``, which handles every other record.
+    """
+
+    def __init__(self, columns: list[tuple[str, str]]) -> None:
+        self.fields = [(i, key) for i, (kind, key) in enumerate(columns) if kind == "field"]
+        self.tags = [(i, key) for i, (kind, key) in enumerate(columns) if kind == "tag"]
+        found = [i for i, (kind, _) in enumerate(columns) if kind == "tags"]
+        self.tags_json = found[0] if found else None
+        self._others = [i for i, (kind, _) in enumerate(columns) if kind in ("unknown", "blank")]
+
+    def plain(self, cells: list[str]) -> bool:
+        """Nothing in an unknown or headerless column (the reader checked NULs)."""
+        return not self._others or not any(cells[i] for i in self._others)
+
+    def row(
+        self, row: int, cells: list[str], checker: Checker, *, ascii_source: bool
+    ) -> ManifestRow:
+        raw: dict[str, Any] = {key: cells[i] for i, key in self.fields if cells[i]}
+        errors: list[FieldError] = []
+        tag_cols = {key: cells[i] for i, key in self.tags if cells[i]} if self.tags else None
+        tag_json = None
+        if self.tags_json is not None:
+            cell = cells[self.tags_json]
+            if cell:
+                tag_json = _tags_cell(cell, errors)
+                if "\\u" in cell:
+                    ascii_source = False  # an escape may decode to text that is not ASCII
+        _merge_tags(raw, tag_json, tag_cols, errors)
+        return checker.check(row, raw, errors, ascii_source=ascii_source)
 
 
 def _csv_row(
-    row: int, columns: list[tuple[str, str]], cells: list[str], checker: Checker
+    row: int,
+    columns: list[tuple[str, str]],
+    cells: list[str],
+    checker: Checker,
+    *,
+    ascii_source: bool = False,
 ) -> ManifestRow:
     raw: dict[str, Any] = {}
     errors: list[FieldError] = []
@@ -126,10 +172,23 @@ def _csv_row(
             tag_cols[key] = cell
         elif kind == "tags":
             tag_json = _tags_cell(cell, errors)
+            if "\\u" in cell:
+                ascii_source = False  # an escape may decode to text that is not ASCII
         elif kind == "unknown":
             errors.append(FieldError(shorten(key, 40), unknown_rule(key), shorten(cell)))
         else:
             errors.append(FieldError(key, "has a value but no column header", shorten(cell)))
+    _merge_tags(raw, tag_json, tag_cols, errors)
+    return checker.check(row, raw, errors, ascii_source=ascii_source)
+
+
+def _merge_tags(
+    raw: dict[str, Any],
+    tag_json: dict[str, Any] | None,
+    tag_cols: dict[str, str] | None,
+    errors: list[FieldError],
+) -> None:
+    """The row's tags: the tags cell's and the ``tag:`` columns', which must agree."""
     if tag_json is not None and tag_cols:
         for key, value in tag_cols.items():
             other = tag_json.get(key)
@@ -146,7 +205,6 @@ def _csv_row(
         raw["tags"] = tag_json
     elif tag_cols:
         raw["tags"] = tag_cols
-    return checker.check(row, raw, errors)
 
 
 def _tags_cell(cell: str, errors: list[FieldError]) -> dict[str, Any] | None:

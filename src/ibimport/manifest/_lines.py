@@ -41,6 +41,10 @@ class Lines:
         self.lineno = 0
         self._offset = 0
         self.record_bytes = 0
+        #: Whether every line since ``record_bytes`` was last reset was ASCII (so NFC
+        #: already), and whether one held a NUL: the caller resets the three together.
+        self.record_ascii = True
+        self.record_nul = False
 
     def __iter__(self) -> Lines:
         return self
@@ -58,6 +62,10 @@ class Lines:
         if len(data) > MAX_ROW_BYTES and not data.endswith(b"\n"):
             self._skip_line()
             raise RowTooLarge(self._too_large())
+        if not data.isascii():
+            self.record_ascii = False
+        if b"\x00" in data:
+            self.record_nul = True
         if self._record_limit is not None:
             self.record_bytes += len(data)
             if self.record_bytes > self._record_limit:

@@ -9,6 +9,7 @@ alike.
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import json
 from array import array
@@ -50,13 +51,19 @@ class FieldError:
 
 @dataclass(frozen=True, slots=True)
 class ManifestRow:
-    """One task of the manifest: valid (``task`` set) or invalid (``errors`` say why)."""
+    """One task of the manifest: valid (``task`` set) or invalid (``errors`` say why).
+
+    ``client_token``: the row's token when the read that handed it out already derived it
+    (the run's read, held to the selection pass, derives it to compare): the runner takes
+    it instead of deriving it again. Empty: not derived yet.
+    """
 
     row: int
     task: ImageRequest | None
     errors: tuple[FieldError, ...]
     name: str
     semantic_version: str
+    client_token: str = dataclasses.field(default="", compare=False)
 
     def describe(self) -> list[str]:
         """One line per error, as ``ibimport validate`` prints them."""
@@ -369,6 +376,11 @@ SAME_IMAGE: Final = (
 )
 
 
+_VALIDATE: Final[Callable[[dict[str, Any]], ImageRequest]] = (
+    ImageRequest.__pydantic_validator__.validate_python
+)
+
+
 class Checker:
     """Validates raw rows into ManifestRows and remembers identities to find repeats."""
 
@@ -382,10 +394,12 @@ class Checker:
         self._extra: dict[str, str] = nfc(extra_tags)  # merged into rows already composed
         self._seen = _Identities()
         self._only = only
-        # Filled as repeats are found; given filled, a read of some rows (``only``) knows
-        # the repeats of rows it does not see.
+        # Filled as repeats are found (row -> first row with the same identity, or the
+        # first row's number negated for the same explicit clientToken); given filled, a
+        # read of some rows (``only``) knows the repeats of rows it does not see.
         self._duplicates = duplicates
         self._known = dict(duplicates) if duplicates and only is not None else {}
+        self._tokens: _Identities | None = None  # explicit clientTokens, made on first need
 
     def check(
         self, row: int, raw: dict[str, Any], errors: list[FieldError], *, ascii_source: bool = False
@@ -402,13 +416,14 @@ class Checker:
             self._merge_extra(raw, errors)
         task: ImageRequest | None = None
         try:
-            task = ImageRequest.model_validate(raw)
+            task = _VALIDATE(raw)  # ImageRequest.model_validate without its wrapper's cost
         except ValidationError as exc:
             errors.extend(_field_errors(exc))
         name = raw.get("name")
         version = raw.get("semanticVersion")
-        if type(name) is str and type(version) is str:
-            first = self._known.get(row) or self._seen.first(*image_identity(name, version), row)
+        known = self._known.get(row, 0)
+        if type(name) is str and type(version) is str and known >= 0:
+            first = known or self._seen.first(*image_identity(name, version), row)
             if first != row:
                 if self._duplicates is not None and not self._known:
                     self._duplicates[row] = first
@@ -419,9 +434,35 @@ class Checker:
                         shorten(f"{name} {version}"),
                     )
                 )
+                known = first
+        token = raw.get("clientToken")
+        if (type(token) is str and token and not known) or known < 0:
+            self._check_token(row, token, -known, errors)
         if task is not None and not errors:
             return ManifestRow(row, task, (), task.name, task.semanticVersion)
         return ManifestRow(row, None, tuple(errors), _display(name), _display(version))
+
+    def _check_token(self, row: int, token: object, known: int, errors: list[FieldError]) -> None:
+        """Two rows with one explicit clientToken are two requests the service takes for
+        one: it refuses the second (IdempotentParameterMismatch), so the second is invalid.
+
+        A repeat is kept in ``duplicates`` as the first row's number negated.
+        """
+        if self._tokens is None:
+            self._tokens = _Identities()
+        first = known or self._tokens.first(str(token), "", row)
+        if first == row:
+            return
+        if self._duplicates is not None and not self._known:
+            self._duplicates[row] = -first
+        errors.append(
+            FieldError(
+                "clientToken",
+                f"the same as row {first}'s: the service would refuse one of the two "
+                "(IdempotentParameterMismatch); give each row its own, or none",
+                shorten(token),
+            )
+        )
 
     @property
     def filtered(self) -> bool:

@@ -35,11 +35,12 @@ from typing import Protocol
 
 import anyio
 
-from ibimport.aws.client import ImageState, ImageStatusClient
+from ibimport.aws.client import ImageState, PartitionClient
 from ibimport.domain.rowstate import ImageStatus, image_status
+from ibimport.domain.stages import StageName
 from ibimport.errors import ApiError
-from ibimport.flow.calls import RetriedCalls, first_error
 from ibimport.flow.clock import Clock
+from ibimport.flow.executor import CallExecutor, first_error
 from ibimport.journal import Followup, JournalEntry
 
 __all__ = [
@@ -100,8 +101,8 @@ class ImageWaiter:
 
     def __init__(
         self,
-        client: ImageStatusClient,
-        calls: RetriedCalls,
+        client: PartitionClient,
+        calls: CallExecutor,
         *,
         clock: Clock,
         settings: WaitSettings | None = None,
@@ -159,7 +160,7 @@ class ImageWaiter:
         pages = 0
         token: str | None = None
         while True:
-            page = await self._calls.call(partial(self._client.list_builds, next_token=token))
+            page = await self._calls.read(partial(self._client.list_builds, next_token=token))
             pages += 1
             for build in page.builds:
                 if build.arn in outstanding:
@@ -199,7 +200,7 @@ class ImageWaiter:
 
     async def _get(self, arn: str) -> ImageOutcome | None:
         try:
-            state: ImageState = await self._calls.call(partial(self._client.get_image, arn))
+            state: ImageState = await self._calls.read(partial(self._client.get_image, arn))
         except ApiError as error:
             if error.code in _GONE_CODES:
                 return ImageOutcome(arn, ImageStatus.DELETED, f"{error.code}: {error.message}")
@@ -217,12 +218,26 @@ class WaitJournal(Protocol):
 
     def record_image_statuses(self, images: Iterable[tuple[str, str, str, str]]) -> None: ...
 
+    def stage_started(self, identity: tuple[str, str], stage: StageName, *, at: float) -> None: ...
+
+    def stage_ended(
+        self,
+        identity: tuple[str, str],
+        stage: StageName,
+        *,
+        at: float,
+        attempts: int,
+        outcome: str,
+        error_code: str = "",
+        started_at: float | None = None,
+    ) -> None: ...
+
 
 async def follow_journal(
-    client: ImageStatusClient,
+    client: PartitionClient,
     journal: WaitJournal,
     *,
-    calls: RetriedCalls,
+    calls: CallExecutor,
     clock: Clock,
     settings: WaitSettings,
     only: Callable[[JournalEntry], bool] | None = None,
@@ -250,8 +265,18 @@ async def follow_journal(
             totals[earlier] += 1
             continue
         by_arn[entry.image_arn] = (entry.name, entry.semantic_version)
+    began = clock.wall()
+    for identity in by_arn.values():
+        journal.stage_started(identity, StageName.IMAGE_WAIT, at=began)
 
     def record(outcomes: Sequence[ImageOutcome]) -> None:
+        # The image_wait stage's end is committed with the statuses (one transaction).
+        now, rounds = clock.wall(), len(waiter.figures.rounds)
+        for o in outcomes:
+            if o.arn in by_arn:
+                journal.stage_ended(
+                    by_arn[o.arn], StageName.IMAGE_WAIT, at=now, attempts=rounds, outcome=o.status
+                )
         journal.record_image_statuses(
             (*by_arn[o.arn], o.status.value, o.reason) for o in outcomes if o.arn in by_arn
         )

@@ -31,11 +31,11 @@ import anyio
 from ibimport.aws.client import (
     TASK_IDS_PER_CALL,
     UNKNOWN_TASK_CODES,
-    ImportTaskClient,
     ImportTaskInfo,
+    PartitionClient,
 )
 from ibimport.errors import ApiError
-from ibimport.flow.calls import RetriedCalls, first_error
+from ibimport.flow.executor import CallExecutor, first_error
 
 __all__ = ["TaskCheck", "TaskChecker", "TaskState", "classify_task"]
 
@@ -87,8 +87,8 @@ class TaskChecker:
 
     def __init__(
         self,
-        client: ImportTaskClient,
-        calls: RetriedCalls,
+        client: PartitionClient,
+        calls: CallExecutor,
         *,
         batch_size: int = TASK_IDS_PER_CALL,
         parallel: int = 4,
@@ -160,7 +160,7 @@ class TaskChecker:
         tasks: list[ImportTaskInfo] = []
         token: str | None = None
         while True:
-            page = await self._calls.call(
+            page = await self._calls.read(
                 partial(self._client.describe_import_tasks, ids, next_token=token)
             )
             tasks += page.tasks

@@ -18,16 +18,21 @@ Pure engine: no printing, no files.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import ClassVar
 
 import anyio
 
-from ibimport.errors import CallError
+from ibimport.domain.results import RowResult, RowStatus
+from ibimport.domain.stages import Metering, StageName
+from ibimport.errors import CallError, FatalBatchError
 from ibimport.flow.clock import Clock
+from ibimport.flow.retry import Disposition, classify, fatal_message
+from ibimport.stages.base import PartitionRun, RowWork
 from ibimport.stages.taskcheck import TaskCheck, TaskChecker, TaskState
 
-__all__ = ["BLOCKED_CODES", "TaskGate", "TaskWait", "blocked_reason"]
+__all__ = ["BLOCKED_CODES", "TaskGate", "TaskGateStage", "TaskWait", "blocked_reason"]
 
 #: The row's errorCode for each task state that blocks it.
 BLOCKED_CODES = {
@@ -155,3 +160,51 @@ class TaskGate:
                         self._settled[task_id].set()
         finally:
             self.release()  # rows still waiting end blocked with their last known state
+
+
+class TaskGateStage:
+    """``run --preflight``: a row is sent only once its EC2 import task is ready.
+
+    ``prepare`` checks every task of the partition's rows in batches (a check that cannot
+    complete stops the partition, nothing sent); each row is then admitted, deferred while
+    its task converts (``--wait-for-tasks``: it holds no worker), or recorded ``blocked``
+    with EC2's reason, checked again on a re-run. Metered by the partition's read limiter.
+    """
+
+    name: ClassVar[StageName] = StageName.TASK_CHECK
+    metering: ClassVar[Metering] = Metering.RATE
+
+    def __init__(self, gate: TaskGate, *, task_ids: Callable[[], Iterable[str]]) -> None:
+        self.gate = gate
+        self._task_ids = task_ids
+        self._run: PartitionRun | None = None
+
+    async def prepare(self, run: PartitionRun) -> None:
+        self._run = run
+        try:
+            await self.gate.check(self._task_ids())
+        except CallError as error:
+            run.stop(
+                FatalBatchError(
+                    fatal_message(error)
+                    if classify(error) is Disposition.FATAL
+                    else f"could not check the import tasks ({error.code}: {error.message}), "
+                    "so nothing was sent: re-run"
+                )
+            )
+            return
+        run.beside(self.gate.poll)  # --wait-for-tasks: asks again about pending tasks
+
+    def defers(self, work: RowWork) -> bool:
+        return self.gate.waits(work.request.vmImportTaskId)
+
+    def release(self) -> None:
+        self.gate.release()
+
+    async def process(self, work: RowWork) -> RowResult | None:
+        run = self._run
+        assert run is not None, "prepare() first"
+        blocked = await self.gate.admit(work.request.vmImportTaskId)
+        if blocked is not None:
+            return run.result(work, RowStatus.BLOCKED, error=blocked)
+        return None

@@ -1,0 +1,93 @@
+"""What a stage is, and what it may ask of the pipeline that runs it.
+
+A row stage (``RowStage``) says what it asks the service, how it is metered (a rate, a
+concurrency, or slots held for a long time: ``domain.stages.Metering``), which row states
+it yields and how it resumes. The pipeline (``engine.pipeline``) hands each row to the
+stages in order: a stage answers with the row's outcome (the row stops there) or ``None``
+(on to the next stage). A stage whose answer may take long (a task still converting, a
+slot held for hours) says so with ``defers``, and the pipeline waits for it without holding
+a worker. ``prepare`` runs once per partition before any row (a listing, a batched check).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Protocol
+
+from ibimport.domain.request import ImageRequest
+from ibimport.domain.results import RowResult, RowStatus
+from ibimport.domain.stages import Metering, StageName
+from ibimport.errors import FatalBatchError
+from ibimport.flow.executor import Attempt, Attempts
+from ibimport.journal import Journal, JournalEntry
+
+__all__ = ["PartitionRun", "RowStage", "RowWork"]
+
+
+@dataclass(slots=True)
+class RowWork:
+    """One valid row on its way through the stages."""
+
+    row: int
+    request: ImageRequest
+    #: ImportVmImage's parameters, built once: for the token and for every attempt.
+    params: dict[str, Any]
+    token: str
+    #: What an earlier run journalled of this row (None: a fresh journal, or a new row).
+    prior: JournalEntry | None
+    attempts: Attempts = field(default_factory=Attempts)
+
+
+class PartitionRun(Protocol):
+    """What a stage may ask of the pipeline running one partition."""
+
+    #: (account, Region) of the partition.
+    origin: tuple[str, str]
+    journal: Journal
+
+    @property
+    def stopping(self) -> bool:
+        """A stop was asked for (a signal, or a fatal error): start nothing new."""
+        ...
+
+    def stop(self, fatal: FatalBatchError) -> None:
+        """Every call of this partition would fail: stop it, with this one message."""
+        ...
+
+    def result(
+        self, work: RowWork, status: RowStatus, *, error: tuple[str, str] = ("", "")
+    ) -> RowResult:
+        """The row's outcome, with its token and attempts, ready to be finished."""
+        ...
+
+    def beside(self, work: Callable[[], Coroutine[Any, Any, None]]) -> None:
+        """Run ``work`` beside the rows (a stage's polling) until every row is done."""
+        ...
+
+    def attempt_listener(self, work: RowWork) -> Callable[[Attempt], None]:
+        """Tells the run's listeners of each attempt of this row's calls."""
+        ...
+
+
+class RowStage(Protocol):
+    """One stage of every row's walk (see the module's docstring)."""
+
+    name: ClassVar[StageName]
+    metering: ClassVar[Metering]
+
+    async def prepare(self, run: PartitionRun) -> None:
+        """Once per partition, before any row; a failure stops the partition (``run.stop``)."""
+        ...
+
+    def defers(self, work: RowWork) -> bool:
+        """Whether ``process`` may wait long for this row (it then holds no worker)."""
+        ...
+
+    async def process(self, work: RowWork) -> RowResult | None:
+        """The row's outcome if it ends here; None: on to the next stage."""
+        ...
+
+    def release(self) -> None:
+        """A stop: answer every row waiting in this stage now."""
+        ...
