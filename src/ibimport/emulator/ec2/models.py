@@ -331,8 +331,9 @@ class ImportTasks:
                     raise IdempotentParameterMismatch(
                         f"The client token {token} has already been used with different parameters."
                     )
-                if not request.dry_run:
-                    imports.replays += 1
+                if request.dry_run:
+                    raise DryRunOperation()
+                imports.replays += 1
                 return earlier, True
         if self.roles is not None and not self.roles.has_role(scope.account, request.role):
             # The words issue 19 quotes from EC2.
