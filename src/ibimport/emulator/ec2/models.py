@@ -250,7 +250,6 @@ class ImportTasks:
         self.clock = clock
         self._listed = listed
         self._shares = dict(shares) if shares is not None else None
-        self._seed = seed
         self._salt = str(seed) if seed is not None else secrets.token_hex(8)
         # ``--task-mix completed=1``: every task exists and is done, nothing to record.
         self._all_completed = (
