@@ -61,6 +61,7 @@ def _every_knob_changed(tmp_path: Path) -> EmulatorConfig:
         "regions": ("eu-west-1", "ap-south-1"),
         "rate_per_region": ("eu-west-1=3", "us-west-2=0.5"),
         "task_mix": "completed=0.5,missing=0.5",
+        "task_failure_mix": "unsupported-kernel=0.25,first-boot=0.5",
         "deny": ("AKIDDENIED=ImportVmImage,ec2:*", "arn:aws:iam::222222222222:role/ro=*"),
     }
     for index, item in enumerate(knobs()):
@@ -107,7 +108,8 @@ def test_every_knob_round_trips_through_cli_args(tmp_path: Path) -> None:
     config = _every_knob_changed(tmp_path)
     args, env = cli_args(config), cli_env(config)
     for item in knobs():
-        assert f"--{item.flag}" in args or item.knob.envvar in env, item.name
+        given = {f"--{item.flag}", f"--no-{item.flag}"}  # a flag that is on by default
+        assert not given.isdisjoint(args) or item.knob.envvar in env, item.name
     assert config.secret_access_key not in args
     assert _parsed(args, env) == config
 

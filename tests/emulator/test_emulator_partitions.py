@@ -39,6 +39,13 @@ def accounts(tmp_path: Path) -> Path:
     return path
 
 
+#: A Region's import-task counters before any ImportImage (issue 19).
+NO_IMPORT_TASKS = {
+    "started": 0, "replays": 0, "duplicates": 0, "active": 0, "maxActive": 0,
+    "quotaRefusals": 0, "completed": 0, "deleted": 0, "cancelled": 0, "busySlotSeconds": 0,
+}  # fmt: skip
+
+
 def test_each_account_and_region_is_its_own_partition(
     start_emulator: Start, accounts: Path
 ) -> None:
@@ -68,6 +75,8 @@ def test_each_account_and_region_is_its_own_partition(
             "images": 3,
             "duplicateBuilds": 0,
             "reimportsOverFailed": 0,
+            "importTasks": NO_IMPORT_TASKS,
+            "importTasksByAccount": {},
         },
         "us-east-1": {
             "requests": {"ImportVmImage": 2, "ListImageBuildVersions": 1},
@@ -75,6 +84,8 @@ def test_each_account_and_region_is_its_own_partition(
             "images": 2,
             "duplicateBuilds": 1,
             "reimportsOverFailed": 0,
+            "importTasks": NO_IMPORT_TASKS,
+            "importTasksByAccount": {},
         },
     }
 

@@ -98,6 +98,7 @@ def verify(
     body: bytes,
     regions: Collection[str] | None,
     now: float,
+    payload_hash: str | None = None,
 ) -> None:
     """Raise the error AWS would answer unless the request is signed by a key ``known``
     returns, for ``service``.
@@ -106,7 +107,8 @@ def verify(
     ``header_values(name)`` returns every value of a header, in the order received.
     ``regions`` are the ones the server serves (None: any, as for global STS); ``now`` its
     clock (epoch seconds), which a signing time may differ from by at most
-    ``SIGNATURE_SKEW_S``.
+    ``SIGNATURE_SKEW_S``. ``payload_hash`` is what S3's ``x-amz-content-sha256`` says the
+    body hashes to (S3 signs that value, and its path as sent, not encoded again).
     """
     authorization = headers.get("Authorization", "")
     algorithm, _, rest = authorization.partition(" ")
@@ -158,14 +160,15 @@ def verify(
     if "host" not in signed:
         raise InvalidSignatureException("'Host' must be a 'SignedHeader' in the AWS Authorization.")
     path, _, query = raw_path.partition("?")
+    s3 = service == "s3"
     canonical = "\n".join(
         [
             method.upper(),
-            quote(path or "/", safe="/~"),
+            (path or "/") if s3 else quote(path or "/", safe="/~"),
             _canonical_query(query),
             "".join(f"{name}:{_trim_all(header_values(name))}\n" for name in signed),
             parameters["SignedHeaders"],
-            hashlib.sha256(body).hexdigest(),
+            payload_hash if payload_hash is not None else hashlib.sha256(body).hexdigest(),
         ]
     )
     string_to_sign = "\n".join(

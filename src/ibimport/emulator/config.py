@@ -22,7 +22,7 @@ from typing import Any
 from ibimport.emulator.defaults import LOCAL_ACCESS_KEY_ID, LOCAL_SECRET_ACCESS_KEY, SECRET_ENV
 from ibimport.errors import ConfigError
 
-__all__ = ["EmulatorConfig", "Knob", "KnobField", "is_account_id", "knobs"]
+__all__ = ["TASK_FAILURES", "EmulatorConfig", "Knob", "KnobField", "is_account_id", "knobs"]
 
 _ACCOUNT_ID = re.compile(r"^[0-9]{12}$")
 
@@ -64,6 +64,15 @@ _TASK_MIX = Check(
     + ", ".join(TASK_MIX_STATUSES)
     + " and shares that add up to 1, got {value!r}",
 )
+#: What ``--task-failure-mix`` may name: the ways a started import task ends ``deleted``
+#: (``ec2.lifecycle`` words each as EC2 does).
+TASK_FAILURES = ("unsupported-kernel", "disk-validation", "first-boot")
+_FAILURE_MIX = Check(
+    lambda v: v is None or _failure_mix(v) is not None,
+    "{name} takes FAILURE=SHARE,... with FAILURE one of "
+    + ", ".join(TASK_FAILURES)
+    + " and shares that add up to at most 1, got {value!r}",
+)
 _DENY = Check(
     lambda v: all(_deny_rule(item) is not None for item in v),
     "{name} takes ACCESS_KEY_OR_ROLE=Action[,Action...], got {value!r}",
@@ -72,7 +81,7 @@ _DENY = Check(
 # several bad values reports the same one first as it always has.
 _CHECK_ORDER = (
     *(_POSITIVE, _AT_LEAST_ONE, _SHARE, _NOT_NEGATIVE, _TWELVE_DIGITS, _PORT),
-    *(_REGION_RATES, _TASK_MIX, _DENY),
+    *(_REGION_RATES, _TASK_MIX, _FAILURE_MIX, _DENY),
 )
 
 
@@ -110,6 +119,23 @@ def _task_mix(text: str) -> dict[str, float] | None:
             return None
         shares[status] = value
     return shares if math.isclose(sum(shares.values()), 1.0, abs_tol=1e-6) else None
+
+
+def _failure_mix(text: str) -> dict[str, float] | None:
+    """``unsupported-kernel=0.02,first-boot=0.01`` as {failure: share}, or None if it is not one."""
+    shares: dict[str, float] = {}
+    for item in text.split(","):
+        failure, equals, share = item.strip().partition("=")
+        try:
+            value = float(share)
+        except ValueError:
+            return None
+        if not equals or failure not in TASK_FAILURES or failure in shares:
+            return None
+        if not (math.isfinite(value) and value >= 0):
+            return None
+        shares[failure] = value
+    return shares if sum(shares.values()) <= 1.0 + 1e-9 else None
 
 
 _AS_CONFIG: Any = object()  # a command default that is the config's own
@@ -162,7 +188,9 @@ class EmulatorConfig:
     (issue 12) come from ``import_tasks`` or ``task_mix``; without either none exists,
     as for an ID AWS never issued (issue 21). ``deny`` refuses operations to access keys
     or roles; ``short_pages`` and ``list_delay_s`` make the lists as unkind as the model
-    allows.
+    allows. Tasks started by ImportImage (issue 19) hold one of ``task_slots`` per account
+    and Region for a time drawn around ``task_duration_s``, and end as
+    ``task_failure_mix`` draws; ``vmimport_role`` is whether the service role exists.
     """
 
     host: str = knob("127.0.0.1", help="Address to listen on.")
@@ -287,6 +315,32 @@ class EmulatorConfig:
         help="Seconds an active --task-mix task takes to complete from first sight.",
         check=_NOT_NEGATIVE,
     )
+    task_slots: int = knob(
+        20,
+        help="Import tasks started by ImportImage that may be active at once per account and "
+        "Region (Service Quotas vmimportexport; 20 is the commonly cited figure); beyond it "
+        "ImportImage answers ResourceLimitExceeded.",
+        check=_AT_LEAST_ONE,
+    )
+    task_duration_s: float = knob(
+        2700.0,
+        help="Mean seconds an ImportImage task takes from start to completed; each task's "
+        "own is drawn around it (seeded by --seed) with a long tail.",
+        check=_POSITIVE,
+    )
+    task_failure_mix: str | None = knob(
+        None,
+        help="Shares of ImportImage tasks that end deleted, by cause, e.g. "
+        "unsupported-kernel=0.02,disk-validation=0.01,first-boot=0.01 (seeded by --seed; "
+        "a task whose disk object is missing always fails disk validation).",
+        check=_FAILURE_MIX,
+        metavar="MIX",
+    )
+    vmimport_role: bool = knob(
+        True,
+        help="Each account has the vmimport service role (IAM GetRole finds it, trusting "
+        "vmie.amazonaws.com); --no-vmimport-role: none has, and ImportImage refuses.",
+    )
     state_file: Path | None = knob(  # noqa: RUF009 (knob is dataclasses.field)
         None,
         help="JSON file to load at start and save on stop; an answer that changed the "
@@ -377,6 +431,13 @@ class EmulatorConfig:
     def task_shares(self) -> dict[str, float] | None:
         """``--task-mix`` as {status: share}, or None without it."""
         return None if self.task_mix is None else _task_mix(self.task_mix)
+
+    @property
+    def task_failure_shares(self) -> dict[str, float]:
+        """``--task-failure-mix`` as {failure: share}; empty without it."""
+        if self.task_failure_mix is None:
+            return {}
+        return _failure_mix(self.task_failure_mix) or {}
 
     @property
     def effective_burst(self) -> int:

@@ -30,6 +30,11 @@ EC2's query protocol (``ec2.responses``, rendered as EC2's XML) has its own code
 
     ServiceError
     ├── InvalidParameterValue               400  a malformed task ID, MaxResults or filter
+    ├── InvalidParameter                    400  ImportImage: no role, a bucket elsewhere
+    ├── MissingParameter                    400  ImportImage without a disk
+    ├── IdempotentParameterMismatch         400  a ClientToken reused with other parameters
+    ├── ResourceLimitExceeded               400  ImportImage beyond --task-slots
+    ├── IncorrectState                      400  CancelImportTask on a task that ended
     ├── InvalidConversionTaskIdMalformed    400  InvalidConversionTaskId.Malformed: no such task
     ├── InvalidAction                       400  an Action the emulator does not serve
     ├── AuthFailure                         401  any signature or key problem
@@ -39,7 +44,14 @@ EC2's query protocol (``ec2.responses``, rendered as EC2's XML) has its own code
     └── RequestLimitExceeded / Unavailable  503  the EC2 quota / an injected fault
 
 and so has STS's (``sts.responses``): ValidationError (400), AccessDenied,
-InvalidClientTokenId, SignatureDoesNotMatch, IncompleteSignature, ExpiredToken (403).
+InvalidClientTokenId, SignatureDoesNotMatch, IncompleteSignature, ExpiredToken (403);
+IAM's (``iam.responses``): NoSuchEntity (404), ServiceFailure (500), Throttling (400);
+S3's (``s3.responses``): InvalidBucketName, IllegalLocationConstraintException,
+InvalidArgument, XAmzContentSHA256Mismatch (400), AccessDenied, InvalidAccessKeyId,
+SignatureDoesNotMatch (403), NoSuchBucket, NoSuchKey (404), BucketAlreadyExists,
+BucketAlreadyOwnedByYou (409), InternalError (500), NotImplemented (501), SlowDown (503);
+Service Quotas' (``servicequotas.responses``): NoSuchResourceException,
+IllegalArgumentException (400), TooManyRequestsException (429).
 """
 
 from __future__ import annotations
@@ -294,3 +306,143 @@ class ExpiredToken(ServiceError):
 
     status = 403
     default_message = "The security token included in the request is expired"
+
+
+class InvalidParameter(ServiceError):
+    """EC2: a parameter EC2 cannot act on (ImportImage's missing role, a bucket elsewhere)."""
+
+
+class MissingParameter(ServiceError):
+    """EC2: a parameter the call cannot go without."""
+
+
+class IdempotentParameterMismatch(ServiceError):
+    """EC2: a ClientToken seen before with other parameters (EC2's code, unlike Image
+    Builder's ``IdempotentParameterMismatchException``)."""
+
+
+class ResourceLimitExceeded(ServiceError):
+    """EC2: ImportImage while the account's import slots in the Region are all taken
+    (``--task-slots``). The code is the one issue 19 names; the words are the emulator's."""
+
+
+class IncorrectState(ServiceError):
+    """EC2: the resource is not in a state the call can act on (a task that ended)."""
+
+
+# IAM (query protocol, global).
+
+
+class NoSuchEntity(ServiceError):
+    """IAM: no role of that name in the account."""
+
+    status = 404
+
+
+class ServiceFailure(ServiceError):
+    """IAM: an injected internal error (``--fault-rate``)."""
+
+    status = 500
+    default_message = "An internal error has occurred"
+
+
+class Throttling(ServiceError):
+    """IAM: the call was throttled."""
+
+    default_message = "Rate exceeded"
+
+
+# S3 (REST-XML).
+
+
+class InvalidBucketName(ServiceError):
+    """S3: a bucket name S3's naming rules refuse."""
+
+    default_message = "The specified bucket is not valid."
+
+
+class IllegalLocationConstraintException(ServiceError):
+    """S3: a CreateBucket whose Region is not the endpoint's (S3's own words)."""
+
+
+class XAmzContentSHA256Mismatch(ServiceError):
+    """S3: the body does not hash to the x-amz-content-sha256 the client signed."""
+
+    default_message = "The provided 'x-amz-content-sha256' header does not match what was computed."
+
+
+class NoSuchBucket(ServiceError):
+    """S3: no bucket of that name."""
+
+    status = 404
+    default_message = "The specified bucket does not exist"
+
+
+class NoSuchKey(ServiceError):
+    """S3: no object under that key."""
+
+    status = 404
+    default_message = "The specified key does not exist."
+
+
+class BucketAlreadyExists(ServiceError):
+    """S3: the name is another account's (bucket names are global)."""
+
+    status = 409
+    default_message = (
+        "The requested bucket name is not available. The bucket namespace is shared by all "
+        "users of the system. Please select a different name and try again."
+    )
+
+
+class BucketAlreadyOwnedByYou(ServiceError):
+    """S3: the caller already owns the bucket (outside us-east-1, which answers 200)."""
+
+    status = 409
+    default_message = (
+        "Your previous request to create the named bucket succeeded and you already own it."
+    )
+
+
+class SlowDown(ServiceError):
+    """S3: throttled, or an injected unavailability."""
+
+    status = 503
+    default_message = "Please reduce your request rate."
+
+
+# Service Quotas (AWS JSON 1.1).
+
+
+class NoSuchResourceException(ServiceError):
+    """Service Quotas: no quota of that service code and quota code."""
+
+
+class IllegalArgumentException(ServiceError):
+    """Service Quotas: a member breaks the model."""
+
+
+class TooManyRequestsException(ServiceError):
+    """Service Quotas: throttled."""
+
+    status = 429
+    default_message = "Rate exceeded"
+
+
+class InvalidArgument(ServiceError):
+    """S3: an argument S3 cannot use (a key too long, a bad continuation token)."""
+
+
+class InvalidAccessKeyId(ServiceError):
+    """S3: an access key it does not know."""
+
+    status = 403
+    default_message = "The AWS Access Key Id you provided does not exist in our records."
+
+
+class NotImplementedOperation(ServiceError):
+    """S3's NotImplemented: an operation the emulator does not serve."""
+
+    aws_code = "NotImplemented"
+    status = 501
+    default_message = "A header you provided implies functionality that is not implemented."

@@ -6,7 +6,8 @@ before, truncation, slowness), so a ``--seed`` repeats a run call for call. The 
 asks before the call takes effect (``before_call``, ``drops_before``) and after it
 (``deliver``); a drop after the call took effect is what makes clients retry safely.
 Quotas are token buckets per (account, region, operation), as AWS applies them: Image
-Builder's at ``rate_for(region)`` (429), EC2's at ``ec2_rate`` (503 RequestLimitExceeded).
+Builder's at ``rate_for(region)`` (429), EC2's at ``ec2_rate`` (503 RequestLimitExceeded);
+the other services' calls (S3, IAM, Service Quotas, STS) are not metered.
 """
 
 from __future__ import annotations
@@ -25,8 +26,9 @@ from ibimport.emulator.exceptions import (
     ServiceUnavailableException,
 )
 
-#: The service whose quota ``ec2_rate`` is (the others' is ``rate``/``rate_per_region``).
+#: The service whose quota ``ec2_rate`` is, and the one ``rate``/``rate_per_region`` meter.
 EC2 = "ec2"
+IMAGEBUILDER = "imagebuilder"
 
 __all__ = ["Faults", "TokenBucket", "abort"]
 
@@ -74,7 +76,7 @@ class Faults:
         self.dropped_before = self.truncated = self.slowed = 0
 
     async def before_call(
-        self, operation: str, *, scope: Scope, service: str = "imagebuilder"
+        self, operation: str, *, scope: Scope, service: str = IMAGEBUILDER
     ) -> bool:
         """Delay, meter and maybe fail a call before it takes effect.
 
@@ -138,7 +140,11 @@ class Faults:
     def _bucket(self, key: tuple[str, str, str], *, service: str) -> TokenBucket | None:
         """A new bucket for (account, region, operation), or None if it is not metered."""
         config = self.config
-        rate = config.ec2_rate if service == EC2 else config.rate_for(key[1])
+        rate = None
+        if service == EC2:
+            rate = config.ec2_rate
+        elif service == IMAGEBUILDER:
+            rate = config.rate_for(key[1])
         if rate is None:
             self._unmetered.add(key)
             return None

@@ -51,10 +51,12 @@ _NAME_CONSTRAINT = (
 
 class TaskOutcome(NamedTuple):
     """What an image learns of its EC2 import task (``ec2.models``): when the task
-    completed (``-inf``: before anything; None: never) or why it failed."""
+    completed (``-inf``: before anything; None: never), or why it failed and when
+    (``-inf``: before anything)."""
 
     completed_at: float | None
     failure: str | None
+    failed_at: float = -float("inf")
 
 
 _TASK_COMPLETED = TaskOutcome(completed_at=-float("inf"), failure=None)
@@ -220,7 +222,7 @@ class ImageBuilderBackend:
         clock: Clock = time.time,
         token_ttl_s: float = 86400.0,
         available_after_s: float = 0.0,
-        task_outcome: Callable[[str], TaskOutcome] = lambda _task_id: _TASK_COMPLETED,
+        task_outcome: Callable[[Scope, str], TaskOutcome] = lambda _scope, _id: _TASK_COMPLETED,
         list_delay_s: float = 0.0,
         pager: Pager | None = None,
     ) -> None:
@@ -357,18 +359,23 @@ class ImageBuilderBackend:
 
         From when both the build exists and its task completed: PENDING for the first fifth
         of ``available_after_s``, then CREATING, then AVAILABLE (PENDING while the task is
-        active). A task that failed (deleted) or does not exist: PENDING, CREATING, then
-        FAILED with the reason and ``failureContext.imageStatus`` CREATING, two fifths in,
-        as Image Builder finds out only when it reads the task. CancelImageCreation makes
-        it CANCELLED from then on (at once: AWS says only that it is asynchronous).
+        active). A task that failed (deleted) or does not exist: from when both the build
+        exists and the task ended, PENDING, CREATING, then FAILED with the task's message
+        as the reason and ``failureContext.imageStatus`` CREATING, two fifths in, as Image
+        Builder finds out only when it reads the task. CancelImageCreation makes it
+        CANCELLED from then on (at once: AWS says only that it is asynchronous).
         """
         if build.cancelled_at is not None:
             return BuildState("CANCELLED", CANCELLED_REASON)
-        outcome = self.task_outcome(build.vm_import_task_id)
+        scope = Scope(build.owner, build.arn.split(":", 4)[3])
+        outcome = self.task_outcome(scope, build.vm_import_task_id)
         after = self.available_after_s
         now = self.clock()
         if outcome.completed_at is None:
-            elapsed = now - build.created
+            failed = max(build.created, outcome.failed_at)
+            if now < failed:
+                return BuildState("PENDING")
+            elapsed = now - failed
             if after > 0 and elapsed < 2 * after / 5:
                 return BuildState("PENDING" if elapsed < after / 5 else "CREATING")
             reason = outcome.failure or "The import task failed."

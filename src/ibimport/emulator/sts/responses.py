@@ -97,11 +97,12 @@ def translate(exc: ServiceError) -> ServiceError:
     return exc
 
 
-def render_error(exc: ServiceError, request_id: str) -> tuple[int, bytes]:
-    """STS's error shape: ``ErrorResponse/Error/{Type,Code,Message}`` and ``RequestId``."""
+def render_error(exc: ServiceError, request_id: str, *, xmlns: str = XMLNS) -> tuple[int, bytes]:
+    """STS's (and IAM's) error shape: ``ErrorResponse/Error/{Type,Code,Message}`` and
+    ``RequestId``."""
     kind = "Sender" if exc.status < 500 else "Receiver"
     body = (
-        f'<ErrorResponse xmlns="{XMLNS}"><Error>'
+        f'<ErrorResponse xmlns="{xmlns}"><Error>'
         + element("Type", kind)
         + element("Code", exc.code)
         + element("Message", exc.message)

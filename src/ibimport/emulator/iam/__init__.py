@@ -1,0 +1,1 @@
+"""IAM: the service roles each account has (``models``) and GetRole (``responses``)."""

@@ -1,0 +1,1 @@
+"""Service Quotas: the import-task quota (``models``) and GetServiceQuota (``responses``)."""
