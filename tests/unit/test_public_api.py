@@ -99,14 +99,16 @@ def test_the_cli_uses_only_the_public_api_and_its_presentation_modules() -> None
     assert off_api == []
 
 
-def _imports_of(path: Path) -> set[str]:
-    """The ibimport modules a file imports, type-only imports included."""
+def _imports_of(path: Path, modules: set[str]) -> set[str]:
+    """The ibimport modules a file imports, type-only imports included (``from pkg import
+    submodule`` counts as the submodule)."""
     found: set[str] = set()
     for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
         if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("ibimport"):
             module = node.module or ""
-            found.update(f"{module}.{alias.name}" for alias in node.names)
-            found.add(module)
+            for alias in node.names:
+                submodule = f"{module}.{alias.name}"
+                found.add(submodule if submodule in modules else module)
         elif isinstance(node, ast.Import):
             found.update(a.name for a in node.names if a.name.startswith("ibimport"))
     return found
@@ -119,8 +121,9 @@ def _module_graph() -> dict[str, set[str]]:
         if parts[-1] == "__init__":
             parts.pop()
         modules[".".join(parts)] = path
+    names = set(modules)
     return {
-        name: {m for m in _imports_of(path) if m in modules and m != name}
+        name: {m for m in _imports_of(path, names) if m in modules and m != name}
         for name, path in modules.items()
     }
 
