@@ -374,6 +374,10 @@ async def follow_recorded_partitions(
     async with AsyncExitStack() as stack:
         partitions = await open_partitions(places, base=config.client, stack=stack)
         images, figures, _ = await follow_partitions(
-            replace(config, wait=settings), partitions, journal, clock=clock, control=None
+            replace(config, wait=settings, journal_path=journal.path),
+            partitions,
+            journal,
+            clock=clock,
+            control=None,
         )
     return images, figures
