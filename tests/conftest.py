@@ -26,6 +26,7 @@ def aws_credentials(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.fixture
 def emulator(aws_credentials: None) -> Iterator[EmulatorServer]:
-    """A fresh in-process emulator with default knobs; its endpoint is ``emulator.url``."""
-    with EmulatorServer(EmulatorConfig()) as server:
+    """A fresh in-process emulator whose import tasks all exist and are done (the
+    rehearsal convenience, ``--task-mix completed=1``); its endpoint is ``emulator.url``."""
+    with EmulatorServer(EmulatorConfig(task_mix="completed=1")) as server:
         yield server

@@ -3,8 +3,10 @@
 The public API is what this module exports; everything else is internal and may change.
 """
 
+from ibimport._files import check_paths
 from ibimport._version import __version__
 from ibimport.aws.client import ClientSettings, ImportResult, PartitionClient, open_client
+from ibimport.aws.regions import check_endpoint_url, check_region, known_regions
 from ibimport.domain.results import RowResult
 from ibimport.domain.rowstate import ImageStatus, RerunPlan, RowStatus, reported_as
 from ibimport.domain.tokens import client_token
@@ -27,6 +29,7 @@ from ibimport.engine.followup import (
 )
 from ibimport.engine.partitions import RateSpec, Shard, parse_rates
 from ibimport.engine.pipeline import Pipeline, RunOutcome, RunSettings, import_pipeline
+from ibimport.engine.recorded import RecordedRun
 from ibimport.errors import (
     ApiError,
     BatchRefused,
@@ -54,13 +57,15 @@ from ibimport.manifest import (
 )
 from ibimport.manifest.spool import spooled_stdin
 from ibimport.report import FINAL_STATUSES, RunStats
+from ibimport.report.html import write_html_report
 from ibimport.report.outputs import (
     RebuiltOutputs,
     default_output_paths,
     merge_outputs,
     rebuild_outputs,
 )
-from ibimport.report.status import BatchStatus, batch_status
+from ibimport.report.resubmit import FailedManifest, write_failed_manifest
+from ibimport.report.status import BatchStatus, RowNote, batch_status, recorded_run
 from ibimport.stages.imagewait import WaitFigures, WaitSettings
 from ibimport.stages.taskcheck import TaskCheck, TaskState
 from ibimport.stages.taskgate import TaskWait
@@ -82,6 +87,7 @@ __all__ = [
     "CallOutcome",
     "ClientSettings",
     "ConfigError",
+    "FailedManifest",
     "FatalBatchError",
     "FixedRateLimiter",
     "IbimportError",
@@ -102,7 +108,9 @@ __all__ = [
     "PlannedStatus",
     "RateSpec",
     "RebuiltOutputs",
+    "RecordedRun",
     "RerunPlan",
+    "RowNote",
     "RowResult",
     "RowStatus",
     "RunListener",
@@ -124,10 +132,14 @@ __all__ = [
     "__version__",
     "batch_status",
     "build_limiter",
+    "check_endpoint_url",
+    "check_paths",
+    "check_region",
     "client_token",
     "default_output_paths",
     "detect_format",
     "import_pipeline",
+    "known_regions",
     "merge_outputs",
     "open_batch",
     "open_client",
@@ -137,9 +149,12 @@ __all__ = [
     "preflight_tasks",
     "read_manifest",
     "rebuild_outputs",
+    "recorded_run",
     "reported_as",
     "run_batch",
     "source_kind",
     "spooled_stdin",
     "wait_for_images",
+    "write_failed_manifest",
+    "write_html_report",
 ]

@@ -63,11 +63,22 @@ class InvalidManifest(BatchRefused):
 class ManifestChanged(BatchRefused):
     """The manifest is not the one the journal was written for: ``lines`` say how."""
 
-    def __init__(self, *, journal: str, lines: tuple[str, ...]) -> None:
-        super().__init__(
-            f"the manifest changed since the journal {journal} was written", lines=lines
-        )
+    def __init__(
+        self,
+        *,
+        journal: str,
+        lines: tuple[str, ...],
+        options: tuple[str, ...] = (),
+        resume: str = "",
+    ) -> None:
+        what = "the options" if options else "the manifest"
+        super().__init__(f"{what} changed since the journal {journal} was written", lines=lines)
         self.journal = journal
+        #: The options that differ from the journal's, one line each (``--tag wave=3 was
+        #: given ... and is missing now``): the rows "changed" because their tokens did.
+        self.options = options
+        #: The command line that resumes the batch with the journal's own options.
+        self.resume = resume
 
 
 class CallError(IbimportError):

@@ -46,10 +46,16 @@ def clock() -> FakeClock:
 
 @pytest.fixture
 def start_emulator(clock: FakeClock) -> Iterator[Callable[..., EmulatorServer]]:
-    """Start emulators with given knobs on the fake clock; all are stopped afterwards."""
+    """Start emulators with given knobs on the fake clock; all are stopped afterwards.
+
+    Every import task exists and is done (``--task-mix completed=1``) unless the test
+    says otherwise: ``task_mix=None`` is the emulator's own default, AWS's behaviour.
+    """
     servers: list[EmulatorServer] = []
 
     def start(**knobs: Any) -> EmulatorServer:
+        if "import_tasks" not in knobs:
+            knobs = {"task_mix": "completed=1", **knobs}
         server = EmulatorServer(EmulatorConfig(**knobs), clock=clock).start()
         servers.append(server)
         return server

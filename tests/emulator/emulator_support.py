@@ -65,3 +65,16 @@ def raw_request(
     except urllib.error.HTTPError as error:
         with error:
             return error.code, dict(error.headers), json.loads(error.read() or b"null")
+
+
+def raw_answers(client: Any) -> list[dict[str, Any]]:
+    """The JSON bodies a boto3 client receives, as sent: members of the current model
+    (``state.failureContext``, ``latestVersionReferences``) that the pinned botocore's
+    parser drops are read here."""
+    answers: list[dict[str, Any]] = []
+
+    def keep(response_dict: dict[str, Any], **_: Any) -> None:
+        answers.append(json.loads(response_dict["body"] or b"{}"))
+
+    client.meta.events.register("before-parse.imagebuilder.*", keep)
+    return answers

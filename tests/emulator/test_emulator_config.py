@@ -61,6 +61,7 @@ def _every_knob_changed(tmp_path: Path) -> EmulatorConfig:
         "regions": ("eu-west-1", "ap-south-1"),
         "rate_per_region": ("eu-west-1=3", "us-west-2=0.5"),
         "task_mix": "completed=0.5,missing=0.5",
+        "deny": ("AKIDDENIED=ImportVmImage,ec2:*", "arn:aws:iam::222222222222:role/ro=*"),
     }
     for index, item in enumerate(knobs()):
         kind = item.type

@@ -1,9 +1,10 @@
 """EC2's DescribeImportImageTasks on the emulator's endpoint, and images that follow their task.
 
 A real boto3 ``ec2`` client and a real ``imagebuilder`` client share one endpoint URL.
-Tasks come from ``--import-tasks``, ``--task-mix`` or (neither) are all completed; an
-image built from a task goes PENDING, CREATING, AVAILABLE once the task completed, and
-FAILED with the task's reason when it failed or does not exist.
+Tasks come from ``--import-tasks`` or ``--task-mix``; without either none exists (the
+fixture passes ``--task-mix completed=1`` unless a test says otherwise); an image built
+from a task goes PENDING, CREATING, AVAILABLE once the task completed, and FAILED with
+the task's reason and a failureContext when it failed or does not exist.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from typing import Any
 import boto3
 import pytest
 from botocore.exceptions import ClientError
-from emulator_support import NO_RETRIES, FakeClock, import_params
+from emulator_support import NO_RETRIES, FakeClock, import_params, raw_answers
 
 from ibimport.emulator import EmulatorServer
 from ibimport.errors import ConfigError
@@ -91,16 +92,51 @@ def test_describe_answers_each_listed_task_in_ec2s_shape(
     assert done["Status"] == "completed"
 
 
-def test_an_unknown_id_fails_the_call_naming_it(start_emulator: Start, tasks_file: Path) -> None:
+def test_an_unknown_id_fails_the_whole_call_without_naming_it(
+    start_emulator: Start, tasks_file: Path
+) -> None:
+    """EC2's code for it, and its error-code reference's description, which names no ID
+    (see ``InvalidConversionTaskIdMalformed``): a client cannot tell which ID it was."""
     ec2 = _ec2(start_emulator(import_tasks=tasks_file).url)
     with pytest.raises(ClientError) as caught:
         ec2.describe_import_image_tasks(ImportTaskIds=[GOOD, MISSING])
     error = caught.value.response
     assert error["ResponseMetadata"]["HTTPStatusCode"] == 400
     assert error["Error"]["Code"] == "InvalidConversionTaskId.Malformed"
-    assert MISSING in error["Error"]["Message"]
+    assert MISSING not in error["Error"]["Message"]
     assert GOOD not in error["Error"]["Message"]
     assert error["ResponseMetadata"]["RequestId"]
+
+
+def test_without_tasks_declared_no_task_exists_and_its_image_fails(
+    start_emulator: Start, clock: FakeClock
+) -> None:
+    """Issue 21 gap 1: the default is AWS's: an ID nobody issued is unknown to EC2, and the
+    image built from it FAILS (PENDING, CREATING, then FAILED with failureContext)."""
+    server = start_emulator(task_mix=None, available_after_s=10.0)
+    with pytest.raises(ClientError) as caught:
+        _ec2(server.url).describe_import_image_tasks(ImportTaskIds=[GOOD])
+    assert caught.value.response["Error"]["Code"] == "InvalidConversionTaskId.Malformed"
+    client = _imagebuilder(server.url)
+    raw = raw_answers(client)
+    arn = client.import_vm_image(**import_params(vmImportTaskId=GOOD))["imageArn"]
+    assert client.get_image(imageBuildVersionArn=arn)["image"]["state"] == {"status": "PENDING"}
+    clock.advance(3.0)
+    assert client.get_image(imageBuildVersionArn=arn)["image"]["state"] == {"status": "CREATING"}
+    clock.advance(2.0)
+    state = client.get_image(imageBuildVersionArn=arn)["image"]["state"]
+    assert state["status"] == "FAILED"
+    assert GOOD in state["reason"]
+    assert raw[-1]["image"]["state"]["failureContext"] == {"imageStatus": "CREATING"}
+
+
+def test_task_mix_completed_keeps_every_task_done(start_emulator: Start) -> None:
+    server = start_emulator(task_mix="completed=1")
+    [task] = _ec2(server.url).describe_import_image_tasks(ImportTaskIds=[GOOD])["ImportImageTasks"]
+    assert task["Status"] == "completed"
+    client = _imagebuilder(server.url)
+    arn = client.import_vm_image(**import_params(vmImportTaskId=MISSING))["imageArn"]
+    assert client.get_image(imageBuildVersionArn=arn)["image"]["state"]["status"] == "AVAILABLE"
 
 
 def test_a_malformed_id_is_an_invalid_parameter_value(start_emulator: Start) -> None:

@@ -67,12 +67,14 @@ def test_each_account_and_region_is_its_own_partition(
             "throttled": 0,
             "images": 3,
             "duplicateBuilds": 0,
+            "reimportsOverFailed": 0,
         },
         "us-east-1": {
             "requests": {"ImportVmImage": 2, "ListImageBuildVersions": 1},
             "throttled": 0,
             "images": 2,
             "duplicateBuilds": 1,
+            "reimportsOverFailed": 0,
         },
     }
 
@@ -126,6 +128,13 @@ def test_verify_signatures_serves_the_listed_regions(
     assert caught.value.response["Error"]["Code"] == "UnrecognizedClientException"
 
 
+def _roles(tmp_path: Path, roles: dict[str, Any]) -> Path:
+    """An ``--accounts`` file declaring these roles (ARN -> {"MaxSessionDuration": S})."""
+    path = tmp_path / "roles.json"
+    path.write_text(json.dumps(roles))
+    return path
+
+
 def _role_profile(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, url: str) -> None:
     config = tmp_path / "config"
     config.write_text(
@@ -152,7 +161,11 @@ def test_a_role_arn_profile_lands_in_the_roles_account(
 ) -> None:
     clock.now = time.time()
     server = start_emulator(
-        verify_signatures=verifying, access_key_id=KEY, secret_access_key=SECRET, region="eu-west-1"
+        verify_signatures=verifying,
+        access_key_id=KEY,
+        secret_access_key=SECRET,
+        region="eu-west-1",
+        accounts=_roles(tmp_path, {"arn:aws:iam::222222222222:role/migrate": {}}),
     )
     _role_profile(tmp_path, monkeypatch, server.url)
     session = boto3.session.Session(profile_name="migrate")
@@ -182,9 +195,16 @@ def test_a_role_arn_profile_lands_in_the_roles_account(
         assert caught.value.response["Error"]["Code"] == "ExpiredTokenException"
 
 
-def test_assume_role_answers_sts_shapes_and_errors(start_emulator: Start, clock: FakeClock) -> None:
+def test_assume_role_answers_sts_shapes_and_errors(
+    start_emulator: Start, clock: FakeClock, tmp_path: Path
+) -> None:
     clock.now = time.time()
-    server = start_emulator(verify_signatures=True, access_key_id=KEY, secret_access_key=SECRET)
+    server = start_emulator(
+        verify_signatures=True,
+        access_key_id=KEY,
+        secret_access_key=SECRET,
+        accounts=_roles(tmp_path, {"arn:aws:iam::444444444444:role/path/ops": {}}),
+    )
     sts = _client(server.url, region="us-east-1", service="sts")
     answer = sts.assume_role(
         RoleArn="arn:aws:iam::444444444444:role/path/ops", RoleSessionName="wave-3"
@@ -233,10 +253,12 @@ def test_ec2_errors_under_verify_signatures_are_auth_failure(
 
 
 def test_get_caller_identity_names_the_account_of_the_key_or_the_assumed_role(
-    start_emulator: Start, clock: FakeClock
+    start_emulator: Start, clock: FakeClock, tmp_path: Path
 ) -> None:
     clock.now = time.time()
-    server = start_emulator()
+    server = start_emulator(
+        accounts=_roles(tmp_path, {"arn:aws:iam::444444444444:role/migrate": {}})
+    )
     own = boto3.client(
         "sts",
         endpoint_url=server.url,
@@ -261,3 +283,82 @@ def test_get_caller_identity_names_the_account_of_the_key_or_the_assumed_role(
     identity = assumed.get_caller_identity()
     assert identity["Account"] == "444444444444"
     assert identity["Arn"] == "arn:aws:sts::444444444444:assumed-role/migrate/wave"
+
+
+def test_assume_role_grants_only_declared_roles_up_to_their_max_session(
+    start_emulator: Start, clock: FakeClock, tmp_path: Path
+) -> None:
+    """Issue 21 gap 2: a role not in --accounts is AccessDenied (STS's code and words); a
+    duration past the role's MaxSessionDuration is STS's ValidationError."""
+    clock.now = time.time()
+    long_role = "arn:aws:iam::444444444444:role/long"
+    short_role = "arn:aws:iam::444444444444:role/short"
+    server = start_emulator(
+        accounts=_roles(tmp_path, {long_role: {"MaxSessionDuration": 7200}, short_role: {}})
+    )
+    sts = _client(server.url, region="us-east-1", service="sts")
+    with pytest.raises(ClientError) as caught:
+        sts.assume_role(RoleArn="arn:aws:iam::444444444444:role/other", RoleSessionName="w0")
+    error = caught.value.response
+    assert error["Error"]["Code"] == "AccessDenied"
+    assert error["ResponseMetadata"]["HTTPStatusCode"] == 403
+    assert "sts:AssumeRole" in error["Error"]["Message"]
+    granted = sts.assume_role(RoleArn=long_role, RoleSessionName="w1", DurationSeconds=7200)
+    assert granted["Credentials"]["Expiration"].timestamp() == pytest.approx(
+        clock.now + 7200, abs=2
+    )
+    with pytest.raises(ClientError) as caught:
+        sts.assume_role(RoleArn=short_role, RoleSessionName="w2", DurationSeconds=7200)
+    assert caught.value.response["Error"]["Code"] == "ValidationError"
+    assert "MaxSessionDuration" in caught.value.response["Error"]["Message"]
+
+
+def test_denied_calls_get_each_services_own_access_denied_error(
+    start_emulator: Start, clock: FakeClock, tmp_path: Path
+) -> None:
+    """Issue 21 gap 2: --deny by access key, and by role name for that role's sessions;
+    everything else is allowed."""
+    clock.now = time.time()
+    role = "arn:aws:iam::444444444444:role/readonly"
+    server = start_emulator(
+        accounts=_roles(tmp_path, {role: {}}),
+        deny=[f"{KEY}=ImportVmImage,ec2:DescribeImportImageTasks,AssumeRole", "readonly=*"],
+    )
+    denied = _client(server.url, region="us-east-1")
+    with pytest.raises(ClientError) as caught:
+        denied.import_vm_image(**import_params())
+    error = caught.value.response
+    assert (error["Error"]["Code"], error["ResponseMetadata"]["HTTPStatusCode"]) == (
+        "AccessDeniedException",
+        403,
+    )
+    assert "imagebuilder:ImportVmImage" in error["Error"]["Message"]
+    denied.list_images()  # not denied
+    with pytest.raises(ClientError) as caught:
+        _client(server.url, region="us-east-1", service="ec2").describe_import_image_tasks()
+    assert caught.value.response["Error"]["Code"] == "UnauthorizedOperation"
+    assert caught.value.response["ResponseMetadata"]["HTTPStatusCode"] == 403
+    with pytest.raises(ClientError) as caught:
+        _client(server.url, region="us-east-1", service="sts").assume_role(
+            RoleArn=role, RoleSessionName="w0"
+        )
+    assert caught.value.response["Error"]["Code"] == "AccessDenied"
+    other = _client(server.url, region="us-east-1", key=OTHER_KEY)
+    other.import_vm_image(**import_params())  # another key is not denied
+    issued = _client(server.url, region="us-east-1", key=OTHER_KEY, service="sts").assume_role(
+        RoleArn=role, RoleSessionName="w0"
+    )["Credentials"]
+    session = boto3.client(
+        "imagebuilder",
+        endpoint_url=server.url,
+        region_name="us-east-1",
+        aws_access_key_id=issued["AccessKeyId"],
+        aws_secret_access_key=issued["SecretAccessKey"],
+        aws_session_token=issued["SessionToken"],
+        config=NO_RETRIES,
+    )
+    with pytest.raises(ClientError) as caught:
+        session.list_images()
+    assert caught.value.response["Error"]["Code"] == "AccessDeniedException"
+    assert "assumed-role/readonly/w0" in caught.value.response["Error"]["Message"]
+    assert server.stats()["errors"]["AccessDeniedException"] == 2

@@ -23,10 +23,16 @@ pytest.register_assert_rewrite("integration_support")
 
 @pytest.fixture
 def start_emulator(aws_credentials: None) -> Iterator[Callable[..., EmulatorServer]]:
-    """Start in-process emulators with the given EmulatorConfig knobs; all stop afterwards."""
+    """Start in-process emulators with the given EmulatorConfig knobs; all stop afterwards.
+
+    Every import task exists and is done (``--task-mix completed=1``) unless the test
+    says otherwise: ``task_mix=None`` is the emulator's own default, AWS's behaviour.
+    """
     servers: list[EmulatorServer] = []
 
     def start(**knobs: Any) -> EmulatorServer:
+        if "import_tasks" not in knobs:
+            knobs = {"task_mix": "completed=1", **knobs}
         server = EmulatorServer(EmulatorConfig(**knobs)).start()
         servers.append(server)
         return server

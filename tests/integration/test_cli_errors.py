@@ -41,6 +41,15 @@ def _link_to_manifest(tmp: Path) -> Path:
     return link
 
 
+def _with_region(manifest: Path, region: str) -> Path:
+    """The manifest again, with a region column naming ``region`` on every row."""
+    lines = manifest.read_text(encoding="utf-8").splitlines()
+    rows = [lines[0] + ",region"] + [line + "," + region for line in lines[1:]]
+    changed = manifest.with_name("regions.csv")
+    changed.write_text("\n".join(rows) + "\n", encoding="utf-8")
+    return changed
+
+
 #: (case id, the command line, exit code, what the one line must say)
 CASES: list[tuple[str, Case, int, str]] = [
     (
@@ -52,14 +61,32 @@ CASES: list[tuple[str, Case, int, str]] = [
     (
         "malformed region",
         lambda m, url: ["run", m, "--endpoint-url", url, "--region", "Not A Region"],
-        3,
-        "invalid AWS region 'Not A Region'",
+        2,
+        "--region 'Not A Region' is not an AWS Region",
+    ),
+    (
+        "mistyped region",
+        lambda m, url: _run(m, url, "--region", "eu-wset-1"),
+        2,
+        "--region 'eu-wset-1' is not an AWS Region botocore",
+    ),
+    (
+        "mistyped region in the manifest",
+        lambda m, url: _run(_with_region(m, "eu-wset-1"), url),
+        2,
+        "the manifest's region 'eu-wset-1' is not an AWS Region botocore",
+    ),
+    (
+        "no region at all",
+        lambda m, url: ["run", m, "--endpoint-url", url, "--progress", "off"],
+        2,
+        "no AWS Region: pass --region",
     ),
     (
         "endpoint without a scheme",
         lambda m, url: _run(m, url.removeprefix("http://")),
-        3,
-        "invalid --endpoint-url",
+        2,
+        "is not an http:// or https:// URL with a host: expected a URL such as http://127.0.0.1:",
     ),
     (
         "unreachable endpoint",
@@ -124,6 +151,8 @@ def test_a_configuration_mistake_is_one_line_and_sends_nothing(
     says: str,
 ) -> None:
     monkeypatch.chdir(tmp_path)
+    for name in ("AWS_REGION", "AWS_DEFAULT_REGION"):  # "no region at all" means it
+        monkeypatch.delenv(name, raising=False)
     manifest = write_csv(tmp_path / "wave.csv", make_tasks(5))
     before = manifest.read_bytes()
     result = invoke(*make_args(manifest, emulator.url))

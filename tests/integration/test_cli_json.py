@@ -83,7 +83,7 @@ def test_validate_status_and_report_json(tmp_path: Path, emulator: EmulatorServe
     assert shown.exit_code == 0
     status = _one_document(shown.stdout)
     assert status["rows"] == {"succeeded": 4, "invalid": 1}
-    assert status["rerun"] == {"skip": 4, "resend": 0, "retry": 0}
+    assert status["rerun"] == {"skip": 4, "resend": 0, "retry": 0, "recheck": 0}
     assert status["updated_at"][-6] in "+-"  # a time with its timezone
 
     rebuilt = invoke("report", journal, "--json")

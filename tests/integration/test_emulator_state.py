@@ -25,7 +25,7 @@ def test_state_survives_a_sigkill_right_after_the_answers(
 ) -> None:
     manifest = write_manifest(tmp_path / "m.csv", ROWS)
     state = tmp_path / "emulator-state.json"
-    config = EmulatorConfig(state_file=state)
+    config = EmulatorConfig(state_file=state, task_mix="completed=1")
     emulator = EmulatorProcess(config).start()
     try:
         done = children.run(*run_args(manifest, emulator.url, "--concurrency", "32"))

@@ -112,7 +112,11 @@ def _free_port() -> int:
 def test_the_emulator_restarted_mid_run_loses_and_doubles_nothing(
     aws_credentials: None, tmp_path: Path
 ) -> None:
-    config = EmulatorConfig(port=_free_port(), state_file=tmp_path / "emulator-state.json")
+    config = EmulatorConfig(
+        port=_free_port(),
+        state_file=tmp_path / "emulator-state.json",
+        task_mix="completed=1",
+    )
     process = EmulatorProcess(config).start()
     restarted = threading.Event()
 

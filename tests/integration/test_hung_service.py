@@ -29,7 +29,7 @@ def test_a_hung_service_stops_the_batch_and_a_rerun_finishes(
     manifest = write_rows(tmp_path / "m.csv", ROWS)
     journal = tmp_path / "m.journal"
     args = run_args(manifest, "", "--rate", "40", "--read-timeout", "1")
-    with Emulator(EmulatorConfig()) as emulator:
+    with Emulator(EmulatorConfig(task_mix="completed=1")) as emulator:
         args[args.index("--endpoint-url") + 1] = emulator.url
         pid = emulator.process.pid
         assert pid is not None

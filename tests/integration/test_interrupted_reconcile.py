@@ -40,7 +40,7 @@ RATE = "40"  # 100 rows to send: ~2.5 s, so the stop lands long before row 100
 
 @pytest.fixture(scope="module")
 def account() -> Iterator[Emulator]:
-    with Emulator(EmulatorConfig(latency_ms=5.0)) as emulator:
+    with Emulator(EmulatorConfig(latency_ms=5.0, task_mix="completed=1")) as emulator:
         yield emulator
 
 

@@ -24,7 +24,7 @@ CHANGED = 2000  # 1-based row; the reader buffers far less than the rows before 
 @pytest.fixture(scope="module")
 def slow_emulator() -> Iterator[Emulator]:
     """20 ms a call at concurrency 8: about 400 rows/s, so row 2000 is seconds away."""
-    with Emulator(EmulatorConfig(latency_ms=20.0)) as emulator:
+    with Emulator(EmulatorConfig(latency_ms=20.0, task_mix="completed=1")) as emulator:
         yield emulator
 
 

@@ -183,7 +183,7 @@ def test_a_fifo_is_copied_once_and_run_like_a_file(tmp_path: Path) -> None:
     source = write_manifest(tmp_path / "source.csv", 20)
     fifo = tmp_path / "wave.csv"
     os.mkfifo(fifo)
-    with Emulator(EmulatorConfig()) as emulator:
+    with Emulator(EmulatorConfig(task_mix="completed=1")) as emulator:
         writer = subprocess.Popen(["sh", "-c", f"cat {source} > {fifo}"])
         try:
             done = _ibimport(tmp_path, *run_args(fifo, emulator.url))

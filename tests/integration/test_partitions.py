@@ -113,7 +113,9 @@ def test_two_accounts_chosen_by_profile_land_in_their_own_accounts(
         "[base]\naws_access_key_id = 333333333333\naws_secret_access_key = s\n",
         encoding="utf-8",
     )
-    server: EmulatorServer = start_emulator()
+    roles = tmp_path / "roles.json"  # the only role the emulator's AssumeRole grants
+    roles.write_text('{"arn:aws:iam::222222222222:role/migrate": {}}', encoding="utf-8")
+    server: EmulatorServer = start_emulator(accounts=roles)
     config = tmp_path / "config"
     config.write_text(
         "[profile a]\nregion = eu-west-1\n"

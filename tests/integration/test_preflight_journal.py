@@ -58,8 +58,9 @@ def test_a_run_after_preflight_does_not_journal_the_rows_again(
         await batch.run()
 
     anyio.run(main)
-    # The run wrote each row's in_flight mark and outcome, and no second pending pass.
-    assert journal.ops_committed == pending_ops + 2 * 20
+    # The run wrote each row's in_flight mark and outcome (and its import stage's start and
+    # end), and no second pending pass.
+    assert journal.ops_committed == pending_ops + 4 * 20
     reopened = SqliteJournal.open_readonly(manifest.with_suffix(".journal"))
     try:
         assert reopened.counts()[RowStatus.SUCCEEDED] == 20
@@ -82,7 +83,7 @@ def test_a_resumed_run_of_the_same_manifest_does_not_journal_the_rows_again(
         await batch.run()
         return journal.ops_committed - before
 
-    assert anyio.run(run_once) == 2 * 20  # in_flight mark and outcome per row
+    assert anyio.run(run_once) == 4 * 20  # mark, outcome, the import stage's start and end
     # Same bytes, tags and salt: every row is carried over, nothing is written at all.
     assert anyio.run(run_once) == 0
     assert import_requests(emulator.url) == 20

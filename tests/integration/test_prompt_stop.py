@@ -31,7 +31,7 @@ def _write_big_manifest(path: Path, rows: int) -> Path:
 def test_sigterm_on_a_big_run_exits_within_seconds(children: Children, tmp_path: Path) -> None:
     manifest = _write_big_manifest(tmp_path / "big.csv", ROWS)
     journal = tmp_path / "big.journal"
-    with Emulator(EmulatorConfig()) as emulator:
+    with Emulator(EmulatorConfig(task_mix="completed=1")) as emulator:
         child = children.start(*run_args(manifest, emulator.url, "--rate", "200"))
         wait_for_done(journal, child, at_least=50, timeout=120)
         sent = time.monotonic()

@@ -36,7 +36,9 @@ RATE = "150"
 @pytest.fixture(scope="module")
 def faulty_emulator() -> Iterator[Emulator]:
     """10 ms latency and 2% faults (some of them answers lost after the call took effect)."""
-    with Emulator(EmulatorConfig(latency_ms=10.0, fault_rate=0.02, seed=4)) as emulator:
+    with Emulator(
+        EmulatorConfig(latency_ms=10.0, fault_rate=0.02, seed=4, task_mix="completed=1")
+    ) as emulator:
         yield emulator
 
 
@@ -78,7 +80,7 @@ def test_sigkill_midway_then_rerun_sends_only_the_rest(
     status = children.run("status", str(journal))
     assert status.returncode == 0
     status.assert_clean()
-    assert f"a re-run would skip {done} done rows" in " ".join(status.stdout.split())
+    assert f"a re-run would: skip {done} done rows" in " ".join(status.stdout.split())
 
     sent_before = emulator.imports()
     rerun = children.run(*args)

@@ -38,7 +38,7 @@ EXIT_WITHIN_S = 10.0
 @pytest.fixture(scope="module")
 def steady_emulator() -> Iterator[Emulator]:
     """10 ms latency, no faults: every figure after a graceful stop is exact."""
-    with Emulator(EmulatorConfig(latency_ms=10.0)) as emulator:
+    with Emulator(EmulatorConfig(latency_ms=10.0, task_mix="completed=1")) as emulator:
         yield emulator
 
 
@@ -105,7 +105,7 @@ def test_first_signal_drains_writes_everything_and_exits_130(
 @pytest.fixture
 def slow_emulator() -> Iterator[Emulator]:
     """Calls take 1 s: a drain is still going on when the second Ctrl-C arrives."""
-    with Emulator(EmulatorConfig(latency_ms=1000.0)) as emulator:
+    with Emulator(EmulatorConfig(latency_ms=1000.0, task_mix="completed=1")) as emulator:
         yield emulator
 
 

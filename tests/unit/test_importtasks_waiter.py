@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import pytest
 
@@ -13,14 +14,16 @@ from ibimport.aws.client import (
     ImageState,
     ImportTaskInfo,
     ImportTaskPage,
-    unknown_task_ids,
 )
+from ibimport.domain.results import RowResult
 from ibimport.domain.rowstate import ImageStatus, RerunPlan, RowStatus, image_status
+from ibimport.domain.stages import StageName
 from ibimport.errors import ApiError, CallError
 from ibimport.flow.executor import CallExecutor, RetryPolicy
 from ibimport.flow.limiter import build_limiter
 from ibimport.flow.retry import Backoff
-from ibimport.stages.imagewait import ImageWaiter, WaitSettings
+from ibimport.journal import SqliteJournal
+from ibimport.stages.imagewait import ImageWaiter, WaitSettings, follow_journal
 from ibimport.stages.taskcheck import TaskChecker, TaskState
 from ibimport.testing import FakeClock
 
@@ -63,11 +66,16 @@ def _task(i: int, status: str = "completed", **extra: str) -> ImportTaskInfo:
     )
 
 
-async def test_tasks_are_classified_in_batches_and_one_bad_id_costs_one_more_call() -> None:
+@pytest.mark.parametrize("names", [True, False])
+async def test_tasks_are_classified_in_batches_and_a_bad_id_is_isolated_by_halving(
+    names: bool,
+) -> None:
+    """Whether EC2's message names the unknown ID or not, the answer and the cost are the
+    same: the message is never read (issue 21)."""
     tasks = {t.task_id: t for t in (_task(i) for i in range(250))}
     tasks[_task(3).task_id] = _task(3, "active", progress="40")
     tasks[_task(4).task_id] = _task(4, "deleted", message="ClientError: Unknown OS")
-    ec2 = FakeEc2(tasks)
+    ec2 = FakeEc2(tasks, names=names)
     clock = FakeClock()
     checker = TaskChecker(ec2, _calls(clock))
     ids = [*tasks, "import-ami-99999999999999999"]
@@ -77,17 +85,19 @@ async def test_tasks_are_classified_in_batches_and_one_bad_id_costs_one_more_cal
     assert checks[_task(3).task_id].progress == "40"
     assert checks[_task(4).task_id].message == "ClientError: Unknown OS"
     assert checks["import-ami-99999999999999999"].state is TaskState.UNKNOWN
-    assert checker.calls == 3 + 1  # 251 IDs: 3 batches, the bad one asked again without it
+    # 251 IDs: 3 batches; the one of 51 with the bad ID is halved 6 times, 2 calls each.
+    assert checker.calls == 3 + 2 * 6
+    assert checker.split_calls == 2 * 6
 
 
-async def test_a_message_naming_no_id_halves_the_batch() -> None:
-    tasks = {t.task_id: t for t in (_task(i) for i in range(100))}
-    ec2 = FakeEc2(tasks, names=False)
+async def test_splitting_costs_at_most_two_calls_per_id_when_none_is_known() -> None:
+    ec2 = FakeEc2({})
     checker = TaskChecker(ec2, _calls(FakeClock()))
-    checks = await checker.check([*list(tasks)[:99], "import-ami-99999999999999999"])
-    assert checks["import-ami-99999999999999999"].state is TaskState.UNKNOWN
-    assert sum(c.state is TaskState.READY for c in checks.values()) == 99
-    assert checker.calls <= 2 * 8  # about two calls per halving, never one per row
+    unknown = [f"import-ami-{i:017d}" for i in range(100)]
+    checks = await checker.check(unknown)
+    assert {c.state for c in checks.values()} == {TaskState.UNKNOWN}
+    assert checker.calls == 2 * 100 - 1
+    assert checker.split_calls == checker.calls - 1
 
 
 async def test_throttling_and_faults_are_retried_permanent_errors_raise() -> None:
@@ -103,12 +113,6 @@ async def test_throttling_and_faults_are_retried_permanent_errors_raise() -> Non
         await TaskChecker(denied, _calls(FakeClock())).check(tasks)
 
 
-def test_unknown_ids_are_read_from_ec2s_message() -> None:
-    message = "The import task IDs 'import-ami-0000000a, import-ami-0000000b' do not exist"
-    asked = ["import-ami-0000000a", "import-ami-0000000b", "import-ami-0000000c"]
-    assert unknown_task_ids(message, asked) == {"import-ami-0000000a", "import-ami-0000000b"}
-
-
 @dataclass
 class FakeImages:
     """Images that become ``final`` at ``ready_at[arn]`` on the clock; counts calls by kind."""
@@ -116,6 +120,10 @@ class FakeImages:
     clock: FakeClock
     ready_at: dict[str, float]
     final: dict[str, str] = field(default_factory=dict)
+    #: Images the service does not have (GetImage: ResourceNotFoundException).
+    gone: set[str] = field(default_factory=set)
+    #: Images that exist but are not listed yet (``--list-delay-s``).
+    unlisted: set[str] = field(default_factory=set)
     lists: int = 0
     gets: int = 0
 
@@ -126,7 +134,7 @@ class FakeImages:
 
     async def list_builds(self, *, next_token: str | None) -> BuildPage:
         self.lists += 1
-        arns = sorted(self.ready_at)
+        arns = sorted(set(self.ready_at) - self.gone - self.unlisted)
         start = int(next_token or 0)
         page = arns[start : start + 100]
         builds = [BuildSummary(a, "vm", "1.0.0", self._status(a), "why") for a in page]
@@ -135,6 +143,10 @@ class FakeImages:
 
     async def get_image(self, arn: str) -> ImageState:
         self.gets += 1
+        if arn in self.gone:
+            raise ApiError(
+                "ResourceNotFoundException", f"Resource {arn} does not exist.", status=404
+            )
         return ImageState(arn, self._status(arn), "why")
 
 
@@ -174,9 +186,73 @@ async def test_a_deadline_times_out_the_images_still_being_built() -> None:
     assert 5 <= len(waiter.figures.rounds) <= 15
 
 
+async def test_an_image_absent_from_a_complete_listing_is_deleted_at_once() -> None:
+    """Issue 22 item 13: not TIMED_OUT after the whole timeout; GetImage confirms each
+    absentee once, so a build not listed yet is not taken for gone."""
+    clock = FakeClock()
+    ready = {ARN.format(i=i): 10_000.0 for i in range(300)}
+    gone = {ARN.format(i=i) for i in range(0, 300, 2)}
+    unlisted = {ARN.format(i=1)}
+    images = FakeImages(clock, ready, gone=gone, unlisted=unlisted)
+    settled: list[ImageStatus] = []
+    waiter = ImageWaiter(
+        images,
+        _calls(clock),
+        clock=clock,
+        settings=WaitSettings(timeout_s=3600),
+        on_settled=lambda outcomes: settled.extend(o.status for o in outcomes),
+    )
+    outcomes = await waiter.wait(ready)
+    assert waiter.figures.rounds[0] == (300, 2 + 151)  # 2 pages, then 151 GetImage
+    assert settled[:150] == [ImageStatus.DELETED] * 150  # in the first round
+    assert {outcomes[arn].status for arn in gone} == {ImageStatus.DELETED}
+    assert outcomes[ARN.format(i=1)].status is ImageStatus.TIMED_OUT
+
+
 def test_row_and_image_states() -> None:
     assert not RowStatus.BLOCKED.is_done
     assert RerunPlan.from_counts({RowStatus.BLOCKED: 2}).recheck == 2
     assert image_status("CREATING") is None
     assert image_status("DEPRECATED") is ImageStatus.AVAILABLE
     assert not ImageStatus.TIMED_OUT.is_final
+
+
+async def test_a_wait_journals_each_image_s_stage_with_its_rounds_and_state(
+    tmp_path: Path,
+) -> None:
+    clock = FakeClock()
+    journal = SqliteJournal.open(
+        tmp_path / "j", manifest_path="m", manifest_fingerprint="f", settings={}, clock=clock
+    )
+    arns = {ARN.format(i=1): 5.0, ARN.format(i=2): 10_000.0}
+    for row, arn in enumerate(arns, start=1):
+        journal.record(
+            RowResult(
+                row=row,
+                name=f"vm-{row}",
+                semantic_version="1.0.0",
+                status=RowStatus.SUCCEEDED,
+                client_token=f"t{row}",
+                image_arn=arn,
+            )
+        )
+    await journal.flush()
+    began = clock.wall()
+    totals, figures = await follow_journal(
+        FakeImages(clock, arns),
+        journal,
+        calls=_calls(clock),
+        clock=clock,
+        settings=WaitSettings(interval_s=1.0, timeout_s=30.0),
+    )
+    assert totals == {ImageStatus.AVAILABLE: 1, ImageStatus.TIMED_OUT: 1}
+    records = {r.name: r for r in journal.stage_records()}
+    assert {r.stage for r in records.values()} == {StageName.IMAGE_WAIT}
+    first, late = records["vm-1"], records["vm-2"]
+    assert first.started_at == late.started_at == began
+    assert (first.outcome, late.outcome) == ("AVAILABLE", "TIMED_OUT")
+    assert first.ended_at is not None
+    assert 5.0 <= first.ended_at - began < 30.0
+    assert late.ended_at == began + clock.now()  # the deadline (FakeClock wall follows now)
+    assert 1 < first.attempts < late.attempts == len(figures.rounds)
+    journal.close()

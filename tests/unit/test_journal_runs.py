@@ -17,6 +17,7 @@ def _as_schema_1(path: Path) -> None:
     conn.execute("DROP TABLE followups")  # schema 3
     conn.execute("ALTER TABLE rows DROP COLUMN account")  # schema 4
     conn.execute("ALTER TABLE rows DROP COLUMN region")
+    conn.execute("DROP TABLE stages")  # schema 5
     conn.execute("PRAGMA user_version = 1")
     conn.commit()
     conn.close()

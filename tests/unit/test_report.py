@@ -251,17 +251,31 @@ def test_results_csv_columns_values_and_neutralisation(tmp_path: Path) -> None:
     assert rows[1]["attempts"] == "3"
 
 
-def test_results_file_is_created_0600_at_once_even_over_an_existing_file(tmp_path: Path) -> None:
+def test_results_replace_an_existing_file_whole_and_0600_only_at_close(tmp_path: Path) -> None:
     path = tmp_path / "results.csv"
-    path.write_text("stale")
+    path.write_text("complete")
     path.chmod(0o644)
     writer = ResultsWriter(path)
-    assert _mode(path) == 0o600  # before any row: an unwritable path fails before the run
+    (beside,) = (p for p in tmp_path.iterdir() if p != path)  # before any row: a folder
+    assert _mode(beside) == 0o600  # that cannot take the file fails before the run
     writer.write(_result(2))
     writer.write(_result(1))
+    assert path.read_text() == "complete"  # a kill now leaves the complete file whole
     writer.close()
     assert _mode(path) == 0o600  # the sorted rewrite keeps it private
     assert os.listdir(tmp_path) == ["results.csv"]  # no scratch or temp files left
+    with path.open() as written:
+        assert [r["row"] for r in csv.DictReader(written)] == ["1", "2"]
+
+
+def test_discarded_results_leave_the_file_in_place_as_it_was(tmp_path: Path) -> None:
+    path = tmp_path / "results.csv"
+    path.write_text("complete")
+    writer = ResultsWriter(path)
+    writer.write(_result(1))
+    writer.discard()
+    assert path.read_text() == "complete"
+    assert os.listdir(tmp_path) == ["results.csv"]
 
 
 def test_results_writer_fails_at_construction_on_unwritable_path(tmp_path: Path) -> None:

@@ -12,6 +12,7 @@ import pytest
 
 from ibimport.aws.client import BuildPage, BuildSummary, ImportResult
 from ibimport.domain.results import RowResult, RowStatus
+from ibimport.domain.stages import StageName
 from ibimport.domain.tokens import client_token
 from ibimport.engine.events import BaseListener, CallEvent, CallOutcome
 from ibimport.engine.pipeline import RunSettings, import_pipeline
@@ -370,3 +371,48 @@ async def test_request_stop_drains_and_reports_unreached_rows_as_skipped() -> No
     assert succeeded == sent, "calls in flight were allowed to finish"
     assert 0 < len(sent) < 50
     assert sum(r.status is RowStatus.SKIPPED for r in collector.results.values()) == 200 - len(sent)
+
+
+class StageJournal(NullJournal):
+    """Records the stage calls the runner makes, with the virtual wall clock."""
+
+    def __init__(self) -> None:
+        self.events: list[tuple[str, str, StageName, float, int, str, str]] = []
+
+    def stage_started(self, identity: tuple[str, str], stage: StageName, *, at: float) -> None:
+        self.events.append(("start", identity[0], stage, at, 0, "", ""))
+
+    def stage_ended(
+        self,
+        identity: tuple[str, str],
+        stage: StageName,
+        *,
+        at: float,
+        attempts: int,
+        outcome: str,
+        error_code: str = "",
+        started_at: float | None = None,
+    ) -> None:
+        self.events.append(("end", identity[0], stage, at, attempts, outcome, error_code))
+
+
+async def test_each_sent_row_s_import_stage_is_journalled_with_its_attempts() -> None:
+    clock = FakeClock()
+    client = ScriptedClient(
+        clock,
+        script={
+            "vm-001": [_throttle()],
+            "vm-002": [ApiError("ValidationException", "bad", status=400)],
+        },
+    )
+    journal = StageJournal()
+    await _run(_rows(2), client, journal=journal, settings=RunSettings(concurrency=1))
+    by_row = {name: [e for e in journal.events if e[1] == name] for name in ("vm-001", "vm-002")}
+    (start, end) = by_row["vm-001"]
+    assert start[0] == "start"
+    assert start[2] is StageName.IMPORT
+    assert end[:3] == ("end", "vm-001", StageName.IMPORT)
+    assert end[4:] == (2, "succeeded", "")
+    assert end[3] - start[3] >= 2 * LATENCY_S  # two calls of virtual latency
+    (_, failed) = by_row["vm-002"]
+    assert failed[4:] == (1, "failed", "ValidationException")

@@ -9,9 +9,9 @@ place, with one limiter, is what keeps the pace even.
 
 from __future__ import annotations
 
+import json
 import platform
-import re
-from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -25,9 +25,10 @@ from aiobotocore.httpsession import AIOHTTPSession
 from botocore.config import Config
 
 from ibimport._version import __version__
+from ibimport.aws.regions import check_endpoint_url, check_region
 from ibimport.aws.signing import install_reusing_signer
 from ibimport.domain.apimodel import LIST_PAGE_MAX
-from ibimport.errors import ApiError, FatalBatchError, TransportError
+from ibimport.errors import ApiError, ConfigError, FatalBatchError, TransportError
 
 SERVICE = "imagebuilder"
 #: EC2, for DescribeImportImageTasks (``ibimport.stages.taskcheck``), on the same endpoint URL.
@@ -37,8 +38,9 @@ EC2_SERVICE = "ec2"
 #: other describe calls accept per page and keeps an answer small.
 TASK_IDS_PER_CALL = 100
 #: The error codes with which EC2 refuses a call that names an import task it does not
-#: know: the emulator and EC2 answer an unknown ID with ``InvalidConversionTaskId.Malformed``
-#: and a misshapen one with ``InvalidParameterValue``; both fail the whole call.
+#: know: EC2 (and the emulator) answer an unknown ID with ``InvalidConversionTaskId.Malformed``
+#: and a misshapen one with ``InvalidParameterValue``; both fail the whole call, and no
+#: message is read for which ID it was (``importtasks`` splits the batch instead).
 UNKNOWN_TASK_CODES = frozenset(
     {
         "InvalidConversionTaskId.Malformed",
@@ -47,7 +49,6 @@ UNKNOWN_TASK_CODES = frozenset(
         "InvalidParameterValue",
     }
 )
-_TASK_ID_IN_TEXT = re.compile(r"import-ami-[0-9A-Za-z]+")
 
 #: The User-Agent, composed once. Left to itself botocore rebuilds its User-Agent twice
 #: per call (dozens of sanitising calls each time, about 15% of a call's CPU); a
@@ -116,16 +117,6 @@ class ImageState:
     reason: str
 
 
-def unknown_task_ids(message: str, asked: Collection[str]) -> frozenset[str]:
-    """The asked IDs an EC2 error message names: the ones that made it fail the whole call.
-
-    The emulator names every unknown ID (``The import task IDs 'a, b' do not exist``), as
-    EC2's describe calls name the ID they refuse; an empty answer means the message named
-    none of them, and the caller has to halve the batch to find the culprit.
-    """
-    return frozenset(_TASK_ID_IN_TEXT.findall(message)) & frozenset(asked)
-
-
 class PartitionClient(Protocol):
     """Every call the stages make of one partition (account and Region): Image Builder's
     and EC2's. ``open_client`` makes the real one; tests substitute fakes."""
@@ -192,7 +183,7 @@ class AioImageBuilderClient:
         """One page of DescribeImportImageTasks for these IDs (at most ``TASK_IDS_PER_CALL``).
 
         A call naming an ID EC2 does not know fails as a whole (``ApiError`` with a code in
-        ``UNKNOWN_TASK_CODES``; ``unknown_task_ids`` reads which from its message).
+        ``UNKNOWN_TASK_CODES``), without saying which.
         """
         ec2 = await self._ec2_client()
         kwargs: dict[str, Any] = {"ImportTaskIds": list(task_ids), "MaxResults": TASK_IDS_PER_CALL}
@@ -220,10 +211,11 @@ class AioImageBuilderClient:
         except Exception as error:
             raise translate_error(error) from None
         state = (answer.get("image") or {}).get("state") or {}
+        contexts = answer.get(_FAILURE_CONTEXTS) or {}
         return ImageState(
             arn=arn,
             status=_printable(str(state.get("status", ""))),
-            reason=_printable(str(state.get("reason") or "")),
+            reason=_reason(state, contexts.get(arn)),
         )
 
     async def import_vm_image(
@@ -254,6 +246,7 @@ class AioImageBuilderClient:
             page = await self._client.list_image_build_versions(**kwargs)
         except Exception as error:
             raise translate_error(error) from None
+        contexts = page.get(_FAILURE_CONTEXTS) or {}
         builds = [
             BuildSummary(
                 arn=str(summary.get("arn", "")),
@@ -261,11 +254,53 @@ class AioImageBuilderClient:
                 # The current model's ImageSummary.version may carry the build ("1.0.0/2").
                 semantic_version=str(summary.get("version", "")).split("/", 1)[0],
                 status=str((summary.get("state") or {}).get("status", "")),
-                reason=_printable(str((summary.get("state") or {}).get("reason") or "")),
+                reason=_reason(summary.get("state") or {}, contexts.get(summary.get("arn"))),
             )
             for summary in page.get("imageSummaryList", [])
         ]
         return BuildPage(builds=builds, next_token=page.get("nextToken") or None)
+
+
+#: Where ``_keep_failure_contexts`` leaves what the pinned model's parser drops.
+_FAILURE_CONTEXTS = "ibimportFailureContexts"
+
+
+def _keep_failure_contexts(
+    response_dict: Mapping[str, Any], customized_response_dict: dict[str, Any], **_: Any
+) -> None:
+    """Keep ``state.failureContext`` (current model, botocore 1.44.x; the pinned model
+    lacks it, so its parser drops it) by image ARN, read from the raw JSON answer."""
+    body = response_dict.get("body")
+    if not isinstance(body, bytes) or b'"failureContext"' not in body:
+        return
+    try:
+        answer = json.loads(body)
+    except ValueError:
+        return
+    images = [answer.get("image"), *(answer.get("imageSummaryList") or [])]
+    customized_response_dict[_FAILURE_CONTEXTS] = {
+        image.get("arn"): context
+        for image in images
+        if isinstance(image, dict)
+        and isinstance(context := (image.get("state") or {}).get("failureContext"), dict)
+    }
+
+
+def _reason(state: Mapping[str, Any], context: Mapping[str, Any] | None) -> str:
+    """``state.reason``, and the ``failureContext`` of a FAILED image after it."""
+    reason = str(state.get("reason") or "")
+    if context:
+        detail = "; ".join(f"{key}={_flat(value)}" for key, value in context.items())
+        reason = f"{reason} (failureContext: {detail})" if reason else f"failureContext: {detail}"
+    return _printable(reason)
+
+
+def _flat(value: Any) -> str:
+    if isinstance(value, Mapping):
+        return "{" + ", ".join(f"{k}={_flat(v)}" for k, v in value.items()) + "}"
+    if isinstance(value, list):
+        return "[" + ", ".join(_flat(v) for v in value) + "]"
+    return str(value)
 
 
 def translate_error(error: BaseException) -> ApiError | TransportError:
@@ -357,6 +392,10 @@ async def open_session(settings: ClientSettings) -> Any:
     failures later. Sessions are opened one after another: resolving credentials
     concurrently is a known aiobotocore race (aio-libs/aiobotocore#1455).
     """
+    if settings.region is not None:
+        check_region(settings.region)
+    if settings.endpoint_url is not None:
+        check_endpoint_url(settings.endpoint_url)
     try:
         session = aioboto3.Session(
             profile_name=settings.profile,
@@ -377,7 +416,9 @@ async def open_session(settings: ClientSettings) -> Any:
     except bce.BotoCoreError as error:
         raise FatalBatchError(f"could not load AWS credentials: {_one_line(error)}") from None
     if session.region_name is None:
-        raise FatalBatchError("no AWS region: pass --region or set AWS_REGION / AWS_DEFAULT_REGION")
+        raise ConfigError("no AWS Region: pass --region or set AWS_REGION / AWS_DEFAULT_REGION")
+    if settings.region is None:
+        check_region(session.region_name, given_as="the Region of the environment or profile")
     return session
 
 
@@ -411,16 +452,20 @@ async def open_client(
                 )
             )
         except bce.InvalidRegionError:
-            raise FatalBatchError(
+            raise ConfigError(
                 f"invalid AWS region {settings.region or session.region_name!r}:"
                 " expected a name such as eu-west-1"
             ) from None
         except ValueError:  # botocore's "Invalid endpoint" (no scheme, no host)
-            raise FatalBatchError(
+            raise ConfigError(
                 f"invalid --endpoint-url {settings.endpoint_url!r}:"
                 " expected a URL such as https://imagebuilder.eu-west-1.amazonaws.com"
             ) from None
         _trim_per_call_work(client)
+        for operation in ("GetImage", "ListImageBuildVersions"):
+            client.meta.events.register(
+                f"before-parse.{SERVICE}.{operation}", _keep_failure_contexts
+            )
 
         async def open_ec2() -> Any:
             # Our signer fast path and endpoint trimming are Image Builder's only: EC2 is

@@ -24,6 +24,7 @@ from ibimport import (
     __version__,
     parse_tag_option,
 )
+from ibimport.cli._help import HelpGroup
 
 #: One meaning each (README, "Exit codes"): every row done; some rows failed, blocked or
 #: timed out; a usage error or an invalid manifest; the batch could not start or stopped on
@@ -39,11 +40,12 @@ EXIT_CODES_HELP = (
 
 app = typer.Typer(
     name="ibimport",
+    cls=HelpGroup,  # panels, and no type names in --help (cli/_help.py)
     help="Import fleets of VM images into EC2 Image Builder: fast, resumable, exactly once.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
-    rich_markup_mode=None,  # plain help: one line per option, readable at 100 columns
+    rich_markup_mode="rich",
     context_settings={"max_content_width": 100},
 )
 

@@ -11,11 +11,13 @@ import sys
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import replace
+from functools import partial
 from pathlib import Path
 from typing import Annotated
 
 import anyio
 import typer
+from rich.console import Console
 from rich.markup import escape
 
 from ibimport import (
@@ -27,16 +29,22 @@ from ibimport import (
     ConfigError,
     IbimportError,
     InvalidManifest,
+    ManifestChanged,
     ManifestFormat,
     PlannedStatus,
+    RowResult,
     RunSettings,
+    RunStats,
     Shard,
     SourceKind,
+    batch_status,
+    check_paths,
     default_output_paths,
     detect_format,
     open_batch,
     parse_rates,
     plan_batch,
+    recorded_run,
     source_kind,
     spooled_stdin,
 )
@@ -67,19 +75,70 @@ from ibimport.cli._common import (
     err,
     out,
 )
+from ibimport.cli._help import duration_option, panels, parse_duration
+from ibimport.cli._journals import (
+    FailedManifestOpt,
+    HtmlOpt,
+    wave_outputs_paths,
+    write_wave_outputs,
+)
 from ibimport.cli._wait import (
     PollIntervalOpt,
     WaitTimeoutOpt,
+    check_aws_options,
     image_summary,
     task_wait_settings,
     wait_settings,
 )
 from ibimport.cli.progress import ProgressListener, ProgressMode
-from ibimport.cli.rendering import summary_table
+from ibimport.cli.rendering import next_steps, summary_table
 from ibimport.emulator import EmulatorConfig, EmulatorServer
 from ibimport.emulator.cli import local_emulator_options
 
 _GC_THRESHOLD = 20_000  # allocations between young collections (Python's default: 700)
+
+
+panels(
+    "run",
+    {
+        "Manifest": (
+            "manifest",
+            "fmt",
+            "tag",
+            "skip_invalid",
+            "shard",
+            "shard_count",
+            "token_salt",
+            "dry_run",
+            "max_stdin_mib",
+        ),
+        "AWS": ("region", "profile", "endpoint_url", "read_timeout"),
+        "Pacing": ("concurrency", "rate", "max_attempts"),
+        "Journal and outputs": (
+            "journal",
+            "no_journal",
+            "report",
+            "results",
+            "as_json",
+            "progress",
+            "no_progress",
+            "force",
+            "no_retry_failed",
+            "no_reconcile",
+            "token_ttl",
+        ),
+        "Preflight and wait": (
+            "preflight",
+            "wait_for_tasks",
+            "task_timeout",
+            "wait",
+            "wait_timeout",
+            "poll_interval",
+        ),
+        "Emulator (--local)": ("local",),
+    },
+    emulator="Emulator (--local)",
+)
 
 
 @app.command(epilog=EXIT_CODES_HELP)
@@ -123,25 +182,26 @@ def run(
         ),
     ] = "",
     token_ttl: Annotated[
-        float,
+        str,
         typer.Option(
-            metavar="SECONDS",
-            help="Seconds a clientToken is trusted; older rows are looked up first.",
+            metavar="DURATION",
+            callback=duration_option,
+            help="How long a clientToken is trusted; older rows are looked up first.",
         ),
-    ] = 8 * 3600.0,
+    ] = "8h",
     skip_invalid: Annotated[
         bool,
         typer.Option(
             "--skip-invalid", help="Import the valid rows and record the others as invalid."
         ),
     ] = False,
-    retry_failed: Annotated[
+    no_retry_failed: Annotated[
         bool,
         typer.Option(
-            "--retry-failed/--no-retry-failed",
-            help="On resume, retry rows that failed in an earlier run.",
+            "--no-retry-failed",
+            help="On resume, leave rows that failed in an earlier run failed (else retried).",
         ),
-    ] = True,
+    ] = False,
     force: Annotated[
         bool,
         typer.Option("--force", help="Proceed although the manifest changed since the journal."),
@@ -181,18 +241,20 @@ def run(
         Path | None,
         typer.Option(metavar="FILE", parser=_output_path, help="Per-row results CSV path."),
     ] = None,
+    html: HtmlOpt = None,
+    failed_manifest: FailedManifestOpt = None,
     as_json: JsonOpt = False,
     region: RegionOpt = None,
     profile: ProfileOpt = None,
     endpoint_url: EndpointOpt = None,
     read_timeout: Annotated[
-        float,
+        str,
         typer.Option(
-            min=0.01,
-            metavar="SECONDS",
-            help="Seconds to wait for an answer before retrying the call.",
+            metavar="DURATION",
+            callback=duration_option,
+            help="How long to wait for an answer before retrying the call.",
         ),
-    ] = 60.0,
+    ] = "60s",
     local: Annotated[
         bool,
         typer.Option(
@@ -214,8 +276,8 @@ def run(
             help="Then follow every image until AVAILABLE, FAILED or --wait-timeout.",
         ),
     ] = False,
-    wait_timeout: WaitTimeoutOpt = 3600.0,
-    poll_interval: PollIntervalOpt = 5.0,
+    wait_timeout: WaitTimeoutOpt = "1h",
+    poll_interval: PollIntervalOpt = "5s",
     preflight: Annotated[
         bool,
         typer.Option(
@@ -231,9 +293,11 @@ def run(
         ),
     ] = False,
     task_timeout: Annotated[
-        float,
-        typer.Option(min=0.0, metavar="SECONDS", help="How long --wait-for-tasks waits."),
-    ] = 3600.0,
+        str,
+        typer.Option(
+            metavar="DURATION", callback=duration_option, help="How long --wait-for-tasks waits."
+        ),
+    ] = "1h",
     max_stdin_mib: Annotated[
         int | None,
         typer.Option(
@@ -260,6 +324,7 @@ def run(
         except IbimportError as error:
             raise _fail(str(error), as_json=as_json) from None
         try:
+            check_aws_options(region=region, endpoint_url=endpoint_url)
             rates = parse_rates(rate or [])
             shards = _shard(shard, shard_count)
         except IbimportError as error:
@@ -272,10 +337,8 @@ def run(
             profile=profile,
             endpoint_url=endpoint_url,
             max_pool_connections=concurrency,
-            read_timeout_s=read_timeout,
+            read_timeout_s=max(parse_duration(read_timeout), 0.01),
         )
-        if emulator is not None:
-            client = _local_service(stack, emulator, client)
         try:
             config = BatchConfig(
                 manifest=path,
@@ -285,8 +348,8 @@ def run(
                     concurrency=concurrency,
                     max_attempts=max_attempts,
                     token_salt=token_salt,
-                    token_ttl_s=token_ttl,
-                    retry_failed=retry_failed,
+                    token_ttl_s=parse_duration(token_ttl),
+                    retry_failed=not no_retry_failed,
                 ),
                 rates=rates,
                 shard=shards,
@@ -307,10 +370,36 @@ def run(
             )
         except IbimportError as error:  # the option rules (engine/settings)
             raise _fail(str(error), as_json=as_json) from None
+        wave_outputs = wave_outputs_paths(html, failed_manifest)
+        if wave_outputs and no_journal:
+            needs = "need" if len(wave_outputs) > 1 else "needs"
+            raise _fail(f"{' and '.join(wave_outputs)} {needs} the journal", as_json=as_json)
+        if wave_outputs and config.journal_path is not None and not dry_run:
+            try:  # before anything is sent: neither may overwrite an input or another output
+                others = {"--report": config.report_path, "--results": config.results_path}
+                check_paths(
+                    inputs={
+                        "the manifest": path,
+                        "--journal": config.journal_path,
+                        **{k: v for k, v in others.items() if v is not None},
+                    },
+                    outputs=wave_outputs,
+                )
+            except IbimportError as error:
+                raise _fail(str(error), as_json=as_json) from None
+        if emulator is not None:  # started once the options are known to be usable
+            config = replace(config, client=_local_service(stack, emulator, client))
         if dry_run:
             code = _dry_run(config, as_json=as_json)
         else:
-            code = _run_batch(config, progress_mode=mode, as_json=as_json)
+            code = _run_batch(
+                config,
+                progress_mode=mode,
+                as_json=as_json,
+                html=html,
+                failed_manifest=failed_manifest,
+                quotas=_quotas(config, emulator),
+            )
     raise typer.Exit(code)
 
 
@@ -464,20 +553,77 @@ def _print_plan_json(plan: BatchPlan) -> None:
     sys.stdout.flush()
 
 
-def _run_batch(config: BatchConfig, *, progress_mode: str = "auto", as_json: bool = False) -> int:
+def _print_changed(refusal: ManifestChanged) -> None:
+    """Why a resume was refused: options given otherwise than the journal's, or rows."""
+    say = partial(err.print, highlight=False, markup=False)
+    say(f"{refusal}:")
+    if refusal.options:
+        for line in refusal.options:
+            say("  " + line)
+        say("every row's clientToken depends on these options, so each row would be a new image")
+        if refusal.resume:
+            say("nothing was sent; to resume the batch as it was written:")
+            say("  " + refusal.resume)
+        else:
+            say("nothing was sent; give the journal's options again")
+        say("(--force would import the rest of the batch under the new options)")
+        return
+    for line in refusal.lines:
+        say("  " + line)
+    say("nothing was sent; pass --force to proceed, or use another --journal")
+
+
+def _run_batch(
+    config: BatchConfig,
+    *,
+    progress_mode: str = "auto",
+    as_json: bool = False,
+    html: Path | None = None,
+    failed_manifest: Path | None = None,
+    quotas: dict[str, float] | None = None,
+) -> int:
     with _fewer_gc_passes():
-        return _preflight_and_run(config, progress_mode=progress_mode, as_json=as_json)
+        return _preflight_and_run(
+            config,
+            progress_mode=progress_mode,
+            as_json=as_json,
+            html=html,
+            failed_manifest=failed_manifest,
+            quotas=quotas or {},
+        )
 
 
-def _preflight_and_run(config: BatchConfig, *, progress_mode: str, as_json: bool) -> int:
+def _preflight_and_run(
+    config: BatchConfig,
+    *,
+    progress_mode: str,
+    as_json: bool,
+    html: Path | None,
+    failed_manifest: Path | None,
+    quotas: dict[str, float],
+) -> int:
     people = err if as_json else out
     try:
         batch = open_batch(config)
     except InvalidManifest as refusal:
         _print_invalid(refusal)
         err.print("nothing was sent; fix the rows or pass --skip-invalid", highlight=False)
+        if as_json:  # a script gets the rows' errors too, not only their count
+            _print_json(
+                {"error": str(refusal), "exit_code": EXIT_USAGE, "rows": list(refusal.lines)}
+            )
+        return EXIT_USAGE
+    except ManifestChanged as refusal:
+        _print_changed(refusal)
         if as_json:
-            _print_json({"error": str(refusal), "exit_code": EXIT_USAGE})
+            _print_json(
+                {
+                    "error": str(refusal),
+                    "exit_code": EXIT_USAGE,
+                    "options": list(refusal.options),
+                    "resume_command": refusal.resume or None,
+                }
+            )
         return EXIT_USAGE
     except BatchRefused as refusal:  # the manifest changed since the journal
         err.print(f"{refusal}:", highlight=False, markup=False)
@@ -510,6 +656,15 @@ def _preflight_and_run(config: BatchConfig, *, progress_mode: str, as_json: bool
                 results_path=result.results_path,
             )
         )
+        if config.journal_path is not None:  # on every exit: stopped runs' too
+            write_wave_outputs(
+                people,
+                [config.journal_path],
+                result.report,
+                html=html,
+                failed_manifest=failed_manifest,
+                quotas=quotas,
+            )
         if as_json:
             _print_json(result.report)
         if config.wait is not None and not result.outcome.interrupted:
@@ -517,6 +672,15 @@ def _preflight_and_run(config: BatchConfig, *, progress_mode: str, as_json: bool
             if result.wait_interrupted:
                 err.print("interrupted while waiting: run ibimport wait JOURNAL to resume")
                 return EXIT_INTERRUPTED
+        finished = result.all_available if config.wait is not None else result.all_done
+        if not finished and config.journal_path is not None:
+            _print_next_steps(
+                config.journal_path,
+                people,
+                stats=result.stats,
+                rows=progress.troubled_rows,
+                waited=config.wait is not None and not result.outcome.interrupted,
+            )
         if result.outcome.fatal is not None:
             # Before any import was sent (the listing of existing images failed) the batch
             # could not start: an error; after, it stopped.
@@ -525,8 +689,7 @@ def _preflight_and_run(config: BatchConfig, *, progress_mode: str, as_json: bool
             return EXIT_FATAL
         if result.outcome.interrupted:
             return EXIT_INTERRUPTED
-        done = result.all_available if config.wait is not None else result.all_done
-        return EXIT_OK if done else EXIT_FAILED
+        return EXIT_OK if finished else EXIT_FAILED
 
     try:
         return anyio.run(_main)
@@ -540,6 +703,31 @@ def _preflight_and_run(config: BatchConfig, *, progress_mode: str, as_json: bool
         leaf = _first_leaf(ours)
         assert isinstance(leaf, IbimportError)
         raise _fail(str(leaf), _exit_code(leaf), as_json=as_json) from None
+
+
+def _quotas(config: BatchConfig, emulator: EmulatorConfig | None) -> dict[str, float]:
+    """The quotas the wave report draws: the told ``--rate``s, else ``--local``'s emulator's."""
+    if config.rates is not None and (config.rates.default or config.rates.per_region):
+        told = {"*": config.rates.default} if config.rates.default else {}
+        return {**told, **(config.rates.per_region or {})}
+    if emulator is not None:
+        return {**({"*": emulator.rate} if emulator.rate else {}), **emulator.region_rates}
+    return {}
+
+
+def _print_next_steps(
+    journal: Path, console: Console, *, stats: RunStats, rows: list[RowResult], waited: bool
+) -> None:
+    """After a run that left work: what to look at and the commands that go on."""
+    try:
+        recorded = recorded_run(journal)
+        # After a wait the outputs were rebuilt from the journal already: one more pass.
+        images = batch_status(journal) if waited else None
+    except IbimportError:  # the summary is said; the journal's own troubles are status's
+        return
+    resume = recorded.resume_command(journal) if recorded.known else None
+    for line in next_steps(stats, rows=rows, resume=resume, images=images):
+        console.print(line, highlight=False, markup=False)
 
 
 @contextmanager
@@ -581,6 +769,7 @@ async def _watch_signals(control: BatchControl) -> None:
     with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async for _ in signals:
             if control.stop_requested:
+                err.show_cursor(True)  # the bar hid it, and _exit skips the bar's own exit
                 err.print("second interrupt: exiting now; the journal is consistent")
                 for spooled in _SPOOLED:
                     shutil.rmtree(spooled, ignore_errors=True)

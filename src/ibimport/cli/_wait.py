@@ -13,9 +13,13 @@ from ibimport import (
     ClientSettings,
     IbimportError,
     ImageStatus,
+    RecordedRun,
     TaskWait,
     WaitResult,
     WaitSettings,
+    check_endpoint_url,
+    check_region,
+    recorded_run,
     wait_for_images,
 )
 from ibimport.cli._common import (
@@ -38,6 +42,7 @@ from ibimport.cli._common import (
     err,
     out,
 )
+from ibimport.cli._help import duration_option, parse_duration, positive_duration_option
 
 WAIT_EXIT_HELP = (
     "Exit codes: 0 every imported image AVAILABLE; 1 any FAILED, CANCELLED, DELETED or timed "
@@ -46,15 +51,19 @@ WAIT_EXIT_HELP = (
 )
 
 WaitTimeoutOpt = Annotated[
-    float,
+    str,
     typer.Option(
-        min=0.0, metavar="SECONDS", help="Give up on images still building after this long."
+        metavar="DURATION",
+        callback=duration_option,
+        help="Give up on images still building after this long.",
     ),
 ]
 PollIntervalOpt = Annotated[
-    float,
+    str,
     typer.Option(
-        min=0.01, metavar="SECONDS", help="First polling interval (grows 1.5x a round, to 60 s)."
+        metavar="DURATION",
+        callback=positive_duration_option,
+        help="First polling interval (grows 1.5x a round, to 60s).",
     ),
 ]
 
@@ -63,8 +72,9 @@ PollIntervalOpt = Annotated[
 MAX_POLL_INTERVAL_S = 60.0
 
 
-def wait_settings(timeout_s: float, interval_s: float) -> WaitSettings:
+def wait_settings(timeout: str, interval: str) -> WaitSettings:
     """The polling rule from the command line (shared by ``run --wait``)."""
+    timeout_s, interval_s = parse_duration(timeout), parse_duration(interval)
     return WaitSettings(
         interval_s=interval_s,
         max_interval_s=max(MAX_POLL_INTERVAL_S, interval_s),
@@ -72,13 +82,22 @@ def wait_settings(timeout_s: float, interval_s: float) -> WaitSettings:
     )
 
 
-def task_wait_settings(timeout_s: float, interval_s: float) -> TaskWait:
+def task_wait_settings(timeout: str, interval: str) -> TaskWait:
     """``run --wait-for-tasks``: the same polling rule, for pending import tasks."""
+    timeout_s, interval_s = parse_duration(timeout), parse_duration(interval)
     return TaskWait(
         timeout_s=timeout_s,
         interval_s=interval_s,
         max_interval_s=max(MAX_POLL_INTERVAL_S, interval_s),
     )
+
+
+def check_aws_options(*, region: str | None, endpoint_url: str | None) -> None:
+    """A mistyped --region or an --endpoint-url without a scheme: refused before anything."""
+    if region is not None:
+        check_region(region)
+    if endpoint_url is not None:
+        check_endpoint_url(endpoint_url)
 
 
 def image_summary(images: dict[ImageStatus, int]) -> str:
@@ -90,8 +109,8 @@ def image_summary(images: dict[ImageStatus, int]) -> str:
 @app.command(epilog=WAIT_EXIT_HELP)
 def wait(
     journal: JournalArg,
-    wait_timeout: WaitTimeoutOpt = 3600.0,
-    poll_interval: PollIntervalOpt = 5.0,
+    wait_timeout: WaitTimeoutOpt = "1h",
+    poll_interval: PollIntervalOpt = "5s",
     as_json: JsonOpt = False,
     region: RegionOpt = None,
     profile: ProfileOpt = None,
@@ -112,16 +131,34 @@ def wait(
 ) -> None:
     """Follow every image a run imported until AVAILABLE, FAILED, CANCELLED or --wait-timeout.
 
+    The Region, profile and endpoint are the run's, from the journal, unless given here.
     Status reads are batched (ListImageBuildVersions, 100 builds a call, while many are
     outstanding; GetImage for the last few). The run's report and results are rewritten
     with imageStatus and imageStatusReason. Interrupted, a second wait resumes.
     """
     _secure_umask()
     _refuse_stdout_under_json(as_json, {"--report": report, "--results": results})
+    try:
+        check_aws_options(region=region, endpoint_url=endpoint_url)
+        recorded = recorded_run(journal) if Path(journal).is_file() else RecordedRun(known=False)
+    except IbimportError as error:
+        raise _fail(str(error), _exit_code(error), as_json=as_json) from None
+    if recorded.local and endpoint_url is None:
+        raise _fail(
+            f"{journal} was written by run --local, whose in-process emulator ended with that "
+            "run: there is nothing to follow (pass --endpoint-url of an emulator that holds "
+            "its images)",
+            as_json=as_json,
+        )
+    # What the command line does not say, the journal does: where its run sent the imports.
     config = BatchConfig(
         manifest=Path(journal),
         rate=rate,
-        client=ClientSettings(region=region, profile=profile, endpoint_url=endpoint_url),
+        client=ClientSettings(
+            region=region or recorded.region,
+            profile=profile or recorded.profile,
+            endpoint_url=endpoint_url or recorded.endpoint_url,
+        ),
     )
     settings = wait_settings(wait_timeout, poll_interval)
     try:

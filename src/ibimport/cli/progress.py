@@ -35,6 +35,9 @@ class ProgressMode(StrEnum):
 
 PROGRESS_MODES: Final = tuple(mode.value for mode in ProgressMode)
 
+#: Failed or blocked rows kept to name in the summary.
+SHOWN_TROUBLED: Final = 5
+
 #: Rates (and so the ETA) are measured over roughly this many recent seconds.
 RATE_WINDOW_S: Final = 30.0
 
@@ -87,6 +90,8 @@ class ProgressListener(BaseListener):
         #: are not done, so the bar stops where the run stopped instead of jumping to the end.
         self.skipped = 0
         self.stopped = False
+        #: The first failed or blocked rows, for the summary's next steps.
+        self.troubled_rows: list[RowResult] = []
         self._called: set[int] = set()  # rows with a call and no outcome yet: bounded
         self._running = False
         self._next_line_at = 0.0
@@ -122,6 +127,9 @@ class ProgressListener(BaseListener):
             self.done_this_run += 1
         if result.status is RowStatus.FAILED:
             self.failed += 1
+        troubled = result.status in (RowStatus.FAILED, RowStatus.BLOCKED)
+        if troubled and len(self.troubled_rows) < SHOWN_TROUBLED:
+            self.troubled_rows.append(result)
         if self.display == "plain":
             self.tick()
 
@@ -217,11 +225,11 @@ class ProgressListener(BaseListener):
             f"{self._eta_text(rows_per_s)}"
         )
 
-    def _bar_row(self) -> Table:
+    def _bar_row(self, width: int = 120) -> Table:
+        """One line of ``width`` columns at most: the bar shrinks (to nothing) before the
+        figures wrap, since a wrapped line is redrawn as two and leaves copies behind."""
         rows_per_s, calls_per_s = self._rates(self._clock())
-        grid = Table.grid(padding=(0, 1))
-        grid.add_row(
-            ProgressBar(total=self.total, completed=self.done, width=30),
+        figures = [
             Text(f"{self.done}/{self.total}" if self.total is not None else str(self.done)),
             Text("rows"),
             Text(f"{calls_per_s:.1f} calls/s", style="cyan"),
@@ -230,7 +238,19 @@ class ProgressListener(BaseListener):
             Text(f"{self.failed} failed", style="red" if self.failed else "dim"),
             *([Text(f"{self.skipped} skipped", style="yellow")] if self.skipped else []),
             Text(self._eta_text(rows_per_s), style="yellow" if self.stopped else ""),
-        )
+        ]
+        used = sum(len(text) + 1 for text in figures)
+        while figures and used > width:  # the least telling figures go first
+            dropped = figures.pop(-2 if len(figures) > 1 else -1)
+            used -= len(dropped) + 1
+        bar_width = min(30, width - used - 1)
+        grid = Table.grid(padding=(0, 1))
+        if bar_width >= 8:
+            grid.add_row(
+                ProgressBar(total=self.total, completed=self.done, width=bar_width), *figures
+            )
+        else:
+            grid.add_row(*figures)
         return grid
 
 
@@ -241,4 +261,4 @@ class _Frame:
         self._listener = listener
 
     def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
-        yield self._listener._bar_row()
+        yield self._listener._bar_row(options.max_width)

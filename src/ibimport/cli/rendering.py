@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
 
 from rich.table import Table
 from rich.text import Text
 
-from ibimport import FINAL_STATUSES, RowStatus, RunStats
+from ibimport import FINAL_STATUSES, BatchStatus, ImageStatus, RowResult, RowStatus, RunStats
 
-__all__ = ["plural", "summary_table"]
+__all__ = ["next_steps", "plural", "summary_table"]
 
 
 def plural(n: int, singular: str, plural_form: str | None = None) -> str:
@@ -29,9 +30,15 @@ CPU_BOUND_SHARE = 0.85
 CPU_BOUND_MIN_S = 5.0
 
 
-def summary_table(stats: RunStats, *, report_path: Path | None, results_path: Path | None) -> Table:
+def summary_table(
+    stats: RunStats,
+    *,
+    report_path: Path | None,
+    results_path: Path | None,
+    title: str = "ibimport run",
+) -> Table:
     """The end-of-run summary for the terminal: outcomes, calls, speed, errors, where files went."""
-    title = "ibimport run: interrupted" if stats.interrupted else "ibimport run"
+    title = f"{title}: interrupted" if stats.interrupted else title
     table = Table(title=title, show_header=False, title_justify="left", box=None, pad_edge=False)
     table.add_column(style="bold")
     table.add_column(justify="right")
@@ -53,11 +60,13 @@ def summary_table(stats: RunStats, *, report_path: Path | None, results_path: Pa
     if stats.started_at is not None:
         started = datetime.fromtimestamp(stats.started_at).astimezone()
         table.add_row("started", "", started.isoformat(sep=" ", timespec="seconds"))
-    table.add_row(
-        "elapsed",
-        _duration(stats.elapsed_s),
-        f"{stats.throughput_per_s:.1f} rows/s imported this run",
+    # A run that imported nothing (every image already there) claims no speed of import.
+    speed = (
+        f"{stats.throughput_per_s:.1f} rows/s imported this run"
+        if stats.imported and stats.calls
+        else "nothing imported this run"
     )
+    table.add_row("elapsed", _duration(stats.elapsed_s), speed)
     if stats.latency.count:
         pct = stats.latency_percentiles()
         table.add_row(
@@ -93,3 +102,49 @@ def summary_table(stats: RunStats, *, report_path: Path | None, results_path: Pa
     if results_path is not None:
         table.add_row("results", "", Text(str(results_path)))
     return table
+
+
+def next_steps(
+    stats: RunStats,
+    *,
+    rows: Sequence[RowResult],
+    resume: str | None,
+    images: BatchStatus | None = None,
+    limit: int = 5,
+) -> list[str]:
+    """What to do after a run that left work (empty: nothing left to do).
+
+    ``rows``: the first failed or blocked rows, as the run saw them; ``resume``: the
+    command that resumes the batch; ``images``: after a wait, the journal's view of the
+    images (the rows whose image is not AVAILABLE, and the command that follows them).
+    Nothing here reads the whole journal: a stopped million-row run ends in seconds.
+    """
+    lines: list[str] = []
+    not_sent = stats.totals[RowStatus.SKIPPED]
+    troubled = stats.totals[RowStatus.FAILED] + stats.totals[RowStatus.BLOCKED]
+    if not_sent:
+        lines.append(f"{plural(not_sent, 'row')} not sent")
+    if troubled:
+        lines.append(f"{plural(troubled, 'row')} failed or blocked, the first:")
+        lines.extend(
+            f"  row {r.row} {r.name} {r.semantic_version}: {r.status.value} {r.error_code}"
+            for r in rows[:limit]
+        )
+    if (not_sent or troubled) and resume:
+        lines.append("the same command resumes the batch (done rows are not sent again):")
+        lines.append("  " + resume)
+    if images is not None and images.image_rows:
+        lines.append("images not AVAILABLE, the first:")
+        lines.extend(
+            f"  row {r.row} {r.name} {r.semantic_version}: {r.state}"
+            + (f" ({r.code})" if r.code else "")
+            for r in images.image_rows[:limit]
+        )
+    if (
+        images is not None
+        and images.images.get(ImageStatus.TIMED_OUT)
+        and not images.recorded.local
+    ):
+        lines.append("follow the images still being built with:")
+        lines.append("  " + images.wait_command)
+    return lines

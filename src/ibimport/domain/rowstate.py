@@ -33,6 +33,7 @@ __all__ = [
     "ImageStatus",
     "RerunPlan",
     "RowStatus",
+    "ended_done",
     "image_status",
     "in_doubt",
     "needs_lookup",
@@ -195,3 +196,12 @@ _SERVICE_FINAL = {
 def image_status(service_status: str) -> ImageStatus | None:
     """The final state a service status means, or None while the image is being built."""
     return _SERVICE_FINAL.get(service_status.upper())
+
+
+def ended_done(status: RowStatus, image_status: str) -> bool:
+    """Whether a row ended as a migration wants: imported, and its image not known to be
+    anything but AVAILABLE (an image no wait followed counts as done).
+
+    What the wave report counts as not done and ``--failed-manifest`` writes out.
+    """
+    return status.is_done and image_status in ("", ImageStatus.AVAILABLE)

@@ -7,7 +7,7 @@ signed, the body) with the secret of the access key the client names, and compar
 constant time; it also refuses a credential scoped to a region the server does not
 serve and a signing time more than five minutes off the server's clock, as AWS does.
 Which keys exist, and the session token and expiry of temporary ones, is the caller's
-lookup (``sts_models.Identities.known``); the signing service is the protocol's
+lookup (``sts.models.Identities.known``); the signing service is the protocol's
 (``imagebuilder``, or ``ec2``/``sts`` for the query protocol on the same endpoint).
 Written from the SigV4 specification rather than with botocore's signer, so the check is
 independent of the client it checks. Errors are the ones AWS's REST-JSON front end
@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from urllib.parse import quote, unquote
 
 from ibimport.emulator.config import is_account_id
+from ibimport.emulator.core import Scope
 from ibimport.emulator.exceptions import (
     ExpiredTokenException,
     IncompleteSignatureException,
@@ -33,7 +34,6 @@ from ibimport.emulator.exceptions import (
     MissingAuthenticationTokenException,
     UnrecognizedClientException,
 )
-from ibimport.emulator.models import Scope
 
 __all__ = ["SIGNATURE_SKEW_S", "Credentials", "caller", "scope_of", "signing_service", "verify"]
 

@@ -21,7 +21,7 @@ import typer
 from ibimport.emulator.config import EmulatorConfig, KnobField, knobs
 from ibimport.errors import ConfigError
 
-__all__ = ["app", "config_command", "emulator_command", "local_emulator_options"]
+__all__ = ["app", "config_command", "emulator_command", "local_emulator_options", "start_line"]
 
 _RUN_PREFIX = "emulator_"
 F = TypeVar("F", bound=Callable[..., Any])
@@ -118,7 +118,7 @@ def emulator_command(config: EmulatorConfig) -> None:
     from ibimport.emulator.server import run_until_signalled
 
     def announce(url: str) -> None:
-        print(f"ibimport emulator listening on {url}", flush=True)
+        print(start_line(config, url), flush=True)
 
     try:
         asyncio.run(run_until_signalled(config, on_ready=announce))
@@ -132,6 +132,26 @@ def emulator_command(config: EmulatorConfig) -> None:
             err=True,
         )
         raise typer.Exit(2) from None
+
+
+def start_line(config: EmulatorConfig, url: str) -> str:
+    """What ``ibimport emulator`` prints once listening: the URL (first, on the first line:
+    ``process`` reads it there), the knobs that differ from their defaults, and the line
+    to paste into the shell that runs ibimport."""
+    told = []
+    for item in knobs():
+        value = getattr(config, item.name)
+        if item.knob.secret or item.name in ("host", "port") or value == item.default:
+            continue
+        if isinstance(value, bool):
+            told.append(f"--{item.flag}" if value else f"--no-{item.flag}")
+        else:
+            told += [
+                f"--{item.flag} {each}"
+                for each in (value if isinstance(value, tuple) else (value,))
+            ]
+    knobs_told = " ".join(told) if told else "the default knobs"
+    return f"ibimport emulator listening on {url} with {knobs_told}\nexport AWS_ENDPOINT_URL={url}"
 
 
 app = typer.Typer(add_completion=False)

@@ -50,6 +50,7 @@ _POSITIVE = Check(lambda v: v is None or v > 0, "{name} must be positive, got {v
 _AT_LEAST_ONE = Check(lambda v: v is None or v >= 1, "{name} must be at least 1, got {value}")
 _SHARE = Check(lambda v: 0.0 <= v <= 1.0, "{name} must be between 0 and 1, got {value}")
 _NOT_NEGATIVE = Check(lambda v: v >= 0, "{name} must not be negative, got {value}")
+_PORT = Check(lambda v: 0 <= v <= 65535, "{name} must be 0-65535 (0 takes a free one), got {value}")
 _TWELVE_DIGITS = Check(is_account_id, "{name} must be 12 digits, got {value!r}")
 #: What ``--task-mix`` may name: EC2's three task statuses and a task that does not exist.
 TASK_MIX_STATUSES = ("completed", "active", "deleted", "missing")
@@ -63,11 +64,15 @@ _TASK_MIX = Check(
     + ", ".join(TASK_MIX_STATUSES)
     + " and shares that add up to 1, got {value!r}",
 )
+_DENY = Check(
+    lambda v: all(_deny_rule(item) is not None for item in v),
+    "{name} takes ACCESS_KEY_OR_ROLE=Action[,Action...], got {value!r}",
+)
 # Kinds are checked in this order, and each kind in field order, so that a config with
 # several bad values reports the same one first as it always has.
 _CHECK_ORDER = (
-    *(_POSITIVE, _AT_LEAST_ONE, _SHARE, _NOT_NEGATIVE, _TWELVE_DIGITS),
-    *(_REGION_RATES, _TASK_MIX),
+    *(_POSITIVE, _AT_LEAST_ONE, _SHARE, _NOT_NEGATIVE, _TWELVE_DIGITS, _PORT),
+    *(_REGION_RATES, _TASK_MIX, _DENY),
 )
 
 
@@ -81,6 +86,15 @@ def _region_rate(item: str) -> tuple[str, float] | None:
     if not (region and equals) or not math.isfinite(value) or value <= 0:
         return None
     return region, value
+
+
+def _deny_rule(item: str) -> tuple[str, frozenset[str]] | None:
+    """``AKID=ImportVmImage,ec2:DescribeImportImageTasks`` as (who, actions), or None."""
+    who, equals, actions = item.partition("=")
+    names = frozenset(a.strip() for a in actions.split(",") if a.strip())
+    if not (who.strip() and equals and names):
+        return None
+    return who.strip(), names
 
 
 def _task_mix(text: str) -> dict[str, float] | None:
@@ -145,11 +159,16 @@ class EmulatorConfig:
     Partitions (issue 13): the region is the credential scope's, the account the access
     key's (``accounts``, a 12-digit key, else ``account_id``); quotas are per (account,
     region, operation), ``rate_per_region`` overriding ``rate``. EC2's import tasks
-    (issue 12) come from ``import_tasks``, or ``task_mix``, or are all completed.
+    (issue 12) come from ``import_tasks`` or ``task_mix``; without either none exists,
+    as for an ID AWS never issued (issue 21). ``deny`` refuses operations to access keys
+    or roles; ``short_pages`` and ``list_delay_s`` make the lists as unkind as the model
+    allows.
     """
 
     host: str = knob("127.0.0.1", help="Address to listen on.")
-    port: int = knob(0, help="Port to listen on; 0 picks a free one.", command_default=8787)
+    port: int = knob(
+        0, help="Port to listen on; 0 picks a free one.", command_default=8787, check=_PORT
+    )
     region: str = knob(
         "us-east-1",
         help="Region served: --verify-signatures refuses a call signed for another "
@@ -168,8 +187,10 @@ class EmulatorConfig:
     )
     accounts: Path | None = knob(  # noqa: RUF009 (knob is dataclasses.field)
         None,
-        help="JSON object mapping access key id to account id (12 digits); with "
-        "--verify-signatures its keys sign with --secret-access-key too.",
+        help="JSON object mapping access key id to account id (12 digits), and IAM role "
+        'ARN to {"MaxSessionDuration": S} (3600-43200, default 3600): the only roles '
+        "AssumeRole grants; with --verify-signatures the keys sign with "
+        "--secret-access-key too.",
     )
     rate: float | None = knob(
         None,
@@ -228,15 +249,38 @@ class EmulatorConfig:
     import_tasks: Path | None = knob(  # noqa: RUF009 (knob is dataclasses.field)
         None,
         help='JSON list of EC2 import tasks ({"ImportTaskId", "Status": completed | active | '
-        'deleted, "StatusMessage", "Progress", "CompletesAfterS"}); other IDs do not exist.',
+        'deleted, "StatusMessage", "Progress", "CompletesAfterS"}); other IDs do not exist, '
+        "and their images FAIL.",
     )
     task_mix: str | None = knob(
         None,
         help="Tasks made up on first sight, e.g. completed=0.9,active=0.05,deleted=0.03,"
-        "missing=0.02 (seeded by --seed); without this or --import-tasks every task completed.",
+        "missing=0.02 (seeded by --seed); completed=1: every task exists and is done. "
+        "Without this or --import-tasks no task exists and every image FAILS, as on AWS.",
         check=_TASK_MIX,
         run_help="--local: tasks, e.g. completed=0.9,active=0.1.",
         metavar="MIX",
+    )
+    deny: tuple[str, ...] = knob(
+        (),
+        help="ACCESS_KEY_OR_ROLE=Action[,Action...]: that access key, or the sessions of "
+        "that role (its ARN or name), is refused those operations (ImportVmImage, "
+        "imagebuilder:GetImage, DescribeImportImageTasks, AssumeRole, * for all) with the "
+        "service's own access-denied error (repeatable).",
+        check=_DENY,
+        metavar="WHO=ACTIONS",
+    )
+    short_pages: float = knob(
+        0.0,
+        help="Share of Image Builder list pages cut short, still with a nextToken (the "
+        "current model says a page may hold fewer items than asked).",
+        check=_SHARE,
+    )
+    list_delay_s: float = knob(
+        0.0,
+        help="Seconds before a new build appears in ListImages / ListImageBuildVersions "
+        "(GetImage finds it at once).",
+        check=_NOT_NEGATIVE,
     )
     task_active_s: float = knob(
         60.0,
@@ -318,6 +362,16 @@ class EmulatorConfig:
     def served_regions(self) -> frozenset[str]:
         """The regions ``--verify-signatures`` accepts a credential scope for."""
         return frozenset((self.region, *self.regions, *self.region_rates))
+
+    @property
+    def denials(self) -> dict[str, frozenset[str]]:
+        """``--deny`` as {access key or role: the actions refused to it}."""
+        rules: dict[str, frozenset[str]] = {}
+        for item in self.deny:
+            rule = _deny_rule(item)
+            if rule is not None:
+                rules[rule[0]] = rules.get(rule[0], frozenset()) | rule[1]
+        return rules
 
     @property
     def task_shares(self) -> dict[str, float] | None:

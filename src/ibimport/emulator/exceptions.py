@@ -2,8 +2,9 @@
 
 A class's name is its code (``x-amzn-ErrorType``), its ``status`` the HTTP status, and
 its ``default_message`` the words AWS uses when the message never varies. Models, the
-signature check and the server raise them; ``responses.render_error`` alone turns one
-into an answer, so adding an error is adding a class here.
+signature check and the server raise them; one serialiser per protocol turns one into
+an answer (``rest.render_error``, ``ec2.responses`` and ``sts.responses``' own), so
+adding an error is adding a class here.
 
     ServiceError
     ├── InvalidParameterValueException      400  a request member broke the model
@@ -17,6 +18,7 @@ into an answer, so adding an error is adding a class here.
     │                                            its time window or scoped to another region
     ├── UnrecognizedClientException         403  unknown access key or session token
     ├── ExpiredTokenException               403  temporary credentials past Expiration
+    ├── AccessDeniedException               403  --deny
     ├── ResourceNotFoundException           404
     ├── UnknownOperationException           404  no operation at that route
     ├── RequestEntityTooLargeException      413  a body beyond the front end's limit
@@ -24,19 +26,20 @@ into an answer, so adding an error is adding a class here.
     ├── ServiceException                    500  an injected fault
     └── ServiceUnavailableException         503  an injected fault
 
-EC2's query protocol (``ec2_responses``, rendered as EC2's XML) has its own codes:
+EC2's query protocol (``ec2.responses``, rendered as EC2's XML) has its own codes:
 
     ServiceError
     ├── InvalidParameterValue               400  a malformed task ID, MaxResults or filter
     ├── InvalidConversionTaskIdMalformed    400  InvalidConversionTaskId.Malformed: no such task
     ├── InvalidAction                       400  an Action the emulator does not serve
     ├── AuthFailure                         401  any signature or key problem
+    ├── UnauthorizedOperation               403  --deny
     ├── DryRunOperation                     412  DryRun=true and the call would succeed
     ├── InternalError                       500  an injected fault
     └── RequestLimitExceeded / Unavailable  503  the EC2 quota / an injected fault
 
-and so has STS's (``sts_responses``): ValidationError (400), InvalidClientTokenId,
-SignatureDoesNotMatch, IncompleteSignature, ExpiredToken (403).
+and so has STS's (``sts.responses``): ValidationError (400), AccessDenied,
+InvalidClientTokenId, SignatureDoesNotMatch, IncompleteSignature, ExpiredToken (403).
 """
 
 from __future__ import annotations
@@ -137,6 +140,12 @@ class ExpiredTokenException(ServiceError):
     default_message = "The security token included in the request is expired"
 
 
+class AccessDeniedException(ServiceError):
+    """Image Builder's access-denied answer (``--deny``), in IAM's words."""
+
+    status = 403
+
+
 class ResourceNotFoundException(ServiceError):
     """No image or image version at that ARN."""
 
@@ -184,11 +193,20 @@ class InvalidParameterValue(ServiceError):
 
 
 class InvalidConversionTaskIdMalformed(ServiceError):
-    """EC2's answer to a well-formed import task ID it has no task for (expired or never
-    existed): the code OpenStack nodepool's AWS driver treats as "the task no longer
-    exists" (EC2's reference lists it beside InvalidConversionTaskId)."""
+    """EC2's answer to a call naming a well-formed import task ID it has no task for
+    (expired or never existed), failing the whole call.
+
+    What is known of it: the code is what EC2 answers in practice (OpenStack nodepool's
+    AWS driver reads it as "the task no longer exists"); the message is the description
+    EC2's error-code reference gives the code, which names no ID. Nobody documents which
+    of several IDs was refused, so a client must not read it from the words.
+    """
 
     aws_code = "InvalidConversionTaskId.Malformed"
+    default_message = (
+        "The specified conversion task ID (for instance or volume import) is malformed. "
+        "Ensure that you've specified the ID in the form import-i-xxxxxxxx."
+    )
 
 
 class InvalidAction(ServiceError):
@@ -200,6 +218,13 @@ class AuthFailure(ServiceError):
 
     status = 401
     default_message = "AWS was not able to validate the provided access credentials"
+
+
+class UnauthorizedOperation(ServiceError):
+    """EC2's access-denied answer (``--deny``): 403, as EC2's error-code reference lists it."""
+
+    status = 403
+    default_message = "You are not authorized to perform this operation."
 
 
 class DryRunOperation(ServiceError):
@@ -235,6 +260,13 @@ class Unavailable(ServiceError):
 
 class ValidationError(ServiceError):
     """STS: a member breaks the model (RoleArn, RoleSessionName, DurationSeconds)."""
+
+
+class AccessDenied(ServiceError):
+    """STS: the caller may not assume that role (``--accounts``) or call AssumeRole
+    (``--deny``)."""
+
+    status = 403
 
 
 class InvalidClientTokenId(ServiceError):

@@ -17,13 +17,13 @@ import random
 from aiohttp import web
 
 from ibimport.emulator.config import EmulatorConfig
+from ibimport.emulator.core import Clock, Scope
 from ibimport.emulator.exceptions import (
     CallRateLimitExceededException,
     RequestLimitExceeded,
     ServiceException,
     ServiceUnavailableException,
 )
-from ibimport.emulator.models import Clock, Scope
 
 #: The service whose quota ``ec2_rate`` is (the others' is ``rate``/``rate_per_region``).
 EC2 = "ec2"

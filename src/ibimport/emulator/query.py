@@ -2,8 +2,8 @@
 
 A query call is a form-encoded ``POST /`` with ``Action`` and ``Version``; its answer is
 XML. This module parses the form (numbered lists such as ``ImportTaskId.N`` and
-``Filter.N.Name``/``Filter.N.Value.M``) and writes XML elements; ``ec2_responses`` and
-``sts_responses`` hold each service's operations, error shape and error codes, and
+``Filter.N.Name``/``Filter.N.Value.M``) and writes XML elements; ``ec2.responses`` and
+``sts.responses`` hold each service's operations, error shape and error codes, and
 ``server`` picks the service from the Action (or, for an unknown one, the credential
 scope's service).
 """
@@ -17,8 +17,8 @@ from typing import Any
 from urllib.parse import parse_qsl
 from xml.sax.saxutils import escape
 
+from ibimport.emulator.core import Scope
 from ibimport.emulator.exceptions import ServiceError
-from ibimport.emulator.models import Scope
 
 __all__ = [
     "QueryCall",

@@ -1,12 +1,16 @@
 """The emulator's HTTP server: aiohttp wiring, the emulator's own endpoints, start and stop.
 
+``SERVICES`` is the table of what is served: each service is a sub-package laid out like
+moto's (``<service>/models.py`` its state, ``<service>/responses.py`` its wire format and
+the ``RestService`` or ``QueryService`` that describes it), and a request finds its
+service here: a REST-JSON call by its route, a query-protocol call (a form POST to
+``/``) by its Action, an unknown Action by the credential scope's service. Each service
+acts on the backend ``Emulator.backends`` holds under its signing name, and its errors
+take that service's codes and shape.
 ``Emulator.handle`` takes each request through the other modules in turn: ``auth`` (who
-calls, and ``--verify-signatures``), ``faults`` (quota and injected misbehaviour),
-``responses`` (the operation), then ``faults`` again for how the answer travels. A form
-POST to ``/`` is the query protocol of EC2 (``ec2_responses``) or STS
-(``sts_responses``), told apart by its Action; its errors take that service's codes and
-XML shape. Each call acts in the (account, region) ``sts_models.Identities`` reads from
-its access key and credential scope.
+calls, and ``--verify-signatures``), ``faults`` (quota and injected misbehaviour), the
+service's handler, then ``faults`` again for how the answer travels. Each call acts in the
+(account, region) ``sts.models.Identities`` reads from its access key and credential scope.
 ``serve`` runs one emulator on the current event loop until told to stop;
 ``EmulatorServer`` runs it in a background thread of this process (tests), and
 ``process.EmulatorProcess`` in a child process. The hot path is kept lean because every
@@ -19,6 +23,7 @@ import asyncio
 import contextlib
 import json
 import signal
+import tempfile
 import threading
 import time
 import uuid
@@ -32,27 +37,48 @@ from aiohttp import web
 from ibimport._files import atomic_private_file
 from ibimport.emulator.auth import Credentials, caller, signing_service, verify
 from ibimport.emulator.config import EmulatorConfig
+from ibimport.emulator.core import Clock, Scope
 from ibimport.emulator.defaults import RESET_PATH, STATS_PATH
-from ibimport.emulator.ec2_models import ImportTasks, load_import_tasks
-from ibimport.emulator.ec2_responses import EC2
+from ibimport.emulator.ec2.models import ImportTasks, load_import_tasks
+from ibimport.emulator.ec2.responses import EC2
 from ibimport.emulator.exceptions import (
     RequestEntityTooLargeException,
     ServiceError,
     UnknownOperationException,
 )
 from ibimport.emulator.faults import Faults, abort
-from ibimport.emulator.models import Clock, ImageBuilderBackend
+from ibimport.emulator.imagebuilder.models import ImageBuilderBackend
+from ibimport.emulator.imagebuilder.paging import Pager
+from ibimport.emulator.imagebuilder.responses import IMAGEBUILDER
+from ibimport.emulator.permissions import Permissions
 from ibimport.emulator.query import QueryCall, QueryService, is_query, parse_form
-from ibimport.emulator.responses import OPERATIONS, Call, render_error
-from ibimport.emulator.sts_models import Identities, load_accounts
-from ibimport.emulator.sts_responses import STS
+from ibimport.emulator.rest import Call, Handler, RestService, render_error
+from ibimport.emulator.sts.models import Accounts, Identities, load_accounts
+from ibimport.emulator.sts.responses import STS
 from ibimport.errors import ConfigError
 
 _JSON = "application/json"
 _XML = "text/xml"
+#: Every service served. A new one is a sub-package, its backend in ``Emulator.backends``
+#: under its signing name, and a row here.
+SERVICES: tuple[RestService | QueryService, ...] = (IMAGEBUILDER, EC2, STS)
+#: REST route (method, path) -> its service, operation name and handler.
+_ROUTES: dict[tuple[str, str], tuple[RestService, str, Handler]] = {
+    route: (service, name, handler)
+    for service in SERVICES
+    if isinstance(service, RestService)
+    for route, (name, handler) in service.operations.items()
+}
+#: The REST service that answers a route nobody serves (UnknownOperationException).
+_REST_FALLBACK = IMAGEBUILDER
 #: Query-protocol Action -> its service; an unknown Action goes by the signing service.
-_QUERY_SERVICES = {action: service for service in (EC2, STS) for action in service.actions}
-_BY_SIGNING_NAME = {service.signing_name: service for service in (EC2, STS)}
+_QUERY_SERVICES = {
+    action: service
+    for service in SERVICES
+    if isinstance(service, QueryService)
+    for action in service.actions
+}
+_BY_SIGNING_NAME = {s.signing_name: s for s in SERVICES if isinstance(s, QueryService)}
 
 
 class Emulator:
@@ -69,17 +95,22 @@ class Emulator:
             seed=config.seed,
             active_s=config.task_active_s,
         )
+        accounts = Accounts() if config.accounts is None else load_accounts(config.accounts)
         self.identities = Identities(
             default_account=config.account_id,
-            accounts={} if config.accounts is None else load_accounts(config.accounts),
+            accounts=accounts.keys,
+            roles=accounts.roles,
             base=Credentials(config.access_key_id, config.secret_access_key),
             clock=clock,
         )
+        self.permissions = Permissions(config.denials)
         self.backend = ImageBuilderBackend(
             clock=clock,
             token_ttl_s=config.token_ttl_s,
             available_after_s=config.available_after_s,
             task_outcome=self.tasks.outcome,
+            list_delay_s=config.list_delay_s,
+            pager=Pager(short_share=config.short_pages, seed=config.seed),
         )
         self.backend.companions.update(importTasks=self.tasks, credentials=self.identities)
         self.faults = Faults(config, clock=clock)
@@ -87,7 +118,12 @@ class Emulator:
         self.requests_by_region: dict[str, dict[str, int]] = {}
         self.errors: dict[str, int] = {}
         self._regions = config.served_regions
-        self._query_targets: dict[str, object] = {"ec2": self.tasks, "sts": self.identities}
+        #: Each service's backend, under its signing name (``SERVICES``).
+        self.backends: dict[str, object] = {
+            IMAGEBUILDER.signing_name: self.backend,
+            EC2.signing_name: self.tasks,
+            STS.signing_name: self.identities,
+        }
         #: Set by ``serve`` with ``--state``: answers that changed the state wait for it.
         self.saver: StateSaver | None = None
         self._internal: dict[tuple[str, str], Callable[[], web.Response]] = {
@@ -109,7 +145,9 @@ class Emulator:
             "errors": dict(self.errors),
             "images": backend.images,
             "duplicateBuilds": backend.duplicate_builds,
+            "reimportsOverFailed": backend.reimports_over_failed,
             "idempotentReplays": backend.idempotent_replays,
+            "shortPages": backend.pager.short_pages,
             "regions": self._region_stats(),
         }
 
@@ -123,6 +161,7 @@ class Emulator:
                 "throttled": faults.throttled_by_region.get(region, 0),
                 "images": backend.images_by_region.get(region, 0),
                 "duplicateBuilds": backend.duplicates_by_region.get(region, 0),
+                "reimportsOverFailed": backend.reimports_by_region.get(region, 0),
             }
             for region in sorted(regions)
         }
@@ -150,7 +189,7 @@ class Emulator:
     async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
         """Authenticate, meter, maybe misbehave, then answer one request."""
         route = (request.method, request.path)
-        operation = OPERATIONS.get(route)
+        operation = _ROUTES.get(route)
         if operation is None:
             internal = self._internal.get(route)
             if internal is not None:
@@ -176,24 +215,33 @@ class Emulator:
                 )
             )
         faults = self.faults
+        service = _REST_FALLBACK if operation is None else operation[0]
         try:
             if config.verify_signatures:
-                self._verify(request, body, service="imagebuilder", regional=True)
+                self._verify(request, body, service=service.signing_name, regional=True)
             if operation is None:
                 raise UnknownOperationException()
-            name, handler = operation
+            _, name, handler = operation
             scope = self.identities.scope_of(access_key, region)
             self._count(name, region)
-            drop = await faults.before_call(name, scope=scope)
+            if self.permissions:
+                self._authorize(service.signing_name, name, access_key, scope)
+            drop = await faults.before_call(name, scope=scope, service=service.signing_name)
         except ServiceError as exc:
             return self._error(exc)
         if faults.drops_before():
             abort(request)
             return _json_response(500, b"{}")  # never reaches the client
         request_id = str(uuid.uuid4())
-        call = Call(scope=scope, request_id=request_id, body=body, query=request.query)
+        call = Call(
+            scope=scope,
+            request_id=request_id,
+            body=body,
+            query=request.query,
+            access_key=access_key,
+        )
         try:
-            answer = handler(self.backend, call)
+            answer = handler(self.backends[service.signing_name], call)
         except ServiceError as exc:
             response = self._error(exc, request_id=request_id)
         else:
@@ -201,6 +249,16 @@ class Emulator:
                 await self.saver.saved()  # an OSError answers 500: the client retries
             response = _json_response(200, answer, request_id=request_id)
         return await faults.deliver(request, response, drop=drop)
+
+    def _authorize(self, service: str, action: str, access_key: str, scope: Scope) -> None:
+        identities = self.identities
+        self.permissions.check(
+            service=service,
+            action=action,
+            access_key=access_key,
+            role_arn=identities.role_of(access_key),
+            caller_arn=identities.arn_of(access_key, scope.account),
+        )
 
     def _verify(
         self, request: web.BaseRequest, body: bytes, *, service: str, regional: bool
@@ -246,6 +304,8 @@ class Emulator:
                 raise service.unknown_action(action)
             scope = self.identities.scope_of(access_key, region)
             self._count(action, region)
+            if self.permissions:
+                self._authorize(service.signing_name, action, access_key, scope)
             drop = False
             if service.regional:  # STS, global, is not metered
                 drop = await faults.before_call(action, scope=scope, service=service.signing_name)
@@ -257,7 +317,7 @@ class Emulator:
         request_id = str(uuid.uuid4())
         call = QueryCall(scope=scope, request_id=request_id, params=params, access_key=access_key)
         try:
-            answer = handler(self._query_targets[service.signing_name], call)
+            answer = handler(self.backends[service.signing_name], call)
         except ServiceError as exc:
             response = self._query_error(service, exc, request_id=request_id)
         else:
@@ -304,9 +364,26 @@ def _load_state(emulator: Emulator, path: Path) -> None:
         raise ConfigError(f"cannot load emulator state from {path}: {exc}") from exc
 
 
+def check_state_path(path: Path) -> None:
+    """Refuse, before serving, a ``--state`` that the first save could not write: a folder,
+    a file in a folder that does not exist (never created: a typo would make one), or a
+    place this process cannot create files in."""
+    if path.is_dir():
+        raise ConfigError(f"--state {path}: is a folder; give a file name")
+    folder = path.parent
+    if not folder.is_dir():
+        raise ConfigError(f"--state {path}: the folder {folder} does not exist")
+    try:
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=f".{path.name}.", suffix=".probe"):
+            pass
+    except OSError as exc:
+        raise ConfigError(
+            f"--state {path}: cannot write in {folder}: {exc.strerror or exc}"
+        ) from None
+
+
 def _write_state(path: Path, data: dict[str, Any]) -> None:
     """Write atomically: a crash leaves the old file or the new one, never half of one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_private_file(path) as handle:
         json.dump(data, handle, separators=(",", ":"))
 
@@ -376,6 +453,7 @@ async def serve(
     """Serve ``config`` on the running loop until ``stop`` is set, then save the state."""
     emulator = Emulator(config, clock=clock)
     if config.state_file is not None:
+        check_state_path(config.state_file)
         _load_state(emulator, config.state_file)
     runner = web.ServerRunner(web.Server(emulator.handle, access_log=None), handle_signals=False)
     await runner.setup()

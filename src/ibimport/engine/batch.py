@@ -43,6 +43,7 @@ from ibimport.engine.followup import (
 )
 from ibimport.engine.partitions import Place, RateSpec, RowPlan, Shard, told_rate
 from ibimport.engine.pipeline import Pipeline, RunOutcome, RunSettings, import_pipeline
+from ibimport.engine.recorded import RecordedRun, changed_options
 from ibimport.engine.selection import (
     ADOPTED,
     Selection,
@@ -161,17 +162,24 @@ def _open_journal(
 
 
 def _journal_settings(config: BatchConfig) -> dict[str, str]:
-    """What a journal's header keeps of its run: the salt, and where the outputs went.
+    """What a journal's header keeps of its run: its options (``recorded``), and where the
+    outputs went.
 
     ``rebuild_outputs`` writes a journal's report and results where its run wrote them,
     not beside the manifest, where another run's outputs may be.
     """
     report, results = _output_paths(config)
-    return {
-        "token_salt": config.run.token_salt,
-        "report": str(report.resolve()),
-        "results": str(results.resolve()),
-    }
+    return RecordedRun.of(config, report=report, results=results).settings()
+
+
+def _changed_options(config: BatchConfig, journal: SqliteJournal) -> tuple[tuple[str, ...], str]:
+    """The options that differ from the journal's, and the command that resumes with its own."""
+    header = journal.header
+    recorded = RecordedRun.from_header(header.manifest_path, header.settings)
+    report, results = _output_paths(config)
+    now = RecordedRun.of(config, report=report, results=results)
+    resume = recorded.resume_command(journal.path) if recorded.known else ""
+    return tuple(changed_options(recorded, now)), resume
 
 
 def _check_paths(config: BatchConfig) -> None:
@@ -244,10 +252,16 @@ async def _execute(
     store: Journal = journal if journal is not None else NullJournal()
     plan = prints_plan.plan if prints_plan is not None else None
     work: list[PartitionWork] = []
-    with ResultsWriter(results_path) as results:
-        async with AsyncExitStack() as stack:
-            places = plan.places if plan is not None and plan.places else [Place(None, None)]
+    async with AsyncExitStack() as stack:
+        places = plan.places if plan is not None and plan.places else [Place(None, None)]
+        try:
             partitions = await open_partitions(places, base=config.client, stack=stack)
+        except BaseException:
+            # A batch that cannot start touches no output: a journal it created goes too.
+            if journal is not None:
+                journal.discard()
+            raise
+        with ResultsWriter(results_path) as results:
             if journal is not None and len(partitions) > 1:
                 record_partitions(journal, partitions)  # for `ibimport wait JOURNAL`
             try:
@@ -302,7 +316,12 @@ async def _execute(
                 stopped = outcome.interrupted or outcome.fatal is not None
                 if config.wait is not None and journal is not None and not stopped:
                     waited = await follow_partitions(
-                        config, partitions, journal, clock=clock, control=control
+                        config,
+                        partitions,
+                        journal,
+                        settings=config.wait,
+                        clock=clock,
+                        control=control,
                     )
             finally:
                 await store.aclose()
@@ -592,9 +611,13 @@ def open_batch(config: BatchConfig, *, fault_hook: Callable[[int], None] | None 
     if found.diff is not None and not found.diff.is_empty:
         assert journal is not None  # a diff is only ever made against a journal
         if not config.force:
+            options, resume = _changed_options(config, journal)
             journal.close()
             raise ManifestChanged(
-                journal=str(config.journal_path), lines=tuple(found.diff.describe())
+                journal=str(config.journal_path),
+                lines=tuple(found.diff.describe()),
+                options=options,
+                resume=resume,
             )
         journal.update_header(
             manifest_fingerprint=fingerprint, settings={**_journal_settings(config), ADOPTED: True}

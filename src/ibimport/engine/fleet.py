@@ -30,6 +30,7 @@ from ibimport.aws.client import (
     open_client,
     open_session,
 )
+from ibimport.aws.regions import check_region
 from ibimport.domain.results import RowResult
 from ibimport.engine.events import BaseListener, CallEvent, RunListener
 from ibimport.engine.partitions import Place
@@ -83,6 +84,9 @@ async def open_partitions(
     failure to open raises, and no STS call is made. With more, each profile's account is
     asked once (STS GetCallerIdentity), so two profiles of one account share a partition.
     """
+    for asked in places:
+        if asked.region is not None:  # a manifest's region column: a usage mistake if unknown
+            check_region(asked.region, given_as="the manifest's region")
     default = Place(base.profile, base.region)
     if len(places) <= 1:
         place = places[0].resolved(default) if places else default

@@ -422,10 +422,13 @@ def import_pipeline(
     )
     imports = CallExecutor(limiter, clock=clock, policy=policy, health=health, rng=rng)
     existing = ExistingStage(
-        Reconciler(client, lookups, clock=clock), list_first=list_first, belongs=belongs
+        Reconciler(client, lookups, clock=clock),
+        clock=clock,
+        list_first=list_first,
+        belongs=belongs,
     )
     return Pipeline(
-        [*before, existing, ImportStage(client, imports)],
+        [*before, existing, ImportStage(client, imports, clock=clock)],
         journal=journal,
         clock=clock,
         listeners=listeners,

@@ -6,7 +6,8 @@ database for several machines) can be added later without touching the runner.
 The package's parts: ``_model`` (the values it hands out), ``_schema`` (tables, identity,
 version), ``_transitions`` (the SQL that moves a row from state to state), ``_file``
 (lock, header checks, creating and refusing files), ``_group_commit`` (batching writes
-into commits, on the injected clock) and ``_sqlite`` (``SqliteJournal``, which joins them).
+into commits, on the injected clock), ``_records`` (reading each row's stages and each
+run's span) and ``_sqlite`` (``SqliteJournal``, which joins them).
 """
 
 from __future__ import annotations
@@ -16,7 +17,17 @@ from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Protocol, runtime_checkable
 
 from ibimport.domain.results import RowResult
-from ibimport.journal._model import DiffRow, Followup, JournalEntry, ManifestDiff, RunHeader
+from ibimport.domain.stages import StageName
+from ibimport.journal._file import idle
+from ibimport.journal._model import (
+    DiffRow,
+    Followup,
+    JournalEntry,
+    ManifestDiff,
+    RunBand,
+    RunHeader,
+    StageRecord,
+)
 from ibimport.journal._schema import APPLICATION_ID, SCHEMA_VERSION
 from ibimport.journal._sqlite import FaultHook, SqliteJournal, exit_after_commits
 
@@ -30,9 +41,13 @@ __all__ = [
     "JournalEntry",
     "ManifestDiff",
     "NullJournal",
+    "RunBand",
     "RunHeader",
     "SqliteJournal",
+    "StageName",
+    "StageRecord",
     "exit_after_commits",
+    "idle",
 ]
 
 
@@ -58,12 +73,31 @@ class Journal(Protocol):
 
     def record(self, result: RowResult) -> None: ...
 
+    def stage_started(self, identity: tuple[str, str], stage: StageName, *, at: float) -> None:
+        """The row (name, semantic_version) entered ``stage`` at ``at`` (wall clock)."""
+        ...
+
+    def stage_ended(
+        self,
+        identity: tuple[str, str],
+        stage: StageName,
+        *,
+        at: float,
+        attempts: int,
+        outcome: str,
+        error_code: str = "",
+        started_at: float | None = None,
+    ) -> None:
+        """The row left ``stage`` at ``at`` after ``attempts`` calls, with ``outcome``."""
+        ...
+
     async def record_existing(
         self,
         arn_for: Callable[[str, str], str | None],
         *,
         belongs: Callable[[int], bool] | None,
         partition: str,
+        listed_at: float | None = None,
     ) -> int: ...
 
     async def flush(self) -> None: ...
@@ -91,12 +125,29 @@ class NullJournal:
     def record(self, result: RowResult) -> None:
         return None
 
+    def stage_started(self, identity: tuple[str, str], stage: StageName, *, at: float) -> None:
+        return None
+
+    def stage_ended(
+        self,
+        identity: tuple[str, str],
+        stage: StageName,
+        *,
+        at: float,
+        attempts: int,
+        outcome: str,
+        error_code: str = "",
+        started_at: float | None = None,
+    ) -> None:
+        return None
+
     async def record_existing(
         self,
         arn_for: Callable[[str, str], str | None],
         *,
         belongs: Callable[[int], bool] | None,
         partition: str,
+        listed_at: float | None = None,
     ) -> int:
         return 0
 

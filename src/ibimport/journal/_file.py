@@ -7,13 +7,14 @@ truncated, foreign or newer journal is never silently restarted from zero.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import fcntl
 import os
 import shutil
 import sqlite3
 import stat
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +28,7 @@ from ibimport.journal._schema import (
     upgrade,
 )
 
-__all__ = ["close_all", "connect", "open_readable", "open_writable", "unusable"]
+__all__ = ["close_all", "connect", "idle", "open_readable", "open_writable", "unusable"]
 
 _SQLITE_MAGIC = b"SQLite format 3\x00"
 _KNOWN_STATES = frozenset(status.value for status in RowStatus)
@@ -144,6 +145,33 @@ def lock_exclusively(path: Path) -> int:
             "or give this run another --journal"
         ) from None
     return fd
+
+
+@contextlib.contextmanager
+def idle(path: Path) -> Iterator[bool]:
+    """Whether no run is using the journal at ``path`` (its lock held meanwhile, if free).
+
+    For readers that would tidy what a killed run left beside its outputs: never while a
+    live run may be writing them. A journal without a lock file never had a writer.
+    """
+    lock_path = path.with_name(path.name + ".lock")
+    try:
+        fd = os.open(lock_path, os.O_RDWR)
+    except FileNotFoundError:
+        yield True
+        return
+    except OSError:
+        yield False
+        return
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            yield False
+            return
+        yield True
+    finally:
+        os.close(fd)
 
 
 def check_file(path: Path, *, must_exist: bool) -> bool:

@@ -94,6 +94,11 @@ class GroupCommit:
         hand-offs a thread costs slow every socket. The fsyncs are in the checkpoint,
         which runs in a thread of its own.
         """
+        self.commit_now()
+
+    def commit_now(self) -> None:
+        """``commit`` for synchronous callers (a write made at once that must follow what
+        is buffered)."""
         batch = self._batch
         if not batch.ops:
             return

@@ -9,8 +9,17 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ibimport.domain.results import RowResult, RowStatus
+from ibimport.domain.stages import StageName
 
-__all__ = ["DiffRow", "Followup", "JournalEntry", "ManifestDiff", "RunHeader"]
+__all__ = [
+    "DiffRow",
+    "Followup",
+    "JournalEntry",
+    "ManifestDiff",
+    "RunBand",
+    "RunHeader",
+    "StageRecord",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,6 +71,40 @@ class Followup:
     task_status: str = ""  # importtasks.TaskState
     task_progress: str = ""
     task_message: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class StageRecord:
+    """One row's passage through one stage (schema 5): what a timeline and per-stage
+    durations are drawn from. A stage entered again (a resume) keeps its latest start."""
+
+    name: str
+    semantic_version: str
+    stage: StageName
+    #: Wall-clock (epoch) seconds.
+    started_at: float
+    #: None while the row is in the stage (or was when the run was killed).
+    ended_at: float | None
+    attempts: int
+    #: The stage's own word for how it ended (a row status, an image status, a task
+    #: state); empty while the row is in the stage.
+    outcome: str
+    error_code: str
+
+    @property
+    def duration_s(self) -> float | None:
+        return None if self.ended_at is None else max(self.ended_at - self.started_at, 0.0)
+
+
+@dataclass(frozen=True, slots=True)
+class RunBand:
+    """When one run of the batch started and ended (wall clock), for a report's bands;
+    ``ended_at`` is None for runs recorded before schema 5."""
+
+    started_at: float
+    ended_at: float | None
+    interrupted: bool
+    fatal: str | None
 
 
 @dataclass(frozen=True, slots=True)

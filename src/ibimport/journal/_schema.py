@@ -8,6 +8,9 @@ Schema 3 added the ``followups`` table (issue 12): what was learnt about a row a
 before its import, its image's final state (``wait``) and its EC2 import task (``preflight``).
 Schema 4 added each row's partition (``account``, ``region``: where it was imported), so
 results rebuilt from journals alone (``report``, the merge of shards) still name it.
+Schema 5 added the ``stages`` table (each row's passage through each stage: start, end,
+attempts, outcome; issue 18) and each run's end (``runs.ended_at``), so a report draws a
+timeline, per-stage durations and the runs' stops and resumes from journals alone.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ __all__ = [
     "FIRST_SCHEMA_VERSION",
     "GET_SQL",
     "SCHEMA_VERSION",
+    "STAGE_SQL",
     "dump_settings",
     "entry",
     "lay_out",
@@ -35,7 +39,7 @@ __all__ = [
 #: ``PRAGMA application_id`` of an ibimport journal: "IBJN" in ASCII.
 APPLICATION_ID = 0x49424A4E
 #: ``PRAGMA user_version`` of the schema below; a newer journal is refused.
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 #: The oldest schema ``upgrade`` knows; anything older is damaged.
 FIRST_SCHEMA_VERSION = 1
 
@@ -71,6 +75,39 @@ _PLACES = (
     "ALTER TABLE rows ADD COLUMN region TEXT NOT NULL DEFAULT ''",
 )
 
+#: Schema 5: per row (its identity) and stage, the latest passage through the stage. Times
+#: are wall-clock; ``ended_at`` NULL while the row is (or was, when killed) in the stage.
+_STAGES = """
+CREATE TABLE IF NOT EXISTS stages (
+    name TEXT NOT NULL,
+    semantic_version TEXT NOT NULL,
+    stage TEXT NOT NULL,
+    started_at REAL NOT NULL,
+    ended_at REAL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    outcome TEXT NOT NULL DEFAULT '',
+    error_code TEXT NOT NULL DEFAULT '',
+    PRIMARY KEY (name, semantic_version, stage)
+) WITHOUT ROWID
+"""
+_RUN_ENDS = "ALTER TABLE runs ADD COLUMN ended_at REAL"
+
+#: One statement for both ends of a stage: a start (``ended_at`` NULL) restarts the stage;
+#: an end keeps the recorded start (or takes the one given, if the start was never
+#: recorded) and sets the rest.
+STAGE_SQL = """
+INSERT INTO stages (name, semantic_version, stage, started_at, ended_at, attempts, outcome,
+                    error_code)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT (name, semantic_version, stage) DO UPDATE SET
+    started_at = CASE WHEN excluded.ended_at IS NULL THEN excluded.started_at
+                      ELSE stages.started_at END,
+    ended_at = excluded.ended_at,
+    attempts = excluded.attempts,
+    outcome = excluded.outcome,
+    error_code = excluded.error_code
+"""
+
 _SCHEMA = """
 CREATE TABLE run (
     id INTEGER PRIMARY KEY CHECK (id = 1),
@@ -98,6 +135,7 @@ CREATE INDEX rows_in_order ON rows (row, name, semantic_version);
 """
 _SCHEMA += _RUNS.strip() + ";\n"
 _SCHEMA += _FOLLOWUPS.strip() + ";\n"
+_SCHEMA += _STAGES.strip() + ";\n"
 
 # In JournalEntry's field order: entry() builds entries positionally.
 COLUMNS = (
@@ -121,7 +159,7 @@ def lay_out(
         for statement in _SCHEMA.split(";"):
             if statement.strip():
                 conn.execute(statement)
-        for statement in _PLACES:
+        for statement in (*_PLACES, _RUN_ENDS):
             conn.execute(statement)
         conn.execute(
             "INSERT INTO run VALUES (1, ?, ?, ?, ?)",
@@ -149,6 +187,9 @@ def upgrade(conn: sqlite3.Connection, version: int) -> None:
         if version < 4:
             for statement in _PLACES:
                 conn.execute(statement)
+        if version < 5:
+            conn.execute(_STAGES)
+            conn.execute(_RUN_ENDS)
         conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
         conn.execute("COMMIT")
     except BaseException:

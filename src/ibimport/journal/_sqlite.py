@@ -30,13 +30,22 @@ from typing import Any
 import anyio
 
 from ibimport.domain.results import RowResult, RowStatus
+from ibimport.domain.stages import StageName
 from ibimport.errors import JournalError
 from ibimport.flow.clock import Clock, SystemClock
 from ibimport.journal._diff import manifest_diff
 from ibimport.journal._file import close_all, connect, open_readable, open_writable, unusable
 from ibimport.journal._group_commit import GroupCommit, Op
-from ibimport.journal._model import Followup, JournalEntry, ManifestDiff, RunHeader
-from ibimport.journal._schema import COLUMNS, GET_SQL, dump_settings, entry
+from ibimport.journal._model import (
+    Followup,
+    JournalEntry,
+    ManifestDiff,
+    RunBand,
+    RunHeader,
+    StageRecord,
+)
+from ibimport.journal._records import run_bands, stage_page
+from ibimport.journal._schema import COLUMNS, GET_SQL, STAGE_SQL, dump_settings, entry
 from ibimport.journal._transitions import MARK_SQL, PENDING_SQL, RECORD_SQL
 
 __all__ = ["FaultHook", "SqliteJournal", "exit_after_commits"]
@@ -46,8 +55,8 @@ __all__ = ["FaultHook", "SqliteJournal", "exit_after_commits"]
 #: refuses further writes); ``os._exit`` simulates a crash between "sent" and "recorded".
 FaultHook = Callable[[int], None]
 
-_MARK, _RECORD = 0, 1  # an Op's kind: the statement it runs
-_SQL_BY_KIND = (MARK_SQL, RECORD_SQL)
+_MARK, _RECORD, _STAGE = 0, 1, 2  # an Op's kind: the statement it runs
+_SQL_BY_KIND = (MARK_SQL, RECORD_SQL, STAGE_SQL)
 _CHECKPOINT_EVERY = 200  # commits between checkpoints: a WAL of a few MB at most
 
 
@@ -264,6 +273,27 @@ class SqliteJournal:
                 return []
         return [json.loads(figures) for (figures,) in found]
 
+    def run_bands(self) -> list[RunBand]:
+        """When each run started and ended (wall clock), oldest first: a report's bands of
+        stops and resumes. Runs recorded before schema 5 have no end."""
+        with self._reading() as conn:
+            return run_bands(conn)
+
+    def stage_records(self, *, page: int = 1000) -> Iterator[StageRecord]:
+        """Every row's stages, by row identity then stage, a page at a time (bounded memory).
+
+        A journal older than schema 5, read as it is, has none.
+        """
+        after = ("", "", "")
+        while True:
+            with self._reading() as conn:
+                found = stage_page(conn, after=after, page=page)
+            yield from found
+            if len(found) < page:
+                return
+            last = found[-1]
+            after = (last.name, last.semantic_version, last.stage.value)
+
     def followups(self) -> dict[tuple[str, str], Followup]:
         """What ``wait`` and the task check learnt, by row identity (schema 3).
 
@@ -283,9 +313,13 @@ class SqliteJournal:
         """Commit (name, semantic_version, image status, reason) for rows, in one transaction.
 
         Written at once, not by group commit: a wait records each round as it ends, so a
-        killed wait resumes following only the images still outstanding.
+        killed wait resumes following only the images still outstanding. What is buffered
+        (the round's stage records) is committed first.
         """
         self._ensure_writable()
+        self._group.commit_now()
+        if self._broken is not None:
+            raise self._broken
         now = self._clock.wall()
         with self._commit() as conn:
             conn.executemany(
@@ -350,11 +384,13 @@ class SqliteJournal:
         *,
         belongs: Callable[[int], bool] | None,
         partition: str,
+        listed_at: float | None = None,
     ) -> int:
         """Commit, at once, ``exists`` (with the ARN ``arn_for`` finds) for every row of the
         partition not yet done whose image already has a build (``succeeded`` for a row
         sent before without a known outcome: its call landed), and remember the partition
-        as reconciled; returns how many rows were found.
+        as reconciled; returns how many rows were found. ``listed_at``: when the listing
+        started (wall clock), to record the ``existing`` stage of the rows it found.
 
         Called once a complete listing is taken and before the partition's first import,
         so a run stopped before reaching such a row (Ctrl-C, SIGTERM, kill -9) leaves it
@@ -378,6 +414,15 @@ class SqliteJournal:
                 " WHERE name = ? AND semantic_version = ?",
                 ((arn, now, name, version) for name, version, arn in found),
             )
+            if listed_at is not None:
+                outcome = RowStatus.EXISTS.value
+                conn.executemany(
+                    STAGE_SQL,
+                    (
+                        (name, version, StageName.EXISTING.value, listed_at, now, 1, outcome, "")
+                        for name, version, _ in found
+                    ),
+                )
             conn.execute("UPDATE run SET settings = ? WHERE id = 1", (dump_settings(settings),))
         self.ops_committed += len(found)
         self.header = self._read_header()
@@ -396,18 +441,22 @@ class SqliteJournal:
                 found.append((row.name, row.semantic_version, arn))
         return found
 
-    def record_run(self, *, started_at: float, figures: Mapping[str, Any]) -> None:
-        """Keep one run's figures, so the report of a later run still shows them.
+    def record_run(
+        self, *, started_at: float, figures: Mapping[str, Any], ended_at: float | None = None
+    ) -> None:
+        """Keep one run's figures and its span (wall clock; ``ended_at`` now unless given),
+        so the report of a later run still shows them.
 
         Its own small transaction, outside the group commit (and its fault hook), once the
         run's rows are flushed.
         """
+        ended = self._clock.wall() if ended_at is None else ended_at
         with self._writing() as conn:
             conn.execute("BEGIN IMMEDIATE")
             try:
                 conn.execute(
-                    "INSERT INTO runs (started_at, figures) VALUES (?, ?)",
-                    (started_at, json.dumps(dict(figures), sort_keys=True)),
+                    "INSERT INTO runs (started_at, ended_at, figures) VALUES (?, ?, ?)",
+                    (started_at, ended, json.dumps(dict(figures), sort_keys=True)),
                 )
                 conn.execute("COMMIT")
             except BaseException:
@@ -478,6 +527,39 @@ class SqliteJournal:
                     result.region,
                 ),
             )
+        )
+
+    def stage_started(self, identity: tuple[str, str], stage: StageName, *, at: float) -> None:
+        """Buffer: the row (name, semantic_version) entered ``stage`` at ``at`` (wall clock).
+
+        Committed with the next group commit: with ``mark_in_flight``'s own when it comes
+        just before it. Entering a stage again (a resume) restarts its record.
+        """
+        self._ensure_writable()
+        name, version = identity
+        self._group.add((_STAGE, (name, version, stage.value, at, None, 0, "", "")))
+
+    def stage_ended(
+        self,
+        identity: tuple[str, str],
+        stage: StageName,
+        *,
+        at: float,
+        attempts: int,
+        outcome: str,
+        error_code: str = "",
+        started_at: float | None = None,
+    ) -> None:
+        """Buffer: the row left ``stage`` at ``at`` after ``attempts`` calls, with ``outcome``
+        (the stage's own word: a row status, an image status, a task state).
+
+        The recorded start is kept; ``started_at`` is used only when none was recorded.
+        """
+        self._ensure_writable()
+        name, version = identity
+        begun = at if started_at is None else started_at
+        self._group.add(
+            (_STAGE, (name, version, stage.value, begun, at, attempts, str(outcome), error_code))
         )
 
     def record_pending(self, rows: Iterable[tuple[int, str, str, str]]) -> int:
@@ -592,10 +674,16 @@ class SqliteJournal:
 
     def _write_batch(self, ops: list[Op]) -> None:
         """Write one batch in a single transaction."""
+        # StageName records touch only their own table: written after the rows' statements (which
+        # keep their order), in one statement, however they interleave with them.
+        stages = [params for kind, params in ops if kind == _STAGE]
+        rows = [op for op in ops if op[0] != _STAGE] if stages else ops
         try:
             with self._commit() as conn:
-                for kind, group in groupby(ops, key=lambda op: op[0]):
+                for kind, group in groupby(rows, key=lambda op: op[0]):
                     conn.executemany(_SQL_BY_KIND[kind], [params for _, params in group])
+                if stages:
+                    conn.executemany(STAGE_SQL, stages)
         except JournalError as exc:
             self._broken = exc
             raise

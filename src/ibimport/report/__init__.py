@@ -368,11 +368,14 @@ def account_of_arn(arn: str) -> str:
 class ResultsWriter(BaseListener):
     """The per-row results CSV, streamed: rows are appended as they finish, sorted at close.
 
-    The file is created (mode 0600) when the writer is, so an unwritable path fails before any
-    import is sent, and a crashed run still leaves every finished row, in completion order.
-    ``close()`` rewrites it in manifest row order through an on-disk SQLite index, so memory
-    stays bounded however many rows there are; if rows arrived in order it rewrites nothing.
-    A row written twice keeps its last result.
+    Rows go to a private file beside ``path`` (mode 0600, created when the writer is, so an
+    unwritable folder fails before any import is sent), renamed into place by ``close()``:
+    a results file already there stays whole until the new one replaces it (a kill never
+    truncates it; what a killed run left beside it is removed by the next run), and
+    ``discard()`` leaves it untouched (a run that could not start). ``close()`` puts the
+    rows in manifest row order through an on-disk SQLite index, so memory stays bounded
+    however many rows there are; if rows arrived in order it rewrites nothing. A row
+    written twice keeps its last result.
     """
 
     RESULTS_COLUMNS: Final = RESULTS_COLUMNS
@@ -381,22 +384,24 @@ class ResultsWriter(BaseListener):
         #: Where the results go; a device or FIFO (``/dev/stdout``) gets them once sorted,
         #: from a private spool file (``path``), since it can be neither reread nor replaced.
         self.target = path
-        # A link is followed once: re-pointed during the run, it does not change the file
-        # the rows were written to and are read back from.
-        self.path = path.resolve() if path.is_symlink() else path
         self._spooled = is_special(path)
+        # A link is followed once: re-pointed during the run, it does not change the file
+        # the rows end in (the link stays, its target is replaced).
+        self._final = path.resolve() if path.is_symlink() else path
         if self._spooled:
             fd, spool = tempfile.mkstemp(prefix="ibimport-results-", suffix=".csv")
-            os.close(fd)
-            self.path = Path(spool)
-        fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        else:
+            final = self._final
+            fd, spool = tempfile.mkstemp(dir=final.parent, prefix=f".{final.name}.", suffix=".tmp")
+        self.path = Path(spool)
         try:
-            os.fchmod(fd, 0o600)  # O_CREAT's mode does not apply to a file that already existed
+            os.fchmod(fd, 0o600)  # exactly: a umask could have narrowed mkstemp's 0600
             self._file: IO[str] | None = open(  # noqa: SIM115 - closed in close()
                 fd, "w", encoding="utf-8", errors="replace", newline=""
             )
         except BaseException:
             os.close(fd)
+            os.unlink(spool)
             raise
         self._writer = csv.writer(self._file)
         self._writer.writerow(RESULTS_COLUMNS)
@@ -418,7 +423,8 @@ class ResultsWriter(BaseListener):
         self.rows_written += 1
 
     def close(self) -> None:
-        """Finish the file in manifest row order. Idempotent; ``OutputError`` if it cannot."""
+        """Finish the file in manifest row order and put it in place. Idempotent;
+        ``OutputError`` if it cannot."""
         try:
             self._close()
         except OSError as error:
@@ -434,14 +440,25 @@ class ResultsWriter(BaseListener):
                 os.fsync(handle.fileno())
         finally:
             handle.close()
-        if not self._in_order:
-            self._rewrite_sorted()
-        if self._spooled:
-            try:
+        try:
+            if not self._in_order:
+                self._rewrite_sorted()
+            if self._spooled:
                 with open(self.path, "rb") as spool, open_through(self.target) as through:
                     shutil.copyfileobj(spool, through)
-            finally:
+            else:
+                os.replace(self.path, self._final)
+        finally:
+            with contextlib.suppress(FileNotFoundError):
                 os.unlink(self.path)
+
+    def discard(self) -> None:
+        """Drop what was written: the results file in place (if any) is left as it was."""
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.path)
 
     def _rewrite_sorted(self) -> None:
         if os.path.getsize(self.path) <= _SORT_IN_MEMORY_BYTES:

@@ -1,19 +1,25 @@
-"""Where a batch's outputs go, and writing them again from a journal alone."""
+"""Where a batch's outputs go, and writing them again from journals alone.
+
+Several journals are merged only when they are a whole wave: the shards ``0/N`` to
+``N-1/N`` of one manifest, each once (every journal records its ``K/N``); anything else
+is refused, or with ``partial`` reported as partial, naming what is missing.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import heapq
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ibimport._files import check_paths, inside_folder, output_error
+from ibimport._files import check_paths, inside_folder, output_error, remove_leftovers
 from ibimport.engine.partitions import Shard
 from ibimport.errors import (
     ConfigError,
 )
-from ibimport.journal import SqliteJournal
+from ibimport.journal import SqliteJournal, idle
 from ibimport.report import ResultsWriter, RunStats, write_report
 
 
@@ -36,6 +42,8 @@ class RebuiltOutputs:
     report: dict[str, Any]
     report_path: Path
     results_path: Path
+    #: Why the journals merged are not a whole wave (``partial`` merges only); empty: whole.
+    gaps: tuple[str, ...] = field(default=())
 
 
 def rebuild_outputs(
@@ -103,12 +111,15 @@ def merge_outputs(
     report_path: Path | None = None,
     results_path: Path | None = None,
     report_file: bool = True,
+    partial: bool = False,
 ) -> RebuiltOutputs:
     """One report and one results file, in manifest order, from the journals of the shards
     of one manifest (``ibimport report J1 J2 ...``): what a single run would have written.
 
     By default beside the manifest, named after it (without the shard), when that is in
-    one of the journals' folders (``journal_outputs``' rules).
+    one of the journals' folders (``journal_outputs``' rules). Journals that are not a
+    whole wave raise ``ConfigError`` saying what is missing; with ``partial`` they are
+    merged, and the report says so (``partial``) and ``gaps`` names what is missing.
     """
     if len(journal_paths) == 1:
         return rebuild_outputs(
@@ -127,6 +138,17 @@ def merge_outputs(
                 "the journals are of different manifests (" + ", ".join(sorted(manifests)) + ")"
                 "; merge the shards of one manifest"
             )
+        gaps = wave_gaps(
+            [
+                (path, store.header.settings)
+                for path, store in zip(journal_paths, stores, strict=True)
+            ]
+        )
+        if gaps and not partial:
+            raise ConfigError(
+                "the journals are not a whole wave: " + "; ".join(gaps) + "; give every "
+                "shard's journal, or pass --partial to report these alone as partial"
+            )
         report_path, results_path = _checked_outputs(
             stores,
             journal_paths,
@@ -136,7 +158,11 @@ def merge_outputs(
             recorded=False,
         )
         return _write_outputs(
-            stores, report_path=report_path, results_path=results_path, report_file=report_file
+            stores,
+            report_path=report_path,
+            results_path=results_path,
+            report_file=report_file,
+            gaps=tuple(gaps),
         )
     finally:
         for store in stores:
@@ -193,8 +219,13 @@ def _write_outputs(
     report_path: Path,
     results_path: Path,
     report_file: bool,
+    gaps: tuple[str, ...] = (),
 ) -> RebuiltOutputs:
     """The results (every journal's rows, in row order) and the report, from journals."""
+    with contextlib.ExitStack() as held:
+        if all(held.enter_context(idle(store.path)) for store in stores):
+            for path in (report_path, results_path):  # a killed writer's, no live run's
+                remove_leftovers(path)
     stats = RunStats()
     followups = {key: value for store in stores for key, value in store.followups().items()}
     try:
@@ -210,14 +241,56 @@ def _write_outputs(
                 writer.write(result)
         runs = [run for store in stores for run in store.runs()]
         report = stats.to_report(earlier_runs=runs)
+        if gaps:
+            report["partial"] = {"journals": len(stores), "missing": list(gaps)}
         stats.adopt_batch_figures(report)
         if report_file:
             write_report(report_path, report)
     except OSError as error:  # reading the spool back; the writers name their own path
         raise output_error(results_path, error) from None
     return RebuiltOutputs(
-        stats=stats, report=report, report_path=report_path, results_path=results_path
+        stats=stats, report=report, report_path=report_path, results_path=results_path, gaps=gaps
     )
+
+
+def wave_gaps(journals: Sequence[tuple[Path, Mapping[str, object]]]) -> list[str]:
+    """What keeps these journals (path, header settings) from being one whole wave.
+
+    A whole wave is one unsharded journal, or the shards ``0/N`` .. ``N-1/N``, each once.
+    """
+    if len(journals) < 2:
+        return []
+    gaps: list[str] = []
+    by_count: dict[int, dict[int, list[Path]]] = {}
+    unsharded: list[Path] = []
+    for path, settings in journals:
+        if "shard" not in settings:
+            gaps.append(f"{path} does not record its shard (written by an older ibimport)")
+            continue
+        shard = settings["shard"]
+        if not isinstance(shard, str):
+            unsharded.append(path)
+            continue
+        index, count = (int(part) for part in shard.split("/"))
+        by_count.setdefault(count, {}).setdefault(index, []).append(path)
+    if unsharded:
+        names = ", ".join(str(p) for p in unsharded)
+        gaps.append(f"{names}: a run of every row (no --shard), merged with other journals")
+    if len(by_count) > 1:
+        counts = ", ".join(f"{n} shards" for n in sorted(by_count))
+        gaps.append(f"shards of different waves ({counts})")
+    for count, shards in sorted(by_count.items()):
+        missing = [f"{k}/{count}" for k in range(count) if k not in shards]
+        if missing:
+            gaps.append(f"missing shard{'s' if len(missing) > 1 else ''} " + ", ".join(missing))
+        for index, paths in sorted(shards.items()):
+            if len(paths) > 1:
+                gaps.append(
+                    f"shard {index}/{count} given {len(paths)} times ("
+                    + ", ".join(str(p) for p in paths)
+                    + ")"
+                )
+    return gaps
 
 
 def _beside(manifest: Path, journal: Path) -> Path:

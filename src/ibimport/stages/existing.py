@@ -148,10 +148,12 @@ class ExistingStage:
         self,
         reconciler: Reconciler,
         *,
+        clock: Clock,
         list_first: bool,
         belongs: Callable[[int], bool] | None = None,
     ) -> None:
         self.reconciler = reconciler
+        self._clock = clock
         self._list_first = list_first
         self._belongs = belongs
         self._run: PartitionRun | None = None
@@ -160,6 +162,7 @@ class ExistingStage:
         self._run = run
         if not self._list_first:
             return
+        listed_at = self._clock.wall()
         try:
             listing = await self.reconciler.existing()
         except CallError as error:
@@ -168,7 +171,10 @@ class ExistingStage:
         # Durable before the first import: a run stopped before it reaches these rows
         # leaves them ``exists``, and its resume (which does not list again) sends none.
         await run.journal.record_existing(
-            listing.arn_for, belongs=self._belongs, partition=partition_key(*run.origin)
+            listing.arn_for,
+            belongs=self._belongs,
+            partition=partition_key(*run.origin),
+            listed_at=listed_at,
         )
 
     def defers(self, work: RowWork) -> bool:

@@ -9,7 +9,14 @@ reads every outstanding image's state in batches:
   per call, so while many images are outstanding one listing (``P`` pages, measured on
   the first round) covers them all;
 - once fewer images are outstanding than that listing's pages, GetImage for each is
-  cheaper (one call each): the crossover is the last listing's page count.
+  cheaper (one call each): the crossover is the last listing's page count;
+- an outstanding image absent from a complete listing is asked for once by GetImage in
+  the same round: a new build may not be listed yet (the older model said up to two
+  minutes), and one the service no longer has is DELETED at once (issue 22 item 13),
+  instead of being listed round after round until the timeout.
+
+Pages may be shorter than asked and still carry a nextToken (current model): a listing is
+complete only at the page without one.
 
 Rounds are spaced by an interval that grows by ``growth`` up to ``max_interval_s``
 (early images settle quickly, the stragglers are polled less often), every call goes
@@ -30,6 +37,7 @@ import anyio
 
 from ibimport.aws.client import ImageState, PartitionClient
 from ibimport.domain.rowstate import ImageStatus, image_status
+from ibimport.domain.stages import StageName
 from ibimport.errors import ApiError
 from ibimport.flow.clock import Clock
 from ibimport.flow.executor import CallExecutor, first_error
@@ -148,6 +156,7 @@ class ImageWaiter:
     async def _listing_round(self, outstanding: dict[str, None]) -> list[ImageOutcome]:
         """One full listing of the account's builds; the outstanding ones that ended."""
         settled: list[ImageOutcome] = []
+        listed: set[str] = set()
         pages = 0
         token: str | None = None
         while True:
@@ -155,6 +164,7 @@ class ImageWaiter:
             pages += 1
             for build in page.builds:
                 if build.arn in outstanding:
+                    listed.add(build.arn)
                     final = image_status(build.status)
                     if final is not None:
                         settled.append(ImageOutcome(build.arn, final, build.reason))
@@ -163,6 +173,9 @@ class ImageWaiter:
                 break
         self.figures.list_calls += pages
         self._pages = pages
+        absent = [arn for arn in outstanding if arn not in listed]
+        if absent:
+            settled += await self._get_round(absent)
         return settled
 
     async def _get_round(self, arns: list[str]) -> list[ImageOutcome]:
@@ -205,6 +218,20 @@ class WaitJournal(Protocol):
 
     def record_image_statuses(self, images: Iterable[tuple[str, str, str, str]]) -> None: ...
 
+    def stage_started(self, identity: tuple[str, str], stage: StageName, *, at: float) -> None: ...
+
+    def stage_ended(
+        self,
+        identity: tuple[str, str],
+        stage: StageName,
+        *,
+        at: float,
+        attempts: int,
+        outcome: str,
+        error_code: str = "",
+        started_at: float | None = None,
+    ) -> None: ...
+
 
 async def follow_journal(
     client: PartitionClient,
@@ -238,8 +265,18 @@ async def follow_journal(
             totals[earlier] += 1
             continue
         by_arn[entry.image_arn] = (entry.name, entry.semantic_version)
+    began = clock.wall()
+    for identity in by_arn.values():
+        journal.stage_started(identity, StageName.IMAGE_WAIT, at=began)
 
     def record(outcomes: Sequence[ImageOutcome]) -> None:
+        # The image_wait stage's end is committed with the statuses (one transaction).
+        now, rounds = clock.wall(), len(waiter.figures.rounds)
+        for o in outcomes:
+            if o.arn in by_arn:
+                journal.stage_ended(
+                    by_arn[o.arn], StageName.IMAGE_WAIT, at=now, attempts=rounds, outcome=o.status
+                )
         journal.record_image_statuses(
             (*by_arn[o.arn], o.status.value, o.reason) for o in outcomes if o.arn in by_arn
         )

@@ -15,6 +15,7 @@ from typing import ClassVar
 from ibimport.aws.client import PartitionClient
 from ibimport.domain.results import RowResult, RowStatus
 from ibimport.domain.stages import Metering, StageName
+from ibimport.flow.clock import Clock
 from ibimport.flow.executor import CallExecutor, GaveUp
 from ibimport.flow.retry import Disposition
 from ibimport.stages.base import PartitionRun, RowWork
@@ -28,9 +29,10 @@ class ImportStage:
     name: ClassVar[StageName] = StageName.IMPORT
     metering: ClassVar[Metering] = Metering.RATE
 
-    def __init__(self, client: PartitionClient, calls: CallExecutor) -> None:
+    def __init__(self, client: PartitionClient, calls: CallExecutor, *, clock: Clock) -> None:
         self._client = client
         self._calls = calls
+        self._clock = clock
         self._run: PartitionRun | None = None
 
     async def prepare(self, run: PartitionRun) -> None:
@@ -46,6 +48,9 @@ class ImportStage:
         run = self._run
         assert run is not None, "prepare() first"
         prior_attempts = work.prior.attempts if work.prior is not None else 0
+        identity = (work.request.name, work.request.semanticVersion)
+        # Buffered first, so the stage's start is committed with the in_flight mark.
+        run.journal.stage_started(identity, StageName.IMPORT, at=self._clock.wall())
         await run.journal.mark_in_flight(
             row=work.row,
             name=work.request.name,
@@ -62,10 +67,20 @@ class ImportStage:
                 on_attempt=run.attempt_listener(work),
             )
         except GaveUp as gave_up:
-            return self._gave_up(run, work, gave_up)
-        result = run.result(work, RowStatus.SUCCEEDED)
-        result.image_arn = answer.image_arn
-        result.request_id = answer.request_id
+            result = self._gave_up(run, work, gave_up)
+        else:
+            result = run.result(work, RowStatus.SUCCEEDED)
+            result.image_arn = answer.image_arn
+            result.request_id = answer.request_id
+        if result.status is not RowStatus.SKIPPED:  # a row cut off keeps an open record
+            run.journal.stage_ended(
+                identity,
+                StageName.IMPORT,
+                at=self._clock.wall(),
+                attempts=work.attempts.made,
+                outcome=result.status,
+                error_code=result.error_code,
+            )
         return result
 
     def _gave_up(self, run: PartitionRun, work: RowWork, gave_up: GaveUp) -> RowResult:

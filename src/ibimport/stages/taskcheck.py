@@ -11,10 +11,12 @@ under a limiter and the imports' retry rules (``calls``). Each task is classifie
 - ``unknown``: EC2 does not know the ID: mistyped, or older than the 7 days of history
   DescribeImportImageTasks keeps.
 
-EC2 fails a whole call that names an unknown ID. The batch is split: the IDs its message
-names are unknown, the rest are asked again; a message that names none halves the batch
-(one bad ID then costs about log2(batch) calls, never one call per row). Pure engine:
-no printing, no files.
+EC2 fails a whole call that names an unknown ID, and nothing documents which ID its
+message names, so the message is never read: a failing batch is halved and each half
+asked again until every unknown ID stands alone (binary splitting). k unknown IDs in a
+batch of n cost at most 1 + 2k*ceil(log2 n) calls, and never more than 2n - 1 (two
+calls per ID if every one is unknown); ``split_calls`` counts the calls beyond one per
+batch. Pure engine: no printing, no files.
 """
 
 from __future__ import annotations
@@ -31,7 +33,6 @@ from ibimport.aws.client import (
     UNKNOWN_TASK_CODES,
     ImportTaskInfo,
     PartitionClient,
-    unknown_task_ids,
 )
 from ibimport.errors import ApiError
 from ibimport.flow.executor import CallExecutor, first_error
@@ -43,6 +44,11 @@ UNKNOWN_MESSAGE = (
     "EC2 does not know this import task (mistyped, or older than the 7 days of history "
     "DescribeImportImageTasks keeps)"
 )
+
+
+def unknown_message(task_id: str, code: str = "") -> str:
+    """A row's own words for its unknown task: its ID, never another row's."""
+    return f"import task {task_id}: {code + ': ' if code else ''}{UNKNOWN_MESSAGE}"
 
 
 class TaskState(StrEnum):
@@ -76,15 +82,6 @@ def classify_task(task: ImportTaskInfo) -> TaskCheck:
     return TaskCheck(task.task_id, TaskState.UNKNOWN, message=f"unexpected status {task.status!r}")
 
 
-def _own_message(error: ApiError, task_id: str, asked: Sequence[str]) -> str:
-    """EC2's refusal in one row's words: a message that names other rows' tasks too (one
-    call asks up to 100) is said of this row's task alone."""
-    others = unknown_task_ids(error.message, asked) - {task_id}
-    if not others:
-        return f"{error.code}: {error.message}"
-    return f"{error.code}: EC2 does not know the import task {task_id}"
-
-
 @dataclass(slots=True)
 class _Found:
     checks: dict[str, TaskCheck] = field(default_factory=dict)
@@ -107,6 +104,8 @@ class TaskChecker:
         self._calls = calls
         self._batch_size = batch_size
         self._parallel = parallel
+        #: Batches asked again, halved, to isolate the IDs EC2 does not know.
+        self.split_calls = 0
 
     @property
     def calls(self) -> int:
@@ -142,18 +141,15 @@ class TaskChecker:
             except ApiError as error:
                 if error.code not in UNKNOWN_TASK_CODES:
                     raise
-                named = unknown_task_ids(error.message, ids)
-                if not named and len(ids) > 1:
+                if len(ids) > 1:
                     half = len(ids) // 2
                     todo += [ids[:half], ids[half:]]
+                    self.split_calls += 2
                     continue
-                for task_id in named or ids:
-                    found.checks[task_id] = TaskCheck(
-                        task_id, TaskState.UNKNOWN, message=_own_message(error, task_id, ids)
-                    )
-                rest = [task_id for task_id in ids if task_id not in named]
-                if named and rest:
-                    todo.append(rest)
+                [task_id] = ids
+                found.checks[task_id] = TaskCheck(
+                    task_id, TaskState.UNKNOWN, message=unknown_message(task_id, error.code)
+                )
                 continue
             answered = {task.task_id: task for task in tasks}
             for task_id in ids:
@@ -161,7 +157,7 @@ class TaskChecker:
                 found.checks[task_id] = (
                     classify_task(task)
                     if task is not None
-                    else TaskCheck(task_id, TaskState.UNKNOWN, message=UNKNOWN_MESSAGE)
+                    else TaskCheck(task_id, TaskState.UNKNOWN, message=unknown_message(task_id))
                 )
 
     async def _describe(self, ids: Sequence[str]) -> list[ImportTaskInfo]:

@@ -8,27 +8,25 @@ Errors are the ``exceptions`` classes, which ``responses`` renders in AWS's erro
 
 from __future__ import annotations
 
-import base64
-import binascii
 import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple, Protocol
+from enum import StrEnum
+from typing import Any, NamedTuple
 
 from ibimport.domain.apimodel import (
     IMAGE_NAME_SHAPE,
     image_identity,
     service_model,
 )
+from ibimport.emulator.core import Clock, Companion, Scope
 from ibimport.emulator.exceptions import (
     IdempotentParameterMismatchException,
-    InvalidPaginationTokenException,
+    InvalidRequestException,
     ResourceNotFoundException,
 )
-
-#: Reads the current wall-clock time in seconds; tests pass a fake one.
-Clock = Callable[[], float]
+from ibimport.emulator.imagebuilder.paging import Pager, decode_page_token
 
 STATE_FORMAT = 1
 
@@ -51,15 +49,8 @@ _NAME_CONSTRAINT = (
 )
 
 
-class Scope(NamedTuple):
-    """Where a call acts: Image Builder keeps resources per account and region."""
-
-    account: str
-    region: str
-
-
 class TaskOutcome(NamedTuple):
-    """What an image learns of its EC2 import task (``ec2_models``): when the task
+    """What an image learns of its EC2 import task (``ec2.models``): when the task
     completed (``-inf``: before anything; None: never) or why it failed."""
 
     completed_at: float | None
@@ -69,22 +60,37 @@ class TaskOutcome(NamedTuple):
 _TASK_COMPLETED = TaskOutcome(completed_at=-float("inf"), failure=None)
 
 
-class Companion(Protocol):
-    """State kept beside the images and saved with them (import tasks, STS sessions)."""
-
-    dirty: bool
-
-    def reset(self) -> None: ...
-
-    def to_state(self) -> Any: ...
-
-    def load_state(self, data: Any) -> None: ...
-
-
 def format_date(epoch: float) -> str:
     """Image Builder's DateTime strings: ISO 8601 UTC with milliseconds."""
     millis = int(epoch * 1000) % 1000
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(epoch)) + f".{millis:03d}Z"
+
+
+class BuildKind(StrEnum):
+    """What a new build is beside its version's earlier builds."""
+
+    FIRST = "first"
+    #: Beside a build that stands (AVAILABLE or on its way): what ibimport exists to prevent.
+    DUPLICATE = "duplicate"
+    #: Over builds that all FAILED or were CANCELLED: the documented recovery.
+    REIMPORT = "reimport"
+
+
+#: The statuses an import ends in (current model): nothing changes an image after them.
+FINAL_STATUSES = frozenset({"AVAILABLE", "FAILED", "CANCELLED"})
+_NOT_STANDING = frozenset({"FAILED", "CANCELLED"})
+#: The emulator's own words and stage for a failed import: AWS documents neither.
+CANCELLED_REASON = "Image creation was cancelled by CancelImageCreation."
+_FAILED_AT = "CREATING"
+
+
+@dataclass(frozen=True, slots=True)
+class BuildState:
+    """An image's ``state`` now: status, reason, and ``failureContext`` once FAILED."""
+
+    status: str
+    reason: str | None = None
+    failure_context: dict[str, Any] | None = None
 
 
 @dataclass(slots=True, kw_only=True)
@@ -104,10 +110,15 @@ class ImageBuild:
     logging: dict[str, Any] | None
     owner: str
     created: float
+    kind: BuildKind = field(default_factory=lambda: BuildKind.FIRST)
+    #: When CancelImageCreation stopped it (None: never).
+    cancelled_at: float | None = None
 
     def to_state(self) -> dict[str, Any]:
         """This build as the state file stores it."""
         return {
+            "kind": self.kind.value,
+            "cancelledAt": self.cancelled_at,
             "arn": self.arn,
             "versionArn": self.version_arn,
             "name": self.name,
@@ -140,6 +151,11 @@ class ImageBuild:
             logging=data.get("logging"),
             owner=data["owner"],
             created=float(data["created"]),
+            # A state file from before issue 22 knows only first and later builds.
+            kind=BuildKind(
+                data.get("kind") or ("first" if int(data["build"]) == 1 else "duplicate")
+            ),
+            cancelled_at=data.get("cancelledAt"),
         )
 
 
@@ -164,21 +180,26 @@ class RegionState:
     builds: dict[str, ImageBuild] = field(default_factory=dict)
     # Image ARN (".../image/<name>") -> its version ARNs, for wildcard GetImage.
     versions_by_image: dict[str, list[str]] = field(default_factory=dict)
+    # Image ARNs in creation order (append-only: ListImages byName pages it).
+    image_arns: list[str] = field(default_factory=list)
     # Insertion order is expiry order (one TTL for all), so expired tokens are a prefix.
     tokens: dict[str, TokenRecord] = field(default_factory=dict)
+    # CancelImageCreation's clientTokens -> the build ARN each cancelled.
+    cancel_tokens: dict[str, str] = field(default_factory=dict)
 
-    def add(self, build: ImageBuild) -> bool:
-        """Record a build; True if it is a second (or later) build of its version."""
+    def add(self, build: ImageBuild) -> None:
+        """Record a build."""
         siblings = self.builds_by_version.get(build.version_arn)
         if siblings is None:
             siblings = self.builds_by_version[build.version_arn] = []
             self.versions.append(build.version_arn)
             image_arn = build.version_arn.rpartition("/")[0]
+            if image_arn not in self.versions_by_image:
+                self.image_arns.append(image_arn)
             self.versions_by_image.setdefault(image_arn, []).append(build.version_arn)
         siblings.append(build)
         self.all_builds.append(build)
         self.builds[build.arn] = build
-        return len(siblings) > 1
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -200,20 +221,27 @@ class ImageBuilderBackend:
         token_ttl_s: float = 86400.0,
         available_after_s: float = 0.0,
         task_outcome: Callable[[str], TaskOutcome] = lambda _task_id: _TASK_COMPLETED,
+        list_delay_s: float = 0.0,
+        pager: Pager | None = None,
     ) -> None:
         self.clock = clock
         self.token_ttl_s = token_ttl_s
         self.available_after_s = available_after_s
-        #: Image Builder reads an image's EC2 import task as the caller (``ec2_models``).
+        #: A new build appears in the lists this long after it is created (``--list-delay-s``).
+        self.list_delay_s = list_delay_s
+        self.pager = pager or Pager()
+        #: Image Builder reads an image's EC2 import task as the caller (``ec2.models``).
         self.task_outcome = task_outcome
         #: Saved, loaded and reset with the images, under their names.
         self.companions: dict[str, Companion] = {}
         self.regions: dict[Scope, RegionState] = {}
         self.images = 0
         self.duplicate_builds = 0
+        self.reimports_over_failed = 0
         self.idempotent_replays = 0
         self.images_by_region: dict[str, int] = {}
         self.duplicates_by_region: dict[str, int] = {}
+        self.reimports_by_region: dict[str, int] = {}
         self._dirty = False
 
     @property
@@ -232,16 +260,21 @@ class ImageBuilderBackend:
         """Forget every image, token and counter (and what the companions hold)."""
         self.regions.clear()
         self.images = self.duplicate_builds = self.idempotent_replays = 0
+        self.reimports_over_failed = 0
         self.images_by_region.clear()
         self.duplicates_by_region.clear()
+        self.reimports_by_region.clear()
+        self.pager.reset()
         for companion in self.companions.values():
             companion.reset()
         self.dirty = True
 
-    def _count(self, region: str, *, duplicate: bool) -> None:
+    def _count(self, region: str, kind: BuildKind) -> None:
         self.images_by_region[region] = self.images_by_region.get(region, 0) + 1
-        if duplicate:
+        if kind is BuildKind.DUPLICATE:
             self.duplicates_by_region[region] = self.duplicates_by_region.get(region, 0) + 1
+        elif kind is BuildKind.REIMPORT:
+            self.reimports_by_region[region] = self.reimports_by_region.get(region, 0) + 1
 
     def _region(self, scope: Scope) -> RegionState:
         state = self.regions.get(scope)
@@ -280,7 +313,12 @@ class ImageBuilderBackend:
             f"arn:aws:imagebuilder:{region}:{account}:image/"
             f"{identity.name}/{identity.semantic_version}"
         )
-        build_no = len(state.builds_by_version.get(version_arn, ())) + 1
+        siblings = state.builds_by_version.get(version_arn, ())
+        build_no = len(siblings) + 1
+        kind = BuildKind.FIRST
+        if siblings:
+            standing = any(self.state_of(b).status not in _NOT_STANDING for b in siblings)
+            kind = BuildKind.DUPLICATE if standing else BuildKind.REIMPORT
         build = ImageBuild(
             arn=f"{version_arn}/{build_no}",
             version_arn=version_arn,
@@ -295,11 +333,14 @@ class ImageBuilderBackend:
             logging=params.get("loggingConfiguration"),
             owner=account,
             created=now,
+            kind=kind,
         )
-        duplicate = state.add(build)
-        if duplicate:
+        state.add(build)
+        if kind is BuildKind.DUPLICATE:
             self.duplicate_builds += 1
-        self._count(region, duplicate=duplicate)
+        elif kind is BuildKind.REIMPORT:
+            self.reimports_over_failed += 1
+        self._count(region, kind)
         tokens[token] = TokenRecord(
             request=request, image_arn=build.arn, expires=now + self.token_ttl_s
         )
@@ -309,30 +350,66 @@ class ImageBuilderBackend:
 
     def status_of(self, build: ImageBuild) -> str:
         """The build's ``state.status`` now (see ``state_of``)."""
-        return self.state_of(build)[0]
+        return self.state_of(build).status
 
-    def state_of(self, build: ImageBuild) -> tuple[str, str | None]:
-        """The build's status and ``state.reason``; the image follows its import task.
+    def state_of(self, build: ImageBuild) -> BuildState:
+        """The build's state now; the image follows its import task.
 
         From when both the build exists and its task completed: PENDING for the first fifth
         of ``available_after_s``, then CREATING, then AVAILABLE (PENDING while the task is
-        active). A task that failed (deleted) or does not exist: FAILED with the reason,
-        once the first fifth has passed, as Image Builder finds out only when it reads it.
+        active). A task that failed (deleted) or does not exist: PENDING, CREATING, then
+        FAILED with the reason and ``failureContext.imageStatus`` CREATING, two fifths in,
+        as Image Builder finds out only when it reads the task. CancelImageCreation makes
+        it CANCELLED from then on (at once: AWS says only that it is asynchronous).
         """
+        if build.cancelled_at is not None:
+            return BuildState("CANCELLED", CANCELLED_REASON)
         outcome = self.task_outcome(build.vm_import_task_id)
         after = self.available_after_s
         now = self.clock()
         if outcome.completed_at is None:
-            if after > 0 and now - build.created < after / 5:
-                return "PENDING", None
-            return "FAILED", outcome.failure or "The import task failed."
+            elapsed = now - build.created
+            if after > 0 and elapsed < 2 * after / 5:
+                return BuildState("PENDING" if elapsed < after / 5 else "CREATING")
+            reason = outcome.failure or "The import task failed."
+            return BuildState("FAILED", reason, {"imageStatus": _FAILED_AT})
         start = max(build.created, outcome.completed_at)
         if now < start:
-            return "PENDING", None
+            return BuildState("PENDING")
         elapsed = now - start
         if after <= 0 or elapsed >= after:
-            return "AVAILABLE", None
-        return ("PENDING" if elapsed < after / 5 else "CREATING"), None
+            return BuildState("AVAILABLE")
+        return BuildState("PENDING" if elapsed < after / 5 else "CREATING")
+
+    def cancel_image_creation(self, scope: Scope, arn: str, *, client_token: str) -> None:
+        """Stop a build that has not ended; a clientToken makes a retry answer the same.
+
+        Refusing a build that ended is the model's rule ("only ... images in a
+        non-terminal state"); the error's code and words are the emulator's guess.
+        """
+        state = self.regions.get(scope)
+        build = None if state is None else state.builds.get(arn)
+        if state is None or build is None:
+            raise ResourceNotFoundException(f"Resource {arn} does not exist.")
+        cancelled = state.cancel_tokens.get(client_token)
+        if cancelled is not None:
+            if cancelled != arn:
+                raise IdempotentParameterMismatchException(
+                    f"The client token {client_token} was used with different request parameters."
+                )
+            return
+        status = self.status_of(build)
+        if status in FINAL_STATUSES:
+            raise InvalidRequestException(
+                f"The image {arn} cannot be cancelled because its status is {status}."
+            )
+        build.cancelled_at = self.clock()
+        state.cancel_tokens[client_token] = arn
+        self.dirty = True
+
+    def listed(self, build: ImageBuild) -> bool:
+        """Whether the lists show the build yet (``list_delay_s`` after its creation)."""
+        return self.list_delay_s <= 0 or self.clock() - build.created >= self.list_delay_s
 
     def get_image(self, scope: Scope, arn: str) -> ImageBuild:
         """The build an ARN names, in any state; a version or wildcard ARN (``1.0.0``,
@@ -375,21 +452,45 @@ class ImageBuilderBackend:
         filters: dict[str, frozenset[str]],
         max_results: int,
         next_token: str | None,
-    ) -> tuple[list[list[ImageBuild]], str | None]:
-        """One page of image versions (each given as its builds) matching every filter."""
+        by_name: bool = False,
+    ) -> tuple[list[tuple[str, list[ImageBuild]]], str | None]:
+        """One page of image versions matching every filter, each as (ARN, its builds).
+
+        ``by_name`` (current model): one entry per image, its newest listed version
+        matching the filters, under the image's ``x.x.x`` ARN (the model's "versionless"
+        ARN; which version stands for the name is the emulator's guess).
+        """
         state = self.regions.get(scope)
         if state is None:
             decode_page_token(next_token, 0)
             return [], None
-        versions = state.versions
         by_version = state.builds_by_version
+        if by_name:
+            newest: dict[int, str] = {}
+
+            def keep_image(i: int) -> bool:
+                versions = [
+                    v
+                    for v in state.versions_by_image[state.image_arns[i]]
+                    if self.listed(by_version[v][0]) and _matches(by_version[v][0], filters)
+                ]
+                if versions:
+                    newest[i] = max(versions, key=_version_key)
+                return bool(versions)
+
+            start = decode_page_token(next_token, len(state.image_arns))
+            indexes, token = self.pager.page(
+                range(start, len(state.image_arns)), keep_image, max_results=max_results
+            )
+            return [(f"{state.image_arns[i]}/x.x.x", by_version[newest[i]]) for i in indexes], token
+        versions = state.versions
         start = decode_page_token(next_token, len(versions))
-        indexes, token = _page(
+        indexes, token = self.pager.page(
             range(start, len(versions)),
-            lambda i: _matches(by_version[versions[i]][0], filters),
+            lambda i: self.listed(first := by_version[versions[i]][0]) and _matches(first, filters),
             max_results=max_results,
         )
-        return [by_version[versions[i]] for i in indexes], token
+        return [(versions[i], by_version[versions[i]]) for i in indexes], token
 
     def list_image_build_versions(
         self,
@@ -403,7 +504,8 @@ class ImageBuilderBackend:
         """One page of the builds of one image version, or of every build in the account
         and region without ``version_arn`` (current model), filtered before paging.
 
-        A version that does not exist is an empty list, not 404 (current model).
+        A version that does not exist is an empty list, not 404 (current model). A build
+        younger than ``list_delay_s`` is not listed yet.
         """
         state = self.regions.get(scope)
         builds: list[ImageBuild] = []
@@ -413,9 +515,9 @@ class ImageBuilderBackend:
             else:
                 builds = state.builds_by_version.get(version_arn, [])
         start = decode_page_token(next_token, len(builds))
-        indexes, token = _page(
+        indexes, token = self.pager.page(
             range(start, len(builds)),
-            lambda i: _matches(builds[i], filters),
+            lambda i: self.listed(builds[i]) and _matches(builds[i], filters),
             max_results=max_results,
         )
         return [builds[i] for i in indexes], token
@@ -427,6 +529,7 @@ class ImageBuilderBackend:
             "counters": {
                 "images": self.images,
                 "duplicateBuilds": self.duplicate_builds,
+                "reimportsOverFailed": self.reimports_over_failed,
                 "idempotentReplays": self.idempotent_replays,
             },
             "regions": [
@@ -435,6 +538,7 @@ class ImageBuilderBackend:
                     "region": region,
                     # In creation order: loading them in turn rebuilds every index as it was.
                     "builds": [b.to_state() for b in state.all_builds],
+                    "cancelTokens": state.cancel_tokens,
                     "tokens": [
                         {
                             "token": t,
@@ -458,11 +562,15 @@ class ImageBuilderBackend:
         counters = data.get("counters", {})
         self.images = int(counters.get("images", 0))
         self.duplicate_builds = int(counters.get("duplicateBuilds", 0))
+        self.reimports_over_failed = int(counters.get("reimportsOverFailed", 0))
         self.idempotent_replays = int(counters.get("idempotentReplays", 0))
         for entry in data.get("regions", []):
             state = self._region(Scope(entry["account"], entry["region"]))
             for raw in entry.get("builds", []):
-                self._count(entry["region"], duplicate=state.add(ImageBuild.from_state(raw)))
+                build = ImageBuild.from_state(raw)
+                state.add(build)
+                self._count(entry["region"], build.kind)
+            state.cancel_tokens.update(entry.get("cancelTokens") or {})
             for raw in sorted(entry.get("tokens", []), key=lambda t: float(t["expires"])):
                 state.tokens[raw["token"]] = TokenRecord(
                     request=raw["request"], image_arn=raw["imageArn"], expires=float(raw["expires"])
@@ -481,6 +589,14 @@ def _expire_tokens(tokens: dict[str, TokenRecord], now: float) -> None:
         del tokens[oldest]
 
 
+def _kind_before_issue_22(build: int) -> str:
+    return BuildKind.FIRST.value if build == 1 else BuildKind.DUPLICATE.value
+
+
+def _version_key(version_arn: str) -> tuple[int, ...]:
+    return tuple(int(node) for node in version_arn.rpartition("/")[2].split("."))
+
+
 def _matches(build: ImageBuild, filters: dict[str, frozenset[str]]) -> bool:
     for name, values in filters.items():
         if name == "name":
@@ -496,37 +612,3 @@ def _matches(build: ImageBuild, filters: dict[str, frozenset[str]]) -> bool:
         if actual not in values:
             return False
     return True
-
-
-def _page(
-    indexes: range, keep: Callable[[int], bool], *, max_results: int
-) -> tuple[list[int], str | None]:
-    """Take up to ``max_results`` kept indexes; the token points at the next kept one."""
-    taken: list[int] = []
-    for i in indexes:
-        if not keep(i):
-            continue
-        if len(taken) == max_results:
-            return taken, encode_page_token(i)
-        taken.append(i)
-    return taken, None
-
-
-def encode_page_token(index: int) -> str:
-    """An opaque nextToken; it is an index because the lists it pages are append-only."""
-    return base64.urlsafe_b64encode(f"ibimport-emulator:{index}".encode()).decode()
-
-
-def decode_page_token(token: str | None, limit: int) -> int:
-    """The index a nextToken points at; garbage is InvalidPaginationTokenException."""
-    if token is None:
-        return 0
-    try:
-        prefix, _, index = base64.urlsafe_b64decode(token.encode()).decode().partition(":")
-        start = int(index)
-    except (ValueError, binascii.Error, UnicodeDecodeError):
-        start = -1
-        prefix = ""
-    if prefix != "ibimport-emulator" or not 0 <= start <= limit:
-        raise InvalidPaginationTokenException()
-    return start

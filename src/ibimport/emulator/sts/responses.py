@@ -13,6 +13,8 @@ from __future__ import annotations
 import time
 
 from ibimport.emulator.exceptions import (
+    AccessDenied,
+    AccessDeniedException,
     ExpiredToken,
     ExpiredTokenException,
     IncompleteSignature,
@@ -25,7 +27,7 @@ from ibimport.emulator.exceptions import (
     UnrecognizedClientException,
 )
 from ibimport.emulator.query import QueryCall, QueryService, element
-from ibimport.emulator.sts_models import Identities
+from ibimport.emulator.sts.models import Identities
 
 __all__ = ["STS", "assume_role", "get_caller_identity", "render_error"]
 
@@ -39,6 +41,7 @@ def assume_role(identities: Identities, call: QueryCall) -> bytes:
         role_arn=params.get("RoleArn"),
         session_name=params.get("RoleSessionName"),
         duration_s=params.get("DurationSeconds"),
+        caller_arn=identities.arn_of(call.access_key, call.scope.account),
     )
     key = issued.key
     expires = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(key.expires or 0))
@@ -66,8 +69,7 @@ def get_caller_identity(identities: Identities, call: QueryCall) -> bytes:
     ibimport asks it once per profile to name each partition's account.
     """
     account = call.scope.account
-    issued = identities.issued.get(call.access_key)
-    arn = issued.assumed_role_arn if issued is not None else f"arn:aws:iam::{account}:user/emulator"
+    arn = identities.arn_of(call.access_key, account)
     body = (
         f'<GetCallerIdentityResponse xmlns="{XMLNS}"><GetCallerIdentityResult>'
         + element("Arn", arn)
@@ -82,6 +84,8 @@ def get_caller_identity(identities: Identities, call: QueryCall) -> bytes:
 
 def translate(exc: ServiceError) -> ServiceError:
     """The answer STS gives where the shared layers raised Image Builder's error."""
+    if isinstance(exc, AccessDeniedException):
+        return AccessDenied(exc.message)
     if isinstance(exc, UnrecognizedClientException):
         return InvalidClientTokenId()
     if isinstance(exc, InvalidSignatureException):

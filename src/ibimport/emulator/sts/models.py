@@ -5,7 +5,10 @@ from a call's credential scope (``auth.caller``); the account from its access ke
 up here in turn: credentials this emulator issued through ``AssumeRole`` (the role's
 account), the ``--accounts`` file, a key that is itself 12 digits (tests), else
 ``--account-id``. With ``--verify-signatures`` the keys ``known`` returns are the only
-ones accepted. No HTTP here; ``sts_responses`` speaks STS's query protocol.
+ones accepted. AssumeRole grants only the roles ``--accounts`` declares, for at most
+their ``MaxSessionDuration`` (IAM's name and range, default one hour), as STS does
+for a role whose trust policy does not name the caller. No HTTP here; ``sts.responses``
+speaks STS's query protocol.
 """
 
 from __future__ import annotations
@@ -15,23 +18,27 @@ import re
 import secrets
 import string
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ibimport.emulator.auth import Credentials
 from ibimport.emulator.config import is_account_id
-from ibimport.emulator.exceptions import ValidationError
-from ibimport.emulator.models import Clock, Scope
+from ibimport.emulator.core import Clock, Scope
+from ibimport.emulator.exceptions import AccessDenied, ValidationError
 from ibimport.errors import ConfigError
 
-__all__ = ["Identities", "TemporaryCredentials", "load_accounts"]
+__all__ = ["Accounts", "Identities", "TemporaryCredentials", "load_accounts"]
 
 # From STS's model (AssumeRoleRequest): RoleArn is an arnType of 20-2048 characters,
 # RoleSessionName a roleSessionNameType of 2-64 of [\w+=,.@-], DurationSeconds 900-43200.
 _ROLE_ARN = re.compile(r"^arn:aws[a-z-]*:iam::([0-9]{12}):role/([\w+=,.@/-]{1,512})$")
 _SESSION_NAME = re.compile(r"^[\w+=,.@-]{2,64}$")
 DURATION_MIN_S, DURATION_MAX_S, DURATION_DEFAULT_S = 900, 43200, 3600
+# IAM's Role.MaxSessionDuration: 3600-43200 seconds, 3600 when not set.
+ROLE_MAX_SESSION_MIN_S, ROLE_MAX_SESSION_DEFAULT_S = 3600, 3600
+#: STS's words when DurationSeconds is beyond the role's MaxSessionDuration.
+DURATION_EXCEEDS = "The requested DurationSeconds exceeds the MaxSessionDuration set for this role."
 _KEY_CHARS = string.ascii_uppercase + string.digits
 
 
@@ -51,18 +58,50 @@ class TemporaryCredentials:
         return f"arn:aws:sts::{self.account}:assumed-role/{role}/{self.session_name}"
 
 
-def load_accounts(path: Path) -> dict[str, str]:
-    """Read ``--accounts``: a JSON object of access key id -> 12-digit account id."""
+@dataclass(frozen=True, slots=True)
+class Accounts:
+    """``--accounts``: each access key's account, and the roles AssumeRole grants."""
+
+    keys: dict[str, str] = field(default_factory=dict)
+    #: Role ARN -> its MaxSessionDuration in seconds.
+    roles: dict[str, int] = field(default_factory=dict)
+
+
+def load_accounts(path: Path) -> Accounts:
+    """Read ``--accounts``: access key id -> 12-digit account id, and role ARN ->
+    ``{"MaxSessionDuration": S}``; a bad entry is named."""
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
         raise ConfigError(f"cannot read --accounts {path}: {exc}") from exc
     if not isinstance(data, dict):
         raise ConfigError(f"--accounts {path}: must be a JSON object of access key -> account")
-    for key, account in data.items():
-        if not isinstance(account, str) or not is_account_id(account):
+    accounts = Accounts()
+    for key, value in data.items():
+        if _ROLE_ARN.match(key):
+            accounts.roles[key] = _max_session(path, key, value)
+        elif isinstance(value, str) and is_account_id(value):
+            accounts.keys[key] = value
+        else:
             raise ConfigError(f"--accounts {path}: {key}: the account must be 12 digits")
-    return dict(data)
+    return accounts
+
+
+def _max_session(path: Path, role: str, value: object) -> int:
+    where = f"--accounts {path}: {role}"
+    if not isinstance(value, dict) or set(value) - {"MaxSessionDuration"}:
+        raise ConfigError(f'{where}: must be {{"MaxSessionDuration": seconds}} or {{}}')
+    seconds = value.get("MaxSessionDuration", ROLE_MAX_SESSION_DEFAULT_S)
+    if (
+        not isinstance(seconds, int)
+        or isinstance(seconds, bool)
+        or not ROLE_MAX_SESSION_MIN_S <= seconds <= DURATION_MAX_S
+    ):
+        raise ConfigError(
+            f"{where}: MaxSessionDuration must be {ROLE_MAX_SESSION_MIN_S}-{DURATION_MAX_S} "
+            f"seconds, got {seconds!r}"
+        )
+    return seconds
 
 
 class Identities:
@@ -73,11 +112,14 @@ class Identities:
         *,
         default_account: str,
         accounts: Mapping[str, str],
+        roles: Mapping[str, int] | None = None,
         base: Credentials,
         clock: Clock,
     ) -> None:
         self.default_account = default_account
         self.accounts = dict(accounts)
+        #: Role ARN -> MaxSessionDuration: the roles AssumeRole grants.
+        self.roles = dict(roles or {})
         self.base = base
         self.clock = clock
         self.issued: dict[str, TemporaryCredentials] = {}
@@ -93,6 +135,18 @@ class Identities:
         if account is None:
             account = access_key if is_account_id(access_key) else self.default_account
         return Scope(account, region)
+
+    def arn_of(self, access_key: str, account: str) -> str:
+        """Who signs with ``access_key``: its assumed-role session, else the account's user."""
+        issued = self.issued.get(access_key)
+        if issued is not None:
+            return issued.assumed_role_arn
+        return f"arn:aws:iam::{account}:user/emulator"
+
+    def role_of(self, access_key: str) -> str | None:
+        """The role ARN a key's session was issued for, if it is one AssumeRole issued."""
+        issued = self.issued.get(access_key)
+        return None if issued is None else issued.role_arn
 
     def known(self, access_key: str) -> Credentials | None:
         """The key and secret ``--verify-signatures`` checks a signature against, if any.
@@ -110,9 +164,15 @@ class Identities:
         return None
 
     def assume_role(
-        self, *, role_arn: object, session_name: object, duration_s: object
+        self, *, role_arn: object, session_name: object, duration_s: object, caller_arn: str
     ) -> TemporaryCredentials:
-        """Issue credentials acting in the account the role's ARN names."""
+        """Issue credentials acting in the account a declared role's ARN names.
+
+        A well-formed request for a role ``--accounts`` does not declare is AccessDenied
+        (what STS answers when the role's trust policy does not allow the caller, or the
+        role does not exist); a duration beyond the role's maximum is STS's
+        ValidationError.
+        """
         problems = []
         role = _ROLE_ARN.match(role_arn) if isinstance(role_arn, str) else None
         if role is None:
@@ -143,6 +203,14 @@ class Identities:
             noun = "error" if len(problems) == 1 else "errors"
             detail = "; ".join(problems)
             raise ValidationError(f"{len(problems)} validation {noun} detected: {detail}")
+        max_session = self.roles.get(role.group(0))
+        if max_session is None:
+            raise AccessDenied(
+                f"User: {caller_arn} is not authorized to perform: sts:AssumeRole "
+                f"on resource: {role.group(0)}"
+            )
+        if duration > max_session:
+            raise ValidationError(DURATION_EXCEEDS)
         key = Credentials(
             "ASIA" + "".join(secrets.choice(_KEY_CHARS) for _ in range(16)),
             secrets.token_urlsafe(30),

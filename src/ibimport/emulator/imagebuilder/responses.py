@@ -2,10 +2,10 @@
 
 Each operation handler turns one HTTP request (already authenticated and metered by
 ``server``) into JSON bytes, delegating every decision to ``models``. Errors travel as
-``exceptions.ServiceError`` and are rendered once, by ``render_error``, in the shape
+``exceptions.ServiceError`` and are rendered once, by ``rest.render_error``, in the shape
 botocore parses: HTTP status, ``x-amzn-ErrorType`` header and a JSON ``message``.
 Adding an operation is a handler here, its route in ``OPERATIONS`` and its behaviour in
-``models``.
+``models``; ``IMAGEBUILDER`` is what the server's table of services knows of it.
 """
 
 from __future__ import annotations
@@ -13,24 +13,23 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from typing import Any
 
 from ibimport.domain.apimodel import LIST_PAGE_DEFAULT, LIST_PAGE_MAX, service_model
 from ibimport.emulator.exceptions import (
     InvalidPaginationTokenException,
     InvalidParameterValueException,
+    InvalidRequestException,
     SerializationException,
-    ServiceError,
 )
-from ibimport.emulator.models import ImageBuild, ImageBuilderBackend, Scope, format_date
-from ibimport.emulator.validation import (
+from ibimport.emulator.imagebuilder.models import ImageBuild, ImageBuilderBackend, format_date
+from ibimport.emulator.imagebuilder.validation import (
     check_version_arn,
     parse_filters,
     validate_import_request,
     violation,
 )
+from ibimport.emulator.rest import Call, Handler, RestService
 
 _dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 _loads = json.loads
@@ -38,24 +37,9 @@ _GET_IMAGE_ARN = re.compile(
     service_model()["shapes"]["ImageVersionArnOrBuildVersionArn"]["pattern"]
 )
 _OWNERS = tuple(service_model()["shapes"]["Ownership"]["enum"])
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Call:
-    """One authenticated API request: whose it is, where, and what it carries."""
-
-    scope: Scope
-    request_id: str
-    body: bytes
-    query: Mapping[str, str]
-
-
-Handler = Callable[[ImageBuilderBackend, Call], bytes]
-
-
-def render_error(exc: ServiceError) -> tuple[int, str, bytes]:
-    """Status, x-amzn-ErrorType and body of an AWS error answer."""
-    return exc.status, exc.code, _dumps({"message": exc.message}).encode()
+_BUILD_ARN = re.compile(service_model()["shapes"]["ImageBuildVersionArn"]["pattern"])
+# ClientToken: 1-36 characters (model).
+_TOKEN_MAX = 36
 
 
 def _json_body(call: Call) -> dict[str, Any]:
@@ -99,7 +83,45 @@ def get_image(backend: ImageBuilderBackend, call: Call) -> bytes:
     image = _describe(backend, build, call.scope.region)
     del image["owner"]  # Image, unlike ImageSummary, has no owner member
     image["enhancedImageMetadataEnabled"] = False
-    return _dumps({"requestId": call.request_id, "image": image}).encode()
+    return _dumps(
+        {
+            "requestId": call.request_id,
+            "image": image,
+            "latestVersionReferences": _latest_version_references(build.version_arn),
+        }
+    ).encode()
+
+
+def _latest_version_references(version_arn: str) -> dict[str, str]:
+    """The current model's wildcard ARNs "for the latest version overall, and for the
+    latest versions within the same major, minor, and patch levels" of this image."""
+    image_arn, _, version = version_arn.rpartition("/")
+    major, minor, patch = version.split(".")
+    return {
+        "latestVersionArn": f"{image_arn}/x.x.x",
+        "latestMajorVersionArn": f"{image_arn}/{major}.x.x",
+        "latestMinorVersionArn": f"{image_arn}/{major}.{minor}.x",
+        "latestPatchVersionArn": f"{image_arn}/{major}.{minor}.{patch}",
+    }
+
+
+def cancel_image_creation(backend: ImageBuilderBackend, call: Call) -> bytes:
+    """PUT /CancelImageCreation: the build stops and becomes CANCELLED."""
+    body = _json_body(call)
+    arn = body.get("imageBuildVersionArn")
+    token = body.get("clientToken")
+    problems = []
+    if not isinstance(arn, str) or _BUILD_ARN.match(arn) is None:
+        pattern = f"Member must satisfy regular expression pattern: {_BUILD_ARN.pattern}"
+        problems.append(violation("imageBuildVersionArn", arn, constraint=pattern))
+    if not isinstance(token, str) or not 1 <= len(token) <= _TOKEN_MAX:
+        length = f"Member must have length between 1 and {_TOKEN_MAX}"
+        problems.append(violation("clientToken", token, constraint=length))
+    if problems or not isinstance(arn, str) or not isinstance(token, str):
+        raise InvalidParameterValueException.of(problems)
+    backend.cancel_image_creation(call.scope, arn, client_token=token)
+    answer = {"requestId": call.request_id, "clientToken": token, "imageBuildVersionArn": arn}
+    return _dumps(answer).encode()
 
 
 def list_images(backend: ImageBuilderBackend, call: Call) -> bytes:
@@ -110,10 +132,16 @@ def list_images(backend: ImageBuilderBackend, call: Call) -> bytes:
         enum = f"Member must satisfy enum value set: [{', '.join(_OWNERS)}]"
         raise InvalidParameterValueException.of([violation("owner", owner, constraint=enum)])
     filters = parse_filters(body.get("filters"))
+    by_name = body.get("byName", False)
+    if not isinstance(by_name, bool):
+        raise SerializationException("byName must be a boolean.")
+    if by_name and "version" in filters:
+        # The current model: "You can't combine this option with the version filter."
+        raise InvalidRequestException("You can't combine byName with the version filter.")
     max_results = _max_results(body.get("maxResults"))
     next_token = _next_token(body.get("nextToken"))
     if owner != "Self":
-        versions: list[list[ImageBuild]] = []
+        versions: list[tuple[str, list[ImageBuild]]] = []
         token = None
     else:
         versions, token = backend.list_images(
@@ -121,10 +149,11 @@ def list_images(backend: ImageBuilderBackend, call: Call) -> bytes:
             filters=filters,
             max_results=max_results,
             next_token=next_token,
+            by_name=by_name,
         )
     items = [
         {
-            "arn": builds[0].version_arn,
+            "arn": arn,
             "name": builds[0].name,
             "type": "AMI",
             "version": builds[0].version,
@@ -135,7 +164,7 @@ def list_images(backend: ImageBuilderBackend, call: Call) -> bytes:
             "buildType": "IMPORT",
             "imageSource": "IMPORTED",
         }
-        for builds in versions
+        for arn, builds in versions
     ]
     answer: dict[str, Any] = {"requestId": call.request_id, "imageVersionList": items}
     if token is not None:
@@ -189,8 +218,13 @@ def _next_token(value: object) -> str | None:
 
 def _describe(backend: ImageBuilderBackend, build: ImageBuild, region: str) -> dict[str, Any]:
     """The Image / ImageSummary members an imported build has."""
-    status, reason = backend.state_of(build)
-    state = {"status": status} if reason is None else {"status": status, "reason": reason}
+    now = backend.state_of(build)
+    status = now.status
+    state: dict[str, Any] = {"status": status}
+    if now.reason is not None:
+        state["reason"] = now.reason
+    if now.failure_context is not None:
+        state["failureContext"] = now.failure_context
     image: dict[str, Any] = {
         "arn": build.arn,
         "type": "AMI",
@@ -227,6 +261,9 @@ def _describe(backend: ImageBuilderBackend, build: ImageBuild, region: str) -> d
 OPERATIONS: dict[tuple[str, str], tuple[str, Handler]] = {
     ("PUT", "/ImportVmImage"): ("ImportVmImage", import_vm_image),
     ("GET", "/GetImage"): ("GetImage", get_image),
+    ("PUT", "/CancelImageCreation"): ("CancelImageCreation", cancel_image_creation),
     ("POST", "/ListImages"): ("ListImages", list_images),
     ("POST", "/ListImageBuildVersions"): ("ListImageBuildVersions", list_image_build_versions),
 }
+
+IMAGEBUILDER = RestService(signing_name="imagebuilder", operations=OPERATIONS)

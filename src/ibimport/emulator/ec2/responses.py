@@ -15,8 +15,9 @@ them. Naming an ID that does not exist fails the whole call, as EC2's describe c
 
 from __future__ import annotations
 
-from ibimport.emulator.ec2_models import STATE_FILTER, ImportTasks
+from ibimport.emulator.ec2.models import STATE_FILTER, ImportTasks
 from ibimport.emulator.exceptions import (
+    AccessDeniedException,
     AuthFailure,
     CallRateLimitExceededException,
     DryRunOperation,
@@ -31,6 +32,7 @@ from ibimport.emulator.exceptions import (
     ServiceError,
     ServiceException,
     ServiceUnavailableException,
+    UnauthorizedOperation,
     Unavailable,
     UnrecognizedClientException,
 )
@@ -104,6 +106,8 @@ def translate(exc: ServiceError) -> ServiceError:
     """The answer EC2 gives where the shared layers raised Image Builder's error."""
     if isinstance(exc, _AUTH_ERRORS):
         return AuthFailure()
+    if isinstance(exc, AccessDeniedException):
+        return UnauthorizedOperation()
     if isinstance(exc, CallRateLimitExceededException):
         return RequestLimitExceeded()
     if isinstance(exc, ServiceException):

@@ -8,7 +8,9 @@ Where tasks come from, one of three (``EmulatorConfig``):
 - ``--task-mix``: a task is made up the first time its ID is seen, its status drawn from
   a hash of the seed and the ID, so the same ID gets the same status in any order and
   after a restart; an active one completes ``--task-active-s`` after it was first seen.
-- neither: every ID is a completed task (rehearsals and benchmarks as before).
+- neither: no task exists, as for an ID AWS never issued: DescribeImportImageTasks refuses
+  it and an image built from it FAILS (issue 21). ``--task-mix completed=1`` is the
+  convenience of every task existing and done (rehearsals and benchmarks).
 
 Tasks are the same in every account and region (the file names neither). ``outcome`` is
 what an image built from a task follows (``models.TaskOutcome``). No HTTP here.
@@ -29,8 +31,9 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
+from ibimport.emulator.core import Clock
 from ibimport.emulator.exceptions import InvalidConversionTaskIdMalformed, InvalidParameterValue
-from ibimport.emulator.models import Clock, TaskOutcome
+from ibimport.emulator.imagebuilder.models import TaskOutcome
 from ibimport.errors import ConfigError
 
 __all__ = [
@@ -143,6 +146,12 @@ class ImportTasks:
         self._listed = listed
         self._shares = dict(shares) if shares is not None else None
         self._salt = str(seed) if seed is not None else secrets.token_hex(8)
+        # ``--task-mix completed=1``: every task exists and is done, nothing to record.
+        self._all_completed = (
+            listed is None
+            and self._shares is not None
+            and math.isclose(self._shares.get(TaskStatus.COMPLETED.value, 0.0), 1.0)
+        )
         self._active_s = active_s
         self.started = clock()
         #: Every task that exists and has been seen (or listed), in the order first seen.
@@ -169,7 +178,12 @@ class ImportTasks:
     def find(self, task_id: str) -> ImportTask | None:
         """The task with this ID, made up on first sight unless tasks come from a file."""
         task = self.tasks.get(task_id)
-        if task is not None or self._listed is not None or task_id in self._missing:
+        if (
+            task is not None
+            or self._listed is not None
+            or self._shares is None
+            or task_id in self._missing
+        ):
             return task
         now = self.clock()
         drawn = self._draw(task_id)
@@ -190,7 +204,7 @@ class ImportTasks:
     def _draw(self, task_id: str) -> str:
         """The mix's status for an ID: a hash of seed and ID placed on the shares' scale."""
         if self._shares is None:
-            return TaskStatus.COMPLETED.value
+            return "missing"
         digest = hashlib.sha256(f"{self._salt}:{task_id}".encode()).digest()
         point = int.from_bytes(digest[:8], "big") / 2.0**64
         total = 0.0
@@ -202,10 +216,11 @@ class ImportTasks:
 
     def outcome(self, task_id: str) -> TaskOutcome:
         """When an image built from this task may start creating, or why it fails."""
-        if self._listed is None and self._shares is None:
+        if self._all_completed:
             return _ALWAYS_COMPLETED  # the hot path of every benchmark: nothing to look up
         task = self.find(task_id)
         if task is None:
+            # The emulator's own words: AWS does not document Image Builder's reason.
             return TaskOutcome(
                 completed_at=None, failure=f"The import task {task_id} does not exist."
             )
@@ -253,14 +268,8 @@ class ImportTasks:
             check_task_id(task_id)
         if wanted:
             found = {task_id: self.find(task_id) for task_id in wanted}
-            unknown = [task_id for task_id, task in found.items() if task is None]
-            if unknown:
-                ids = ", ".join(unknown)
-                raise InvalidConversionTaskIdMalformed(
-                    f"The import task ID '{ids}' does not exist"
-                    if len(unknown) == 1
-                    else f"The import task IDs '{ids}' do not exist"
-                )
+            if any(task is None for task in found.values()):
+                raise InvalidConversionTaskIdMalformed()
             tasks = [task for task in found.values() if task is not None]
         else:
             tasks = list(self.tasks.values())

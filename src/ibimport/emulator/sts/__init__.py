@@ -1,0 +1,1 @@
+"""STS: who a caller is (``models``) and AssumeRole / GetCallerIdentity (``responses``)."""
