@@ -26,10 +26,12 @@ def request(i: int, *, name: str | None = None) -> ImageRequest:
     )
 
 
-def manifest_rows(n: int, *, invalid: frozenset[int] = frozenset()) -> list[ManifestRow]:
-    """Rows 1..n; those in ``invalid`` broke a rule (no request)."""
+def manifest_rows(
+    n: int, *, invalid: frozenset[int] = frozenset(), first: int = 1
+) -> list[ManifestRow]:
+    """Rows ``first``.. (n of them); those in ``invalid`` broke a rule (no request)."""
     rows = []
-    for i in range(1, n + 1):
+    for i in range(first, first + n):
         if i in invalid:
             error = FieldError("platform", "must be Linux or Windows", "BeOS")
             rows.append(ManifestRow(i, None, (error,), f"vm-{i:03d}", "1.0.0"))
