@@ -368,3 +368,29 @@ async def test_a_row_sent_again_counts_its_earlier_attempts() -> None:
     pipeline, collector = _pipeline([stage], clock, journal=journal)
     await _run(pipeline, manifest_rows(1))
     assert collector.results[1].attempts == 3
+
+
+async def test_a_deferred_row_whose_wait_ends_after_a_stop_goes_no_further() -> None:
+    """A stop starts nothing new: a row that waited in a stage (deferred) and is let go
+    just as a stop is asked for is cut off there, like a row between two stages, instead
+    of walking on into the next stage (where an import would be sent)."""
+    clock = FakeClock()
+    box: list[Pipeline] = []
+    let_go = anyio.Event()
+
+    async def wait_or_stop(work: RowWork) -> None:
+        if work.row == 1:
+            await let_go.wait()
+        else:  # the wait ends and the stop is asked for in one go (as a poll, then a signal)
+            let_go.set()
+            box[0].request_stop()
+
+    gate = StepStage("gate", [], clock, deferred=frozenset({1}), on_row=wait_or_stop)
+    sent = StepStage("import", [], clock, answer=succeed)
+    pipeline, collector = _pipeline([gate, sent], clock)
+    box.append(pipeline)
+    outcome = await _run(pipeline, manifest_rows(2))
+    assert outcome.interrupted
+    assert 1 not in sent.entered
+    assert collector.results[1].status is RowStatus.SKIPPED
+    assert collector.results[1].error_code == "Interrupted"

@@ -206,3 +206,27 @@ async def test_a_check_refused_for_its_credentials_says_so() -> None:
     outcome = await pipeline.run(rows)
     assert sent.entered == []
     assert str(outcome.fatal).startswith("every call would fail: UnauthorizedOperation")
+
+
+async def test_a_stop_during_a_polling_round_sends_no_row_that_round_finds_ready() -> None:
+    """Ctrl-C while a round of DescribeImportImageTasks is out: the tasks it finds ready
+    let their rows go, but the stop came first, so none of them is sent."""
+    clock = FakeClock()
+    rows = manifest_rows(2)
+    checker = FakeChecker(clock, {_task_id(1): _pending(1)}, ready_at={_task_id(1): 5.0})
+    wait = TaskWait(timeout_s=3600.0, interval_s=5.0, max_interval_s=5.0)
+    pipeline, _, sent, collector = _gated(checker, rows, clock, wait=wait)
+    real_check = checker.check
+
+    async def stopped_meanwhile(task_ids: Iterable[str]) -> dict[str, TaskCheck]:
+        found = await real_check(task_ids)
+        if checker.calls == 2:  # the first polling round
+            pipeline.request_stop()
+        return found
+
+    checker.check = stopped_meanwhile  # type: ignore[method-assign]
+    outcome = await pipeline.run(rows)
+    assert outcome.interrupted
+    assert sent.entered == [2]
+    assert collector.results[1].status is RowStatus.SKIPPED
+    assert collector.results[1].error_code == "Interrupted"
