@@ -215,3 +215,15 @@ def test_a_bad_rate_is_refused_in_one_line(values: list[str], says: str) -> None
     with pytest.raises(ConfigError) as refused:
         parse_rates(values)
     assert str(refused.value) == says
+
+
+def test_a_library_callers_rate_holds_for_the_regions_its_rates_do_not_name() -> None:
+    """``BatchConfig(rate=20, rates=...)``: the Regions ``rates`` names get their own rate,
+    the others ``rate`` (as ``told_rate`` says), not an adaptive limiter; the CLI always
+    passes a ``RateSpec``, even an empty one."""
+    named = RateSpec(per_region={"eu-west-1": 8.0})
+    assert told_rate("eu-west-1", rates=named, rate=20.0, shard=None) == 8.0
+    assert told_rate("us-east-1", rates=named, rate=20.0, shard=Shard(0, 2)) == 10.0
+    assert told_rate("us-east-1", rates=RateSpec(), rate=20.0, shard=None) == 20.0
+    # A default told in ``rates`` is the more specific of the two.
+    assert told_rate("us-east-1", rates=RateSpec(5.0), rate=20.0, shard=None) == 5.0
