@@ -319,7 +319,9 @@ class Pipeline:
         """The row through ``stages[first:]``: the first outcome a stage gives."""
         for index in range(first, len(self.stages)):
             stage = self.stages[index]
-            if index > first and self._state.stop_requested:
+            # A stop starts no row's next stage, a deferred row's included (its walk goes on
+            # from the stage it waited in: ``first`` > 0).
+            if index > 0 and self._state.stop_requested:
                 return self.result(work, RowStatus.SKIPPED, error=("Interrupted", ""))
             if stage.defers(work) and self._deferring is not None:
                 del self._state.in_progress[work.row]
