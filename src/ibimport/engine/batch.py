@@ -542,6 +542,12 @@ def open_batch(config: BatchConfig, *, fault_hook: Callable[[int], None] | None 
         journal.update_header(
             manifest_fingerprint=fingerprint, settings={**_journal_settings(config), ADOPTED: True}
         )
+        # The changed rows are new requests now: sent under their new tokens (issue 22 5).
+        journal.adopt_tokens(
+            (r.row, r.task.name, r.task.semanticVersion, r.client_token)
+            for r in planned_rows(config, found.plan, found.prints)
+            if r.task is not None and r.client_token is not None
+        )
     else:
         found.diff = None
     return Batch(config, journal=journal, found=found)
