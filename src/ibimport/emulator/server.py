@@ -36,7 +36,8 @@ from ibimport.emulator.awsjson import JsonCall, JsonService
 from ibimport.emulator.config import EmulatorConfig
 from ibimport.emulator.core import Clock, Scope
 from ibimport.emulator.defaults import RESET_PATH, STATS_PATH
-from ibimport.emulator.ec2.models import ImportTasks, load_import_tasks
+from ibimport.emulator.ec2.declared import load_import_tasks
+from ibimport.emulator.ec2.models import ImportTasks
 from ibimport.emulator.ec2.responses import EC2
 from ibimport.emulator.exceptions import (
     NotImplementedOperation,
