@@ -54,6 +54,7 @@ from ibimport.engine.selection import (
     unreached,
 )
 from ibimport.engine.settings import check_batch_settings
+from ibimport.engine.wave import TaskWave, task_start_stage
 from ibimport.errors import (
     ConfigError,
     IbimportError,
@@ -69,6 +70,7 @@ from ibimport.report.outputs import default_output_paths, rebuild_outputs
 from ibimport.stages.base import RowStage
 from ibimport.stages.existing import ExistingStage, Reconciler, partition_key
 from ibimport.stages.imagewait import WaitFigures, WaitSettings
+from ibimport.stages.taskfollow import MemoryLedger
 from ibimport.stages.taskgate import TaskWait
 
 
@@ -109,6 +111,8 @@ class BatchConfig:
     #: ``--wait-for-tasks``: with ``preflight``, rows whose task is still converting wait
     #: for it (until ``TaskWait.timeout_s``) and are sent as it completes.
     task_wait: TaskWait | None = None
+    #: Rows with disks (issue 19): their EC2 import tasks' slots, pipelining and limits.
+    tasks: TaskWave = field(default_factory=lambda: TaskWave())
 
     def __post_init__(self) -> None:
         # The option rules hold for every caller, the CLI (exit 2) and a library's alike.
@@ -386,7 +390,17 @@ def _import_pipeline(
     existing images, the import."""
     client: PartitionClient = partition.client or Unavailable()
     health = config.run.health()
-    before: list[RowStage] = []
+    before: list[RowStage] = [
+        task_start_stage(
+            client,
+            config.tasks,
+            region=partition.region,
+            ledger=journal if isinstance(journal, SqliteJournal) else MemoryLedger(),
+            clock=clock,
+            settings=config.run,
+            health=health,
+        )
+    ]
     if config.preflight and partition.client is not None and partition.failure is None:
         before.append(task_gate_stage(config, partition, plan, settled, clock=clock, health=health))
     return import_pipeline(
