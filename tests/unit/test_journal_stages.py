@@ -258,4 +258,4 @@ def test_a_journal_newer_than_this_schema_is_still_refused(tmp_path: Path) -> No
             rf"{SCHEMA_VERSION}",
         ):
             opening()
-    assert _version(path) == 6
+    assert _version(path) == SCHEMA_VERSION + 1
