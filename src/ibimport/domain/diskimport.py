@@ -48,6 +48,7 @@ __all__ = [
     "format_of",
     "import_image_params",
     "import_problems",
+    "parse_import_options",
     "parse_s3_url",
 ]
 
@@ -350,3 +351,28 @@ def import_image_params(
 def decode_containers(text: str) -> Any:
     """A CSV cell's ``diskContainers`` JSON; ValueError if it is not JSON."""
     return json.loads(text)
+
+
+def parse_import_options(values: Sequence[str]) -> dict[str, str | bool]:
+    """``--import-option KEY=VALUE`` (repeated) as defaults for every row with disks;
+    ValueError names the option and the rule it breaks."""
+    options: dict[str, str | bool] = {}
+    for text in values:
+        key, sep, value = text.partition("=")
+        if not sep or key not in IMPORT_OPTION_FIELDS:
+            raise ValueError(
+                f"--import-option {text!r}: expected KEY=VALUE with KEY one of "
+                f"{', '.join(IMPORT_OPTION_FIELDS)}"
+            )
+        parsed: str | bool = value
+        if key == "encrypted":
+            if value.lower() not in ("true", "false"):
+                raise ValueError(f"--import-option {text!r}: encrypted must be true or false")
+            parsed = value.lower() == "true"
+        for field, rule in _option_problems({key: parsed}):
+            if field == key:
+                raise ValueError(f"--import-option {text!r}: {key} {rule}")
+        options[key] = parsed
+    if "kmsKeyId" in options and options.get("encrypted") is not True:
+        raise ValueError("--import-option kmsKeyId=...: needs --import-option encrypted=true")
+    return options

@@ -81,6 +81,9 @@ class BatchConfig:
     manifest: Path
     fmt: ManifestFormat | None = None
     extra_tags: Mapping[str, str] = field(default_factory=dict)
+    #: ImportImage options for every row with disks that gives none of its own
+    #: (``--import-option KEY=VALUE``; ``domain.diskimport.IMPORT_OPTION_FIELDS``).
+    import_defaults: Mapping[str, str | bool] = field(default_factory=dict)
     run: RunSettings = field(default_factory=RunSettings)
     #: A told rate for every partition (``rates`` may tell one per Region instead).
     rate: float | None = None

@@ -420,8 +420,10 @@ class Checker:
         *,
         only: Callable[[int], bool] | None = None,
         duplicates: dict[int, int] | None = None,
+        import_defaults: Mapping[str, object] | None = None,
     ) -> None:
         self._extra: dict[str, str] = nfc(extra_tags)  # merged into rows already composed
+        self._import_defaults = dict(nfc(dict(import_defaults or {})))
         self._seen = _Identities()
         self._only = only
         # Filled as repeats are found (row -> first row with the same identity, or the
@@ -445,6 +447,8 @@ class Checker:
             _lift_logging(raw, errors)
         if self._extra:
             self._merge_extra(raw, errors)
+        if self._import_defaults and ("diskImage" in raw or "diskContainers" in raw):
+            raw = {**self._import_defaults, **raw}
         if "diskContainers" in raw or "encrypted" in raw:
             _decode_import_cells(raw, errors)
         task: ImageRequest | None = None
