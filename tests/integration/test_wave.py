@@ -97,7 +97,8 @@ def test_each_task_outcome_and_its_message_reach_the_results(
     assert len(succeeded) == 20 - 1 - len(first_boot)
     assert all(r["imageArn"] for r in succeeded)
     tasks = _tasks(server)
-    assert tasks["started"] == 20 and tasks["duplicates"] == 0
+    assert tasks["started"] == 20
+    assert tasks["duplicates"] == 0
     assert tasks["maxActive"] <= 4
     journal = SqliteJournal.open_readonly(result.journal_path or Path())
     records = journal.task_records()
@@ -131,7 +132,8 @@ def test_the_quota_error_is_back_pressure_never_a_failure(
     assert result.stats.totals["succeeded"] == 15
     tasks = _tasks(server)
     assert tasks["quotaRefusals"] > 0
-    assert tasks["started"] == 15 and tasks["duplicates"] == 0
+    assert tasks["started"] == 15
+    assert tasks["duplicates"] == 0
     assert tasks["maxActive"] <= 3
 
 
@@ -163,7 +165,8 @@ def test_two_shards_of_one_partition_share_the_slots_through_the_service(
     assert sum(r.stats.totals["succeeded"] for r in results) == 24
     tasks = _tasks(server)
     assert tasks["maxActive"] <= 4
-    assert tasks["started"] == 24 and tasks["duplicates"] == 0
+    assert tasks["started"] == 24
+    assert tasks["duplicates"] == 0
 
 
 def test_a_lost_journal_adopts_its_tasks_by_tag(start_emulator: Start, tmp_path: Path) -> None:
@@ -176,7 +179,7 @@ def test_a_lost_journal_adopts_its_tasks_by_tag(start_emulator: Start, tmp_path:
         async with anyio.create_task_group() as group:
 
             async def stop_when_started() -> None:
-                while _tasks(server)["started"] < 10:
+                while _tasks(server)["started"] < 10:  # noqa: ASYNC110 - another process's counter
                     await anyio.sleep(0.05)
                 control.request_stop()
 
@@ -196,7 +199,8 @@ def test_a_lost_journal_adopts_its_tasks_by_tag(start_emulator: Start, tmp_path:
     second = anyio.run(run_batch, _config(manifest, server))
     assert second.stats.totals["succeeded"] == 10
     tasks = _tasks(server)
-    assert tasks["started"] == 10 and tasks["duplicates"] == 0
+    assert tasks["started"] == 10
+    assert tasks["duplicates"] == 0
     assert stats(server.url)["duplicateBuilds"] == 0
 
 
