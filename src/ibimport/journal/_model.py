@@ -178,8 +178,8 @@ class TaskStatus(StrEnum):
 
     @property
     def ended(self) -> bool:
-        """The task holds no slot any more (deleting ones are on their way out)."""
-        return self is not TaskStatus.ACTIVE
+        """The task holds no slot any more (a deleting one is taken to, until deleted)."""
+        return self not in (TaskStatus.ACTIVE, TaskStatus.DELETING)
 
     @property
     def standing(self) -> bool:

@@ -108,11 +108,13 @@ def task_status(info: ImportTaskInfo) -> TaskStatus:
         status = TaskStatus(info.status)
     except ValueError:
         return TaskStatus.ACTIVE  # a status EC2 added since: still going, ask again
-    if status in (TaskStatus.DELETED, TaskStatus.DELETING) and any(
-        marker in info.message.lower() for marker in CANCEL_MARKERS
-    ):
+    if status is TaskStatus.DELETED and _says_cancelled(info.message):
         return TaskStatus.CANCELLED
     return status
+
+
+def _says_cancelled(message: str) -> bool:
+    return any(marker in message.lower() for marker in CANCEL_MARKERS)
 
 
 #: What to do about EC2's known failures (VM Import/Export troubleshooting guide).
@@ -297,6 +299,10 @@ class TaskFollower:
             image_id=info.image_id or followed.record.image_id,
         )
         followed.record = record
+        if status is TaskStatus.DELETING and followed.end is None:
+            # Failed or cancelled: the row is answered now, the slot freed once deleted.
+            followed.end = _end_of(record)
+            followed.answered.set()
         if not status.ended:
             return
         record = replace(record, ended_at=self._clock.wall())
@@ -345,7 +351,7 @@ class TaskFollower:
 def _end_of(record: TaskRecord) -> TaskEnd:
     if record.status is TaskStatus.COMPLETED:
         return TaskEnd(TaskVerdict.COMPLETED, image_id=record.image_id)
-    if record.status is TaskStatus.CANCELLED:
+    if record.status is TaskStatus.CANCELLED or _says_cancelled(record.message):
         return TaskEnd(TaskVerdict.CANCELLED, record.message or "cancelled")
     message = record.message or "EC2 gave no reason"
     hint = failure_hint(message)
@@ -354,7 +360,7 @@ def _end_of(record: TaskRecord) -> TaskEnd:
 
 def known_end(record: TaskRecord) -> TaskEnd | None:
     """The answer of a task the journal (or a listing) already saw end, else None."""
-    return None if not record.status.ended else _end_of(record)
+    return None if record.status is TaskStatus.ACTIVE else _end_of(record)
 
 
 def _duration(seconds: float) -> str:

@@ -169,9 +169,9 @@ class TaskStartStage:
         work.params["vmImportTaskId"] = record.task_id
         work.call_token = import_vm_image_token(work.token, record.task_id)
         end = known_end(record)
-        if end is None:
-            self.follower.follow(record)
-            if self._settings.after_task:
+        if not record.status.ended:
+            self.follower.follow(record)  # for its slot too, until EC2 says it ended
+            if end is None and self._settings.after_task:
                 end = await self.follower.answer(record.task_id)
         if end is not None and end.verdict is not TaskVerdict.COMPLETED:
             result = self._task_result(run, work, end)
@@ -283,7 +283,7 @@ class TaskStartStage:
         )
         if journalled != record:
             self._ledger.record_task(record)
-        if status is TaskStatus.ACTIVE:
+        if not status.ended:
             self.slots.adopted()
         self.adopted += 1
         return record
