@@ -11,14 +11,8 @@ from ibimport.domain.diskimport import parse_import_options
 from ibimport.domain.results import RowResult
 from ibimport.domain.rowstate import ImageStatus, RerunPlan, RowStatus, reported_as
 from ibimport.domain.tokens import client_token
-from ibimport.engine.batch import (
-    Batch,
-    BatchConfig,
-    BatchControl,
-    BatchResult,
-    open_batch,
-    run_batch,
-)
+from ibimport.engine.batch import Batch, BatchResult, open_batch, run_batch
+from ibimport.engine.control import BatchControl
 from ibimport.engine.dryrun import BatchPlan, PlannedRow, PlannedStatus, plan_batch
 from ibimport.engine.events import BaseListener, CallEvent, CallOutcome, RunListener
 from ibimport.engine.followup import (
@@ -31,6 +25,7 @@ from ibimport.engine.followup import (
 from ibimport.engine.partitions import RateSpec, Shard, parse_rates
 from ibimport.engine.pipeline import Pipeline, RunOutcome, RunSettings, import_pipeline
 from ibimport.engine.recorded import RecordedRun
+from ibimport.engine.settings import BatchConfig
 from ibimport.engine.wave import TaskSlotSpec, TaskWave, parse_task_slots
 from ibimport.errors import (
     ApiError,

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from integration_support import make_tasks, read_report, read_results
+from integration_support import _call, boto_client, make_tasks, read_report, read_results
 from resume_support import Children, Emulator, run_args, wait_for_done
 
 from ibimport.emulator import EmulatorConfig
@@ -161,8 +161,13 @@ class Dom(HTMLParser):
         self._in = None
 
 
+#: us-east-1 rows whose explicit clientToken another tool already used for another image:
+#: the service refuses them (IdempotentParameterMismatch), so they fail.
+CLASHING = (10, 20, 40, 50, 70, 80)
+
+
 def _wave_manifest(path: Path) -> Path:
-    """Two Regions; six us-east-1 rows share one clientToken (all but one fail)."""
+    """Two Regions; six us-east-1 rows carry clientTokens already used (they fail)."""
     tasks = make_tasks(ROWS, seed=20)
     with open(path, "w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle)
@@ -170,7 +175,7 @@ def _wave_manifest(path: Path) -> Path:
                          "clientToken"])  # fmt: skip
         for i, task in enumerate(tasks):
             region = "eu-west-1" if i % 3 == 0 else "us-east-1"
-            token = "wave-token-reused" if i in (10, 20, 40, 50, 70, 80) else ""
+            token = f"wave-token-used-{i}" if i in CLASHING else ""
             writer.writerow(
                 [task["name"], task["semanticVersion"], task["platform"],
                  task["vmImportTaskId"], region, token]
@@ -199,6 +204,17 @@ def wave(wave_emulator: Emulator, tmp_path_factory: pytest.TempPathFactory) -> d
     """The wave's files: stopped once by SIGINT, then resumed to the end with --wait."""
     folder = tmp_path_factory.mktemp("wave")
     manifest = _wave_manifest(folder / "wave.csv")
+    client = boto_client(wave_emulator.url)
+    for i in CLASHING:  # another tool's imports, under the tokens those rows name
+        _call(
+            client.import_vm_image,
+            name=f"other-tool-{i}",
+            semanticVersion="1.0.0",
+            platform="Linux",
+            vmImportTaskId="import-ami-0123456789abcdef0",
+            clientToken=f"wave-token-used-{i}",
+        )
+    client.close()
     journal = folder / "wave.journal"
     html = folder / "wave.html"
     args = run_args(manifest, wave_emulator.url, "--preflight", "--max-attempts", "3")

@@ -9,7 +9,9 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -45,8 +47,12 @@ def test_a_run_that_cannot_start_leaves_a_finished_batch_s_outputs_alone(
     manifest = write_csv(tmp_path / "wave.csv", make_tasks(40))
     finished = invoke(*run_args(manifest, emulator.url))
     assert finished.exit_code == 0, finished.output
-    before = _snapshot(tmp_path)
     assert len(read_results(tmp_path / "wave.results.csv")) == 40
+    # One row left to send (as a stop would leave it), so the re-run must reach AWS: a
+    # batch with nothing left carries every row over without opening a session.
+    with sqlite3.connect(tmp_path / "wave.journal") as conn:
+        conn.execute("UPDATE rows SET state = 'pending' WHERE row = 40")
+    before = _snapshot(tmp_path)
 
     extra: list[str] = []
     if failure == "unknown profile":
@@ -189,6 +195,11 @@ def test_shards_of_another_count_or_an_unsharded_journal_are_refused(
     assert beside.exit_code == 2, beside.output
     assert "a run of every row (no --shard), merged with other journals" in beside.output
 
-    twice = invoke("report", journals[0], journals[0], journals[1], journals[2])
+    same = invoke("report", journals[0], journals[0], journals[1], journals[2])
+    assert same.exit_code == 2, same.output
+    assert "is the same" in same.output  # one file named twice: refused as a path
+    copy = journals[0].with_name("copy-of-shard-0.journal")
+    shutil.copyfile(journals[0], copy)
+    twice = invoke("report", journals[0], copy, journals[1], journals[2])
     assert twice.exit_code == 2, twice.output
     assert "shard 0/3 given 2 times" in twice.output

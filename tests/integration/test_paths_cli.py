@@ -263,7 +263,8 @@ def test_the_output_folder_removed_mid_run_is_one_line(
         *child_run_args(manifest, server.url, "--concurrency", "2"),
         "--report", str(out / "report.json"), "--results", str(out / "results.csv"),
     )  # fmt: skip
-    wait_for(lambda: (out / "results.csv").exists(), timeout=30, what="the results file")
+    # The results are written beside their path and renamed into place at the end.
+    wait_for(lambda: any(out.iterdir()), timeout=30, what="the results being written")
     shutil.rmtree(out)
 
     done = child.wait()
@@ -308,9 +309,11 @@ def test_an_expired_token_in_preflight_and_wait_gets_the_credential_guidance(
                     for i in range(4)]),
         encoding="utf-8",
     )  # fmt: skip
+    roles = tmp_path / "roles.json"  # the role the emulator's AssumeRole grants
+    roles.write_text('{"arn:aws:iam::123456789012:role/migrate": {}}', encoding="utf-8")
     config = EmulatorConfig(
         verify_signatures=True, access_key_id=KEY, secret_access_key=SECRET,
-        import_tasks=tasks_file,
+        import_tasks=tasks_file, accounts=roles,
     )  # fmt: skip
     with EmulatorServer(config, clock=lambda: now[0]) as server:
         monkeypatch.setenv("AWS_ACCESS_KEY_ID", KEY)

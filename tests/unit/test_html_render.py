@@ -20,7 +20,8 @@ import pytest
 
 from ibimport.domain.results import RowStatus
 from ibimport.domain.stages import StageName
-from ibimport.report.html import (
+from ibimport.report.html import render_html, time_axis
+from ibimport.report.wave import (
     CLASSES_SHOWN,
     ROWS_PER_CLASS,
     HtmlInput,
@@ -29,8 +30,6 @@ from ibimport.report.html import (
     StageSpan,
     failure_class,
     funnel_step,
-    render_html,
-    time_axis,
 )
 
 T0 = 1_800_000_000.0

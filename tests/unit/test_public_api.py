@@ -97,3 +97,65 @@ def test_the_cli_uses_only_the_public_api_and_its_presentation_modules() -> None
         elif isinstance(node, ast.Import):
             off_api += [a.name for a in node.names if a.name.startswith("ibimport")]
     assert off_api == []
+
+
+def _imports_of(path: Path, modules: set[str]) -> set[str]:
+    """The ibimport modules a file imports, type-only imports included (``from pkg import
+    submodule`` counts as the submodule)."""
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("ibimport"):
+            module = node.module or ""
+            for alias in node.names:
+                submodule = f"{module}.{alias.name}"
+                found.add(submodule if submodule in modules else module)
+        elif isinstance(node, ast.Import):
+            found.update(a.name for a in node.names if a.name.startswith("ibimport"))
+    return found
+
+
+def _module_graph() -> dict[str, set[str]]:
+    modules = {}
+    for path in SRC.rglob("*.py"):
+        parts = list(path.relative_to(SRC.parent).with_suffix("").parts)
+        if parts[-1] == "__init__":
+            parts.pop()
+        modules[".".join(parts)] = path
+    names = set(modules)
+    return {
+        name: {m for m in _imports_of(path, names) if m in modules and m != name}
+        for name, path in modules.items()
+    }
+
+
+def test_no_module_imports_itself_back_through_others() -> None:
+    """No import cycle among the modules, type-only imports included (issue 18)."""
+    graph = _module_graph()
+    cycles = []
+    state: dict[str, int] = {}  # 1: on the current path, 2: done
+
+    def visit(name: str, path: list[str]) -> None:
+        state[name] = 1
+        for other in sorted(graph[name]):
+            if state.get(other) == 1:
+                cycles.append([*path[path.index(other) :], other])
+            elif other not in state:
+                visit(other, [*path, other])
+        state[name] = 2
+
+    for name in sorted(graph):
+        if name not in state:
+            visit(name, [name])
+    assert cycles == []
+
+
+def test_only_the_emulator_and_the_cli_import_the_emulator() -> None:
+    """The engine has no test double in it: ``--local`` is wired where the program is
+    composed (the CLI)."""
+    offenders = {
+        name
+        for name, imports in _module_graph().items()
+        if any(m.startswith("ibimport.emulator") for m in imports)
+        and not name.startswith(("ibimport.emulator", "ibimport.cli"))
+    }
+    assert offenders == set()

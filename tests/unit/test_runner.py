@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import anyio
@@ -13,7 +13,7 @@ import pytest
 from ibimport.aws.client import BuildPage, BuildSummary, ImportResult
 from ibimport.domain.results import RowResult, RowStatus
 from ibimport.domain.stages import StageName
-from ibimport.domain.tokens import client_token
+from ibimport.domain.tokens import client_token, reimport_token
 from ibimport.engine.events import BaseListener, CallEvent, CallOutcome
 from ibimport.engine.pipeline import RunSettings, import_pipeline
 from ibimport.errors import ApiError, CallError, TransportError
@@ -416,3 +416,19 @@ async def test_each_sent_row_s_import_stage_is_journalled_with_its_attempts() ->
     assert end[3] - start[3] >= 2 * LATENCY_S  # two calls of virtual latency
     (_, failed) = by_row["vm-002"]
     assert failed[4:] == (1, "failed", "ValidationException")
+
+
+async def test_a_re_import_cut_off_is_sent_again_under_its_own_token() -> None:
+    # --retry-failed-images sent the row under reimport_token(token, failed ARN); killed
+    # before the answer, it is in_flight with that token and still the failed image's ARN.
+    # Its own token would be answered with the failed image: the re-import's is reused.
+    failed = "arn:aws:imagebuilder:x:1:image/vm-001/1.0.0/1"
+    own = reimport_token(client_token(_task(1)), failed)
+    entry = replace(
+        _entry(_task(1), RowStatus.IN_FLIGHT, sent_at=1e12, token=own), image_arn=failed
+    )
+    client = ScriptedClient(FakeClock(wall_start=1e12))
+    collector, _ = await _run(_rows(1), client, journal=MemoryJournal({"vm-001": entry}))
+    assert client.calls == [("vm-001", own)]
+    assert collector.results[1].status is RowStatus.SUCCEEDED
+    assert collector.results[1].client_token == own

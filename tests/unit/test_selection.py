@@ -164,3 +164,25 @@ def test_a_fifo_with_a_reader_gets_every_byte(tmp_path: Path) -> None:
         assert os.read(reader, 100) == b"row,name\n1,vm\n"
     finally:
         os.close(reader)
+
+
+def test_a_journal_adopted_under_force_never_takes_the_settled_shortcut(tmp_path: Path) -> None:
+    manifest = _manifest(tmp_path / "m.csv", 4)
+    journal = tmp_path / "m.journal"
+    config = BatchConfig(manifest=manifest, journal_path=journal, force=True)
+    with open_batch(config):
+        pass
+    with sqlite3.connect(journal) as conn:
+        conn.execute("UPDATE rows SET state = 'succeeded'")
+    _manifest(manifest, 3)  # a row removed: the journal keeps it
+    with open_batch(config) as batch:
+        assert batch.changes  # adopted under --force
+    fingerprint = selection.batch_fingerprint(config)
+    store = SqliteJournal.open(
+        journal, manifest_path=str(manifest), manifest_fingerprint=fingerprint, settings={}
+    )
+    try:
+        found = selection.select_rows(config, journal=store, fingerprint=fingerprint)
+    finally:
+        store.close()
+    assert not found.settled  # its rows are not the manifest's: the run reads them

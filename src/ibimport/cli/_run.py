@@ -128,6 +128,7 @@ panels(
             "no_progress",
             "force",
             "no_retry_failed",
+            "retry_failed_images",
             "no_reconcile",
             "token_ttl",
         ),
@@ -210,6 +211,14 @@ def run(
         typer.Option(
             "--no-retry-failed",
             help="On resume, leave rows that failed in an earlier run failed (else retried).",
+        ),
+    ] = False,
+    retry_failed_images: Annotated[
+        bool,
+        typer.Option(
+            "--retry-failed-images",
+            help="Import again the rows whose image a wait found FAILED, CANCELLED or "
+            "DELETED: a new build beside the failed one.",
         ),
     ] = False,
     force: Annotated[
@@ -409,6 +418,7 @@ def run(
                     token_salt=token_salt,
                     token_ttl_s=parse_duration(token_ttl),
                     retry_failed=not no_retry_failed,
+                    retry_failed_images=retry_failed_images,
                 ),
                 rates=rates,
                 shard=shards,

@@ -185,6 +185,14 @@ class ImageStatus(StrEnum):
         """Whether a later wait leaves this image alone (only a timeout is followed again)."""
         return self is not ImageStatus.TIMED_OUT
 
+    @property
+    def reimportable(self) -> bool:
+        """Whether ``--retry-failed-images`` imports the row again: its image ended without
+        becoming an image (FAILED, CANCELLED) or is gone (DELETED). A TIMED_OUT image may
+        still become AVAILABLE: a re-import then would be a second build, so it is
+        followed again (``ibimport wait``) instead."""
+        return self in (ImageStatus.FAILED, ImageStatus.CANCELLED, ImageStatus.DELETED)
+
 
 #: The service's ImageStatus values (current model, botocore 1.44.8) that end a wait.
 #: DEPRECATED and DISABLED come only after AVAILABLE (lifecycle actions): the import

@@ -24,7 +24,7 @@ from ibimport.domain.request import nfc
 if TYPE_CHECKING:
     from ibimport.domain.request import ImageRequest
 
-__all__ = ["NAMESPACE", "canonical_request", "client_token", "task_client_token"]
+__all__ = ["NAMESPACE", "canonical_request", "client_token", "reimport_token", "task_client_token"]
 
 #: ibimport's UUIDv5 namespace, uuid5(NAMESPACE_URL, "https://github.com/ibimport/ibimport#clientToken").
 #: FROZEN FOREVER: changing it changes every token, so a re-run after an upgrade would
@@ -56,6 +56,21 @@ def canonical_request(task: ImageRequest, *, params: dict[str, Any] | None = Non
     if not text.isascii():  # ASCII text is already NFC: only other text is normalised
         text = json.dumps(nfc(params), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     return text.encode("utf-8")
+
+
+def reimport_token(token: str, failed_image_arn: str) -> str:
+    """The clientToken of a row re-imported over its FAILED image (``--retry-failed-images``).
+
+    The row's own token would return the failed image (the service remembers it), so the
+    new import needs another one: derived from the token and the failed build's ARN, so a
+    re-run after a crash sends the same one, and a second failure a third.
+    """
+    name = token.encode("utf-8") + _SALT_SEPARATOR + failed_image_arn.encode("utf-8")
+    digest = bytearray(hashlib.sha1(_NAMESPACE_BYTES + name, usedforsecurity=False).digest())
+    digest[6] = (digest[6] & 0x0F) | 0x50  # version 5
+    digest[8] = (digest[8] & 0x3F) | 0x80  # RFC 4122 variant
+    h = digest[:16].hex()
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
 def client_token(

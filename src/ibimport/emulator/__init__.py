@@ -1,9 +1,10 @@
 """A local EC2 Image Builder that boto3, aioboto3 and the AWS CLI cannot tell from the service.
 
-Laid out like moto, one sub-package per service (``imagebuilder``, ``ec2``, ``sts``), each
-with ``models`` (state and behaviour) and ``responses`` (the wire format); shared by all:
-``config`` (every knob), ``core`` (scope, clock), ``exceptions`` (the AWS errors), the
-protocols (``rest``, ``query``), ``auth`` (SigV4), ``faults`` (the misbehaviour),
+Laid out like moto, one sub-package per service (``imagebuilder``, ``ec2``, ``sts``,
+``s3``, ``iam``, ``servicequotas``), each with ``models`` (state and behaviour) and
+``responses`` (the wire format); shared by all: ``config`` (every knob), ``core`` (scope,
+clock), ``exceptions`` (the AWS errors), the protocols (``rest``, ``query``, ``awsjson``,
+``restxml``), ``auth`` (SigV4), ``faults`` (the misbehaviour),
 ``server`` (the aiohttp wiring and the table of services) and ``process`` (the child
 process). Start one in-process with ``EmulatorServer(EmulatorConfig(...))`` or in a
 child process with ``EmulatorProcess``.

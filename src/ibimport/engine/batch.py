@@ -13,19 +13,18 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Self
 
-import anyio
-
 from ibimport._files import check_paths, remove_leftovers
-from ibimport.aws.client import ClientSettings, PartitionClient
+from ibimport.aws.client import PartitionClient
 from ibimport.domain.results import RowResult, RowStatus
 from ibimport.domain.rowstate import ImageStatus
 from ibimport.domain.tokens import client_token
+from ibimport.engine.control import BatchControl
 from ibimport.engine.events import RunListener
 from ibimport.engine.fleet import (
     FanOut,
@@ -41,10 +40,11 @@ from ibimport.engine.followup import (
     settled_rows,
     task_gate_stage,
 )
-from ibimport.engine.partitions import Place, RateSpec, RowPlan, Shard, told_rate
-from ibimport.engine.pipeline import Pipeline, RunOutcome, RunSettings, import_pipeline
+from ibimport.engine.partitions import Place, RowPlan, told_rate
+from ibimport.engine.pipeline import Pipeline, RunOutcome, import_pipeline
 from ibimport.engine.recorded import RecordedRun, changed_options
 from ibimport.engine.selection import (
+    ADOPTED,
     Selection,
     batch_fingerprint,
     partition_rows,
@@ -53,8 +53,8 @@ from ibimport.engine.selection import (
     select_rows,
     unreached,
 )
-from ibimport.engine.settings import check_batch_settings
-from ibimport.engine.wave import TaskWave, task_start_stage
+from ibimport.engine.settings import BatchConfig
+from ibimport.engine.wave import task_start_stage
 from ibimport.errors import (
     ConfigError,
     IbimportError,
@@ -62,64 +62,12 @@ from ibimport.errors import (
 )
 from ibimport.flow.limiter import Clock, MonotonicClock, build_limiter
 from ibimport.journal import Journal, NullJournal, SqliteJournal
-from ibimport.manifest import (
-    ManifestFormat,
-)
 from ibimport.report import ResultsWriter, RunStats, write_report
 from ibimport.report.outputs import default_output_paths, rebuild_outputs
 from ibimport.stages.base import RowStage
 from ibimport.stages.existing import ExistingStage, Reconciler, partition_key
-from ibimport.stages.imagewait import WaitFigures, WaitSettings
+from ibimport.stages.imagewait import WaitFigures
 from ibimport.stages.taskfollow import MemoryLedger
-from ibimport.stages.taskgate import TaskWait
-
-
-@dataclass(frozen=True, kw_only=True)
-class BatchConfig:
-    """Everything one ``ibimport run`` needs, already parsed."""
-
-    manifest: Path
-    fmt: ManifestFormat | None = None
-    extra_tags: Mapping[str, str] = field(default_factory=dict)
-    #: ImportImage options for every row with disks that gives none of its own
-    #: (``--import-option KEY=VALUE``; ``domain.diskimport.IMPORT_OPTION_FIELDS``).
-    import_defaults: Mapping[str, str | bool] = field(default_factory=dict)
-    run: RunSettings = field(default_factory=RunSettings)
-    #: A told rate for every partition (``rates`` may tell one per Region instead).
-    rate: float | None = None
-    rates: RateSpec | None = None
-    #: This process's share of the manifest (``--shard K/N``); None: every row.
-    shard: Shard | None = None
-    client: ClientSettings = field(default_factory=ClientSettings)
-    #: The service runs in this process (``--local``'s emulator): the client's CPU share
-    #: of the run is not measured (it would count the service's work too).
-    in_process_service: bool = False
-    journal_path: Path | None = None
-    report_path: Path | None = None
-    results_path: Path | None = None
-    skip_invalid: bool = False
-    force: bool = False
-    #: False: the JSON report is only returned (``BatchResult.report``), not written to a
-    #: file (``--report -`` prints it on stdout).
-    report_file: bool = True
-    #: List what already exists before a batch with a new journal sends anything
-    #: (``ibimport.stages.existing``); off only for an account known to have no images.
-    reconcile: bool = True
-    #: ``run --wait``: after the import, follow every imported image to its final state
-    #: (``ibimport.stages.imagewait``; needs a journal, which records the states).
-    wait: WaitSettings | None = None
-    #: ``run --preflight``: every row's EC2 import task is checked first (in batches) and
-    #: only ready rows are sent; the others are recorded ``blocked`` (``ibimport.stages.taskgate``).
-    preflight: bool = False
-    #: ``--wait-for-tasks``: with ``preflight``, rows whose task is still converting wait
-    #: for it (until ``TaskWait.timeout_s``) and are sent as it completes.
-    task_wait: TaskWait | None = None
-    #: Rows with disks (issue 19): their EC2 import tasks' slots, pipelining and limits.
-    tasks: TaskWave = field(default_factory=lambda: TaskWave())
-
-    def __post_init__(self) -> None:
-        # The option rules hold for every caller, the CLI (exit 2) and a library's alike.
-        check_batch_settings(self)
 
 
 @dataclass(slots=True)
@@ -202,38 +150,6 @@ def _check_paths(config: BatchConfig) -> None:
 def _output_paths(config: BatchConfig) -> tuple[Path, Path]:
     _, default_report, default_results = default_output_paths(config.manifest, shard=config.shard)
     return config.report_path or default_report, config.results_path or default_results
-
-
-class BatchControl:
-    """Lets a signal handler stop a running batch gracefully."""
-
-    def __init__(self) -> None:
-        self._pipelines: list[Pipeline] = []
-        self._stop_requested = False
-        self._scopes: list[anyio.CancelScope] = []
-
-    @property
-    def stop_requested(self) -> bool:
-        return self._stop_requested
-
-    def request_stop(self) -> None:
-        self._stop_requested = True
-        for pipeline in self._pipelines:  # one per partition
-            pipeline.request_stop()
-        for scope in self._scopes:  # a wait only reads: it stops at once
-            scope.cancel()
-
-    def attach(self, pipeline: Pipeline) -> None:
-        """A pipeline that a stop drains (stopped at once if a stop came first)."""
-        self._pipelines.append(pipeline)
-        if self._stop_requested:
-            pipeline.request_stop()
-
-    def cancels(self, scope: anyio.CancelScope) -> None:
-        """A read-only phase (a wait) that a stop cancels at once."""
-        self._scopes.append(scope)
-        if self._stop_requested:
-            scope.cancel()
 
 
 async def _execute(
@@ -322,7 +238,12 @@ async def _execute(
                 stopped = outcome.interrupted or outcome.fatal is not None
                 if config.wait is not None and journal is not None and not stopped:
                     waited = await follow_partitions(
-                        config, partitions, journal, clock=clock, control=control
+                        config,
+                        partitions,
+                        journal,
+                        settings=config.wait,
+                        clock=clock,
+                        control=control,
                     )
             finally:
                 await store.aclose()
@@ -630,7 +551,15 @@ def open_batch(config: BatchConfig, *, fault_hook: Callable[[int], None] | None 
                 options=options,
                 resume=resume,
             )
-        journal.update_header(manifest_fingerprint=fingerprint, settings=_journal_settings(config))
+        journal.update_header(
+            manifest_fingerprint=fingerprint, settings={**_journal_settings(config), ADOPTED: True}
+        )
+        # The changed rows are new requests now: sent under their new tokens (issue 22 5).
+        journal.adopt_tokens(
+            (r.row, r.task.name, r.task.semanticVersion, r.client_token)
+            for r in planned_rows(config, found.plan, found.prints)
+            if r.task is not None and r.client_token is not None
+        )
     else:
         found.diff = None
     return Batch(config, journal=journal, found=found)

@@ -16,10 +16,10 @@ from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from enum import StrEnum
 
-from ibimport.engine.batch import BatchConfig
 from ibimport.engine.fleet import Partition, open_partitions
 from ibimport.engine.partitions import Place
 from ibimport.engine.selection import Selection, planned_rows, select_rows
+from ibimport.engine.settings import BatchConfig
 from ibimport.errors import CallError, FatalBatchError
 from ibimport.flow.clock import SystemClock
 from ibimport.flow.executor import CallExecutor

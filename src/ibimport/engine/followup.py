@@ -11,7 +11,7 @@ import csv
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from contextlib import AsyncExitStack
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -36,7 +36,8 @@ from ibimport.stages.taskcheck import TaskCheck, TaskChecker, TaskState
 from ibimport.stages.taskgate import TaskGate, TaskGateStage
 
 if TYPE_CHECKING:
-    from ibimport.engine.batch import BatchConfig, BatchControl
+    from ibimport.engine.control import BatchControl
+    from ibimport.engine.settings import BatchConfig
 
 __all__ = [
     "TASK_RESULTS_COLUMNS",
@@ -302,16 +303,16 @@ async def follow_partitions(
     partitions: Sequence[Partition],
     journal: SqliteJournal,
     *,
+    settings: WaitSettings,
     clock: Clock,
     control: BatchControl | None,
 ) -> tuple[Counter[ImageStatus], WaitFigures, bool]:
-    """``run --wait``: follow each partition's imported images with that partition's client.
+    """``run --wait`` and ``wait``: follow each partition's imported images with that
+    partition's client (``config`` gives its limiter and retry rules).
 
     The journal's rows carry the account and Region they were imported into (schema 4);
     with one partition every row is its own.
     """
-    assert config.wait is not None
-    settings = config.wait
     figures = WaitFigures()
     images: Counter[ImageStatus] = Counter()
     several = len(partitions) > 1
@@ -377,6 +378,6 @@ async def follow_recorded_partitions(
     async with AsyncExitStack() as stack:
         partitions = await open_partitions(places, base=config.client, stack=stack)
         images, figures, _ = await follow_partitions(
-            replace(config, wait=settings), partitions, journal, clock=clock, control=None
+            config, partitions, journal, settings=settings, clock=clock, control=None
         )
     return images, figures

@@ -122,7 +122,9 @@ def told_rate(
 ) -> float | None:
     """A partition's told rate: ``rates`` for its Region, else ``rate`` for all, shared
     evenly among the shards (each takes R/N)."""
-    spec = rates or RateSpec(rate)
+    spec = rates or RateSpec()
+    if spec.default is None:  # ``rates`` told no default: ``rate`` is the one for all
+        spec = RateSpec(rate, spec.per_region)
     return spec.for_region(region, shards=shard.count if shard is not None else 1)
 
 

@@ -25,7 +25,7 @@ from ibimport.aws.client import PartitionClient
 from ibimport.domain import rowstate
 from ibimport.domain.request import ImageRequest
 from ibimport.domain.results import RowResult, RowStatus
-from ibimport.domain.tokens import client_token
+from ibimport.domain.tokens import client_token, reimport_token
 from ibimport.engine.events import CallEvent, CallOutcome, RunListener
 from ibimport.errors import FatalBatchError
 from ibimport.flow.clock import Clock
@@ -66,6 +66,10 @@ class RunSettings:
     #: complete listing does not show is re-sent with its token (``rowstate.in_doubt``).
     token_ttl_s: float = 8 * 3600.0
     retry_failed: bool = True
+    #: ``--retry-failed-images``: rows whose image a wait found FAILED, CANCELLED or
+    #: DELETED are imported again (a new build beside the failed one), under a token of
+    #: their own (``tokens.reimport_token``).
+    retry_failed_images: bool = False
     #: How long in-flight rows may take to finish after a stop is requested.
     drain_timeout_s: float = 5.0
     #: Consecutive "endpoint unreachable" failures, with no answer yet, that stop a
@@ -141,6 +145,8 @@ class Pipeline:
         self._dispatch_scope: anyio.CancelScope | None = None
         self._deferring: TaskGroup | None = None
         self._background: TaskGroup | None = None
+        #: Rows whose image failed, to import again (``RunSettings.retry_failed_images``).
+        self._reimport: set[tuple[str, str]] = set()
 
     # ------------------------------------------------------------ PartitionRun
 
@@ -230,6 +236,8 @@ class Pipeline:
         for listener in self._listeners:
             listener.on_start(total_rows=total_rows)
         row_iter = iter(rows)
+        if self._settings.retry_failed_images and self.journal.has_history:
+            self._reimport = self.journal.reimportable_images()
         with anyio.CancelScope() as scope:
             self._dispatch_scope = scope
             async with anyio.create_task_group() as background:
@@ -304,10 +312,19 @@ class Pipeline:
             request, salt=self._settings.token_salt, params=params
         )
         prior = self._prior(request)
-        if prior is not None:
+        identity = (request.name, request.semanticVersion)
+        if prior is not None and identity in self._reimport and prior.image_arn:
+            # Its image failed: imported again under a token of its own (the row's would
+            # return the failed image); the wait follows the new one.
+            token = reimport_token(token, prior.image_arn)
+            self._reimport.discard(identity)
+            self.journal.record_image_statuses([(*identity, "", "")])
+        elif prior is not None:
             carried = self._carry_over(prior, row=manifest_row.row)
             if carried is not None:
                 return carried
+            if prior.image_arn and prior.client_token == reimport_token(token, prior.image_arn):
+                token = prior.client_token  # a re-import cut off: under its own token again
         work = RowWork(
             row=manifest_row.row, request=request, params=params, token=token, prior=prior
         )
@@ -323,7 +340,9 @@ class Pipeline:
         """The row through ``stages[first:]``: the first outcome a stage gives."""
         for index in range(first, len(self.stages)):
             stage = self.stages[index]
-            if index > first and self._state.stop_requested:
+            # A stop starts no row's next stage, a deferred row's included (its walk goes on
+            # from the stage it waited in: ``first`` > 0).
+            if index > 0 and self._state.stop_requested:
                 return self.result(work, RowStatus.SKIPPED, error=("Interrupted", ""))
             if stage.defers(work) and self._deferring is not None:
                 del self._state.in_progress[work.row]

@@ -20,7 +20,7 @@ from ibimport.engine.partitions import Shard
 from ibimport.report.outputs import default_output_paths
 
 if TYPE_CHECKING:
-    from ibimport.engine.batch import BatchConfig
+    from ibimport.engine.settings import BatchConfig
 
 __all__ = ["RecordedRun", "changed_options"]
 

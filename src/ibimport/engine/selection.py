@@ -31,10 +31,11 @@ from ibimport.journal import ManifestDiff, SqliteJournal
 from ibimport.manifest import ManifestRow, manifest_fingerprint, read_manifest
 
 if TYPE_CHECKING:
-    from ibimport.engine.batch import BatchConfig
     from ibimport.engine.fleet import Partition
+    from ibimport.engine.settings import BatchConfig
 
 __all__ = [
+    "ADOPTED",
     "MAX_SHOWN_INVALID",
     "Selection",
     "batch_fingerprint",
@@ -47,6 +48,8 @@ __all__ = [
 
 #: How many invalid rows the selection keeps to show; the count is always exact.
 MAX_SHOWN_INVALID = 1000
+#: The journal header's mark of a journal that adopted another manifest (``--force``).
+ADOPTED = "adopted_under_force"
 
 
 @dataclass(slots=True)
@@ -155,10 +158,18 @@ def select_rows(
         _drain(valid_rows())
         journal.pending_recorded = True
         retry_failed = config.run.retry_failed
-        found.settled = not found.invalid_count and all(
-            rowstate.settled(state, retry_failed=retry_failed)
-            for state, n in journal.counts().items()
-            if n
+        counts = journal.counts()
+        found.settled = (
+            not found.invalid_count
+            # rows as the manifest has them: never adopted under --force (which keeps the
+            # rows the manifest lost, and known rows' numbers and tokens), none missing
+            and not journal.header.settings.get(ADOPTED)
+            and sum(counts.values()) == found.total_rows
+            and all(
+                rowstate.settled(state, retry_failed=retry_failed)
+                for state, n in counts.items()
+                if n
+            )
         )
     else:
         found.diff = journal.diff(valid_rows())

@@ -12,7 +12,7 @@ run's span) and ``_sqlite`` (``SqliteJournal``, which joins them).
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Protocol, runtime_checkable
 
@@ -69,6 +69,10 @@ class Journal(Protocol):
 
     def get(self, name: str, semantic_version: str) -> JournalEntry | None: ...
 
+    def reimportable_images(self) -> set[tuple[str, str]]: ...
+
+    def record_image_statuses(self, images: Iterable[tuple[str, str, str, str]]) -> None: ...
+
     def running(self) -> AbstractAsyncContextManager[None]: ...
 
     async def mark_in_flight(
@@ -115,6 +119,12 @@ class NullJournal:
     has_history = False
 
     def get(self, name: str, semantic_version: str) -> JournalEntry | None:
+        return None
+
+    def reimportable_images(self) -> set[tuple[str, str]]:
+        return set()
+
+    def record_image_statuses(self, images: Iterable[tuple[str, str, str, str]]) -> None:
         return None
 
     @asynccontextmanager

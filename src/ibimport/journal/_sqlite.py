@@ -30,6 +30,7 @@ from typing import Any
 import anyio
 
 from ibimport.domain.results import RowResult, RowStatus
+from ibimport.domain.rowstate import ImageStatus
 from ibimport.domain.stages import StageName
 from ibimport.errors import JournalError
 from ibimport.flow.clock import Clock, SystemClock
@@ -82,6 +83,10 @@ def exit_after_commits(commits: int, *, exit_code: int = 137) -> FaultHook:
             os._exit(exit_code)
 
     return hook
+
+
+#: Image statuses ``--retry-failed-images`` imports again (``ImageStatus.reimportable``).
+_REIMPORTABLE = frozenset(status.value for status in ImageStatus if status.reimportable)
 
 
 class SqliteJournal:
@@ -318,6 +323,46 @@ class SqliteJournal:
             except sqlite3.OperationalError:
                 return {}
         return {(name, version): Followup(*rest) for name, version, *rest in found}
+
+    def reimportable_images(self) -> set[tuple[str, str]]:
+        """Rows (name, semantic_version) whose image a wait found FAILED, CANCELLED or
+        DELETED: what ``--retry-failed-images`` imports again."""
+        return {
+            identity
+            for identity, followup in self.followups().items()
+            if followup.image_status in _REIMPORTABLE
+        }
+
+    def adopt_tokens(self, rows: Iterable[tuple[int, str, str, str]]) -> int:
+        """Under ``--force``: rows (row, name, version, token) whose token changed become
+        ``pending`` under their new token, in one transaction; returns how many.
+
+        A changed row is another request for the same image: it is sent (the listing a
+        forced run takes first finds a standing build of it: ``exists``), never carried
+        over as done under the old content, and its results show its new token. A row
+        whose image FAILED and is fixed in the manifest (a new ``vmImportTaskId``) is how
+        a migration recovers: it is imported again, a new build beside the failed one.
+        """
+        now = self._clock.wall()
+        changed = 0
+        with self._commit() as conn:
+            for row, name, version, token in rows:
+                adopted = conn.execute(
+                    "UPDATE rows SET row = ?, client_token = ?, state = 'pending',"
+                    " first_sent_at = NULL, error_code = '', error_message = '', updated_at = ?"
+                    " WHERE name = ? AND semantic_version = ? AND client_token != ?",
+                    (row, token, now, name, version, token),
+                ).rowcount
+                if adopted:
+                    changed += 1
+                    # What a wait learnt was of the old request's image: the new one's is
+                    # not known yet, and a later wait follows it.
+                    conn.execute(
+                        "UPDATE followups SET image_status = '', image_reason = ''"
+                        " WHERE name = ? AND semantic_version = ?",
+                        (name, version),
+                    )
+        return changed
 
     def record_image_statuses(self, images: Iterable[tuple[str, str, str, str]]) -> None:
         """Commit (name, semantic_version, image status, reason) for rows, in one transaction.

@@ -46,6 +46,11 @@ UNKNOWN_MESSAGE = (
 )
 
 
+def unknown_message(task_id: str, code: str = "") -> str:
+    """A row's own words for its unknown task: its ID, never another row's."""
+    return f"import task {task_id}: {code + ': ' if code else ''}{UNKNOWN_MESSAGE}"
+
+
 class TaskState(StrEnum):
     """What a row's import task means for importing it now."""
 
@@ -143,7 +148,7 @@ class TaskChecker:
                     continue
                 [task_id] = ids
                 found.checks[task_id] = TaskCheck(
-                    task_id, TaskState.UNKNOWN, message=f"{error.code}: {UNKNOWN_MESSAGE}"
+                    task_id, TaskState.UNKNOWN, message=unknown_message(task_id, error.code)
                 )
                 continue
             answered = {task.task_id: task for task in tasks}
@@ -152,7 +157,7 @@ class TaskChecker:
                 found.checks[task_id] = (
                     classify_task(task)
                     if task is not None
-                    else TaskCheck(task_id, TaskState.UNKNOWN, message=UNKNOWN_MESSAGE)
+                    else TaskCheck(task_id, TaskState.UNKNOWN, message=unknown_message(task_id))
                 )
 
     async def _describe(self, ids: Sequence[str]) -> list[ImportTaskInfo]:

@@ -65,7 +65,7 @@ def blocked_reason(check: TaskCheck) -> tuple[str, str]:
         return code, f"import task {check.task_id} is still converting{progress}{detail}"
     if check.state is TaskState.FAILED:
         return code, f"import task {check.task_id} failed: {check.message}"
-    return code, f"import task {check.task_id}: {check.message}"
+    return code, check.message  # names its task (``taskcheck.unknown_message``)
 
 
 class TaskGate:

@@ -220,10 +220,6 @@ class StartedTask:
             return TaskView(state=state, message=None, progress=None, image_id=self.image_id)
         return TaskView(state=state, message=self.failure_message, progress=None, image_id=None)
 
-    def ended_at(self) -> float | None:
-        """When it reached its last status (completed or deleted); None for ever active."""
-        return self.active_until if self.completes else self.gone_at
-
     def to_state(self) -> dict[str, Any]:
         """As ``--state`` keeps it."""
         return {

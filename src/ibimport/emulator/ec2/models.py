@@ -250,7 +250,6 @@ class ImportTasks:
         self.clock = clock
         self._listed = listed
         self._shares = dict(shares) if shares is not None else None
-        self._seed = seed
         self._salt = str(seed) if seed is not None else secrets.token_hex(8)
         # ``--task-mix completed=1``: every task exists and is done, nothing to record.
         self._all_completed = (
@@ -331,8 +330,9 @@ class ImportTasks:
                     raise IdempotentParameterMismatch(
                         f"The client token {token} has already been used with different parameters."
                     )
-                if not request.dry_run:
-                    imports.replays += 1
+                if request.dry_run:
+                    raise DryRunOperation()
+                imports.replays += 1
                 return earlier, True
         if self.roles is not None and not self.roles.has_role(scope.account, request.role):
             # The words issue 19 quotes from EC2.
