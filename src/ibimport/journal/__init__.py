@@ -9,7 +9,8 @@ version), ``_transitions`` (the SQL that moves a row from state to state), ``_fi
 into commits, on the injected clock), ``_records`` (reading each row's stages and each
 run's span), ``_connections`` (the writer and the reader under their locks, one write
 transaction), ``_reads`` (the committed rows, counts and runs), ``_followups`` (what was
-learnt after the import) and ``_sqlite`` (``SqliteJournal``, which joins them and writes).
+learnt after the import), ``_tasks`` (each row's EC2 import task) and ``_sqlite``
+(``SqliteJournal``, which joins them and writes).
 """
 
 from __future__ import annotations
@@ -30,6 +31,8 @@ from ibimport.journal._model import (
     RunBand,
     RunHeader,
     StageRecord,
+    TaskRecord,
+    TaskStatus,
 )
 from ibimport.journal._schema import APPLICATION_ID, SCHEMA_VERSION
 from ibimport.journal._sqlite import SqliteJournal
@@ -49,6 +52,8 @@ __all__ = [
     "SqliteJournal",
     "StageName",
     "StageRecord",
+    "TaskRecord",
+    "TaskStatus",
     "exit_after_commits",
     "idle",
 ]

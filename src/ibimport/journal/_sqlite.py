@@ -9,9 +9,10 @@ crash therefore loses at most the uncommitted batch of outcomes, which is harmle
 rows are still ``in_flight`` in the journal and are re-sent with the same clientToken.
 
 The class is made of its parts: the connections and their locks (``_connections``), the
-reads (``_reads``) and what was learnt after the import (``_followups``); here are the
-opening and closing, the writes of a run (by group commit) and the writes made at once
-(the rows before the run, the listing's findings, ``--force``'s header and tokens).
+reads (``_reads``), what was learnt after the import (``_followups``) and each row's EC2
+import task (``_tasks``); here are the opening and closing, the writes of a run (by group
+commit) and the writes made at once (the rows before the run, the listing's findings,
+``--force``'s header and tokens).
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ from ibimport.journal._followups import JournalFollowups
 from ibimport.journal._group_commit import GroupCommit, Op
 from ibimport.journal._reads import JournalReads
 from ibimport.journal._schema import STAGE_SQL, dump_settings
+from ibimport.journal._tasks import JournalTasks
 from ibimport.journal._transitions import MARK_SQL, PENDING_SQL, RECORD_SQL
 
 __all__ = ["SqliteJournal"]
@@ -47,7 +49,7 @@ _SQL_BY_KIND = (MARK_SQL, RECORD_SQL, STAGE_SQL)
 _CHECKPOINT_EVERY = 200  # commits between checkpoints: a WAL of a few MB at most
 
 
-class SqliteJournal(JournalReads, JournalFollowups):
+class SqliteJournal(JournalReads, JournalFollowups, JournalTasks):
     """The embedded journal: one SQLite file in WAL mode, written by group commit."""
 
     is_new: bool
