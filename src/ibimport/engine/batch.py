@@ -214,6 +214,9 @@ async def _execute(
                             None
                             if journal is None
                             else unreached(journal, config, partition, plan),
+                            total_rows=total_rows
+                            if plan is None
+                            else plan.count_in(frozenset(partition.places)),
                         )
                     )
                 cpu_started = time.process_time()
@@ -242,6 +245,7 @@ async def _execute(
                         settings=config.wait,
                         clock=clock,
                         control=control,
+                        listeners=listeners,
                     )
             finally:
                 await store.aclose()
@@ -314,7 +318,11 @@ def _import_pipeline(
     health = config.run.health()
     before: list[RowStage] = []
     if config.preflight and partition.client is not None and partition.failure is None:
-        before.append(task_gate_stage(config, partition, plan, settled, clock=clock, health=health))
+        before.append(
+            task_gate_stage(
+                config, partition, plan, settled, clock=clock, health=health, listeners=listeners
+            )
+        )
     return import_pipeline(
         client,
         build_limiter(
