@@ -54,6 +54,7 @@ from ibimport.engine.selection import (
     unreached,
 )
 from ibimport.engine.settings import BatchConfig
+from ibimport.engine.wave import task_start_stage
 from ibimport.errors import (
     ConfigError,
     IbimportError,
@@ -66,6 +67,7 @@ from ibimport.report.outputs import default_output_paths, rebuild_outputs
 from ibimport.stages.base import RowStage
 from ibimport.stages.existing import ExistingStage, Reconciler, partition_key
 from ibimport.stages.imagewait import WaitFigures
+from ibimport.stages.taskfollow import MemoryLedger
 
 
 @dataclass(slots=True)
@@ -316,7 +318,17 @@ def _import_pipeline(
     existing images, the import."""
     client: PartitionClient = partition.client or Unavailable()
     health = config.run.health()
-    before: list[RowStage] = []
+    before: list[RowStage] = [
+        task_start_stage(
+            client,
+            config.tasks,
+            region=partition.region,
+            ledger=journal if isinstance(journal, SqliteJournal) else MemoryLedger(),
+            clock=clock,
+            settings=config.run,
+            health=health,
+        )
+    ]
     if config.preflight and partition.client is not None and partition.failure is None:
         before.append(
             task_gate_stage(

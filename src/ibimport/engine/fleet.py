@@ -24,8 +24,11 @@ from ibimport.aws.client import (
     ClientSettings,
     ImageState,
     ImportResult,
+    ImportTaskInfo,
     ImportTaskPage,
     PartitionClient,
+    QuotaInfo,
+    RoleInfo,
     account_of,
     open_client,
     open_session,
@@ -254,6 +257,33 @@ class Unavailable:
         raise IbimportError("a partition that failed to open was asked for an image")
 
     async def describe_import_tasks(
-        self, task_ids: Sequence[str], *, next_token: str | None
+        self,
+        task_ids: Sequence[str],
+        *,
+        next_token: str | None,
+        filters: Mapping[str, Sequence[str]] | None = None,
     ) -> ImportTaskPage:
         raise IbimportError("a partition that failed to open was asked for its tasks")
+
+    async def import_image(
+        self, params: Mapping[str, Any], *, client_token: str, tags: Mapping[str, str]
+    ) -> ImportTaskInfo:
+        raise IbimportError("a partition that failed to open was asked to start a task")
+
+    async def cancel_import_task(self, task_id: str) -> str:
+        raise IbimportError("a partition that failed to open was asked to cancel a task")
+
+    async def head_object(self, bucket: str, key: str) -> int:
+        raise IbimportError("a partition that failed to open was asked for a disk object")
+
+    async def bucket_region(self, bucket: str) -> str:
+        raise IbimportError("a partition that failed to open was asked for a bucket")
+
+    async def get_role(self, name: str) -> RoleInfo:
+        raise IbimportError("a partition that failed to open was asked for a role")
+
+    async def get_service_quota(self, service_code: str, quota_code: str) -> float:
+        raise IbimportError("a partition that failed to open was asked for a quota")
+
+    async def list_service_quotas(self, service_code: str) -> list[QuotaInfo]:
+        raise IbimportError("a partition that failed to open was asked for its quotas")

@@ -126,19 +126,19 @@ async def preflight_tasks(
             if partition.failure is not None or partition.client is None:
                 raise FatalBatchError(f"{partition.failure}; nothing was checked")
             rows = [
-                (r.row, r.task)
+                (r.row, r.task, r.task.vmImportTaskId)
                 for r in partition_rows(config, partition, selection.plan, selection.prints)
-                if r.task is not None
+                if r.task is not None and r.task.vmImportTaskId is not None
             ]
             calls = _read_calls(config, partition, clock)
             checker = TaskChecker(partition.client, calls)
             try:
-                checks = await checker.check(task.vmImportTaskId for _, task in rows)
+                checks = await checker.check(task_id for _, _, task_id in rows)
             except CallError as error:
                 raise _lookup_failed(error) from None
             found.rows += [
-                TaskRow(row, task.name, task.semanticVersion, checks[task.vmImportTaskId])
-                for row, task in rows
+                TaskRow(row, task.name, task.semanticVersion, checks[task_id])
+                for row, task, task_id in rows
             ]
             found.calls += calls.calls
             found.throttled += calls.throttled
@@ -289,8 +289,11 @@ def task_gate_stage(
 
     def task_ids() -> Iterator[str]:
         for r in partition_rows(config, partition, plan, None):
-            if r.task is not None and (r.task.name, r.task.semanticVersion) not in settled:
-                yield r.task.vmImportTaskId
+            task = r.task
+            if task is None or task.vmImportTaskId is None:
+                continue  # a row with disks: its task is ibimport's own (``taskstart``)
+            if (task.name, task.semanticVersion) not in settled:
+                yield task.vmImportTaskId
 
     checker = TaskChecker(partition.client, _read_calls(config, partition, clock, health=health))
     gate = TaskGate(

@@ -27,6 +27,8 @@ from ibimport.journal._model import (
     RunBand,
     RunHeader,
     StageRecord,
+    TaskRecord,
+    TaskStatus,
 )
 from ibimport.journal._schema import APPLICATION_ID, SCHEMA_VERSION
 from ibimport.journal._sqlite import FaultHook, SqliteJournal, exit_after_commits
@@ -46,6 +48,8 @@ __all__ = [
     "SqliteJournal",
     "StageName",
     "StageRecord",
+    "TaskRecord",
+    "TaskStatus",
     "exit_after_commits",
     "idle",
 ]

@@ -44,9 +44,19 @@ from ibimport.journal._model import (
     RunBand,
     RunHeader,
     StageRecord,
+    TaskRecord,
+    TaskStatus,
 )
 from ibimport.journal._records import run_bands, stage_page
-from ibimport.journal._schema import COLUMNS, GET_SQL, STAGE_SQL, dump_settings, entry
+from ibimport.journal._schema import (
+    COLUMNS,
+    GET_SQL,
+    STAGE_SQL,
+    TASK_COLUMNS,
+    TASK_SQL,
+    dump_settings,
+    entry,
+)
 from ibimport.journal._transitions import MARK_SQL, PENDING_SQL, RECORD_SQL
 
 __all__ = ["FaultHook", "SqliteJournal", "exit_after_commits"]
@@ -373,6 +383,47 @@ class SqliteJournal:
                 " DO UPDATE SET image_status = excluded.image_status,"
                 " image_reason = excluded.image_reason, updated_at = excluded.updated_at",
                 ((name, version, status, reason, now) for name, version, status, reason in images),
+            )
+
+    def task_records(self) -> dict[tuple[str, str], TaskRecord]:
+        """Each row's latest EC2 import task (schema 6), by row identity (none before)."""
+        with self._reading() as conn:
+            try:
+                found = conn.execute(f"SELECT {TASK_COLUMNS} FROM tasks").fetchall()
+            except sqlite3.OperationalError:
+                return {}
+        records = {}
+        for name, version, task_id, token, gen, status, *rest in found:
+            records[name, version] = TaskRecord(
+                name, version, task_id, token, gen, TaskStatus(status), *rest
+            )
+        return records
+
+    def record_task(self, record: TaskRecord) -> None:
+        """Commit a row's EC2 import task at once: a task started is never forgotten (the
+        row's buffered stage records go first, in order)."""
+        self._ensure_writable()
+        self._group.commit_now()
+        if self._broken is not None:
+            raise self._broken
+        with self._commit() as conn:
+            conn.execute(
+                TASK_SQL,
+                (
+                    record.name,
+                    record.semantic_version,
+                    record.task_id,
+                    record.client_token,
+                    record.generation,
+                    record.status.value,
+                    record.progress,
+                    record.message,
+                    record.image_id,
+                    record.started_at,
+                    record.ended_at,
+                    record.account,
+                    record.region,
+                ),
             )
 
     def record_task_checks(self, tasks: Iterable[tuple[str, str, str, str, str]]) -> None:

@@ -227,7 +227,8 @@ class TaskGateStage:
         run.beside(self.gate.poll)  # --wait-for-tasks: asks again about pending tasks
 
     def defers(self, work: RowWork) -> bool:
-        return self.gate.waits(work.request.vmImportTaskId)
+        task_id = work.request.vmImportTaskId
+        return task_id is not None and self.gate.waits(task_id)
 
     def release(self) -> None:
         self.gate.release()
@@ -235,7 +236,10 @@ class TaskGateStage:
     async def process(self, work: RowWork) -> RowResult | None:
         run = self._run
         assert run is not None, "prepare() first"
-        blocked = await self.gate.admit(work.request.vmImportTaskId)
+        task_id = work.request.vmImportTaskId
+        if task_id is None:  # a row with disks: its task is ibimport's own (``taskstart``)
+            return None
+        blocked = await self.gate.admit(task_id)
         if blocked is not None:
             return run.result(work, RowStatus.BLOCKED, error=blocked)
         return None
