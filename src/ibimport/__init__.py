@@ -7,6 +7,7 @@ from ibimport._files import check_paths
 from ibimport._version import __version__
 from ibimport.aws.client import ClientSettings, ImportResult, PartitionClient, open_client
 from ibimport.aws.regions import check_endpoint_url, check_region, known_regions
+from ibimport.domain.diskimport import parse_import_options
 from ibimport.domain.results import RowResult
 from ibimport.domain.rowstate import ImageStatus, RerunPlan, RowStatus, reported_as
 from ibimport.domain.tokens import client_token
@@ -19,6 +20,7 @@ from ibimport.engine.partitions import RateSpec, Shard, parse_rates
 from ibimport.engine.pipeline import Pipeline, RunOutcome, RunSettings, import_pipeline
 from ibimport.engine.recorded import RecordedRun
 from ibimport.engine.settings import BatchConfig
+from ibimport.engine.wave import TaskSlotSpec, TaskWave, parse_task_slots
 from ibimport.errors import (
     ApiError,
     BatchRefused,
@@ -68,7 +70,9 @@ from ibimport.report.outputs import (
 from ibimport.report.resubmit import FailedManifest, write_failed_manifest
 from ibimport.report.status import BatchStatus, RowNote, batch_status, recorded_run
 from ibimport.stages.imagewait import WaitFigures, WaitSettings
+from ibimport.stages.polling import Waiting, WaitRound
 from ibimport.stages.taskcheck import TaskCheck, TaskState
+from ibimport.stages.taskfollow import TaskFollowSettings
 from ibimport.stages.taskgate import TaskWait
 
 __all__ = [
@@ -126,15 +130,20 @@ __all__ = [
     "SourceKind",
     "SqliteJournal",
     "TaskCheck",
+    "TaskFollowSettings",
     "TaskPreflight",
     "TaskRow",
+    "TaskSlotSpec",
     "TaskState",
     "TaskWait",
+    "TaskWave",
     "TransportError",
     "ValidationReport",
     "WaitFigures",
     "WaitResult",
+    "WaitRound",
     "WaitSettings",
+    "Waiting",
     "__version__",
     "batch_status",
     "build_limiter",
@@ -149,8 +158,10 @@ __all__ = [
     "merge_outputs",
     "open_batch",
     "open_client",
+    "parse_import_options",
     "parse_rates",
     "parse_tag_option",
+    "parse_task_slots",
     "plan_batch",
     "preflight_tasks",
     "read_manifest",

@@ -76,6 +76,7 @@ def test_the_report_keeps_every_run_of_the_batch(tmp_path: Path, emulator: Emula
         "exists": 0,
         "failed": 0,
         "blocked": 0,
+        "cancelled": 0,
         "invalid": 1,
         "skipped": 0,
     }

@@ -43,6 +43,7 @@ def test_every_row_is_imported_once_and_the_outputs_agree(
         "exists": 0,
         "failed": 0,
         "blocked": 0,
+        "cancelled": 0,
         "invalid": 0,
         "skipped": 0,
     }

@@ -93,5 +93,8 @@ def test_a_missing_required_csv_column_is_reported_once_for_the_header(tmp_path:
     with pytest.raises(ManifestError) as refused:
         _rows(tmp_path, text, "csv")
     message = str(refused.value)
-    assert "the header has no semanticVersion and vmImportTaskId columns" in message
+    assert (
+        "the header has no semanticVersion and vmImportTaskId (or diskImage, or diskContainers)"
+        " columns" in message
+    )
     assert message.count("semanticVersion") == 1

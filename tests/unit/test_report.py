@@ -102,6 +102,7 @@ def test_report_has_the_documented_keys_and_values() -> None:
         "exists": 1,
         "failed": 1,
         "blocked": 0,
+        "cancelled": 0,
         "invalid": 1,
         "skipped": 1,
     }

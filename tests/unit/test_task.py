@@ -24,11 +24,12 @@ def test_api_params_omit_absent_fields_empty_tags_and_the_token() -> None:
 
 def test_fields_are_the_tasks_own_in_api_order() -> None:
     assert tuple(ImageRequest.model_fields) == FIELDS
-    assert FIELDS[-3:] == ("logGroupName", "region", "profile")
+    assert FIELDS[-2:] == ("region", "profile")
+    assert FIELDS.index("logGroupName") < FIELDS.index("diskImage") < FIELDS.index("roleName")
 
 
-def test_nfc_composes_strings_and_mapping_keys_and_leaves_other_values() -> None:
+def test_nfc_composes_strings_mapping_keys_and_lists_and_leaves_other_values() -> None:
     decomposed = unicodedata.normalize("NFD", "Zoë")
     assert nfc(decomposed) == "Zoë"
     assert nfc({decomposed: {decomposed: decomposed}, "n": 1}) == {"Zoë": {"Zoë": "Zoë"}, "n": 1}
-    assert nfc([decomposed]) == [decomposed]
+    assert nfc([decomposed, {decomposed: 2}]) == ["Zoë", {"Zoë": 2}]  # diskContainers

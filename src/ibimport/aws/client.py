@@ -13,8 +13,9 @@ import json
 import platform
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
+from urllib.parse import unquote
 
 import aioboto3
 import aiobotocore
@@ -92,12 +93,33 @@ class BuildPage:
 
 @dataclass(frozen=True, slots=True)
 class ImportTaskInfo:
-    """One EC2 import image task as DescribeImportImageTasks shows it."""
+    """One EC2 import image task as DescribeImportImageTasks (or ImportImage) shows it."""
 
     task_id: str
     status: str  # active | completed | deleting | deleted
     progress: str
     message: str
+    #: The AMI a completed task made ("" before).
+    image_id: str = ""
+    tags: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class RoleInfo:
+    """An IAM role as GetRole answers it: whether VM Import may assume it."""
+
+    name: str
+    #: Its trust policy lets ``vmie.amazonaws.com`` assume it (VM Import's service principal).
+    trusts_vmie: bool
+
+
+@dataclass(frozen=True, slots=True)
+class QuotaInfo:
+    """One Service Quotas quota: its code, name and value."""
+
+    code: str
+    name: str
+    value: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,8 +152,28 @@ class PartitionClient(Protocol):
     async def get_image(self, arn: str) -> ImageState: ...
 
     async def describe_import_tasks(
-        self, task_ids: Sequence[str], *, next_token: str | None
+        self,
+        task_ids: Sequence[str],
+        *,
+        next_token: str | None,
+        filters: Mapping[str, Sequence[str]] | None = None,
     ) -> ImportTaskPage: ...
+
+    async def import_image(
+        self, params: Mapping[str, Any], *, client_token: str, tags: Mapping[str, str]
+    ) -> ImportTaskInfo: ...
+
+    async def cancel_import_task(self, task_id: str) -> str: ...
+
+    async def head_object(self, bucket: str, key: str) -> int: ...
+
+    async def bucket_region(self, bucket: str) -> str: ...
+
+    async def get_role(self, name: str) -> RoleInfo: ...
+
+    async def get_service_quota(self, service_code: str, quota_code: str) -> float: ...
+
+    async def list_service_quotas(self, service_code: str) -> list[QuotaInfo]: ...
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -151,58 +193,155 @@ class ClientSettings:
 
 
 class AioImageBuilderClient:
-    """A PartitionClient over one long-lived aioboto3 client (and EC2's, made on first use).
+    """A PartitionClient over one long-lived aioboto3 client, and the other services'
+    (EC2, S3, IAM, Service Quotas), each made on its first use.
 
-    The EC2 client shares the session (credentials loaded once), region, endpoint URL and
-    botocore config; it is opened only when a task check first needs it, because loading
-    EC2's service model costs a run that never asks (most of them) a few hundred ms.
+    They share the session (credentials loaded once), region, endpoint URL and botocore
+    config; each is opened only when a call first needs it, because loading a service
+    model costs a run that never asks (most of them) a few hundred ms.
     """
 
     def __init__(
         self,
         client: Any,
         *,
-        open_ec2: Callable[[], Awaitable[Any]] | None = None,
+        open_service: Callable[[str], Awaitable[Any]] | None = None,
     ) -> None:
         self._client = client
-        self._open_ec2 = open_ec2
-        self._ec2: Any = None
-        self._ec2_lock = anyio.Lock()
+        self._open_service = open_service
+        self._services: dict[str, Any] = {}
+        self._services_lock = anyio.Lock()
+
+    async def _service(self, name: str) -> Any:
+        async with self._services_lock:
+            client = self._services.get(name)
+            if client is None:
+                if self._open_service is None:
+                    raise FatalBatchError(f"this client was opened without {name}")
+                client = self._services[name] = await self._open_service(name)
+            return client
 
     async def _ec2_client(self) -> Any:
-        async with self._ec2_lock:
-            if self._ec2 is None:
-                if self._open_ec2 is None:
-                    raise FatalBatchError("this client was opened without EC2")
-                self._ec2 = await self._open_ec2()
-            return self._ec2
+        return await self._service(EC2_SERVICE)
 
     async def describe_import_tasks(
-        self, task_ids: Sequence[str], *, next_token: str | None
+        self,
+        task_ids: Sequence[str],
+        *,
+        next_token: str | None,
+        filters: Mapping[str, Sequence[str]] | None = None,
     ) -> ImportTaskPage:
-        """One page of DescribeImportImageTasks for these IDs (at most ``TASK_IDS_PER_CALL``).
+        """One page of DescribeImportImageTasks for these IDs (at most ``TASK_IDS_PER_CALL``),
+        or, without IDs, of every task ``filters`` match (``task-state``, ``tag:KEY``).
 
         A call naming an ID EC2 does not know fails as a whole (``ApiError`` with a code in
         ``UNKNOWN_TASK_CODES``), without saying which.
         """
         ec2 = await self._ec2_client()
-        kwargs: dict[str, Any] = {"ImportTaskIds": list(task_ids), "MaxResults": TASK_IDS_PER_CALL}
+        kwargs: dict[str, Any] = {"MaxResults": TASK_IDS_PER_CALL}
+        if task_ids:
+            kwargs["ImportTaskIds"] = list(task_ids)
+        if filters:
+            kwargs["Filters"] = [{"Name": k, "Values": list(v)} for k, v in filters.items()]
         if next_token:
             kwargs["NextToken"] = next_token
         try:
             answer = await ec2.describe_import_image_tasks(**kwargs)
         except Exception as error:
             raise translate_error(error) from None
-        tasks = [
-            ImportTaskInfo(
-                task_id=_printable(str(task.get("ImportTaskId", ""))),
-                status=_printable(str(task.get("Status", ""))),
-                progress=_printable(str(task.get("Progress") or "")),
-                message=_printable(str(task.get("StatusMessage") or "")),
-            )
-            for task in answer.get("ImportImageTasks", [])
-        ]
+        tasks = [_task_info(task) for task in answer.get("ImportImageTasks", [])]
         return ImportTaskPage(tasks=tasks, next_token=answer.get("NextToken") or None)
+
+    async def import_image(
+        self, params: Mapping[str, Any], *, client_token: str, tags: Mapping[str, str]
+    ) -> ImportTaskInfo:
+        """Start one EC2 import task (ImportImage) with its ClientToken, the task tagged."""
+        ec2 = await self._ec2_client()
+        spec = {
+            "ResourceType": "import-image-task",
+            "Tags": [{"Key": k, "Value": v} for k, v in tags.items()],
+        }
+        try:
+            answer = await ec2.import_image(
+                **params, ClientToken=client_token, TagSpecifications=[spec]
+            )
+        except Exception as error:
+            raise translate_error(error) from None
+        return _task_info(answer)
+
+    async def cancel_import_task(self, task_id: str) -> str:
+        """CancelImportTask; the task's state before (``active``)."""
+        ec2 = await self._ec2_client()
+        try:
+            answer = await ec2.cancel_import_task(ImportTaskId=task_id)
+        except Exception as error:
+            raise translate_error(error) from None
+        return _printable(str(answer.get("PreviousState") or ""))
+
+    async def head_object(self, bucket: str, key: str) -> int:
+        """S3 HeadObject: the object's size in bytes."""
+        s3 = await self._service("s3")
+        try:
+            answer = await s3.head_object(Bucket=bucket, Key=key)
+        except Exception as error:
+            raise translate_error(error) from None
+        return int(answer.get("ContentLength") or 0)
+
+    async def bucket_region(self, bucket: str) -> str:
+        """S3 GetBucketLocation, as a Region name (us-east-1's is answered empty)."""
+        s3 = await self._service("s3")
+        try:
+            answer = await s3.get_bucket_location(Bucket=bucket)
+        except Exception as error:
+            raise translate_error(error) from None
+        return _printable(str(answer.get("LocationConstraint") or "us-east-1"))
+
+    async def get_role(self, name: str) -> RoleInfo:
+        """IAM GetRole: whether the role's trust policy names ``vmie.amazonaws.com``."""
+        iam = await self._service("iam")
+        try:
+            answer = await iam.get_role(RoleName=name)
+        except Exception as error:
+            raise translate_error(error) from None
+        policy = (answer.get("Role") or {}).get("AssumeRolePolicyDocument") or {}
+        if isinstance(policy, str):  # URL-encoded JSON when botocore left it as text
+            try:
+                policy = json.loads(unquote(policy))
+            except ValueError:
+                policy = {}
+        return RoleInfo(name=name, trusts_vmie=VMIE_PRINCIPAL in json.dumps(policy))
+
+    async def get_service_quota(self, service_code: str, quota_code: str) -> float:
+        """Service Quotas GetServiceQuota: the quota's applied value."""
+        quotas = await self._service("service-quotas")
+        try:
+            answer = await quotas.get_service_quota(ServiceCode=service_code, QuotaCode=quota_code)
+        except Exception as error:
+            raise translate_error(error) from None
+        return float((answer.get("Quota") or {}).get("Value") or 0.0)
+
+    async def list_service_quotas(self, service_code: str) -> list[QuotaInfo]:
+        """Service Quotas ListServiceQuotas: every quota of a service (all pages)."""
+        quotas = await self._service("service-quotas")
+        found: list[QuotaInfo] = []
+        kwargs: dict[str, Any] = {"ServiceCode": service_code}
+        while True:
+            try:
+                answer = await quotas.list_service_quotas(**kwargs)
+            except Exception as error:
+                raise translate_error(error) from None
+            found.extend(
+                QuotaInfo(
+                    code=str(q.get("QuotaCode", "")),
+                    name=str(q.get("QuotaName", "")),
+                    value=float(q.get("Value") or 0.0),
+                )
+                for q in answer.get("Quotas", [])
+            )
+            token = answer.get("NextToken")
+            if not token:
+                return found
+            kwargs["NextToken"] = token
 
     async def get_image(self, arn: str) -> ImageState:
         """GetImage for one build ARN: its ``state.status`` and ``state.reason``."""
@@ -259,6 +398,26 @@ class AioImageBuilderClient:
             for summary in page.get("imageSummaryList", [])
         ]
         return BuildPage(builds=builds, next_token=page.get("nextToken") or None)
+
+
+#: VM Import/Export's service principal: the import role must trust it (VM Import guide).
+VMIE_PRINCIPAL = "vmie.amazonaws.com"
+
+
+def _task_info(task: Mapping[str, Any]) -> ImportTaskInfo:
+    """An ImportImageTask (or ImportImage's answer) as the stages read it."""
+    tags = {
+        _printable(str(t.get("Key", ""))): _printable(str(t.get("Value", "")))
+        for t in task.get("Tags") or ()
+    }
+    return ImportTaskInfo(
+        task_id=_printable(str(task.get("ImportTaskId", ""))),
+        status=_printable(str(task.get("Status", ""))),
+        progress=_printable(str(task.get("Progress") or "")),
+        message=_printable(str(task.get("StatusMessage") or "")),
+        image_id=_printable(str(task.get("ImageId") or "")),
+        tags=tags,
+    )
 
 
 #: Where ``_keep_failure_contexts`` leaves what the pinned model's parser drops.
@@ -467,23 +626,25 @@ async def open_client(
                 f"before-parse.{SERVICE}.{operation}", _keep_failure_contexts
             )
 
-        async def open_ec2() -> Any:
-            # Our signer fast path and endpoint trimming are Image Builder's only: EC2 is
-            # called once per hundred rows, so botocore's own per-call work is no cost.
-            ec2 = await stack.enter_async_context(
+        async def open_service(name: str) -> Any:
+            # Our signer fast path and endpoint trimming are Image Builder's only: the
+            # other services are called once per task or per hundred rows, so botocore's
+            # own per-call work is no cost.
+            other = await stack.enter_async_context(
                 session.client(
-                    EC2_SERVICE,
+                    name,
                     region_name=settings.region or session.region_name,
                     endpoint_url=settings.endpoint_url,
                     config=botocore_config(settings),
                 )
             )
-            ec2.meta.events.unregister(
-                f"needs-retry.{EC2_SERVICE}", unique_id=f"retry-config-{EC2_SERVICE}"
+            service = other.meta.service_model.service_id.hyphenize()
+            other.meta.events.unregister(
+                f"needs-retry.{service}", unique_id=f"retry-config-{service}"
             )
-            return ec2
+            return other
 
-        yield AioImageBuilderClient(client, open_ec2=open_ec2)
+        yield AioImageBuilderClient(client, open_service=open_service)
 
 
 def _trim_per_call_work(client: Any) -> None:

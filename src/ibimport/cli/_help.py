@@ -152,8 +152,11 @@ def format_duration(seconds: float) -> str:
     return "".join(parts) or "0s"
 
 
-def duration_option(value: str) -> str:
-    """typer callback: a duration option's text, refused (exit 2) unless it reads as one."""
+def duration_option(value: str | None) -> str | None:
+    """typer callback: a duration option's text, refused (exit 2) unless it reads as one
+    (an option without a default is None when not given)."""
+    if value is None:
+        return None
     try:
         parse_duration(value)
     except ValueError as error:
@@ -163,6 +166,6 @@ def duration_option(value: str) -> str:
 
 def positive_duration_option(value: str) -> str:
     """typer callback: as ``duration_option``, and above zero (a polling interval)."""
-    if parse_duration(duration_option(value)) <= 0:
+    if parse_duration(duration_option(value) or "") <= 0:
         raise typer.BadParameter(f"{value!r}: must be above zero")
     return value

@@ -36,12 +36,16 @@ from ibimport import (
     RunStats,
     Shard,
     SourceKind,
+    TaskFollowSettings,
+    TaskWave,
     batch_status,
     check_paths,
     default_output_paths,
     detect_format,
     open_batch,
+    parse_import_options,
     parse_rates,
+    parse_task_slots,
     plan_batch,
     recorded_run,
     source_kind,
@@ -59,6 +63,7 @@ from ibimport.cli._common import (
     JsonOpt,
     ManifestArg,
     ProfileOpt,
+    ProgressOpt,
     RegionOpt,
     TagOpt,
     _count,
@@ -126,6 +131,12 @@ panels(
             "retry_failed_images",
             "no_reconcile",
             "token_ttl",
+        ),
+        "Disk images (EC2 import tasks)": (
+            "task_slots",
+            "after_task",
+            "stall_timeout",
+            "import_option",
         ),
         "Preflight and wait": (
             "preflight",
@@ -270,10 +281,7 @@ def run(
         ),
     ] = False,
     emulator: EmulatorConfig | None = None,  # --emulator-* (local_emulator_options)
-    progress: Annotated[
-        ProgressMode,
-        typer.Option(help="auto: a bar on a terminal, lines otherwise; plain: lines; off."),
-    ] = ProgressMode.AUTO,
+    progress: ProgressOpt = ProgressMode.AUTO,
     no_progress: Annotated[
         bool, typer.Option("--no-progress", help="Same as --progress off.")
     ] = False,
@@ -301,11 +309,47 @@ def run(
         ),
     ] = False,
     task_timeout: Annotated[
-        str,
+        str | None,
         typer.Option(
-            metavar="DURATION", callback=duration_option, help="How long --wait-for-tasks waits."
+            metavar="DURATION",
+            callback=duration_option,
+            help="How long --wait-for-tasks waits (default 1h); and the longest an import "
+            "task ibimport started may run before its row fails (default: no limit).",
         ),
-    ] = "1h",
+    ] = None,
+    task_slots: Annotated[
+        list[str] | None,
+        typer.Option(
+            metavar="N|REGION=N",
+            help="EC2 import tasks active at once per account and Region (repeatable per "
+            "Region); default: Service Quotas' value where readable, else 20.",
+        ),
+    ] = None,
+    after_task: Annotated[
+        bool,
+        typer.Option(
+            "--after-task",
+            help="Rows with disks: ImportVmImage once their import task completed (default: "
+            "as soon as it started).",
+        ),
+    ] = False,
+    stall_timeout: Annotated[
+        str | None,
+        typer.Option(
+            metavar="DURATION",
+            callback=duration_option,
+            help="Fail a row whose import task's progress has not moved for this long.",
+        ),
+    ] = None,
+    import_option: Annotated[
+        list[str] | None,
+        typer.Option(
+            metavar="KEY=VALUE",
+            help="An ImportImage option for every row with disks that gives none "
+            "(licenseType, usageOperation, bootMode, architecture, encrypted, kmsKeyId, "
+            "roleName, importDescription).",
+        ),
+    ] = None,
     max_stdin_mib: Annotated[
         int | None,
         typer.Option(
@@ -335,7 +379,20 @@ def run(
             check_aws_options(region=region, endpoint_url=endpoint_url)
             rates = parse_rates(rate or [])
             shards = _shard(shard, shard_count)
+            wave = TaskWave(
+                slots=parse_task_slots(task_slots or []),
+                after_task=after_task,
+                follow=TaskFollowSettings(
+                    poll_min_s=parse_duration(poll_interval),
+                    poll_max_s=max(60.0, parse_duration(poll_interval)),
+                    stall_timeout_s=parse_duration(stall_timeout) if stall_timeout else None,
+                    task_timeout_s=parse_duration(task_timeout) if task_timeout else None,
+                ),
+            )
+            import_defaults = parse_import_options(import_option or [])
         except IbimportError as error:
+            raise _fail(str(error), as_json=as_json) from None
+        except ValueError as error:
             raise _fail(str(error), as_json=as_json) from None
         default_journal, default_report, default_results = default_output_paths(
             outputs_beside, shard=shards
@@ -373,9 +430,11 @@ def run(
                 reconcile=not no_reconcile,
                 wait=wait_settings(wait_timeout, poll_interval) if wait else None,
                 preflight=preflight,
-                task_wait=task_wait_settings(task_timeout, poll_interval)
+                task_wait=task_wait_settings(task_timeout or "1h", poll_interval)
                 if wait_for_tasks
                 else None,
+                tasks=wave,
+                import_defaults=import_defaults,
             )
         except IbimportError as error:  # the option rules (engine/settings)
             raise _fail(str(error), as_json=as_json) from None
@@ -621,7 +680,7 @@ def _preflight_and_run(
         err.print(f"the manifest changed since the journal {config.journal_path} was written:")
         for line in batch.changes:
             err.print("  " + line, highlight=False, markup=False)
-    progress = ProgressListener(err, mode=progress_mode)
+    progress = ProgressListener(err, mode=progress_mode, wait_follows=config.wait is not None)
     control = BatchControl()
 
     async def _main() -> int:

@@ -21,9 +21,18 @@ from ibimport.domain.apimodel import (
     REQUEST_FIELDS,
     StringRule,
     check_version_nodes,
+    image_identity,
     import_vm_image_rules,
     log_group_problem,
     name_problem,
+)
+from ibimport.domain.diskimport import (
+    DISK_FIELDS,
+    IMPORT_OPTION_FIELDS,
+    DiskRef,
+    disk_containers,
+    disk_refs,
+    import_image_params,
 )
 
 __all__ = ["FIELDS", "PARTITION_FIELDS", "ImageRequest", "nfc"]
@@ -37,6 +46,8 @@ PARTITION_FIELDS: Final = ("region", "profile")
 #: then the partition's.
 FIELDS: Final = (
     *("logGroupName" if name == "loggingConfiguration" else name for name in REQUEST_FIELDS),
+    *DISK_FIELDS,
+    *IMPORT_OPTION_FIELDS,
     *PARTITION_FIELDS,
 )
 
@@ -51,6 +62,8 @@ def nfc(value: Any) -> Any:
         return unicodedata.normalize("NFC", value)
     if isinstance(value, dict):
         return {nfc(k): nfc(v) for k, v in value.items()}
+    if isinstance(value, list):  # diskContainers
+        return [nfc(v) for v in value]
     return value
 
 
@@ -149,14 +162,51 @@ class ImageRequest(BaseModel):
     description: _Description | None = None
     platform: _Platform
     osVersion: _OsVersion | None = None
-    vmImportTaskId: _TaskId
+    #: The EC2 import task the image comes from; None when the row gives its disks
+    #: instead (``diskImage`` or ``diskContainers``: ibimport starts the task).
+    vmImportTaskId: _TaskId | None = None
     tags: Tags = Field(default_factory=dict)
     clientToken: _Token | None = None
     logGroupName: _LogGroup | None = None
+    #: The disks to import (``domain.diskimport``: its rules are checked by the manifest).
+    diskImage: str | None = None
+    diskFormat: str | None = None
+    diskContainers: list[dict[str, Any]] | None = None
+    #: ImportImage's options for a row with disks (``domain.diskimport``).
+    licenseType: str | None = None
+    usageOperation: str | None = None
+    bootMode: str | None = None
+    architecture: str | None = None
+    encrypted: bool | None = None
+    kmsKeyId: str | None = None
+    roleName: str | None = None
+    importDescription: str | None = None
     #: The AWS Region and config profile to import into; None: the command line's (or the
     #: AWS config's) default.
     region: _Region | None = None
     profile: _Profile | None = None
+
+    @property
+    def has_disks(self) -> bool:
+        """The row gives its disks: ibimport starts its EC2 import task (ImportImage)."""
+        return self.diskImage is not None or self.diskContainers is not None
+
+    def image_tag(self) -> str:
+        """The row's image identity as a tag value (``normalised-name/version``)."""
+        identity = image_identity(self.name, self.semanticVersion)
+        return f"{identity.name}/{identity.semantic_version}"
+
+    def import_image_params(self) -> dict[str, Any]:
+        """ImportImage's members for this row's disks (no ClientToken, no tags)."""
+        containers = disk_containers(self.diskImage, self.diskFormat, self.diskContainers)
+        options = {field: getattr(self, field) for field in IMPORT_OPTION_FIELDS}
+        return import_image_params(containers, options, platform=self.platform)
+
+    def disks(self) -> list[DiskRef]:
+        """The disk objects this row imports (none for a row with ``vmImportTaskId``)."""
+        if not self.has_disks:
+            return []
+        return disk_refs(disk_containers(self.diskImage, self.diskFormat, self.diskContainers))
 
     def api_params(self) -> dict[str, Any]:
         """The ImportVmImage request members except clientToken (the caller adds it)."""
@@ -166,7 +216,8 @@ class ImageRequest(BaseModel):
         params["platform"] = self.platform
         if self.osVersion is not None:
             params["osVersion"] = self.osVersion
-        params["vmImportTaskId"] = self.vmImportTaskId
+        if self.vmImportTaskId is not None:  # a row with disks gets its task's, once started
+            params["vmImportTaskId"] = self.vmImportTaskId
         if self.tags:
             params["tags"] = dict(self.tags)
         if self.logGroupName is not None:

@@ -5,8 +5,10 @@ pending ──▶ in_flight ──▶ succeeded
    │            │  ▲──┐──▶ exists    (a build of the image was found: never a second one)
    │            │  retry└─▶ failed   (permanent 4xx, or attempts exhausted)
    ├──▶ invalid (the manifest row broke a rule; never sent)
-   └──▶ blocked (``run --preflight``: its EC2 import task is not ready; checked again
-                 on a re-run, so not done)
+   ├──▶ blocked (``run --preflight``: its EC2 import task is not ready; checked again
+   │             on a re-run, so not done)
+   └──▶ cancelled (its EC2 import task, started by ibimport, was cancelled: started
+                   again by a re-run)
 ```
 
 An imported row (``succeeded`` or ``exists``) has a second dimension, its image's final
@@ -55,6 +57,8 @@ class RowStatus(StrEnum):
     INVALID = "invalid"
     SKIPPED = "skipped"
     BLOCKED = "blocked"
+    #: Its EC2 import task was cancelled (``ibimport cancel``): a re-run starts it again.
+    CANCELLED = "cancelled"
 
     @property
     def is_done(self) -> bool:
@@ -65,6 +69,8 @@ class RowStatus(StrEnum):
 _DONE = frozenset({RowStatus.SUCCEEDED, RowStatus.EXISTS})
 #: A blocked row is neither done nor failed: a re-run checks its task again, then sends it.
 _UNFINISHED = frozenset({RowStatus.PENDING, RowStatus.IN_FLIGHT})
+#: Sent again by a re-run whatever ``--no-retry-failed`` says: nothing failed.
+_RESTARTED = frozenset({RowStatus.CANCELLED})
 #: States an outcome report carries no news in, for a row the journal already knows.
 _NO_NEWS = frozenset({RowStatus.SKIPPED, RowStatus.PENDING})
 
@@ -154,7 +160,7 @@ class RerunPlan:
     def from_counts(cls, counts: Mapping[RowStatus, int]) -> RerunPlan:
         return cls(
             skip=sum(counts.get(s, 0) for s in _DONE),
-            resend=sum(counts.get(s, 0) for s in _UNFINISHED),
+            resend=sum(counts.get(s, 0) for s in _UNFINISHED | _RESTARTED),
             retry=counts.get(RowStatus.FAILED, 0),
             recheck=counts.get(RowStatus.BLOCKED, 0),
         )

@@ -24,7 +24,7 @@ from ibimport.domain.request import nfc
 if TYPE_CHECKING:
     from ibimport.domain.request import ImageRequest
 
-__all__ = ["NAMESPACE", "canonical_request", "client_token", "reimport_token"]
+__all__ = ["NAMESPACE", "canonical_request", "client_token", "reimport_token", "task_client_token"]
 
 #: ibimport's UUIDv5 namespace, uuid5(NAMESPACE_URL, "https://github.com/ibimport/ibimport#clientToken").
 #: FROZEN FOREVER: changing it changes every token, so a re-run after an upgrade would
@@ -47,6 +47,11 @@ def canonical_request(task: ImageRequest, *, params: dict[str, Any] | None = Non
     """
     if params is None:
         params = task.api_params()
+    if task.has_disks:
+        # A row with disks has no task ID before its task starts: its token names the
+        # disks and ImportImage's options instead (rows with vmImportTaskId are unchanged).
+        params = {k: v for k, v in params.items() if k != "vmImportTaskId"}
+        params["importImage"] = task.import_image_params()
     text = json.dumps(params, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     if not text.isascii():  # ASCII text is already NFC: only other text is normalised
         text = json.dumps(nfc(params), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
@@ -79,7 +84,30 @@ def client_token(
     """
     if task.clientToken is not None:
         return task.clientToken
-    name = canonical_request(task, params=params)
+    return _uuid5(canonical_request(task, params=params), salt)
+
+
+#: Prefixed to the name of an ImportImage ClientToken: never equal to an ImportVmImage one.
+_TASK_PREFIX = b"ImportImage\x00"
+
+
+def task_client_token(task: ImageRequest, *, salt: str = "", generation: int = 0) -> str:
+    """The ClientToken of the EC2 import task (ImportImage) of a row with disks (36 chars).
+
+    A UUIDv5 like ``client_token``'s, over another name: the row's image identity, the
+    ImportImage request and the task's ``generation`` (0, then one more for each task of
+    the row that ended ``deleted``: a failed or cancelled import is started again under a
+    new token, since EC2 answers a known token with its original task). The same row on
+    any machine gets the same token, so a retry or a second machine starts no second task.
+    """
+    params: dict[str, Any] = {"image": task.image_tag(), "importImage": task.import_image_params()}
+    if generation:
+        params["generation"] = generation
+    text = json.dumps(nfc(params), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return _uuid5(_TASK_PREFIX + text.encode("utf-8"), salt)
+
+
+def _uuid5(name: bytes, salt: str) -> str:
     if salt:
         name = unicodedata.normalize("NFC", salt).encode("utf-8") + _SALT_SEPARATOR + name
     digest = bytearray(hashlib.sha1(_NAMESPACE_BYTES + name, usedforsecurity=False).digest())

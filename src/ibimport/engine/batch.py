@@ -54,6 +54,7 @@ from ibimport.engine.selection import (
     unreached,
 )
 from ibimport.engine.settings import BatchConfig
+from ibimport.engine.wave import task_start_stage
 from ibimport.errors import (
     ConfigError,
     IbimportError,
@@ -67,6 +68,7 @@ from ibimport.report.outputs import default_output_paths, journal_results
 from ibimport.stages.base import RowStage
 from ibimport.stages.existing import ExistingStage, Reconciler, partition_key
 from ibimport.stages.imagewait import WaitFigures
+from ibimport.stages.taskfollow import MemoryLedger
 
 
 @dataclass(slots=True)
@@ -224,6 +226,9 @@ async def _execute(
                             None
                             if journal is None
                             else unreached(journal, config, partition, plan),
+                            total_rows=total_rows
+                            if plan is None
+                            else plan.count_in(frozenset(partition.places)),
                         )
                     )
                 cpu_started = time.process_time()
@@ -252,6 +257,7 @@ async def _execute(
                         settings=config.wait,
                         clock=clock,
                         control=control,
+                        listeners=listeners,
                     )
             finally:
                 await store.aclose()
@@ -325,9 +331,23 @@ def _import_pipeline(
     existing images, the import."""
     client: PartitionClient = partition.client or Unavailable()
     health = config.run.health()
-    before: list[RowStage] = []
+    before: list[RowStage] = [
+        task_start_stage(
+            client,
+            config.tasks,
+            region=partition.region,
+            ledger=journal if isinstance(journal, SqliteJournal) else MemoryLedger(),
+            clock=clock,
+            settings=config.run,
+            health=health,
+        )
+    ]
     if config.preflight and partition.client is not None and partition.failure is None:
-        before.append(task_gate_stage(config, partition, plan, settled, clock=clock, health=health))
+        before.append(
+            task_gate_stage(
+                config, partition, plan, settled, clock=clock, health=health, listeners=listeners
+            )
+        )
     return import_pipeline(
         client,
         build_limiter(

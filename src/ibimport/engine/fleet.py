@@ -24,8 +24,11 @@ from ibimport.aws.client import (
     ClientSettings,
     ImageState,
     ImportResult,
+    ImportTaskInfo,
     ImportTaskPage,
     PartitionClient,
+    QuotaInfo,
+    RoleInfo,
     account_of,
     open_client,
     open_session,
@@ -39,6 +42,7 @@ from ibimport.errors import CallError, FatalBatchError, IbimportError
 from ibimport.flow.clock import Clock
 from ibimport.manifest import ManifestRow
 from ibimport.report import RunStats
+from ibimport.stages.polling import WaitRound
 
 __all__ = [
     "FanOut",
@@ -151,6 +155,8 @@ class PartitionWork:
     rows: Iterable[ManifestRow]
     #: After a stop, the partition's rows the pipeline never reached (``Pipeline.run``).
     unreached: Callable[[int], Iterable[RowResult]] | None = None
+    #: How many rows it holds, as the selection counted them (None: not counted).
+    total_rows: int | None = None
 
 
 async def run_fleet(
@@ -162,11 +168,19 @@ async def run_fleet(
 ) -> RunOutcome:
     """Run every partition's pipeline side by side; one outcome for the batch.
 
-    ``listeners`` are the batch's own: told one start and one finish here, and every
-    call and row through ``fan_out`` (which the pipelines were given).
+    ``listeners`` are the batch's own: told one start (with each partition's rows, when
+    counted) and one finish here, and every call and row through ``fan_out`` (which the
+    pipelines were given).
     """
     for listener in listeners:
         listener.on_start(total_rows=total_rows)
+    if work and all(w.total_rows is not None for w in work):
+        shares: dict[tuple[str, str], int] = {}
+        for w in work:
+            place = (w.partition.account, w.partition.region)
+            shares[place] = shares.get(place, 0) + (w.total_rows or 0)
+        for listener in listeners:
+            listener.on_partitions(shares)
     started = clock.now()
     outcomes: dict[int, RunOutcome] = {}
 
@@ -222,6 +236,10 @@ class FanOut(BaseListener):
         for listener in self._listeners:
             listener.on_row_done(result)
 
+    def on_wait_round(self, figures: WaitRound) -> None:
+        for listener in self._listeners:
+            listener.on_wait_round(figures)
+
 
 class Unavailable:
     """The client of a partition that could not open: never called (its pipeline starts
@@ -239,6 +257,33 @@ class Unavailable:
         raise IbimportError("a partition that failed to open was asked for an image")
 
     async def describe_import_tasks(
-        self, task_ids: Sequence[str], *, next_token: str | None
+        self,
+        task_ids: Sequence[str],
+        *,
+        next_token: str | None,
+        filters: Mapping[str, Sequence[str]] | None = None,
     ) -> ImportTaskPage:
         raise IbimportError("a partition that failed to open was asked for its tasks")
+
+    async def import_image(
+        self, params: Mapping[str, Any], *, client_token: str, tags: Mapping[str, str]
+    ) -> ImportTaskInfo:
+        raise IbimportError("a partition that failed to open was asked to start a task")
+
+    async def cancel_import_task(self, task_id: str) -> str:
+        raise IbimportError("a partition that failed to open was asked to cancel a task")
+
+    async def head_object(self, bucket: str, key: str) -> int:
+        raise IbimportError("a partition that failed to open was asked for a disk object")
+
+    async def bucket_region(self, bucket: str) -> str:
+        raise IbimportError("a partition that failed to open was asked for a bucket")
+
+    async def get_role(self, name: str) -> RoleInfo:
+        raise IbimportError("a partition that failed to open was asked for a role")
+
+    async def get_service_quota(self, service_code: str, quota_code: str) -> float:
+        raise IbimportError("a partition that failed to open was asked for a quota")
+
+    async def list_service_quotas(self, service_code: str) -> list[QuotaInfo]:
+        raise IbimportError("a partition that failed to open was asked for its quotas")

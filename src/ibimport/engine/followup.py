@@ -8,9 +8,9 @@ modules that decide (``importtasks``, ``waiter``).
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import AsyncExitStack
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -19,6 +19,7 @@ import anyio
 from ibimport._files import check_paths
 from ibimport.domain import rowstate
 from ibimport.domain.rowstate import ImageStatus
+from ibimport.engine.events import RunListener
 from ibimport.engine.fleet import Partition, default_client, open_partitions
 from ibimport.engine.partitions import Place, RowPlan, told_rate
 from ibimport.engine.selection import partition_rows, select_rows
@@ -31,6 +32,7 @@ from ibimport.journal import SqliteJournal
 from ibimport.report.documents import TaskPreflight, TaskRow
 from ibimport.report.outputs import RebuiltOutputs, journal_outputs, rebuild_outputs
 from ibimport.stages.imagewait import WaitFigures, WaitSettings, follow_journal
+from ibimport.stages.polling import WaitRound
 from ibimport.stages.taskcheck import TaskChecker
 from ibimport.stages.taskgate import TaskGate, TaskGateStage
 
@@ -83,19 +85,19 @@ async def preflight_tasks(
             if partition.failure is not None or partition.client is None:
                 raise FatalBatchError(f"{partition.failure}; nothing was checked")
             rows = [
-                (r.row, r.task)
+                (r.row, r.task, r.task.vmImportTaskId)
                 for r in partition_rows(config, partition, selection.plan, selection.prints)
-                if r.task is not None
+                if r.task is not None and r.task.vmImportTaskId is not None
             ]
             calls = _read_calls(config, partition, clock)
             checker = TaskChecker(partition.client, calls)
             try:
-                checks = await checker.check(task.vmImportTaskId for _, task in rows)
+                checks = await checker.check(task_id for _, _, task_id in rows)
             except CallError as error:
                 raise _lookup_failed(error) from None
             found += [
-                TaskRow(row, task.name, task.semanticVersion, checks[task.vmImportTaskId])
-                for row, task in rows
+                TaskRow(row, task.name, task.semanticVersion, checks[task_id])
+                for row, task, task_id in rows
             ]
             calls_made += calls.calls
             throttled += calls.throttled
@@ -138,10 +140,12 @@ async def wait_for_images(
     clock: Clock | None = None,
     report_path: Path | None = None,
     results_path: Path | None = None,
+    listeners: Sequence[RunListener] = (),
 ) -> WaitResult:
     """``ibimport wait``: follow a journal's imported images, then rewrite its run's outputs.
 
     ``config`` gives the client, limiter and retry settings (its manifest is not read).
+    ``listeners`` hear each polling round (``on_wait_round``).
     Images an earlier wait settled are not asked again; an interrupted wait resumes. The
     outputs (``report_path``, ``results_path``, else where the journal says) are checked
     as ``report`` checks them, before any call; a credential fault is ``FatalBatchError``
@@ -154,7 +158,9 @@ async def wait_for_images(
     )
     journal = _open_existing(journal_path)
     try:
-        several = await follow_recorded_partitions(config, journal, settings=settings, clock=clock)
+        several = await follow_recorded_partitions(
+            config, journal, settings=settings, clock=clock, listeners=listeners
+        )
         if several is not None:
             images, figures = several
         else:
@@ -165,6 +171,7 @@ async def wait_for_images(
                     calls=_calls(config, clock),
                     clock=clock,
                     settings=settings,
+                    on_round=round_teller(listeners, partition=""),
                 )
     except CallError as error:
         raise _lookup_failed(error, what="follow the images") from None
@@ -192,6 +199,21 @@ def settled_rows(journal: SqliteJournal, *, retry_failed: bool) -> frozenset[tup
     )
 
 
+def round_teller(
+    listeners: Sequence[RunListener], *, partition: str
+) -> Callable[[WaitRound], None] | None:
+    """A wait's rounds told to ``listeners``, named for their partition (None: nobody)."""
+    if not listeners:
+        return None
+
+    def tell(figures: WaitRound) -> None:
+        named = replace(figures, partition=partition)
+        for listener in listeners:
+            listener.on_wait_round(named)
+
+    return tell
+
+
 def task_gate_stage(
     config: BatchConfig,
     partition: Partition,
@@ -200,19 +222,29 @@ def task_gate_stage(
     *,
     clock: Clock,
     health: PartitionHealth,
+    listeners: Sequence[RunListener] = (),
 ) -> TaskGateStage:
     """``run --preflight``'s first stage for a partition: its rows' tasks (not those an
     earlier run settled), checked by its own EC2 (import tasks are regional) under its own
-    read limiter."""
+    read limiter; ``listeners`` hear the rounds of ``--wait-for-tasks``."""
     assert partition.client is not None
 
     def task_ids() -> Iterator[str]:
         for r in partition_rows(config, partition, plan, None):
-            if r.task is not None and (r.task.name, r.task.semanticVersion) not in settled:
-                yield r.task.vmImportTaskId
+            task = r.task
+            if task is None or task.vmImportTaskId is None:
+                continue  # a row with disks: its task is ibimport's own (``taskstart``)
+            if (task.name, task.semanticVersion) not in settled:
+                yield task.vmImportTaskId
 
     checker = TaskChecker(partition.client, _read_calls(config, partition, clock, health=health))
-    return TaskGateStage(TaskGate(checker, clock=clock, wait=config.task_wait), task_ids=task_ids)
+    gate = TaskGate(
+        checker,
+        clock=clock,
+        wait=config.task_wait,
+        on_round=round_teller(listeners, partition=partition.label),
+    )
+    return TaskGateStage(gate, task_ids=task_ids)
 
 
 def _read_calls(
@@ -245,9 +277,11 @@ async def follow_partitions(
     settings: WaitSettings,
     clock: Clock,
     control: BatchControl | None,
+    listeners: Sequence[RunListener] = (),
 ) -> tuple[Counter[ImageStatus], WaitFigures, bool]:
     """``run --wait`` and ``wait``: follow each partition's imported images with that
-    partition's client (``config`` gives its limiter and retry rules).
+    partition's client (``config`` gives its limiter and retry rules); ``listeners`` hear
+    each partition's rounds.
 
     The journal's rows carry the account and Region they were imported into (schema 4);
     with one partition every row is its own.
@@ -266,6 +300,7 @@ async def follow_partitions(
             clock=clock,
             settings=settings,
             only=(lambda e: (e.account, e.region) == place) if several else None,
+            on_round=round_teller(listeners, partition=partition.label),
         )
         images.update(found)
         figures.rounds += cost.rounds
@@ -306,7 +341,12 @@ def record_partitions(journal: SqliteJournal, partitions: Sequence[Partition]) -
 
 
 async def follow_recorded_partitions(
-    config: BatchConfig, journal: SqliteJournal, *, settings: WaitSettings, clock: Clock
+    config: BatchConfig,
+    journal: SqliteJournal,
+    *,
+    settings: WaitSettings,
+    clock: Clock,
+    listeners: Sequence[RunListener] = (),
 ) -> tuple[Counter[ImageStatus], WaitFigures] | None:
     """``ibimport wait`` on the journal of a batch of several partitions: each partition's
     images followed with its own client (None: the journal names no partitions)."""
@@ -317,6 +357,12 @@ async def follow_recorded_partitions(
     async with AsyncExitStack() as stack:
         partitions = await open_partitions(places, base=config.client, stack=stack)
         images, figures, _ = await follow_partitions(
-            config, partitions, journal, settings=settings, clock=clock, control=None
+            config,
+            partitions,
+            journal,
+            settings=settings,
+            clock=clock,
+            control=None,
+            listeners=listeners,
         )
     return images, figures

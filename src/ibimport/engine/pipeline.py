@@ -34,7 +34,7 @@ from ibimport.flow.limiter import Limiter, build_limiter
 from ibimport.flow.retry import Backoff, Disposition
 from ibimport.journal import Journal, JournalEntry
 from ibimport.manifest import ManifestRow
-from ibimport.stages.base import RowStage, RowWork
+from ibimport.stages.base import HoldsOutcome, RowStage, RowWork
 from ibimport.stages.existing import ExistingStage, Reconciler
 from ibimport.stages.importing import ImportStage
 
@@ -46,6 +46,7 @@ _OUTCOMES = {
     Disposition.RETRY: CallOutcome.RETRYABLE,
     Disposition.PERMANENT: CallOutcome.PERMANENT,
     Disposition.FATAL: CallOutcome.FATAL,
+    Disposition.BACKPRESSURE: CallOutcome.THROTTLED,
 }
 
 
@@ -133,6 +134,7 @@ class Pipeline:
         origin: tuple[str, str] = ("", ""),
     ) -> None:
         self.stages = tuple(stages)
+        self._holders = [stage for stage in self.stages if isinstance(stage, HoldsOutcome)]
         #: The partition this pipeline imports into: (account, Region), for the results.
         self.origin = origin
         self.journal = journal
@@ -330,6 +332,8 @@ class Pipeline:
         result = await self._walk(work, 0)
         if result is not None:
             del self._state.in_progress[work.row]
+            if self._hold(work, result):
+                return None
         return result
 
     async def _walk(self, work: RowWork, first: int) -> RowResult | None:
@@ -360,7 +364,25 @@ class Pipeline:
             if result is None:
                 return
             del self._state.in_progress[work.row]
-        self._finish(result)
+        if not self._hold(work, result):
+            self._finish(result)
+
+    def _hold(self, work: RowWork, result: RowResult) -> bool:
+        """Whether a stage the row passed holds its outcome (``stages.base.HoldsOutcome``):
+        the row then waits for it without a worker, and is finished by ``_settle``."""
+        if self._deferring is None:
+            return False
+        for stage in self._holders:
+            if stage.holds(work):
+                self._state.deferred[work.row] = work
+                self._deferring.start_soon(self._settle, stage, work, result)
+                return True
+        return False
+
+    async def _settle(self, stage: HoldsOutcome, work: RowWork, result: RowResult) -> None:
+        final = await stage.settle(work, result)
+        del self._state.deferred[work.row]
+        self._finish(final)
 
     def _prior(self, request: ImageRequest) -> JournalEntry | None:
         """What an earlier run recorded of this row; a fresh journal is not asked."""

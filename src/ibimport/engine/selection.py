@@ -92,6 +92,7 @@ def read_rows(
         extra_tags=config.extra_tags,
         only=only,
         duplicates=duplicates,
+        import_defaults=config.import_defaults,
     )
 
 
@@ -201,6 +202,11 @@ def batch_fingerprint(config: BatchConfig) -> str:
             "manifest": manifest_fingerprint(config.manifest),
             "format": config.fmt.value if config.fmt else None,
             "tags": dict(sorted(config.extra_tags.items())),
+            **(
+                {"importDefaults": dict(sorted(config.import_defaults.items()))}
+                if config.import_defaults
+                else {}
+            ),
             "salt": config.run.token_salt,
             **({"shard": config.shard.label} if config.shard is not None else {}),
         },

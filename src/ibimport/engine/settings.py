@@ -16,6 +16,7 @@ from pathlib import Path
 from ibimport.aws.client import ClientSettings
 from ibimport.engine.partitions import RateSpec, Shard
 from ibimport.engine.pipeline import RunSettings
+from ibimport.engine.wave import TaskWave
 from ibimport.errors import ConfigError
 from ibimport.manifest import ManifestFormat
 from ibimport.stages.imagewait import WaitSettings
@@ -31,6 +32,9 @@ class BatchConfig:
     manifest: Path
     fmt: ManifestFormat | None = None
     extra_tags: Mapping[str, str] = field(default_factory=dict)
+    #: ImportImage options for every row with disks that gives none of its own
+    #: (``--import-option KEY=VALUE``; ``domain.diskimport.IMPORT_OPTION_FIELDS``).
+    import_defaults: Mapping[str, str | bool] = field(default_factory=dict)
     run: RunSettings = field(default_factory=RunSettings)
     #: A told rate for every partition (``rates`` may tell one per Region instead).
     rate: float | None = None
@@ -61,6 +65,8 @@ class BatchConfig:
     #: ``--wait-for-tasks``: with ``preflight``, rows whose task is still converting wait
     #: for it (until ``TaskWait.timeout_s``) and are sent as it completes.
     task_wait: TaskWait | None = None
+    #: Rows with disks (issue 19): their EC2 import tasks' slots, pipelining and limits.
+    tasks: TaskWave = field(default_factory=lambda: TaskWave())
 
     def __post_init__(self) -> None:
         # The option rules hold for every caller, the CLI (exit 2) and a library's alike.

@@ -200,8 +200,8 @@ class CallExecutor:
             fatal = self._health.verdict(error, disposition, now=self._clock.now())
             if fatal is not None:
                 raise GaveUp(error, disposition, fatal=fatal)
-            if disposition is Disposition.PERMANENT:
-                raise GaveUp(error, disposition)
+            if disposition in (Disposition.PERMANENT, Disposition.BACKPRESSURE):
+                raise GaveUp(error, disposition)  # back-pressure: the caller's meter waits
             if disposition is Disposition.THROTTLED:
                 attempts.throttled += 1
                 self.throttled += 1

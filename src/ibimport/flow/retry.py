@@ -17,6 +17,7 @@ from ibimport.errors import CallError, TransportError
 __all__ = [
     "FATAL_CODES",
     "NO_ANSWER_CODES",
+    "QUOTA_CODES",
     "REFUSED_CREDENTIAL_CODES",
     "RETRYABLE_CODES",
     "RETRYABLE_STATUSES",
@@ -38,6 +39,9 @@ class Disposition(StrEnum):
     RETRY = "retry"  # transient: retry after a backoff
     PERMANENT = "permanent"  # this row fails; the batch goes on
     FATAL = "fatal"  # every call would fail the same way: stop the batch
+    #: A resource quota is full (EC2's active import tasks): back-pressure, never a row's
+    #: failure; the caller's meter shrinks and the call waits for room (``flow.slots``).
+    BACKPRESSURE = "backpressure"
 
 
 # botocore's standard-retry throttling list, minus LimitExceededException and
@@ -60,6 +64,11 @@ THROTTLING_CODES: frozenset[str] = frozenset(
         "PriorRequestNotComplete",
     }
 )
+
+# A quota of resources held over time is full, not a rate: EC2 refuses ImportImage with one
+# of these when the account's active import tasks reach the quota (issue 19: keep both).
+# Waiting for one of our own tasks to end, not a backoff, is what makes room.
+QUOTA_CODES: frozenset[str] = frozenset({"ResourceLimitExceeded", "ResourceCountLimitExceeded"})
 
 # Server-side or in-transit faults that a later identical attempt may not meet.
 RETRYABLE_CODES: frozenset[str] = frozenset(
@@ -131,6 +140,8 @@ def classify(error: CallError) -> Disposition:
         return Disposition.FATAL
     if status == 429 or code in THROTTLING_CODES:
         return Disposition.THROTTLED
+    if code in QUOTA_CODES:
+        return Disposition.BACKPRESSURE
     if isinstance(error, TransportError):
         return Disposition.RETRY
     if code in RETRYABLE_CODES or status in RETRYABLE_STATUSES:

@@ -6,6 +6,7 @@ Plain values, no SQLite: the ``Journal`` protocol, the runner and the CLI speak 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Any
 
 from ibimport.domain.results import RowResult, RowStatus
@@ -19,6 +20,8 @@ __all__ = [
     "RunBand",
     "RunHeader",
     "StageRecord",
+    "TaskRecord",
+    "TaskStatus",
 ]
 
 
@@ -161,3 +164,46 @@ class ManifestDiff:
             if count > len(shown):
                 lines.append(f"  ... and {count - len(shown)} more")
         return lines
+
+
+class TaskStatus(StrEnum):
+    """An EC2 import task (ImportImage) as the journal keeps it: EC2's statuses, and
+    ``cancelled`` for one ``ibimport cancel`` (or a person) cancelled."""
+
+    ACTIVE = "active"
+    COMPLETED = "completed"
+    DELETING = "deleting"
+    DELETED = "deleted"
+    CANCELLED = "cancelled"
+
+    @property
+    def ended(self) -> bool:
+        """The task holds no slot any more (a deleting one is taken to, until deleted)."""
+        return self not in (TaskStatus.ACTIVE, TaskStatus.DELETING)
+
+    @property
+    def standing(self) -> bool:
+        """The task imports (or imported) its row's VM: no other may be started for it."""
+        return self in (TaskStatus.ACTIVE, TaskStatus.COMPLETED)
+
+
+@dataclass(frozen=True, slots=True)
+class TaskRecord:
+    """One row's EC2 import task (schema 6): kept beyond EC2's 7 days of task history."""
+
+    name: str
+    semantic_version: str
+    task_id: str
+    #: ImportImage's ClientToken, and how many tasks of the row ended deleted before it.
+    client_token: str
+    generation: int
+    status: TaskStatus
+    progress: str = ""
+    message: str = ""
+    #: The AMI a completed task made.
+    image_id: str = ""
+    #: Wall-clock seconds: when the task was started (or adopted), and when it ended.
+    started_at: float | None = None
+    ended_at: float | None = None
+    account: str = ""
+    region: str = ""

@@ -11,6 +11,8 @@ results rebuilt from journals alone (``report``, the merge of shards) still name
 Schema 5 added the ``stages`` table (each row's passage through each stage: start, end,
 attempts, outcome; issue 18) and each run's end (``runs.ended_at``), so a report draws a
 timeline, per-stage durations and the runs' stops and resumes from journals alone.
+Schema 6 added the ``tasks`` table (issue 19): each row's EC2 import task (ImportImage),
+its token, states and AMI, kept beyond EC2's 7 days of task history.
 """
 
 from __future__ import annotations
@@ -30,6 +32,8 @@ __all__ = [
     "GET_SQL",
     "SCHEMA_VERSION",
     "STAGE_SQL",
+    "TASK_COLUMNS",
+    "TASK_SQL",
     "dump_settings",
     "entry",
     "lay_out",
@@ -39,7 +43,7 @@ __all__ = [
 #: ``PRAGMA application_id`` of an ibimport journal: "IBJN" in ASCII.
 APPLICATION_ID = 0x49424A4E
 #: ``PRAGMA user_version`` of the schema below; a newer journal is refused.
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 #: The oldest schema ``upgrade`` knows; anything older is damaged.
 FIRST_SCHEMA_VERSION = 1
 
@@ -92,6 +96,42 @@ CREATE TABLE IF NOT EXISTS stages (
 """
 _RUN_ENDS = "ALTER TABLE runs ADD COLUMN ended_at REAL"
 
+#: Schema 6: per row (its identity), its latest EC2 import task.
+_TASKS = """
+CREATE TABLE IF NOT EXISTS tasks (
+    name TEXT NOT NULL,
+    semantic_version TEXT NOT NULL,
+    task_id TEXT NOT NULL,
+    client_token TEXT NOT NULL,
+    generation INTEGER NOT NULL DEFAULT 0,
+    status TEXT NOT NULL,
+    progress TEXT NOT NULL DEFAULT '',
+    message TEXT NOT NULL DEFAULT '',
+    image_id TEXT NOT NULL DEFAULT '',
+    started_at REAL,
+    ended_at REAL,
+    account TEXT NOT NULL DEFAULT '',
+    region TEXT NOT NULL DEFAULT '',
+    PRIMARY KEY (name, semantic_version)
+) WITHOUT ROWID
+"""
+#: One statement for a task's every change (its row's latest task replaces an older one).
+TASK_SQL = """
+INSERT INTO tasks (name, semantic_version, task_id, client_token, generation, status,
+                   progress, message, image_id, started_at, ended_at, account, region)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT (name, semantic_version) DO UPDATE SET
+    task_id = excluded.task_id, client_token = excluded.client_token,
+    generation = excluded.generation, status = excluded.status,
+    progress = excluded.progress, message = excluded.message, image_id = excluded.image_id,
+    started_at = COALESCE(excluded.started_at, tasks.started_at),
+    ended_at = excluded.ended_at, account = excluded.account, region = excluded.region
+"""
+TASK_COLUMNS = (
+    "name, semantic_version, task_id, client_token, generation, status, progress, message,"
+    " image_id, started_at, ended_at, account, region"
+)
+
 #: One statement for both ends of a stage: a start (``ended_at`` NULL) restarts the stage;
 #: an end keeps the recorded start (or takes the one given, if the start was never
 #: recorded) and sets the rest.
@@ -136,6 +176,7 @@ CREATE INDEX rows_in_order ON rows (row, name, semantic_version);
 _SCHEMA += _RUNS.strip() + ";\n"
 _SCHEMA += _FOLLOWUPS.strip() + ";\n"
 _SCHEMA += _STAGES.strip() + ";\n"
+_SCHEMA += _TASKS.strip() + ";\n"
 
 # In JournalEntry's field order: entry() builds entries positionally.
 COLUMNS = (
@@ -190,6 +231,8 @@ def upgrade(conn: sqlite3.Connection, version: int) -> None:
         if version < 5:
             conn.execute(_STAGES)
             conn.execute(_RUN_ENDS)
+        if version < 6:
+            conn.execute(_TASKS)
         conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
         conn.execute("COMMIT")
     except BaseException:

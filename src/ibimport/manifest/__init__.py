@@ -148,6 +148,7 @@ def read_manifest(
     stdin: BinaryIO | None = None,
     only: Callable[[int], bool] | None = None,
     duplicates: dict[int, int] | None = None,
+    import_defaults: Mapping[str, object] | None = None,
 ) -> Iterator[ManifestRow]:
     """Stream a manifest's rows, validated, one at a time ("-" reads stdin; fmt required).
 
@@ -158,6 +159,8 @@ def read_manifest(
     ``only``: the rows (by number) to validate and yield; the others are only parsed.
     ``duplicates``: an empty dict is filled with each repeated row's first row; a filled
     one tells a read of ``only`` some rows the repeats it cannot see.
+    ``import_defaults``: ImportImage options (``domain.diskimport.IMPORT_OPTION_FIELDS``)
+    for every row with disks that does not give its own (the command line's).
     """
     tags = dict(extra_tags or {})
     problems = check_tags(tags)
@@ -171,7 +174,8 @@ def read_manifest(
         source_kind(source)  # a device or a folder is named for what it is, first
         fmt = ManifestFormat(fmt) if fmt is not None else detect_format(source)
         label = str(source)
-    return _rows(source, fmt, tags, stdin, label, Checker(tags, only=only, duplicates=duplicates))
+    checker = Checker(tags, only=only, duplicates=duplicates, import_defaults=import_defaults)
+    return _rows(source, fmt, tags, stdin, label, checker)
 
 
 def _rows(

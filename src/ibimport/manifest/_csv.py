@@ -32,7 +32,9 @@ MAX_CSV_FIELD: Final = 128 * 1024
 
 #: Columns every CSV header must have: the service's required fields, but clientToken,
 #: which ibimport derives when a row gives none.
-_REQUIRED_COLUMNS: Final = import_vm_image_rules().required - {"clientToken"}
+_REQUIRED_COLUMNS: Final = import_vm_image_rules().required - {"clientToken", "vmImportTaskId"}
+#: Where a row's image comes from: an EC2 import task, or its disks (one column of these).
+_SOURCE_COLUMNS: Final = ("vmImportTaskId", "diskImage", "diskContainers")
 
 _TAGS_CELL_RULE: Final = 'must be a JSON object of tag keys to values, like {"Env": "prod"}'
 
@@ -67,6 +69,8 @@ def read_csv(f: BinaryIO, checker: Checker, label: str) -> Iterator[ManifestRow]
     columns = _csv_columns(header, label)
     present = {key for kind, key in columns if kind == "field"}
     missing = [field for field in FIELDS if field in _REQUIRED_COLUMNS and field not in present]
+    if present.isdisjoint(_SOURCE_COLUMNS):
+        missing.append("vmImportTaskId (or diskImage, or diskContainers)")
     if missing:  # once, for the header, not once per row
         names, them = (missing[0], "it") if len(missing) == 1 else (" and ".join(missing), "them")
         raise ManifestError(

@@ -22,6 +22,7 @@ from pydantic import ConfigDict, TypeAdapter, ValidationError
 from pydantic_core import ErrorDetails
 
 from ibimport.domain.apimodel import StringRule, image_identity, import_vm_image_rules
+from ibimport.domain.diskimport import DISK_FIELDS, IMPORT_OPTION_FIELDS, import_problems
 from ibimport.domain.request import FIELDS, ImageRequest, Tags, nfc
 from ibimport.manifest._lines import MAX_ROW_BYTES
 
@@ -294,7 +295,7 @@ def _nfc_text(raw: dict[str, Any], errors: list[FieldError]) -> dict[str, Any]:
         if type(value) is str:
             if not value.isascii():
                 break
-        elif type(value) is dict and not _ascii_mapping(value):
+        elif (type(value) is dict and not _ascii_mapping(value)) or type(value) is list:
             break
     else:
         return raw
@@ -376,6 +377,35 @@ SAME_IMAGE: Final = (
 )
 
 
+#: The fields that name where a row's image comes from, and ImportImage's options.
+_IMPORT_FIELDS: Final = frozenset({"vmImportTaskId", *DISK_FIELDS, *IMPORT_OPTION_FIELDS})
+
+
+def _decode_import_cells(raw: dict[str, Any], errors: list[FieldError]) -> None:
+    """A CSV cell's text as the value it stands for: ``diskContainers`` JSON, ``encrypted``
+    true/false (a JSON manifest gives both as they are)."""
+    cell = raw.get("diskContainers")
+    if isinstance(cell, str):
+        try:
+            raw["diskContainers"] = json.loads(cell)
+        except (ValueError, RecursionError):
+            del raw["diskContainers"]
+            errors.append(
+                FieldError(
+                    "diskContainers",
+                    'must be a JSON list of disk containers, like [{"Url": "s3://b/disk.vmdk"}]',
+                    shorten(cell),
+                )
+            )
+    flag = raw.get("encrypted")
+    if isinstance(flag, str):
+        if flag.lower() in ("true", "false"):
+            raw["encrypted"] = flag.lower() == "true"
+        else:
+            del raw["encrypted"]
+            errors.append(FieldError("encrypted", "must be true or false", shorten(flag)))
+
+
 _VALIDATE: Final[Callable[[dict[str, Any]], ImageRequest]] = (
     ImageRequest.__pydantic_validator__.validate_python
 )
@@ -390,8 +420,10 @@ class Checker:
         *,
         only: Callable[[int], bool] | None = None,
         duplicates: dict[int, int] | None = None,
+        import_defaults: Mapping[str, object] | None = None,
     ) -> None:
         self._extra: dict[str, str] = nfc(extra_tags)  # merged into rows already composed
+        self._import_defaults = dict(nfc(dict(import_defaults or {})))
         self._seen = _Identities()
         self._only = only
         # Filled as repeats are found (row -> first row with the same identity, or the
@@ -400,6 +432,7 @@ class Checker:
         self._duplicates = duplicates
         self._known = dict(duplicates) if duplicates and only is not None else {}
         self._tokens: _Identities | None = None  # explicit clientTokens, made on first need
+        self._disks = _Identities()  # disk objects of rows with disks, to their first row
 
     def check(
         self, row: int, raw: dict[str, Any], errors: list[FieldError], *, ascii_source: bool = False
@@ -414,11 +447,27 @@ class Checker:
             _lift_logging(raw, errors)
         if self._extra:
             self._merge_extra(raw, errors)
+        if self._import_defaults and ("diskImage" in raw or "diskContainers" in raw):
+            raw = {**self._import_defaults, **raw}
+        if "diskContainers" in raw or "encrypted" in raw:
+            _decode_import_cells(raw, errors)
         task: ImageRequest | None = None
         try:
             task = _VALIDATE(raw)  # ImageRequest.model_validate without its wrapper's cost
         except ValidationError as exc:
             errors.extend(_field_errors(exc))
+        if "vmImportTaskId" not in raw or len(raw.keys() & _IMPORT_FIELDS) > 1:
+            # A row with disks, or one that mixes: ImportImage's rules (domain.diskimport).
+            broken = {e.field for e in errors}
+            if broken & _IMPORT_FIELDS:
+                broken.add("vmImportTaskId")  # a source was given, but broken
+            errors.extend(
+                FieldError(field, rule, shorten(raw[field]) if field in raw else "")
+                for field, rule in import_problems(raw)
+                if field not in broken
+            )
+            if task is not None and task.has_disks and not errors:
+                self._check_disks(row, task, errors)
         name = raw.get("name")
         version = raw.get("semanticVersion")
         known = self._known.get(row, 0)
@@ -441,6 +490,22 @@ class Checker:
         if task is not None and not errors:
             return ManifestRow(row, task, (), task.name, task.semanticVersion)
         return ManifestRow(row, None, tuple(errors), _display(name), _display(version))
+
+    def _check_disks(self, row: int, task: ImageRequest, errors: list[FieldError]) -> None:
+        """Two rows importing one disk object are one VM imported twice: the second is
+        invalid (EC2 would run two tasks, and Image Builder build the VM twice)."""
+        field = "diskImage" if task.diskImage is not None else "diskContainers"
+        for disk in task.disks():
+            first = self._disks.first(disk.ref, "", row)
+            if first != row:
+                errors.append(
+                    FieldError(
+                        field,
+                        f"names the disk object of row {first} (one VM, one import)",
+                        shorten(disk.ref),
+                    )
+                )
+                return
 
     def _check_token(self, row: int, token: object, known: int, errors: list[FieldError]) -> None:
         """Two rows with one explicit clientToken are two requests the service takes for

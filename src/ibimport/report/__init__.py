@@ -52,6 +52,7 @@ FINAL_STATUSES: Final = (
     RowStatus.EXISTS,
     RowStatus.FAILED,
     RowStatus.BLOCKED,  # run --preflight: the import task is not ready (ibimport.stages.taskgate)
+    RowStatus.CANCELLED,  # its EC2 import task was cancelled (ibimport cancel)
     RowStatus.INVALID,
     RowStatus.SKIPPED,
 )

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Protocol
+from typing import Any, ClassVar, Protocol, runtime_checkable
 
 from ibimport.domain.request import ImageRequest
 from ibimport.domain.results import RowResult, RowStatus
@@ -22,7 +22,7 @@ from ibimport.errors import FatalBatchError
 from ibimport.flow.executor import Attempt, Attempts
 from ibimport.journal import Journal, JournalEntry
 
-__all__ = ["PartitionRun", "RowStage", "RowWork"]
+__all__ = ["HoldsOutcome", "PartitionRun", "RowStage", "RowWork"]
 
 
 @dataclass(slots=True)
@@ -37,6 +37,13 @@ class RowWork:
     #: What an earlier run journalled of this row (None: a fresh journal, or a new row).
     prior: JournalEntry | None
     attempts: Attempts = field(default_factory=Attempts)
+    #: The clientToken ImportVmImage is sent with when it is not ``token`` (a row with
+    #: disks: its task's, ``stages.taskstart.import_vm_image_token``); "" means ``token``.
+    call_token: str = ""
+
+    @property
+    def sent_token(self) -> str:
+        return self.call_token or self.token
 
 
 class PartitionRun(Protocol):
@@ -90,4 +97,18 @@ class RowStage(Protocol):
 
     def release(self) -> None:
         """A stop: answer every row waiting in this stage now."""
+        ...
+
+
+@runtime_checkable
+class HoldsOutcome(Protocol):
+    """A stage whose work goes on after the row passed it (an EC2 import task behind the
+    image): the row's outcome waits, without a worker, for ``settle`` to give the final one."""
+
+    def holds(self, work: RowWork) -> bool:
+        """Whether the row's outcome must wait for this stage's work."""
+        ...
+
+    async def settle(self, work: RowWork, result: RowResult) -> RowResult:
+        """The row's final outcome, given the one its walk ended with."""
         ...

@@ -61,7 +61,7 @@ class ImportStage:
         params = work.params
         try:
             answer = await self._calls.call(
-                lambda: self._client.import_vm_image(params, client_token=work.token),
+                lambda: self._client.import_vm_image(params, client_token=work.sent_token),
                 attempts=work.attempts,
                 stopping=lambda: run.stopping,
                 on_attempt=run.attempt_listener(work),
