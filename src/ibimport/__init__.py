@@ -13,15 +13,9 @@ from ibimport.domain.rowstate import ImageStatus, RerunPlan, RowStatus, reported
 from ibimport.domain.tokens import client_token
 from ibimport.engine.batch import Batch, BatchResult, open_batch, run_batch
 from ibimport.engine.control import BatchControl
-from ibimport.engine.dryrun import BatchPlan, PlannedRow, PlannedStatus, plan_batch
+from ibimport.engine.dryrun import BatchPlan, plan_batch
 from ibimport.engine.events import BaseListener, CallEvent, CallOutcome, RunListener
-from ibimport.engine.followup import (
-    TaskPreflight,
-    TaskRow,
-    WaitResult,
-    preflight_tasks,
-    wait_for_images,
-)
+from ibimport.engine.followup import WaitResult, preflight_tasks, wait_for_images
 from ibimport.engine.partitions import RateSpec, Shard, parse_rates
 from ibimport.engine.pipeline import Pipeline, RunOutcome, RunSettings, import_pipeline
 from ibimport.engine.recorded import RecordedRun
@@ -54,6 +48,18 @@ from ibimport.manifest import (
 )
 from ibimport.manifest.spool import spooled_stdin
 from ibimport.report import FINAL_STATUSES, RunStats
+from ibimport.report.documents import (
+    DryRunDocument,
+    PartialWave,
+    PlannedRow,
+    PlannedStatus,
+    RowProblem,
+    RunReport,
+    TaskPreflight,
+    TaskRow,
+    ValidationReport,
+    validate_rows,
+)
 from ibimport.report.html import write_html_report
 from ibimport.report.outputs import (
     RebuiltOutputs,
@@ -86,6 +92,7 @@ __all__ = [
     "CallOutcome",
     "ClientSettings",
     "ConfigError",
+    "DryRunDocument",
     "FailedManifest",
     "FatalBatchError",
     "FixedRateLimiter",
@@ -101,6 +108,7 @@ __all__ = [
     "ManifestFormat",
     "ManifestRow",
     "NullJournal",
+    "PartialWave",
     "PartitionClient",
     "Pipeline",
     "PlannedRow",
@@ -110,10 +118,12 @@ __all__ = [
     "RecordedRun",
     "RerunPlan",
     "RowNote",
+    "RowProblem",
     "RowResult",
     "RowStatus",
     "RunListener",
     "RunOutcome",
+    "RunReport",
     "RunSettings",
     "RunStats",
     "Shard",
@@ -128,6 +138,7 @@ __all__ = [
     "TaskWait",
     "TaskWave",
     "TransportError",
+    "ValidationReport",
     "WaitFigures",
     "WaitResult",
     "WaitRound",
@@ -160,6 +171,7 @@ __all__ = [
     "run_batch",
     "source_kind",
     "spooled_stdin",
+    "validate_rows",
     "wait_for_images",
     "write_failed_manifest",
     "write_html_report",

@@ -84,36 +84,12 @@ def preflight(
         raise typer.Exit(EXIT_USAGE) from None
     except IbimportError as error:
         raise _fail(str(error), _exit_code(error), as_json=as_json) from None
-    counts = found.counts
     if as_json:
-        _print_json(
-            {
-                "totals": {"rows": len(found.rows), **{s.value: counts[s] for s in TaskState}},
-                "calls": found.calls,
-                "throttled": found.throttled,
-                "rows": [
-                    {
-                        "row": r.row,
-                        "name": r.name,
-                        "semanticVersion": r.semantic_version,
-                        "vmImportTaskId": r.task.task_id,
-                        "taskStatus": r.task.state.value,
-                        "taskProgress": r.task.progress,
-                        "taskMessage": r.task.message,
-                    }
-                    for r in found.rows
-                ],
-            }
-        )
-    else:
-        typer.echo(
-            "row\tname\tsemanticVersion\tvmImportTaskId\ttaskStatus\ttaskProgress\ttaskMessage"
-        )
-        for r in found.rows:
-            typer.echo(
-                f"{r.row}\t{r.name}\t{r.semantic_version}\t{r.task.task_id}\t"
-                f"{r.task.state.value}\t{r.task.progress or '-'}\t{r.task.message or '-'}"
-            )
+        _print_json(found.to_json())
+    else:  # tab-separated for scripts too (rich would expand the tabs)
+        for line in found.tsv_lines():
+            typer.echo(line)
+    counts = found.counts
     people = err if as_json else out
     summary = ", ".join(f"{counts[s]} {s.value}" for s in TaskState)
     people.print(

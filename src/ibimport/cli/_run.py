@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import gc
-import json
 import os
 import shutil
 import signal
@@ -556,15 +555,14 @@ def _dry_run(config: BatchConfig, *, as_json: bool) -> int:
     """
     try:
         plan: BatchPlan = anyio.run(plan_batch, config)
-        if as_json:
-            _print_plan_json(plan)
-        else:
-            # Tab-separated for scripts too (rich would expand the tabs): names never hold one.
-            typer.echo("row\tname\tsemanticVersion\tclientToken\taction")
-            for r in plan.rows():
-                typer.echo(
-                    f"{r.row}\t{r.name}\t{r.semantic_version}\t{r.client_token or '-'}\t{r.status}"
-                )
+        document = plan.document()
+        if as_json:  # one JSON document, written a row at a time (a million rows stream)
+            for chunk in document.json_chunks():
+                sys.stdout.write(chunk)
+            sys.stdout.flush()
+        else:  # tab-separated for scripts too (rich would expand the tabs)
+            for line in document.tsv_lines():
+                typer.echo(line)
     except IbimportError as error:
         raise _fail(str(error), _exit_code(error), as_json=as_json) from None
     except BaseExceptionGroup as group:
@@ -594,32 +592,6 @@ def _dry_run(config: BatchConfig, *, as_json: bool) -> int:
         err.print("a run would refuse the manifest; fix the rows or pass --skip-invalid")
         return EXIT_USAGE
     return EXIT_OK
-
-
-def _print_plan_json(plan: BatchPlan) -> None:
-    """The dry run's one JSON document, written a row at a time (a million rows stream)."""
-    write = sys.stdout.write
-    write('{\n  "dry_run": true,\n')
-    write(f'  "looked_up_existing": {json.dumps(plan.looked_up)},\n  "rows": [')
-    first = True
-    for r in plan.rows():
-        row = {
-            "row": r.row,
-            "name": r.name,
-            "semanticVersion": r.semantic_version,
-            "clientToken": r.client_token,
-            "action": r.status.value,
-            **({"imageArn": r.image_arn} if r.image_arn else {}),
-            **({"errors": list(r.errors)} if r.errors else {}),
-        }
-        text = json.dumps(row, indent=2, ensure_ascii=False).replace("\n", "\n    ")
-        write(("\n    " if first else ",\n    ") + text)
-        first = False
-    totals = {"rows": sum(plan.totals.values())}
-    totals.update({status.value: plan.count(status) for status in PlannedStatus})
-    write(("\n  ],\n" if not first else "],\n") + '  "totals": ')
-    write(json.dumps(totals, indent=2).replace("\n", "\n  ") + "\n}\n")
-    sys.stdout.flush()
 
 
 def _print_changed(refusal: ManifestChanged) -> None:
@@ -735,7 +707,7 @@ def _preflight_and_run(
                 quotas=quotas,
             )
         if as_json:
-            _print_json(result.report)
+            _print_json(result.report.to_json())
         if config.wait is not None and not result.outcome.interrupted:
             people.print(image_summary(dict(result.images)), highlight=False)
             if result.wait_interrupted:
