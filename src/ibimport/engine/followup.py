@@ -128,12 +128,12 @@ async def preflight_tasks(
                 for r in partition_rows(config, partition, selection.plan, selection.prints)
                 if r.task is not None and r.task.vmImportTaskId is not None
             ]
-            calls = _read_calls(config, partition, clock)
+            calls = partition_calls(config, partition, clock)
             checker = TaskChecker(partition.client, calls)
             try:
                 checks = await checker.check(task_id for _, _, task_id in rows)
             except CallError as error:
-                raise _lookup_failed(error) from None
+                raise lookup_failed(error) from None
             found.rows += [
                 TaskRow(row, task.name, task.semanticVersion, checks[task_id])
                 for row, task, task_id in rows
@@ -147,7 +147,7 @@ async def preflight_tasks(
     return found
 
 
-def _lookup_failed(error: CallError, *, what: str = "check the import tasks") -> FatalBatchError:
+def lookup_failed(error: CallError, *, what: str = "check the import tasks") -> FatalBatchError:
     """A lookup that could not complete: a credential fault with what to do about it."""
     if classify(error) is Disposition.FATAL:
         return FatalBatchError(fatal_message(error))
@@ -210,7 +210,7 @@ async def wait_for_images(
     report_path, results_path = journal_outputs(
         journal_path, report_path=report_path, results_path=results_path
     )
-    journal = _open_existing(journal_path)
+    journal = open_existing_journal(journal_path)
     try:
         several = await follow_recorded_partitions(config, journal, settings=settings, clock=clock)
         if several is not None:
@@ -225,14 +225,14 @@ async def wait_for_images(
                     settings=settings,
                 )
     except CallError as error:
-        raise _lookup_failed(error, what="follow the images") from None
+        raise lookup_failed(error, what="follow the images") from None
     finally:
         await journal.aclose()
     outputs = rebuild_outputs(journal_path, report_path=report_path, results_path=results_path)
     return WaitResult(images=images, figures=figures, outputs=outputs)
 
 
-def _open_existing(journal_path: Path) -> SqliteJournal:
+def open_existing_journal(journal_path: Path) -> SqliteJournal:
     """The journal ``run`` wrote, for writing; never a new one made up at a mistyped path."""
     if not journal_path.is_file():
         raise ConfigError(f"no journal at {journal_path}: pass the journal ibimport run wrote")
@@ -272,11 +272,13 @@ def task_gate_stage(
             if (task.name, task.semanticVersion) not in settled:
                 yield task.vmImportTaskId
 
-    checker = TaskChecker(partition.client, _read_calls(config, partition, clock, health=health))
+    checker = TaskChecker(
+        partition.client, partition_calls(config, partition, clock, health=health)
+    )
     return TaskGateStage(TaskGate(checker, clock=clock, wait=config.task_wait), task_ids=task_ids)
 
 
-def _read_calls(
+def partition_calls(
     config: BatchConfig,
     partition: Partition,
     clock: Clock,
@@ -323,7 +325,7 @@ async def follow_partitions(
         found, cost = await follow_journal(
             partition.client,
             journal,
-            calls=_read_calls(config, partition, clock),
+            calls=partition_calls(config, partition, clock),
             clock=clock,
             settings=settings,
             only=(lambda e: (e.account, e.region) == place) if several else None,
@@ -346,7 +348,7 @@ async def follow_partitions(
         except BaseExceptionGroup as group:
             error = first_error(group)
             if isinstance(error, CallError):
-                raise _lookup_failed(error, what="follow the images") from None
+                raise lookup_failed(error, what="follow the images") from None
             raise error from None
     return images, figures, scope.cancelled_caught
 

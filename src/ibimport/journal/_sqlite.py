@@ -57,7 +57,7 @@ from ibimport.journal._schema import (
     dump_settings,
     entry,
 )
-from ibimport.journal._transitions import MARK_SQL, PENDING_SQL, RECORD_SQL
+from ibimport.journal._transitions import CANCEL_SQL, MARK_SQL, PENDING_SQL, RECORD_SQL
 
 __all__ = ["FaultHook", "SqliteJournal", "exit_after_commits"]
 
@@ -425,6 +425,20 @@ class SqliteJournal:
                     record.region,
                 ),
             )
+
+    def record_cancelled(self, rows: Iterable[tuple[str, str, str, str]]) -> int:
+        """Commit (name, semantic_version, errorCode, errorMessage) rows ``cancelled`` at
+        once (``ibimport cancel``; done rows keep their state); returns how many changed."""
+        self._ensure_writable()
+        self._group.commit_now()
+        if self._broken is not None:
+            raise self._broken
+        now = self._clock.wall()
+        changed = 0
+        with self._commit() as conn:
+            for name, version, code, message in rows:
+                changed += conn.execute(CANCEL_SQL, (code, message, now, name, version)).rowcount
+        return changed
 
     def record_task_checks(self, tasks: Iterable[tuple[str, str, str, str, str]]) -> None:
         """Commit (name, semantic_version, task status, progress, message) for rows."""

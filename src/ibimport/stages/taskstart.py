@@ -145,6 +145,7 @@ class TaskStartStage:
 
     def release(self) -> None:
         self.follower.release()
+        self.slots.close()  # rows waiting for a slot are answered now, not at the drain's end
 
     # ------------------------------------------------------------ the row
 
@@ -300,7 +301,11 @@ class TaskStartStage:
         tags = {TASK_TAG_IMAGE: request.image_tag(), TASK_TAG_TOKEN: token}
         params = request.import_image_params()
         while True:
-            await self.slots.acquire()
+            if not await self.slots.acquire():
+                return run.result(work, RowStatus.SKIPPED, error=("Interrupted", ""))
+            if run.stopping:
+                self.slots.not_started()
+                return run.result(work, RowStatus.SKIPPED, error=("Interrupted", ""))
             try:
                 info = await self._calls.call(
                     lambda: self._client.import_image(params, client_token=token, tags=tags),
