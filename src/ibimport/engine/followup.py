@@ -19,6 +19,7 @@ import anyio
 
 from ibimport._files import atomic_private_file, check_paths
 from ibimport.domain import rowstate
+from ibimport.domain.request import ImageRequest
 from ibimport.domain.rowstate import ImageStatus
 from ibimport.engine.fleet import Partition, default_client, open_partitions
 from ibimport.engine.partitions import Place, RowPlan, told_rate
@@ -31,9 +32,11 @@ from ibimport.flow.retry import Disposition, classify, fatal_message
 from ibimport.journal import SqliteJournal
 from ibimport.report import neutralise_cell
 from ibimport.report.outputs import RebuiltOutputs, journal_outputs, rebuild_outputs
+from ibimport.stages.diskcheck import DiskChecker
 from ibimport.stages.imagewait import WaitFigures, WaitSettings, follow_journal
 from ibimport.stages.taskcheck import TaskCheck, TaskChecker, TaskState
 from ibimport.stages.taskgate import TaskGate, TaskGateStage
+from ibimport.stages.taskstart import SlotsSeen, account_slots
 
 if TYPE_CHECKING:
     from ibimport.engine.control import BatchControl
@@ -41,6 +44,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "TASK_RESULTS_COLUMNS",
+    "PartitionSlots",
     "TaskPreflight",
     "TaskRow",
     "WaitResult",
@@ -56,6 +60,7 @@ TASK_RESULTS_COLUMNS = (
     "taskStatus",
     "taskProgress",
     "taskMessage",
+    "diskBytes",
 )
 
 
@@ -67,6 +72,17 @@ class TaskRow:
     name: str
     semantic_version: str
     task: TaskCheck
+    #: A row with disks: their size in bytes (None: not every disk could be read).
+    disk_bytes: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class PartitionSlots:
+    """A partition's import task slots as preflight saw them (rows with disks only)."""
+
+    account: str
+    region: str
+    seen: SlotsSeen
 
 
 @dataclass(slots=True)
@@ -74,6 +90,7 @@ class TaskPreflight:
     """Every valid row's task, and what looking them up cost."""
 
     rows: list[TaskRow] = field(default_factory=list)
+    slots: list[PartitionSlots] = field(default_factory=list)
     calls: int = 0
     throttled: int = 0
     elapsed_s: float = 0.0
@@ -84,7 +101,7 @@ class TaskPreflight:
 
     @property
     def all_ready(self) -> bool:
-        return all(row.task.state is TaskState.READY for row in self.rows)
+        return all(row.task.state.sendable for row in self.rows)
 
 
 def _calls(config: BatchConfig, clock: Clock) -> CallExecutor:
@@ -100,7 +117,9 @@ def _calls(config: BatchConfig, clock: Clock) -> CallExecutor:
 async def preflight_tasks(
     config: BatchConfig, *, results_path: Path | None = None, clock: Clock | None = None
 ) -> TaskPreflight:
-    """Classify every row's vmImportTaskId, many per call; write ``results_path`` if given.
+    """Classify every row's vmImportTaskId, many per call, and every row's disks and
+    import role (``diskcheck``) with its partition's free task slots; write
+    ``results_path`` if given.
 
     The rows go through the selection pass as a run's do: each row's task is asked of the
     EC2 of its own partition (its ``region`` and ``profile`` columns, else the command
@@ -123,11 +142,13 @@ async def preflight_tasks(
         for partition in partitions:
             if partition.failure is not None or partition.client is None:
                 raise FatalBatchError(f"{partition.failure}; nothing was checked")
-            rows = [
-                (r.row, r.task, r.task.vmImportTaskId)
-                for r in partition_rows(config, partition, selection.plan, selection.prints)
-                if r.task is not None and r.task.vmImportTaskId is not None
-            ]
+            rows: list[tuple[int, ImageRequest, str]] = []
+            disk_rows: list[tuple[int, ImageRequest]] = []
+            for r in partition_rows(config, partition, selection.plan, selection.prints):
+                if r.task is not None and r.task.vmImportTaskId is not None:
+                    rows.append((r.row, r.task, r.task.vmImportTaskId))
+                elif r.task is not None and r.task.has_disks:
+                    disk_rows.append((r.row, r.task))
             calls = partition_calls(config, partition, clock)
             checker = TaskChecker(partition.client, calls)
             try:
@@ -138,6 +159,8 @@ async def preflight_tasks(
                 TaskRow(row, task.name, task.semanticVersion, checks[task_id])
                 for row, task, task_id in rows
             ]
+            if disk_rows:
+                await _check_disks(config, partition, calls, disk_rows, found)
             found.calls += calls.calls
             found.throttled += calls.throttled
     found.rows.sort(key=lambda r: r.row)
@@ -145,6 +168,30 @@ async def preflight_tasks(
     if results_path is not None:
         _write_task_results(results_path, found)
     return found
+
+
+async def _check_disks(
+    config: BatchConfig,
+    partition: Partition,
+    calls: CallExecutor,
+    disk_rows: Sequence[tuple[int, ImageRequest]],
+    found: TaskPreflight,
+) -> None:
+    """A partition's rows with disks: their disks and role, and the slots free now."""
+    assert partition.client is not None
+    disks = DiskChecker(partition.client, calls, region=partition.region)
+    try:
+        checked = await disks.check((row, task) for row, task in disk_rows)
+        seen = await account_slots(
+            partition.client, calls, told=config.tasks.slots.for_region(partition.region)
+        )
+    except CallError as error:
+        raise lookup_failed(error, what="check the disks and the import tasks") from None
+    found.rows += [
+        TaskRow(row, task.name, task.semanticVersion, checked[row].check, checked[row].size)
+        for row, task in disk_rows
+    ]
+    found.slots.append(PartitionSlots(partition.account, partition.region, seen))
 
 
 def lookup_failed(error: CallError, *, what: str = "check the import tasks") -> FatalBatchError:
@@ -169,6 +216,7 @@ def _write_task_results(path: Path, found: TaskPreflight) -> None:
                         r.task.state.value,
                         neutralise_cell(r.task.progress),
                         neutralise_cell(r.task.message),
+                        "" if r.disk_bytes is None else r.disk_bytes,
                     ]
                 )
     except OSError as error:
@@ -264,18 +312,19 @@ def task_gate_stage(
     read limiter."""
     assert partition.client is not None
 
-    def task_ids() -> Iterator[str]:
+    def rows() -> Iterator[ImageRequest]:
         for r in partition_rows(config, partition, plan, None):
             task = r.task
-            if task is None or task.vmImportTaskId is None:
-                continue  # a row with disks: its task is ibimport's own (``taskstart``)
-            if (task.name, task.semanticVersion) not in settled:
-                yield task.vmImportTaskId
+            if task is not None and (task.name, task.semanticVersion) not in settled:
+                yield task
 
-    checker = TaskChecker(
-        partition.client, partition_calls(config, partition, clock, health=health)
+    calls = partition_calls(config, partition, clock, health=health)
+    checker = TaskChecker(partition.client, calls)
+    return TaskGateStage(
+        TaskGate(checker, clock=clock, wait=config.task_wait),
+        rows=rows,
+        disks=DiskChecker(partition.client, calls, region=partition.region),
     )
-    return TaskGateStage(TaskGate(checker, clock=clock, wait=config.task_wait), task_ids=task_ids)
 
 
 def partition_calls(
