@@ -66,6 +66,7 @@ from ibimport.report.outputs import (
 from ibimport.report.resubmit import FailedManifest, write_failed_manifest
 from ibimport.report.status import BatchStatus, RowNote, batch_status, recorded_run
 from ibimport.stages.imagewait import WaitFigures, WaitSettings
+from ibimport.stages.polling import Waiting, WaitRound
 from ibimport.stages.taskcheck import TaskCheck, TaskState
 from ibimport.stages.taskfollow import TaskFollowSettings
 from ibimport.stages.taskgate import TaskWait
@@ -135,7 +136,9 @@ __all__ = [
     "TransportError",
     "WaitFigures",
     "WaitResult",
+    "WaitRound",
     "WaitSettings",
+    "Waiting",
     "__version__",
     "batch_status",
     "build_limiter",

@@ -24,6 +24,7 @@ from ibimport.flow.limiter import build_limiter
 from ibimport.flow.retry import Backoff
 from ibimport.journal import SqliteJournal
 from ibimport.stages.imagewait import ImageWaiter, WaitSettings, follow_journal
+from ibimport.stages.polling import Waiting, WaitRound
 from ibimport.stages.taskcheck import TaskChecker, TaskState
 from ibimport.testing import FakeClock
 
@@ -256,3 +257,69 @@ async def test_a_wait_journals_each_image_s_stage_with_its_rounds_and_state(
     assert late.ended_at == began + clock.now()  # the deadline (FakeClock wall follows now)
     assert 1 < first.attempts < late.attempts == len(figures.rounds)
     journal.close()
+
+
+async def test_each_round_tells_the_images_by_state_the_next_poll_and_the_time_left() -> None:
+    """Issue 23 item 6: what a person watching the wait is shown comes from these rounds."""
+    clock = FakeClock()
+    ready = {ARN.format(i=1): 3.0, ARN.format(i=2): 10_000.0, ARN.format(i=3): 0.0}
+    images = FakeImages(clock, ready, final={ARN.format(i=3): "FAILED"})
+    told: list[tuple[float, dict[str, int], int, float | None, float | None, int]] = []
+
+    def heard(r: WaitRound) -> None:
+        assert r.waiting_for is Waiting.IMAGES
+        told.append(
+            (clock.now(), dict(r.states), r.outstanding, r.next_poll_s, r.time_left_s, r.rounds)
+        )
+
+    settings = WaitSettings(interval_s=2.0, growth=2.0, max_interval_s=60.0, timeout_s=20.0)
+    waiter = ImageWaiter(images, _calls(clock), clock=clock, settings=settings, on_round=heard)
+    await waiter.wait(ready)
+    assert told == [
+        (0.0, {}, 3, 0.0, 20.0, 0),  # as the wait begins: nothing asked yet
+        (0.0, {"FAILED": 1, "CREATING": 2}, 2, 2.0, 20.0, 1),
+        (2.0, {"FAILED": 1, "CREATING": 2}, 2, 4.0, 18.0, 2),
+        (6.0, {"FAILED": 1, "AVAILABLE": 1, "CREATING": 1}, 1, 8.0, 14.0, 3),
+        (14.0, {"FAILED": 1, "AVAILABLE": 1, "CREATING": 1}, 1, 6.0, 6.0, 4),  # cut to the end
+        (20.0, {"FAILED": 1, "AVAILABLE": 1, "TIMED_OUT": 1}, 0, None, 0.0, 5),
+    ]
+
+
+async def test_a_journal_s_wait_tells_the_images_an_earlier_wait_settled_too(
+    tmp_path: Path,
+) -> None:
+    journal = SqliteJournal.open(
+        tmp_path / "j.db", manifest_path="m.csv", manifest_fingerprint="f", settings={}
+    )
+    for row in (1, 2):
+        journal.record(
+            RowResult(
+                row=row,
+                name=f"vm-{row}",
+                semantic_version="1.0.0",
+                status=RowStatus.SUCCEEDED,
+                client_token=f"t{row}",
+                image_arn=ARN.format(i=row),
+            )
+        )
+    await journal.flush()
+    journal.record_image_statuses([("vm-1", "1.0.0", "AVAILABLE", "")])
+    clock = FakeClock()
+    images = FakeImages(clock, {ARN.format(i=1): 0.0, ARN.format(i=2): 5.0})
+    told: list[WaitRound] = []
+    totals, _ = await follow_journal(
+        images,
+        journal,
+        calls=_calls(clock),
+        clock=clock,
+        settings=WaitSettings(interval_s=2.0, timeout_s=None),
+        on_round=told.append,
+    )
+    await journal.aclose()
+    assert totals == {ImageStatus.AVAILABLE: 2}
+    assert told[0].states == {"AVAILABLE": 1}
+    assert told[0].outstanding == 1
+    assert told[0].time_left_s is None  # no timeout
+    assert told[-1].states == {"AVAILABLE": 2}
+    assert told[-1].over
+    assert all(r.states.get("CREATING") == 1 for r in told[1:-1])

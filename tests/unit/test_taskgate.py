@@ -5,7 +5,7 @@ their task without a worker (``--wait-for-tasks``) and are answered at once by a
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 from orchestration_support import Collector, MemoryJournal, StepStage, manifest_rows, succeed
 
@@ -14,6 +14,7 @@ from ibimport.engine.pipeline import Pipeline, RunSettings
 from ibimport.errors import ApiError, CallError
 from ibimport.manifest import ManifestRow
 from ibimport.stages.base import RowStage, RowWork
+from ibimport.stages.polling import Waiting, WaitRound
 from ibimport.stages.taskcheck import TaskCheck, TaskState
 from ibimport.stages.taskgate import TaskGate, TaskGateStage, TaskWait
 from ibimport.testing import FakeClock
@@ -69,9 +70,10 @@ def _gated(
     *,
     wait: TaskWait | None = None,
     concurrency: int = 1,
+    on_round: Callable[[WaitRound], None] | None = None,
 ) -> tuple[Pipeline, TaskGateStage, StepStage, Collector]:
     gate = TaskGateStage(
-        TaskGate(checker, clock=clock, wait=wait),  # type: ignore[arg-type]
+        TaskGate(checker, clock=clock, wait=wait, on_round=on_round),  # type: ignore[arg-type]
         rows=lambda: [r.task for r in rows if r.task is not None],
     )
     sent = StepStage("import", [], clock, answer=succeed)
@@ -159,6 +161,43 @@ async def test_a_task_still_converting_at_the_deadline_blocks_its_row() -> None:
     # Rounds at 5 and 15 (the interval doubles), the last cut to the deadline at 20.
     assert [at for at, _ in checker.asked] == [0.0, 5.0, 15.0, 20.0]
     assert clock.now() == 20.0
+
+
+async def test_each_polling_round_tells_the_tasks_by_state_the_next_poll_and_the_time_left() -> (
+    None
+):
+    """Issue 23 item 6: ``--wait-for-tasks`` is shown while it polls, and when it ends."""
+    clock = FakeClock()
+    rows = manifest_rows(3)
+    checker = FakeChecker(
+        clock, {_task_id(1): _pending(1), _task_id(2): _pending(2)}, ready_at={_task_id(2): 4.0}
+    )
+    wait = TaskWait(timeout_s=20.0, interval_s=5.0, max_interval_s=60.0, growth=2.0)
+    told: list[tuple[float, dict[str, int], int, float | None, float | None]] = []
+
+    def heard(r: WaitRound) -> None:
+        assert r.waiting_for is Waiting.TASKS
+        told.append((clock.now(), dict(r.states), r.outstanding, r.next_poll_s, r.time_left_s))
+
+    pipeline, _, _, collector = _gated(checker, rows, clock, wait=wait, on_round=heard)
+    await pipeline.run(rows)
+    assert told == [
+        (0.0, {"pending": 2, "ready": 1}, 2, 5.0, 20.0),
+        (5.0, {"pending": 1, "ready": 2}, 1, 10.0, 15.0),
+        (15.0, {"pending": 1, "ready": 2}, 1, 5.0, 5.0),
+        (20.0, {"pending": 1, "ready": 2}, 1, None, 0.0),  # out of time: row 1 is blocked
+    ]
+    assert collector.results[1].status is RowStatus.BLOCKED
+
+
+async def test_a_gate_with_no_task_to_wait_for_tells_no_round() -> None:
+    clock = FakeClock()
+    rows = manifest_rows(2)
+    told: list[WaitRound] = []
+    wait = TaskWait(timeout_s=20.0, interval_s=5.0)
+    pipeline, _, _, _ = _gated(FakeChecker(clock, {}), rows, clock, wait=wait, on_round=told.append)
+    await pipeline.run(rows)
+    assert told == []
 
 
 async def test_a_stop_answers_the_waiting_rows_at_once_with_their_last_known_state() -> None:

@@ -25,6 +25,7 @@ from ibimport import (
     parse_tag_option,
 )
 from ibimport.cli._help import HelpGroup
+from ibimport.cli.progress import ProgressMode
 
 #: One meaning each (README, "Exit codes"): every row done; some rows failed, blocked or
 #: timed out; a usage error or an invalid manifest; the batch could not start or stopped on
@@ -171,6 +172,10 @@ ImportOptionOpt = Annotated[
         "(licenseType, usageOperation, bootMode, architecture, encrypted, kmsKeyId, "
         "roleName, importDescription).",
     ),
+]
+ProgressOpt = Annotated[
+    ProgressMode,
+    typer.Option(help="auto: a bar on a terminal, lines otherwise; plain: lines; off."),
 ]
 JsonOpt = Annotated[
     bool,

@@ -65,6 +65,7 @@ from ibimport.cli._common import (
     JsonOpt,
     ManifestArg,
     ProfileOpt,
+    ProgressOpt,
     RegionOpt,
     TagOpt,
     TaskSlotsOpt,
@@ -283,10 +284,7 @@ def run(
         ),
     ] = False,
     emulator: EmulatorConfig | None = None,  # --emulator-* (local_emulator_options)
-    progress: Annotated[
-        ProgressMode,
-        typer.Option(help="auto: a bar on a terminal, lines otherwise; plain: lines; off."),
-    ] = ProgressMode.AUTO,
+    progress: ProgressOpt = ProgressMode.AUTO,
     no_progress: Annotated[
         bool, typer.Option("--no-progress", help="Same as --progress off.")
     ] = False,
@@ -697,7 +695,7 @@ def _preflight_and_run(
         err.print(f"the manifest changed since the journal {config.journal_path} was written:")
         for line in batch.changes:
             err.print("  " + line, highlight=False, markup=False)
-    progress = ProgressListener(err, mode=progress_mode)
+    progress = ProgressListener(err, mode=progress_mode, wait_follows=config.wait is not None)
     control = BatchControl()
 
     async def _main() -> int:

@@ -30,6 +30,7 @@ from ibimport.cli._common import (
     JournalArg,
     JsonOpt,
     ProfileOpt,
+    ProgressOpt,
     ReadRateOpt,
     RegionOpt,
     _exit_code,
@@ -43,6 +44,7 @@ from ibimport.cli._common import (
     out,
 )
 from ibimport.cli._help import duration_option, parse_duration, positive_duration_option
+from ibimport.cli.progress import ProgressListener, ProgressMode
 
 WAIT_EXIT_HELP = (
     "Exit codes: 0 every imported image AVAILABLE; 1 any FAILED, CANCELLED, DELETED or timed "
@@ -163,13 +165,16 @@ def wait(
             metavar="FILE", parser=_output_path, help="Per-row results CSV (default: the run's)."
         ),
     ] = None,
+    progress: ProgressOpt = ProgressMode.AUTO,
 ) -> None:
     """Follow every image a run imported until AVAILABLE, FAILED, CANCELLED or --wait-timeout.
 
     The Region, profile and endpoint are the run's, from the journal, unless given here.
     Status reads are batched (ListImageBuildVersions, 100 builds a call, while many are
     outstanding; GetImage for the last few). The run's report and results are rewritten
-    with imageStatus and imageStatusReason. Interrupted, a second wait resumes.
+    with imageStatus and imageStatusReason. Interrupted, a second wait resumes. On a
+    terminal the images are shown by state with the next poll and the time left; in a
+    log, a line a round, at most every 30s.
     """
     _secure_umask()
     _refuse_stdout_under_json(as_json, {"--report": report, "--results": results})
@@ -183,16 +188,19 @@ def wait(
         nothing="to follow",
     )
     settings = wait_settings(wait_timeout, poll_interval)
+    display = ProgressListener(err, mode=progress, imports=False)
     try:
-        result: WaitResult = anyio.run(
-            lambda: wait_for_images(
-                Path(journal),
-                config=config,
-                settings=settings,
-                report_path=report,
-                results_path=results,
+        with display:
+            result: WaitResult = anyio.run(
+                lambda: wait_for_images(
+                    Path(journal),
+                    config=config,
+                    settings=settings,
+                    report_path=report,
+                    results_path=results,
+                    listeners=[display],
+                )
             )
-        )
     except KeyboardInterrupt:
         err.print("interrupted: run ibimport wait again to resume")
         raise typer.Exit(EXIT_INTERRUPTED) from None

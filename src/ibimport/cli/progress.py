@@ -2,14 +2,16 @@
 
 A runner listener whose hooks only bump counters; the display reads them on its own
 schedule (rich's refresh thread for the bar, at most one line per interval otherwise), so
-a fast run pays nothing per event for being watched.
+a fast run pays nothing per event for being watched. A wait (``run --wait``, ``ibimport
+wait``, ``--wait-for-tasks``) is shown under the bar (``waitview``), or as a heartbeat
+line per round at most every ``WAIT_LINE_INTERVAL_S``.
 """
 
 from __future__ import annotations
 
 import time
-from collections import deque
-from collections.abc import Callable
+from collections import Counter, deque
+from collections.abc import Callable, Iterable, Mapping
 from enum import StrEnum
 from types import TracebackType
 from typing import Final, Literal, Self
@@ -20,9 +22,19 @@ from rich.progress_bar import ProgressBar
 from rich.table import Table
 from rich.text import Text
 
-from ibimport import BaseListener, CallEvent, CallOutcome, RowResult, RowStatus, reported_as
+from ibimport import (
+    BaseListener,
+    CallEvent,
+    CallOutcome,
+    RowResult,
+    RowStatus,
+    Waiting,
+    WaitRound,
+    reported_as,
+)
+from ibimport.cli.waitview import WaitView, clock_text
 
-__all__ = ["PROGRESS_MODES", "ProgressListener", "ProgressMode"]
+__all__ = ["PROGRESS_MODES", "ProgressListener", "ProgressMode", "slowest_eta"]
 
 
 class ProgressMode(StrEnum):
@@ -41,12 +53,32 @@ SHOWN_TROUBLED: Final = 5
 #: Rates (and so the ETA) are measured over roughly this many recent seconds.
 RATE_WINDOW_S: Final = 30.0
 
+#: Off a terminal, a wait's heartbeat line comes with a round, at most this often.
+WAIT_LINE_INTERVAL_S: Final = 30.0
+
+#: A partition, as ``RowResult`` carries it: (account, Region).
+PartitionKey = tuple[str, str]
+
 
 def _eta(seconds: float | None) -> str:
-    if seconds is None:
-        return "--:--:--"
-    whole = int(seconds + 0.5)
-    return f"{whole // 3600}:{whole // 60 % 60:02d}:{whole % 60:02d}"
+    return "--:--:--" if seconds is None else clock_text(seconds)
+
+
+def slowest_eta(partitions: Iterable[tuple[int, float]]) -> float | None:
+    """Seconds until the last partition is done, from each one's (rows left, rows/s).
+
+    Partitions go at their own quotas, so the batch ends with its slowest: a fast
+    partition's rate says nothing of a slow one's rows. None while a partition with rows
+    left has no rate yet (it has not started, or every row of it waits).
+    """
+    eta = 0.0
+    for left, rate in partitions:
+        if left <= 0:
+            continue
+        if rate <= 0:
+            return None
+        eta = max(eta, left / rate)
+    return eta
 
 
 class ProgressListener(BaseListener):
@@ -57,6 +89,12 @@ class ProgressListener(BaseListener):
     ``"plain"`` always prints lines (every ``interval_s`` of ``clock`` time, checked as events
     arrive); ``"off"`` shows nothing. ``on_start`` starts the display if the caller did not;
     call ``stop()`` (or leave the ``with`` block) before printing anything else.
+
+    The ETA is the slowest partition's: each one's rows left at its own rate, counting only
+    rows this run finished (rows carried over from the journal are done, not progress).
+    ``wait_follows`` (``run --wait``): the display stays up after ``on_finish``, its bar
+    line saying the import is over, to show the wait; ``imports=False`` (``ibimport wait``):
+    there is no import to show, only the wait.
     """
 
     def __init__(
@@ -67,6 +105,8 @@ class ProgressListener(BaseListener):
         clock: Callable[[], float] = time.monotonic,
         interval_s: float = 5.0,
         refresh_per_second: float = 4.0,
+        wait_follows: bool = False,
+        imports: bool = True,
     ) -> None:
         if mode not in PROGRESS_MODES:
             raise ValueError(f"progress mode must be one of {', '.join(PROGRESS_MODES)}: {mode!r}")
@@ -96,7 +136,17 @@ class ProgressListener(BaseListener):
         self._running = False
         self._next_line_at = 0.0
         self._live: Live | None = None
-        self._samples: deque[tuple[float, int, int]] = deque()
+        self._samples: deque[tuple[float, int, int, dict[PartitionKey, int]]] = deque()
+        #: Rows of each partition (told by a batch of several), done, and done this run.
+        self._partition_rows: dict[PartitionKey, int] | None = None
+        self._done_in: Counter[PartitionKey] = Counter()
+        self._done_this_run_in: Counter[PartitionKey] = Counter()
+        self._wait_follows = wait_follows
+        self._imports = imports
+        #: The import's wall time once it is over: the bar stops claiming progress.
+        self.imported_in: float | None = None
+        self.wait = WaitView(clock)
+        self._wait_line_at: dict[Waiting, float] = {}
 
     # -- runner hooks: counters only (plus one clock read in plain mode) ---------------------
 
@@ -123,8 +173,11 @@ class ProgressListener(BaseListener):
                 self.tick()
             return
         self.done += 1
+        where = (result.account, result.region)
+        self._done_in[where] += 1
         if not result.resumed:
             self.done_this_run += 1
+            self._done_this_run_in[where] += 1
         if result.status is RowStatus.FAILED:
             self.failed += 1
         troubled = result.status in (RowStatus.FAILED, RowStatus.BLOCKED)
@@ -133,9 +186,34 @@ class ProgressListener(BaseListener):
         if self.display == "plain":
             self.tick()
 
+    def on_partitions(self, rows: Mapping[tuple[str, str], int]) -> None:
+        if len(rows) > 1:  # with one, the batch's own figures are its
+            self._partition_rows = dict(rows)
+
     def on_finish(self, *, elapsed_s: float, interrupted: bool) -> None:
         self.stopped = interrupted or self.skipped > 0
-        self.stop()
+        self.imported_in = elapsed_s
+        if self.stopped or not self._wait_follows:
+            self.stop()
+        elif self._running and self.display == "plain":
+            self._console.print(
+                f"{self._done_text()} rows imported in {clock_text(elapsed_s)}, "
+                f"{self.failed} failed; waiting for the images",
+                markup=False,
+                highlight=False,
+            )
+
+    def on_wait_round(self, figures: WaitRound) -> None:
+        self.wait.add(figures)
+        if not self._running or self.display != "plain":
+            return
+        kind = figures.waiting_for
+        now = self._clock()
+        summary = self.wait.summary(kind, now)
+        last = self._wait_line_at.get(kind)
+        if last is None or now - last >= WAIT_LINE_INTERVAL_S or summary.over:
+            self._wait_line_at[kind] = now
+            self._console.print(summary.line(), markup=False, highlight=False)
 
     # -- display lifecycle --------------------------------------------------------------------
 
@@ -146,7 +224,7 @@ class ProgressListener(BaseListener):
         self._running = True
         now = self._clock()
         self._samples.clear()
-        self._samples.append((now, self.done_this_run, self.calls))
+        self._samples.append((now, self.done_this_run, self.calls, dict(self._done_this_run_in)))
         self._next_line_at = now + self._interval_s
         if self.display == "bar":
             self._live = Live(
@@ -170,7 +248,7 @@ class ProgressListener(BaseListener):
 
     def tick(self) -> None:
         """Print the plain progress line if an interval has passed since the last one."""
-        if not self._running or self.display != "plain":
+        if not self._running or self.display != "plain" or not self._importing:
             return
         now = self._clock()
         if now < self._next_line_at:
@@ -192,52 +270,84 @@ class ProgressListener(BaseListener):
 
     # -- figures ------------------------------------------------------------------------------
 
-    def _rates(self, now: float) -> tuple[float, float]:
-        """Rows/s (this run) and calls/s over the last ``RATE_WINDOW_S``, from sampled counters."""
-        self._samples.append((now, self.done_this_run, self.calls))
+    @property
+    def _importing(self) -> bool:
+        return self._imports and self.imported_in is None
+
+    def _rates(self, now: float) -> tuple[float, float | None]:
+        """Calls/s over the last ``RATE_WINDOW_S`` and the ETA, from sampled counters."""
+        self._samples.append((now, self.done_this_run, self.calls, dict(self._done_this_run_in)))
         while len(self._samples) > 2 and now - self._samples[1][0] >= RATE_WINDOW_S:
             self._samples.popleft()
-        then, rows_then, calls_then = self._samples[0]
+        then, rows_then, calls_then, each_then = self._samples[0]
         span = now - then
         if span <= 0:
-            return 0.0, 0.0
-        return (self.done_this_run - rows_then) / span, (self.calls - calls_then) / span
+            return 0.0, self._eta_s([])
+        if self._partition_rows is None:
+            rows_per_s = (self.done_this_run - rows_then) / span
+            left = [(self.total - self.done, rows_per_s)] if self.total is not None else []
+        else:
+            left = [
+                (rows - self._done_in[p], (self._done_this_run_in[p] - each_then.get(p, 0)) / span)
+                for p, rows in self._partition_rows.items()
+            ]
+        return (self.calls - calls_then) / span, self._eta_s(left)
 
-    def _eta_text(self, rows_per_s: float) -> str:
-        return "stopped" if self.stopped else f"ETA {_eta(self._eta_s(rows_per_s))}"
-
-    def _eta_s(self, rows_per_s: float) -> float | None:
+    def _eta_s(self, left: list[tuple[int, float]]) -> float | None:
         if self.total is None:
             return None
-        remaining = max(self.total - self.done, 0)
-        if remaining == 0:
+        if self.done >= self.total:
             return 0.0
-        return remaining / rows_per_s if rows_per_s > 0 else None
+        if self._tasks_outstanding():  # their rows go when EC2 is done, not at any rate
+            return None
+        return slowest_eta(left) if left else None
+
+    def _tasks_outstanding(self) -> bool:
+        if Waiting.TASKS not in self.wait.kinds():
+            return False
+        tasks = self.wait.summary(Waiting.TASKS)
+        return not tasks.over and tasks.outstanding > 0
+
+    def _eta_text(self, eta_s: float | None) -> str:
+        if self.stopped:
+            return "stopped"
+        if self.imported_in is not None:
+            waiting = ", waiting for the images" if self._wait_follows else ""
+            return f"imported in {clock_text(self.imported_in)}{waiting}"
+        return f"ETA {_eta(eta_s)}"
+
+    def _done_text(self) -> str:
+        return f"{self.done}/{self.total}" if self.total is not None else str(self.done)
 
     def status_line(self, now: float | None = None) -> str:
         """The plain progress line, e.g. ``1234/5000 rows, 97.3 calls/s, 3 retries, ...``."""
-        rows_per_s, calls_per_s = self._rates(self._clock() if now is None else now)
-        done = f"{self.done}/{self.total}" if self.total is not None else str(self.done)
+        calls_per_s, eta_s = self._rates(self._clock() if now is None else now)
         skipped = f", {self.skipped} skipped" if self.skipped else ""
         return (
-            f"{done} rows, {calls_per_s:.1f} calls/s, {self.retries} retries, "
+            f"{self._done_text()} rows, {calls_per_s:.1f} calls/s, {self.retries} retries, "
             f"{self.throttled} throttled, {self.failed} failed{skipped}, "
-            f"{self._eta_text(rows_per_s)}"
+            f"{self._eta_text(eta_s)}"
         )
 
     def _bar_row(self, width: int = 120) -> Table:
         """One line of ``width`` columns at most: the bar shrinks (to nothing) before the
         figures wrap, since a wrapped line is redrawn as two and leaves copies behind."""
-        rows_per_s, calls_per_s = self._rates(self._clock())
-        figures = [
-            Text(f"{self.done}/{self.total}" if self.total is not None else str(self.done)),
-            Text("rows"),
-            Text(f"{calls_per_s:.1f} calls/s", style="cyan"),
+        calls_per_s, eta_s = self._rates(self._clock())
+        failed = Text(f"{self.failed} failed", style="red" if self.failed else "dim")
+        skipped = [Text(f"{self.skipped} skipped", style="yellow")] if self.skipped else []
+        calls = [
             Text(f"{self.retries} retries", style="yellow" if self.retries else "dim"),
             Text(f"{self.throttled} throttled", style="yellow" if self.throttled else "dim"),
-            Text(f"{self.failed} failed", style="red" if self.failed else "dim"),
-            *([Text(f"{self.skipped} skipped", style="yellow")] if self.skipped else []),
-            Text(self._eta_text(rows_per_s), style="yellow" if self.stopped else ""),
+        ]
+        if self.imported_in is None or self.stopped:
+            middle = [Text(f"{calls_per_s:.1f} calls/s", style="cyan"), *calls, failed, *skipped]
+        else:  # the import is over: its totals, no rate (what drops first comes last)
+            middle = [failed, *skipped, *calls]
+        figures = [
+            Text(self._done_text()),
+            Text("rows"),
+            *middle,
+            Text(self._eta_text(eta_s), style="yellow" if self.stopped else ""),
         ]
         used = sum(len(text) + 1 for text in figures)
         while figures and used > width:  # the least telling figures go first
@@ -261,4 +371,9 @@ class _Frame:
         self._listener = listener
 
     def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
-        yield self._listener._bar_row(options.max_width)
+        listener = self._listener
+        if listener._imports:
+            yield listener._bar_row(options.max_width)
+        now = listener._clock()
+        for kind in listener.wait.kinds():
+            yield from listener.wait.summary(kind, now).rows()

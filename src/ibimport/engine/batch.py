@@ -216,6 +216,9 @@ async def _execute(
                             None
                             if journal is None
                             else unreached(journal, config, partition, plan),
+                            total_rows=total_rows
+                            if plan is None
+                            else plan.count_in(frozenset(partition.places)),
                         )
                     )
                 cpu_started = time.process_time()
@@ -244,6 +247,7 @@ async def _execute(
                         settings=config.wait,
                         clock=clock,
                         control=control,
+                        listeners=listeners,
                     )
             finally:
                 await store.aclose()
@@ -317,7 +321,11 @@ def _import_pipeline(
     health = config.run.health()
     before: list[RowStage] = []
     if config.preflight and partition.client is not None and partition.failure is None:
-        before.append(task_gate_stage(config, partition, plan, settled, clock=clock, health=health))
+        before.append(
+            task_gate_stage(
+                config, partition, plan, settled, clock=clock, health=health, listeners=listeners
+            )
+        )
     before.append(
         task_start_stage(
             client,

@@ -7,11 +7,13 @@ it runs on the event loop between calls.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Protocol
 
 from ibimport.domain.results import RowResult
+from ibimport.stages.polling import WaitRound
 
 
 class CallOutcome(StrEnum):
@@ -46,6 +48,14 @@ class RunListener(Protocol):
 
     def on_finish(self, *, elapsed_s: float, interrupted: bool) -> None: ...
 
+    def on_partitions(self, rows: Mapping[tuple[str, str], int]) -> None:
+        """How many rows each partition imports, keyed (account, Region) as ``RowResult``
+        carries them: told once after ``on_start`` by a batch, so that what is left can be
+        judged partition by partition (each goes at its own quota)."""
+
+    def on_wait_round(self, figures: WaitRound) -> None:
+        """A wait's polling round (images after the import, or ``--wait-for-tasks``)."""
+
 
 class BaseListener:
     """A listener that ignores everything; subclasses override what they need."""
@@ -60,4 +70,10 @@ class BaseListener:
         return None
 
     def on_finish(self, *, elapsed_s: float, interrupted: bool) -> None:
+        return None
+
+    def on_partitions(self, rows: Mapping[tuple[str, str], int]) -> None:
+        return None
+
+    def on_wait_round(self, figures: WaitRound) -> None:
         return None

@@ -42,6 +42,7 @@ from ibimport.errors import CallError, FatalBatchError, IbimportError
 from ibimport.flow.clock import Clock
 from ibimport.manifest import ManifestRow
 from ibimport.report import RunStats
+from ibimport.stages.polling import WaitRound
 
 __all__ = [
     "FanOut",
@@ -154,6 +155,8 @@ class PartitionWork:
     rows: Iterable[ManifestRow]
     #: After a stop, the partition's rows the pipeline never reached (``Pipeline.run``).
     unreached: Callable[[int], Iterable[RowResult]] | None = None
+    #: How many rows it holds, as the selection counted them (None: not counted).
+    total_rows: int | None = None
 
 
 async def run_fleet(
@@ -165,11 +168,19 @@ async def run_fleet(
 ) -> RunOutcome:
     """Run every partition's pipeline side by side; one outcome for the batch.
 
-    ``listeners`` are the batch's own: told one start and one finish here, and every
-    call and row through ``fan_out`` (which the pipelines were given).
+    ``listeners`` are the batch's own: told one start (with each partition's rows, when
+    counted) and one finish here, and every call and row through ``fan_out`` (which the
+    pipelines were given).
     """
     for listener in listeners:
         listener.on_start(total_rows=total_rows)
+    if work and all(w.total_rows is not None for w in work):
+        shares: dict[tuple[str, str], int] = {}
+        for w in work:
+            place = (w.partition.account, w.partition.region)
+            shares[place] = shares.get(place, 0) + (w.total_rows or 0)
+        for listener in listeners:
+            listener.on_partitions(shares)
     started = clock.now()
     outcomes: dict[int, RunOutcome] = {}
 
@@ -224,6 +235,10 @@ class FanOut(BaseListener):
     def on_row_done(self, result: RowResult) -> None:
         for listener in self._listeners:
             listener.on_row_done(result)
+
+    def on_wait_round(self, figures: WaitRound) -> None:
+        for listener in self._listeners:
+            listener.on_wait_round(figures)
 
 
 class Unavailable:

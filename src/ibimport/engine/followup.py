@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import csv
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import AsyncExitStack
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -21,6 +21,7 @@ from ibimport._files import atomic_private_file, check_paths
 from ibimport.domain import rowstate
 from ibimport.domain.request import ImageRequest
 from ibimport.domain.rowstate import ImageStatus
+from ibimport.engine.events import RunListener
 from ibimport.engine.fleet import Partition, default_client, open_partitions
 from ibimport.engine.partitions import Place, RowPlan, told_rate
 from ibimport.engine.selection import partition_rows, select_rows
@@ -34,6 +35,7 @@ from ibimport.report import neutralise_cell
 from ibimport.report.outputs import RebuiltOutputs, journal_outputs, rebuild_outputs
 from ibimport.stages.diskcheck import DiskChecker
 from ibimport.stages.imagewait import WaitFigures, WaitSettings, follow_journal
+from ibimport.stages.polling import WaitRound
 from ibimport.stages.taskcheck import TaskCheck, TaskChecker, TaskState
 from ibimport.stages.taskgate import TaskGate, TaskGateStage
 from ibimport.stages.taskstart import SlotsSeen, account_slots
@@ -244,10 +246,12 @@ async def wait_for_images(
     clock: Clock | None = None,
     report_path: Path | None = None,
     results_path: Path | None = None,
+    listeners: Sequence[RunListener] = (),
 ) -> WaitResult:
     """``ibimport wait``: follow a journal's imported images, then rewrite its run's outputs.
 
     ``config`` gives the client, limiter and retry settings (its manifest is not read).
+    ``listeners`` hear each polling round (``on_wait_round``).
     Images an earlier wait settled are not asked again; an interrupted wait resumes. The
     outputs (``report_path``, ``results_path``, else where the journal says) are checked
     as ``report`` checks them, before any call; a credential fault is ``FatalBatchError``
@@ -260,7 +264,9 @@ async def wait_for_images(
     )
     journal = open_existing_journal(journal_path)
     try:
-        several = await follow_recorded_partitions(config, journal, settings=settings, clock=clock)
+        several = await follow_recorded_partitions(
+            config, journal, settings=settings, clock=clock, listeners=listeners
+        )
         if several is not None:
             images, figures = several
         else:
@@ -271,6 +277,7 @@ async def wait_for_images(
                     calls=_calls(config, clock),
                     clock=clock,
                     settings=settings,
+                    on_round=round_teller(listeners, partition=""),
                 )
     except CallError as error:
         raise lookup_failed(error, what="follow the images") from None
@@ -298,6 +305,21 @@ def settled_rows(journal: SqliteJournal, *, retry_failed: bool) -> frozenset[tup
     )
 
 
+def round_teller(
+    listeners: Sequence[RunListener], *, partition: str
+) -> Callable[[WaitRound], None] | None:
+    """A wait's rounds told to ``listeners``, named for their partition (None: nobody)."""
+    if not listeners:
+        return None
+
+    def tell(figures: WaitRound) -> None:
+        named = replace(figures, partition=partition)
+        for listener in listeners:
+            listener.on_wait_round(named)
+
+    return tell
+
+
 def task_gate_stage(
     config: BatchConfig,
     partition: Partition,
@@ -306,10 +328,11 @@ def task_gate_stage(
     *,
     clock: Clock,
     health: PartitionHealth,
+    listeners: Sequence[RunListener] = (),
 ) -> TaskGateStage:
     """``run --preflight``'s first stage for a partition: its rows' tasks (not those an
     earlier run settled), checked by its own EC2 (import tasks are regional) under its own
-    read limiter."""
+    read limiter; ``listeners`` hear the rounds of ``--wait-for-tasks``."""
     assert partition.client is not None
 
     def rows() -> Iterator[ImageRequest]:
@@ -320,10 +343,14 @@ def task_gate_stage(
 
     calls = partition_calls(config, partition, clock, health=health)
     checker = TaskChecker(partition.client, calls)
+    gate = TaskGate(
+        checker,
+        clock=clock,
+        wait=config.task_wait,
+        on_round=round_teller(listeners, partition=partition.label),
+    )
     return TaskGateStage(
-        TaskGate(checker, clock=clock, wait=config.task_wait),
-        rows=rows,
-        disks=DiskChecker(partition.client, calls, region=partition.region),
+        gate, rows=rows, disks=DiskChecker(partition.client, calls, region=partition.region)
     )
 
 
@@ -357,9 +384,11 @@ async def follow_partitions(
     settings: WaitSettings,
     clock: Clock,
     control: BatchControl | None,
+    listeners: Sequence[RunListener] = (),
 ) -> tuple[Counter[ImageStatus], WaitFigures, bool]:
     """``run --wait`` and ``wait``: follow each partition's imported images with that
-    partition's client (``config`` gives its limiter and retry rules).
+    partition's client (``config`` gives its limiter and retry rules); ``listeners`` hear
+    each partition's rounds.
 
     The journal's rows carry the account and Region they were imported into (schema 4);
     with one partition every row is its own.
@@ -378,6 +407,7 @@ async def follow_partitions(
             clock=clock,
             settings=settings,
             only=(lambda e: (e.account, e.region) == place) if several else None,
+            on_round=round_teller(listeners, partition=partition.label),
         )
         images.update(found)
         figures.rounds += cost.rounds
@@ -418,7 +448,12 @@ def record_partitions(journal: SqliteJournal, partitions: Sequence[Partition]) -
 
 
 async def follow_recorded_partitions(
-    config: BatchConfig, journal: SqliteJournal, *, settings: WaitSettings, clock: Clock
+    config: BatchConfig,
+    journal: SqliteJournal,
+    *,
+    settings: WaitSettings,
+    clock: Clock,
+    listeners: Sequence[RunListener] = (),
 ) -> tuple[Counter[ImageStatus], WaitFigures] | None:
     """``ibimport wait`` on the journal of a batch of several partitions: each partition's
     images followed with its own client (None: the journal names no partitions)."""
@@ -429,6 +464,12 @@ async def follow_recorded_partitions(
     async with AsyncExitStack() as stack:
         partitions = await open_partitions(places, base=config.client, stack=stack)
         images, figures, _ = await follow_partitions(
-            config, partitions, journal, settings=settings, clock=clock, control=None
+            config,
+            partitions,
+            journal,
+            settings=settings,
+            clock=clock,
+            control=None,
+            listeners=listeners,
         )
     return images, figures

@@ -167,6 +167,7 @@ class RowPlan:
         self._rows = array("H")
         self.duplicates: dict[int, int] = {}
         self._last: list[int] = []
+        self._counts: list[int] = []  # rows per place
 
     def add(self, row: int, place: Place | None) -> None:
         """Row ``row`` goes to ``place`` (None: not this shard's row)."""
@@ -182,8 +183,10 @@ class RowPlan:
             index = self._index[place] = len(self.places)
             self.places.append(place)
             self._last.append(0)
+            self._counts.append(0)
         self._rows.append(index + 1)
         self._last[index] = row
+        self._counts[index] += 1
 
     def place_index(self, place: Place) -> int:
         """The index of ``place``, added (with no rows) if the plan has not seen it."""
@@ -192,6 +195,7 @@ class RowPlan:
             index = self._index[place] = len(self.places)
             self.places.append(place)
             self._last.append(0)
+            self._counts.append(0)
         return index
 
     def place_index_of(self, row: int) -> int | None:
@@ -213,3 +217,7 @@ class RowPlan:
 
     def last_row_in(self, indexes: frozenset[int]) -> int:
         return max((self._last[i] for i in indexes), default=0)
+
+    def count_in(self, indexes: frozenset[int]) -> int:
+        """How many rows the places ``indexes`` hold."""
+        return sum(self._counts[i] for i in indexes if i < len(self._counts))

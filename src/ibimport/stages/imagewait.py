@@ -22,14 +22,16 @@ Rounds are spaced by an interval that grows by ``growth`` up to ``max_interval_s
 (early images settle quickly, the stragglers are polled less often), every call goes
 through the limiter and the retry rules (``calls``), and ``on_settled`` hears each
 round's final states as they are learnt, so a caller can journal them and a killed wait
-resumes with only the images still outstanding. Pure engine: no printing, no files.
+resumes with only the images still outstanding; ``on_round`` hears where the wait stands
+after each round (``polling.WaitRound``), for people watching. Pure engine: no printing,
+no files.
 """
 
 from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import partial
 from typing import Protocol
 
@@ -42,6 +44,7 @@ from ibimport.errors import ApiError
 from ibimport.flow.clock import Clock
 from ibimport.flow.executor import CallExecutor, first_error
 from ibimport.journal import Followup, JournalEntry
+from ibimport.stages.polling import Waiting, WaitRound
 
 __all__ = [
     "ImageOutcome",
@@ -107,13 +110,17 @@ class ImageWaiter:
         clock: Clock,
         settings: WaitSettings | None = None,
         on_settled: Callable[[Sequence[ImageOutcome]], None] | None = None,
+        on_round: Callable[[WaitRound], None] | None = None,
     ) -> None:
         self._client = client
         self._calls = calls
         self._clock = clock
         self._settings = settings or WaitSettings()
         self._on_settled = on_settled
+        self._on_round = on_round
         self._pages: int | None = None  # the last full listing's page count
+        #: The service's last word on each outstanding image (PENDING, CREATING, ...).
+        self._seen: dict[str, str] = {}
         self.figures = WaitFigures()
 
     async def wait(self, arns: Iterable[str]) -> dict[str, ImageOutcome]:
@@ -124,6 +131,8 @@ class ImageWaiter:
         started = self._clock.now()
         deadline = None if settings.timeout_s is None else started + settings.timeout_s
         interval = settings.interval_s
+        first = 0.0 if outstanding else None
+        self._tell(outcomes, outstanding, next_poll_s=first, deadline=deadline)
         while outstanding:
             before = self._calls.calls
             count = len(outstanding)
@@ -134,10 +143,12 @@ class ImageWaiter:
             self.figures.rounds.append((count, self._calls.calls - before))
             for outcome in settled:
                 outstanding.pop(outcome.arn, None)
+                self._seen.pop(outcome.arn, None)
                 outcomes[outcome.arn] = outcome
             if settled and self._on_settled is not None:
                 self._on_settled(settled)
             if not outstanding:
+                self._tell(outcomes, outstanding, next_poll_s=None, deadline=deadline)
                 break
             now = self._clock.now()
             if deadline is not None and now >= deadline:
@@ -146,12 +157,40 @@ class ImageWaiter:
                 outcomes.update((outcome.arn, outcome) for outcome in late)
                 if self._on_settled is not None:
                     self._on_settled(late)
+                self._tell(outcomes, {}, next_poll_s=None, deadline=deadline)
                 break
             pause = interval if deadline is None else min(interval, deadline - now)
+            self._tell(outcomes, outstanding, next_poll_s=pause, deadline=deadline)
             await self._clock.sleep(pause)
             interval = min(interval * settings.growth, settings.max_interval_s)
         self.figures.elapsed_s = self._clock.now() - started
         return outcomes
+
+    def _tell(
+        self,
+        outcomes: dict[str, ImageOutcome],
+        outstanding: dict[str, None],
+        *,
+        next_poll_s: float | None,
+        deadline: float | None,
+    ) -> None:
+        """Where the wait stands, to ``on_round``: settled images by final state, the
+        outstanding ones by the service's last word on them (none yet before the first)."""
+        if self._on_round is None:
+            return
+        states = Counter(outcome.status.value for outcome in outcomes.values())
+        states.update(self._seen[arn] for arn in outstanding if arn in self._seen)
+        left = None if deadline is None else max(deadline - self._clock.now(), 0.0)
+        self._on_round(
+            WaitRound(
+                waiting_for=Waiting.IMAGES,
+                states=dict(states),
+                outstanding=len(outstanding),
+                next_poll_s=next_poll_s,
+                time_left_s=left,
+                rounds=len(self.figures.rounds),
+            )
+        )
 
     async def _listing_round(self, outstanding: dict[str, None]) -> list[ImageOutcome]:
         """One full listing of the account's builds; the outstanding ones that ended."""
@@ -165,6 +204,7 @@ class ImageWaiter:
             for build in page.builds:
                 if build.arn in outstanding:
                     listed.add(build.arn)
+                    self._seen[build.arn] = build.status
                     final = image_status(build.status)
                     if final is not None:
                         settled.append(ImageOutcome(build.arn, final, build.reason))
@@ -205,6 +245,7 @@ class ImageWaiter:
             if error.code in _GONE_CODES:
                 return ImageOutcome(arn, ImageStatus.DELETED, f"{error.code}: {error.message}")
             raise
+        self._seen[arn] = state.status
         final = image_status(state.status)
         return None if final is None else ImageOutcome(arn, final, state.reason)
 
@@ -241,10 +282,13 @@ async def follow_journal(
     clock: Clock,
     settings: WaitSettings,
     only: Callable[[JournalEntry], bool] | None = None,
+    on_round: Callable[[WaitRound], None] | None = None,
 ) -> tuple[Counter[ImageStatus], WaitFigures]:
     """Follow every imported row of ``journal`` whose image has no final state yet.
 
     ``only``: the rows this client can see (one partition's, of a batch that has several).
+    ``on_round``: where the wait stands after each round, images an earlier wait settled
+    included.
 
     Rows ``succeeded`` or ``exists`` with an image ARN; an image an earlier wait settled
     (anything but TIMED_OUT) is not asked again, so an interrupted wait resumes. Each
@@ -281,7 +325,20 @@ async def follow_journal(
             (*by_arn[o.arn], o.status.value, o.reason) for o in outcomes if o.arn in by_arn
         )
 
-    waiter = ImageWaiter(client, calls, clock=clock, settings=settings, on_settled=record)
+    def tell(figures: WaitRound) -> None:
+        assert on_round is not None
+        states = Counter({status.value: n for status, n in totals.items()})
+        states.update(figures.states)
+        on_round(replace(figures, states=dict(states)))
+
+    waiter = ImageWaiter(
+        client,
+        calls,
+        clock=clock,
+        settings=settings,
+        on_settled=record,
+        on_round=tell if on_round is not None else None,
+    )
     outcomes = await waiter.wait(by_arn)
     totals.update(outcome.status for outcome in outcomes.values())
     return totals, waiter.figures

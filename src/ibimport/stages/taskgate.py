@@ -11,13 +11,15 @@ looks up every task of a partition before its first import, in batches
 - ``pending``: ``blocked`` (``TaskPending``, with EC2's progress); or, with a wait
   (``--wait-for-tasks``), the row waits without holding a worker while ``poll`` asks EC2
   again about every pending task in batches, backing off, until each completes (then the
-  row is sent) or the deadline passes (then it is blocked).
+  row is sent) or the deadline passes (then it is blocked); ``on_round`` hears where that
+  wait stands after each round (``polling.WaitRound``), for people watching.
 
 Pure engine: no printing, no files.
 """
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import ClassVar
@@ -32,6 +34,7 @@ from ibimport.flow.clock import Clock
 from ibimport.flow.retry import Disposition, classify, fatal_message
 from ibimport.stages.base import PartitionRun, RowWork
 from ibimport.stages.diskcheck import DiskChecker
+from ibimport.stages.polling import Waiting, WaitRound
 from ibimport.stages.taskcheck import TaskCheck, TaskChecker, TaskState
 
 __all__ = ["BLOCKED_CODES", "TaskGate", "TaskGateStage", "TaskWait", "blocked_reason"]
@@ -75,10 +78,18 @@ def blocked_reason(check: TaskCheck) -> tuple[str, str]:
 class TaskGate:
     """Which rows of one partition may be sent now, by their import task's state."""
 
-    def __init__(self, checker: TaskChecker, *, clock: Clock, wait: TaskWait | None = None) -> None:
+    def __init__(
+        self,
+        checker: TaskChecker,
+        *,
+        clock: Clock,
+        wait: TaskWait | None = None,
+        on_round: Callable[[WaitRound], None] | None = None,
+    ) -> None:
         self._checker = checker
         self._clock = clock
         self._wait = wait
+        self._on_round = on_round
         self._checks: dict[str, TaskCheck] = {}
         #: Pending tasks a row may still wait for; set when the task settles (or not).
         self._settled: dict[str, anyio.Event] = {}
@@ -139,7 +150,7 @@ class TaskGate:
         pending; rounds are spaced by an interval that grows by ``growth``.
         """
         wait = self._wait
-        if wait is None:
+        if wait is None or not self._settled:
             return
         deadline = self._clock.now() + wait.timeout_s
         interval = wait.interval_s
@@ -151,7 +162,9 @@ class TaskGate:
                 now = self._clock.now()
                 if now >= deadline:
                     return
-                await self._clock.sleep(min(interval, deadline - now))
+                pause = min(interval, deadline - now)
+                self._tell(len(pending), next_poll_s=pause, time_left_s=deadline - now)
+                await self._clock.sleep(pause)
                 interval = min(interval * wait.growth, wait.max_interval_s)
                 self.rounds += 1
                 try:
@@ -164,6 +177,24 @@ class TaskGate:
                         self._settled[task_id].set()
         finally:
             self.release()  # rows still waiting end blocked with their last known state
+            waiting = sum(1 for check in self._checks.values() if check.state is TaskState.PENDING)
+            left = max(deadline - self._clock.now(), 0.0)
+            self._tell(waiting, next_poll_s=None, time_left_s=left)
+
+    def _tell(self, outstanding: int, *, next_poll_s: float | None, time_left_s: float) -> None:
+        """Where ``poll`` stands, to ``on_round``: the partition's tasks by state."""
+        if self._on_round is None:
+            return
+        self._on_round(
+            WaitRound(
+                waiting_for=Waiting.TASKS,
+                states=dict(Counter(check.state.value for check in self._checks.values())),
+                outstanding=outstanding,
+                next_poll_s=next_poll_s,
+                time_left_s=time_left_s,
+                rounds=self.rounds,
+            )
+        )
 
 
 class TaskGateStage:
