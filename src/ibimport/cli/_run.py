@@ -60,12 +60,14 @@ from ibimport.cli._common import (
     EXIT_USAGE,
     EndpointOpt,
     FormatOpt,
+    ImportOptionOpt,
     JsonOpt,
     ManifestArg,
     ProfileOpt,
     ProgressOpt,
     RegionOpt,
     TagOpt,
+    TaskSlotsOpt,
     _count,
     _exit_code,
     _fail,
@@ -317,14 +319,7 @@ def run(
             "task ibimport started may run before its row fails (default: no limit).",
         ),
     ] = None,
-    task_slots: Annotated[
-        list[str] | None,
-        typer.Option(
-            metavar="N|REGION=N",
-            help="EC2 import tasks active at once per account and Region (repeatable per "
-            "Region); default: Service Quotas' value where readable, else 20.",
-        ),
-    ] = None,
+    task_slots: TaskSlotsOpt = None,
     after_task: Annotated[
         bool,
         typer.Option(
@@ -341,15 +336,7 @@ def run(
             help="Fail a row whose import task's progress has not moved for this long.",
         ),
     ] = None,
-    import_option: Annotated[
-        list[str] | None,
-        typer.Option(
-            metavar="KEY=VALUE",
-            help="An ImportImage option for every row with disks that gives none "
-            "(licenseType, usageOperation, bootMode, architecture, encrypted, kmsKeyId, "
-            "roleName, importDescription).",
-        ),
-    ] = None,
+    import_option: ImportOptionOpt = None,
     max_stdin_mib: Annotated[
         int | None,
         typer.Option(
