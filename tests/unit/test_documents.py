@@ -224,11 +224,13 @@ def test_the_task_check_json_counts_every_state_and_lists_each_row() -> None:
     document = _checked().to_json()
     assert list(document) == ["totals", "calls", "throttled", "slots", "rows"]
     assert document["slots"] == []  # no row with disks: no partition's slots asked
-    assert document["totals"] == {"rows": 3, "ready": 1, "pending": 1, "failed": 1, "unknown": 0}
+    assert document["totals"] == {
+        "rows": 3, "ready": 1, "pending": 1, "failed": 1, "unknown": 0, "unchecked": 0,
+    }  # fmt: skip
     assert (document["calls"], document["throttled"]) == (4, 1)
     assert document["rows"][1] == {
         "row": 2, "name": "@vm", "semanticVersion": "1.0.0", "vmImportTaskId": "import-ami-2",
-        "taskStatus": "pending", "taskProgress": "42", "taskMessage": "",
+        "taskStatus": "pending", "taskProgress": "42", "taskMessage": "", "diskBytes": None,
     }  # fmt: skip
 
 
