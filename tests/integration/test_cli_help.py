@@ -52,6 +52,7 @@ def test_run_help_is_in_panels_with_human_defaults() -> None:
         "AWS",
         "Pacing",
         "Journal and outputs",
+        "Disk images (EC2 import tasks)",
         "Preflight and wait",
         "Emulator (--local)",
     ]

@@ -4,10 +4,11 @@ Laid out like moto, one sub-package per service (``imagebuilder``, ``ec2``, ``st
 ``s3``, ``iam``, ``servicequotas``), each with ``models`` (state and behaviour) and
 ``responses`` (the wire format); shared by all: ``config`` (every knob), ``core`` (scope,
 clock), ``exceptions`` (the AWS errors), the protocols (``rest``, ``query``, ``awsjson``,
-``restxml``), ``auth`` (SigV4), ``faults`` (the misbehaviour),
-``server`` (the aiohttp wiring and the table of services) and ``process`` (the child
-process). Start one in-process with ``EmulatorServer(EmulatorConfig(...))`` or in a
-child process with ``EmulatorProcess``.
+``restxml``), ``auth`` (SigV4), ``faults`` (the misbehaviour), ``server`` (the aiohttp
+wiring and the table of services), ``stats`` (the counters), ``statefile`` (the durable
+``--state``), ``running`` (serving on a loop, a thread, or until signalled) and
+``process`` (the child process). Start one in-process with
+``EmulatorServer(EmulatorConfig(...))`` or in a child process with ``EmulatorProcess``.
 """
 
 from __future__ import annotations
@@ -18,12 +19,13 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from ibimport.emulator.config import EmulatorConfig
     from ibimport.emulator.process import EmulatorProcess
-    from ibimport.emulator.server import EmulatorServer
+    from ibimport.emulator.running import EmulatorServer
 
 __all__ = ["EmulatorConfig", "EmulatorProcess", "EmulatorServer"]
 
-# Only the server loads aiohttp.web, and only when asked for: `ibimport run` never is.
-_HOMES = {"EmulatorConfig": "config", "EmulatorProcess": "process", "EmulatorServer": "server"}
+# Only the server and what runs it load aiohttp.web, and only when asked for: `ibimport run`
+# never is.
+_HOMES = {"EmulatorConfig": "config", "EmulatorProcess": "process", "EmulatorServer": "running"}
 
 
 def __getattr__(name: str) -> Any:

@@ -115,7 +115,7 @@ def local_emulator_options(command: F) -> F:
 def emulator_command(config: EmulatorConfig) -> None:
     """Serve a local EC2 Image Builder for rehearsals, tests and benchmarks."""
     # Here, not at the top: `ibimport run` loads this module but never needs aiohttp.web.
-    from ibimport.emulator.server import run_until_signalled
+    from ibimport.emulator.running import run_until_signalled
 
     def announce(url: str) -> None:
         print(start_line(config, url), flush=True)

@@ -1,4 +1,4 @@
-"""The emulator's HTTP server: aiohttp wiring, the emulator's own endpoints, start and stop.
+"""The emulator's HTTP server: aiohttp wiring, the table of services, the emulator's own endpoints.
 
 ``SERVICES`` is the table of what is served: each service is a sub-package laid out like
 moto's (``<service>/models.py`` its state, ``<service>/responses.py`` its wire format and
@@ -13,38 +13,31 @@ codes and shape.
 calls, and ``--verify-signatures``), ``faults`` (quota and injected misbehaviour), the
 service's handler, then ``faults`` again for how the answer travels. Each call acts in the
 (account, region) ``sts.models.Identities`` reads from its access key and credential scope.
-``serve`` runs one emulator on the current event loop until told to stop;
-``EmulatorServer`` runs it in a background thread of this process (tests), and
-``process.EmulatorProcess`` in a child process. The hot path is kept lean because every
-benchmark in the project runs against it.
+The emulator's own endpoints answer ``stats`` (the counters) and reset; an answer that
+changed the state waits for ``statefile``'s save; ``running`` serves an ``Emulator`` (on a
+loop, a thread, or until signalled). The hot path is kept lean because every benchmark in
+the project runs against it.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import hashlib
 import json
-import signal
-import tempfile
-import threading
 import time
 import uuid
 from collections.abc import Callable
-from pathlib import Path
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 
 from aiohttp import web
 
-from ibimport._files import atomic_private_file
 from ibimport.emulator import awsjson, restxml
 from ibimport.emulator.auth import Credentials, caller, signing_service, verify
 from ibimport.emulator.awsjson import JsonCall, JsonService
 from ibimport.emulator.config import EmulatorConfig
 from ibimport.emulator.core import Clock, Scope
 from ibimport.emulator.defaults import RESET_PATH, STATS_PATH
-from ibimport.emulator.ec2.models import ImportTasks, load_import_tasks
+from ibimport.emulator.ec2.declared import load_import_tasks
+from ibimport.emulator.ec2.models import ImportTasks
 from ibimport.emulator.ec2.responses import EC2
 from ibimport.emulator.exceptions import (
     NotImplementedOperation,
@@ -67,9 +60,12 @@ from ibimport.emulator.s3.models import Buckets
 from ibimport.emulator.s3.responses import IAM_ACTIONS, S3
 from ibimport.emulator.servicequotas.models import Quotas
 from ibimport.emulator.servicequotas.responses import SERVICE_QUOTAS
+from ibimport.emulator.statefile import StateSaver
+from ibimport.emulator.stats import RequestCounts, stats_document
 from ibimport.emulator.sts.models import Accounts, Identities, load_accounts
 from ibimport.emulator.sts.responses import STS
-from ibimport.errors import ConfigError
+
+__all__ = ["SERVICES", "Emulator"]
 
 _JSON = "application/json"
 _XML = "text/xml"
@@ -146,9 +142,7 @@ class Emulator:
             importTasks=self.tasks, credentials=self.identities, s3=self.buckets
         )
         self.faults = Faults(config, clock=clock)
-        self.requests: dict[str, int] = {}
-        self.requests_by_region: dict[str, dict[str, int]] = {}
-        self.errors: dict[str, int] = {}
+        self.counts = RequestCounts()
         self._regions = config.served_regions
         #: Each service's backend, under its signing name (``SERVICES``).
         self.backends: dict[str, object] = {
@@ -159,7 +153,7 @@ class Emulator:
             SERVICE_QUOTAS.signing_name: Quotas(task_slots=config.task_slots),
             S3.signing_name: self.buckets,
         }
-        #: Set by ``serve`` with ``--state``: answers that changed the state wait for it.
+        #: Set by ``running.serve`` with ``--state``: answers that changed the state wait for it.
         self.saver: StateSaver | None = None
         self._internal: dict[tuple[str, str], Callable[[], web.Response]] = {
             ("GET", STATS_PATH): lambda: _json_response(200, json.dumps(self.stats()).encode()),
@@ -168,64 +162,15 @@ class Emulator:
 
     def stats(self) -> dict[str, Any]:
         """The counters ``GET /_emulator/stats`` reports."""
-        backend, faults = self.backend, self.faults
-        return {
-            "requests": dict(self.requests),
-            "throttled": faults.throttled,
-            "faults": faults.faults,
-            "dropped": faults.dropped,
-            "droppedBefore": faults.dropped_before,
-            "truncated": faults.truncated,
-            "slowed": faults.slowed,
-            "errors": dict(self.errors),
-            "images": backend.images,
-            "duplicateBuilds": backend.duplicate_builds,
-            "reimportsOverFailed": backend.reimports_over_failed,
-            "idempotentReplays": backend.idempotent_replays,
-            "shortPages": backend.pager.short_pages,
-            "importTasks": _sum_import_stats(
-                [self.tasks.import_stats(scope) for scope in self.tasks.imports]
-            ),
-            "regions": self._region_stats(),
-        }
-
-    def _region_stats(self) -> dict[str, dict[str, Any]]:
-        """Per region: requests by operation, throttled calls, images, duplicate builds,
-        and the import tasks ImportImage started (summed over accounts, and by account)."""
-        backend, faults = self.backend, self.faults
-        by_region: dict[str, dict[str, dict[str, float | int]]] = {}
-        for scope in self.tasks.imports:
-            stats = self.tasks.import_stats(scope)
-            by_region.setdefault(scope.region, {})[scope.account] = stats
-        regions = set(self.requests_by_region) | set(backend.images_by_region) | set(by_region)
-        return {
-            region: {
-                "requests": dict(self.requests_by_region.get(region, {})),
-                "throttled": faults.throttled_by_region.get(region, 0),
-                "images": backend.images_by_region.get(region, 0),
-                "duplicateBuilds": backend.duplicates_by_region.get(region, 0),
-                "reimportsOverFailed": backend.reimports_by_region.get(region, 0),
-                "importTasks": _sum_import_stats(list(by_region.get(region, {}).values())),
-                "importTasksByAccount": by_region.get(region, {}),
-            }
-            for region in sorted(regions)
-        }
-
-    def _count(self, name: str, region: str) -> None:
-        requests = self.requests
-        requests[name] = requests.get(name, 0) + 1
-        by_region = self.requests_by_region.get(region)
-        if by_region is None:
-            by_region = self.requests_by_region[region] = {}
-        by_region[name] = by_region.get(name, 0) + 1
+        return stats_document(
+            self.counts, backend=self.backend, faults=self.faults, tasks=self.tasks
+        )
 
     def reset(self) -> None:
         """Forget all state and counters, and refill the buckets."""
         self.backend.reset()
         self.faults.reset()
-        self.requests.clear()
-        self.requests_by_region.clear()
-        self.errors.clear()
+        self.counts.clear()
 
     def _reset_response(self) -> web.Response:
         self.reset()
@@ -274,7 +219,7 @@ class Emulator:
                 raise UnknownOperationException()
             _, name, handler = operation
             scope = self.identities.scope_of(access_key, region)
-            self._count(name, region)
+            self.counts.request(name, region)
             if self.permissions:
                 self._authorize(service.signing_name, name, access_key, scope)
             drop = await faults.before_call(name, scope=scope, service=service.signing_name)
@@ -354,7 +299,7 @@ class Emulator:
             if handler is None:
                 raise service.unknown_action(action)
             scope = self.identities.scope_of(access_key, region)
-            self._count(action, region)
+            self.counts.request(action, region)
             if self.permissions:
                 self._authorize(service.signing_name, action, access_key, scope)
             drop = False
@@ -406,7 +351,7 @@ class Emulator:
                 payload_hash=payload_hash,
             )
         scope = self.identities.scope_of(access_key, region)
-        self._count(operation, region)
+        self.counts.request(operation, region)
         if self.permissions:
             self._authorize(signing_name, action or operation, access_key, scope)
         drop = False
@@ -461,7 +406,7 @@ class Emulator:
         self, service: JsonService, exc: ServiceError, *, request_id: str | None = None
     ) -> web.Response:
         answered = service.translate(exc)
-        self.errors[answered.code] = self.errors.get(answered.code, 0) + 1
+        self.counts.error(answered.code)
         status, body = awsjson.render_error(answered)
         response = _json_response(status, body, request_id=request_id or str(uuid.uuid4()))
         response.content_type = "application/x-amz-json-1.1"
@@ -544,7 +489,7 @@ class Emulator:
         request_id: str | None = None,
     ) -> web.Response:
         answered = service.translate(exc)
-        self.errors[answered.code] = self.errors.get(answered.code, 0) + 1
+        self.counts.error(answered.code)
         request_id = request_id or uuid.uuid4().hex[:16].upper()
         return _rest_xml_response(
             restxml.render_error(answered, request_id, head=head), request_id=request_id
@@ -554,14 +499,14 @@ class Emulator:
         self, service: QueryService, exc: ServiceError, *, request_id: str | None = None
     ) -> web.Response:
         answered = service.translate(exc)
-        self.errors[answered.code] = self.errors.get(answered.code, 0) + 1
+        self.counts.error(answered.code)
         request_id = request_id or str(uuid.uuid4())
         status, body = service.render_error(answered, request_id)
         return _xml_response(status, body, request_id=request_id)
 
     def _error(self, exc: ServiceError, *, request_id: str | None = None) -> web.Response:
         status, error_type, body = render_error(exc)
-        self.errors[error_type] = self.errors.get(error_type, 0) + 1
+        self.counts.error(error_type)
         response = _json_response(status, body, request_id=request_id or str(uuid.uuid4()))
         response.headers["x-amzn-ErrorType"] = error_type
         return response
@@ -583,273 +528,3 @@ def _rest_xml_response(answer: restxml.Answer, *, request_id: str) -> web.Respon
     headers = {"x-amz-request-id": request_id, "x-amz-id-2": request_id, **answer.headers}
     # A HEAD answer's Content-Length is the object's; aiohttp sends no body for HEAD.
     return web.Response(status=answer.status, body=answer.body or None, headers=headers)
-
-
-def _sum_import_stats(each: list[dict[str, float | int]]) -> dict[str, float | int]:
-    """The import-task counters of several accounts (or Regions) together; ``maxActive``
-    is the largest one's, as the slots are each account's in each Region."""
-    keys = (
-        "started", "replays", "duplicates", "active", "maxActive", "quotaRefusals",
-        "completed", "deleted", "cancelled", "busySlotSeconds",
-    )  # fmt: skip
-    total: dict[str, float | int] = {key: 0 for key in keys}
-    for stats in each:
-        for key in keys:
-            if key == "maxActive":
-                total[key] = max(total[key], stats[key])
-            else:
-                total[key] += stats[key]
-    total["busySlotSeconds"] = round(total["busySlotSeconds"], 3)
-    return total
-
-
-def _load_state(emulator: Emulator, path: Path) -> None:
-    if not path.exists():
-        return
-    try:
-        emulator.backend.load_state(json.loads(path.read_text(encoding="utf-8")))
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise ConfigError(f"cannot load emulator state from {path}: {exc}") from exc
-
-
-def check_state_path(path: Path) -> None:
-    """Refuse, before serving, a ``--state`` that the first save could not write: a folder,
-    a file in a folder that does not exist (never created: a typo would make one), or a
-    place this process cannot create files in."""
-    if path.is_dir():
-        raise ConfigError(f"--state {path}: is a folder; give a file name")
-    folder = path.parent
-    if not folder.is_dir():
-        raise ConfigError(f"--state {path}: the folder {folder} does not exist")
-    try:
-        with tempfile.NamedTemporaryFile(dir=folder, prefix=f".{path.name}.", suffix=".probe"):
-            pass
-    except OSError as exc:
-        raise ConfigError(
-            f"--state {path}: cannot write in {folder}: {exc.strerror or exc}"
-        ) from None
-
-
-def _write_state(path: Path, data: dict[str, Any]) -> None:
-    """Write atomically: a crash leaves the old file or the new one, never half of one."""
-    with atomic_private_file(path) as handle:
-        json.dump(data, handle, separators=(",", ":"))
-
-
-class StateSaver:
-    """Makes ``--state`` durable: no answer tells of a change the file does not hold yet.
-
-    An answer that changed the state (an image created, a token remembered) waits in
-    ``saved()`` for a write that began after the change, so a SIGKILL of the emulator
-    never loses an image a client was told about. Changes arriving while a write is under
-    way share the next one (group commit); writes start at most every ``interval_s``, so a
-    creating call's answer is delayed by up to ``interval_s`` plus one write.
-    """
-
-    def __init__(self, backend: ImageBuilderBackend, path: Path, *, interval_s: float) -> None:
-        self._backend = backend
-        self._path = path
-        self._interval_s = max(0.0, interval_s)
-        self._wanted = asyncio.Event()
-        self._next: asyncio.Future[None] | None = None
-        self._writing: asyncio.Future[None] | None = None
-
-    async def saved(self) -> None:
-        """Return once the state as it is now is in the file."""
-        if self._next is None:
-            self._next = asyncio.get_running_loop().create_future()
-        self._wanted.set()
-        await asyncio.shield(self._next)
-
-    async def run(self) -> None:
-        """Write whenever asked, until cancelled; a last write then releases any waiter."""
-        loop = asyncio.get_running_loop()
-        try:
-            while True:
-                await self._wanted.wait()
-                self._wanted.clear()
-                waiting = self._writing = self._next
-                self._next = None
-                self._backend.dirty = False
-                state = self._backend.to_state()  # snapshot on the loop: consistent
-                try:
-                    await loop.run_in_executor(None, _write_state, self._path, state)
-                except OSError as exc:
-                    if waiting is not None:
-                        waiting.set_exception(exc)
-                        waiting.exception()  # retrieved: a waiter may have gone
-                else:
-                    if waiting is not None:
-                        waiting.set_result(None)
-                await asyncio.sleep(self._interval_s)
-        finally:
-            pending = [f for f in (self._writing, self._next) if f is not None and not f.done()]
-            self._next = None
-            if pending:
-                _write_state(self._path, self._backend.to_state())
-                for waiting in pending:
-                    waiting.set_result(None)
-
-
-async def serve(
-    config: EmulatorConfig,
-    *,
-    stop: asyncio.Event,
-    on_ready: Callable[[Emulator, str], None],
-    clock: Clock = time.time,
-) -> None:
-    """Serve ``config`` on the running loop until ``stop`` is set, then save the state."""
-    emulator = Emulator(config, clock=clock)
-    if config.state_file is not None:
-        check_state_path(config.state_file)
-        _load_state(emulator, config.state_file)
-    runner = web.ServerRunner(web.Server(emulator.handle, access_log=None), handle_signals=False)
-    await runner.setup()
-    saver: asyncio.Task[None] | None = None
-    try:
-        site = web.TCPSite(runner, config.host, config.port, backlog=1024)
-        await site.start()
-        port = _bound_port(runner)
-        if config.state_file is not None:
-            emulator.saver = StateSaver(
-                emulator.backend, config.state_file, interval_s=config.state_save_interval_s
-            )
-            saver = asyncio.create_task(emulator.saver.run())
-        on_ready(emulator, f"http://{_url_host(config.host)}:{port}")
-        await stop.wait()
-    finally:
-        if saver is not None:
-            saver.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await saver
-        await runner.cleanup()
-        if config.state_file is not None:
-            _write_state(config.state_file, emulator.backend.to_state())
-
-
-def _bound_port(runner: web.ServerRunner) -> int:
-    for address in runner.addresses:
-        return int(address[1])
-    raise RuntimeError("the emulator is not listening")
-
-
-def _url_host(host: str) -> str:
-    if host in ("", "0.0.0.0"):
-        return "127.0.0.1"
-    return f"[{host}]" if ":" in host else host
-
-
-class EmulatorServer:
-    """An emulator on a background thread with its own event loop, for tests and demos."""
-
-    def __init__(self, config: EmulatorConfig | None = None, *, clock: Clock = time.time) -> None:
-        self.config = config or EmulatorConfig()
-        self._clock = clock
-        self._thread: threading.Thread | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._stop: asyncio.Event | None = None
-        self._emulator: Emulator | None = None
-        self._ready = threading.Event()
-        self._error: BaseException | None = None
-        self._url: str | None = None
-
-    @property
-    def url(self) -> str:
-        """The endpoint URL, e.g. http://127.0.0.1:PORT."""
-        if self._url is None:
-            raise RuntimeError("the emulator is not running")
-        return self._url
-
-    def start(self, *, timeout_s: float = 10.0) -> Self:
-        """Start listening; returns once the port is bound."""
-        if self._thread is not None:
-            raise RuntimeError("the emulator is already running")
-        self._ready.clear()
-        self._error = None
-        self._thread = threading.Thread(target=self._run, name="ibimport-emulator", daemon=True)
-        self._thread.start()
-        if not self._ready.wait(timeout_s):
-            raise RuntimeError("the emulator did not start in time")
-        if self._error is not None:
-            self._thread.join()
-            self._thread = None
-            raise self._error
-        return self
-
-    def _run(self) -> None:
-        loop = asyncio.new_event_loop()
-        self._loop = loop
-        try:
-            loop.run_until_complete(self._serve())
-        except BaseException as exc:
-            self._error = exc
-        finally:
-            loop.run_until_complete(loop.shutdown_asyncgens())
-            loop.close()
-            self._ready.set()
-
-    async def _serve(self) -> None:
-        self._stop = asyncio.Event()
-
-        def ready(emulator: Emulator, url: str) -> None:
-            self._emulator = emulator
-            self._url = url
-            self._ready.set()
-
-        await serve(self.config, stop=self._stop, on_ready=ready, clock=self._clock)
-
-    def stop(self) -> None:
-        """Stop serving, save the state file if any, and join the thread."""
-        thread, loop, stop = self._thread, self._loop, self._stop
-        if thread is None:
-            return
-        if loop is not None and stop is not None and not loop.is_closed():
-            with contextlib.suppress(RuntimeError):
-                loop.call_soon_threadsafe(stop.set)
-        thread.join(timeout=30)
-        self._thread = self._loop = self._stop = self._emulator = None
-        self._url = None
-        if self._error is not None:
-            raise self._error
-
-    def _call(self, action: Callable[[Emulator], Any]) -> Any:
-        loop, emulator = self._loop, self._emulator
-        if loop is None or emulator is None:
-            raise RuntimeError("the emulator is not running")
-
-        async def on_loop() -> Any:
-            return action(emulator)
-
-        return asyncio.run_coroutine_threadsafe(on_loop(), loop).result(timeout=10)
-
-    def stats(self) -> dict[str, Any]:
-        """The same counters as ``GET /_emulator/stats``."""
-        result: dict[str, Any] = self._call(Emulator.stats)
-        return result
-
-    def reset(self) -> None:
-        """Forget all images, tokens and counters."""
-        self._call(Emulator.reset)
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
-
-
-async def run_until_signalled(config: EmulatorConfig, *, on_ready: Callable[[str], None]) -> None:
-    """Serve until SIGINT or SIGTERM: what ``ibimport emulator`` does."""
-    loop = asyncio.get_running_loop()
-    stop = asyncio.Event()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, stop.set)
-    await serve(config, stop=stop, on_ready=lambda _emulator, url: on_ready(url))
-
-
-__all__ = ["Emulator", "EmulatorServer", "run_until_signalled", "serve"]

@@ -7,7 +7,10 @@ The package's parts: ``_model`` (the values it hands out), ``_schema`` (tables, 
 version), ``_transitions`` (the SQL that moves a row from state to state), ``_file``
 (lock, header checks, creating and refusing files), ``_group_commit`` (batching writes
 into commits, on the injected clock), ``_records`` (reading each row's stages and each
-run's span) and ``_sqlite`` (``SqliteJournal``, which joins them).
+run's span), ``_connections`` (the writer and the reader under their locks, one write
+transaction), ``_reads`` (the committed rows, counts and runs), ``_followups`` (what was
+learnt after the import), ``_tasks`` (each row's EC2 import task) and ``_sqlite``
+(``SqliteJournal``, which joins them and writes).
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from typing import Protocol, runtime_checkable
 
 from ibimport.domain.results import RowResult
 from ibimport.domain.stages import StageName
+from ibimport.journal._connections import FaultHook, exit_after_commits
 from ibimport.journal._file import idle
 from ibimport.journal._model import (
     DiffRow,
@@ -31,7 +35,7 @@ from ibimport.journal._model import (
     TaskStatus,
 )
 from ibimport.journal._schema import APPLICATION_ID, SCHEMA_VERSION
-from ibimport.journal._sqlite import FaultHook, SqliteJournal, exit_after_commits
+from ibimport.journal._sqlite import SqliteJournal
 
 __all__ = [
     "APPLICATION_ID",

@@ -8,11 +8,11 @@ happen in checkpoints, which run every few hundred commits in a thread of their 
 crash therefore loses at most the uncommitted batch of outcomes, which is harmless: those
 rows are still ``in_flight`` in the journal and are re-sent with the same clientToken.
 
-Concurrency. Two connections: a writer used only under ``_write_lock`` (by the flusher on
-the event loop, or synchronously for header updates) and a reader used under
-``_read_lock`` by ``get``/``counts``/``entries``/``diff``. WAL lets the reader see the last
-committed state while the writer commits, so ``get`` never blocks behind a commit.
-``get`` shows committed state only: ``await flush()`` first to read your own writes.
+The class is made of its parts: the connections and their locks (``_connections``), the
+reads (``_reads``), what was learnt after the import (``_followups``) and each row's EC2
+import task (``_tasks``); here are the opening and closing, the writes of a run (by group
+commit) and the writes made at once (the rows before the run, the listing's findings,
+``--force``'s header and tokens).
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ import os
 import sqlite3
 import threading
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
-from contextlib import asynccontextmanager, contextmanager
+from contextlib import asynccontextmanager
 from itertools import groupby
 from pathlib import Path
 from typing import Any
@@ -30,69 +30,28 @@ from typing import Any
 import anyio
 
 from ibimport.domain.results import RowResult, RowStatus
-from ibimport.domain.rowstate import ImageStatus
 from ibimport.domain.stages import StageName
 from ibimport.errors import JournalError
 from ibimport.flow.clock import Clock, SystemClock
-from ibimport.journal._diff import manifest_diff
+from ibimport.journal._connections import FaultHook
 from ibimport.journal._file import close_all, connect, open_readable, open_writable, unusable
+from ibimport.journal._followups import JournalFollowups
 from ibimport.journal._group_commit import GroupCommit, Op
-from ibimport.journal._model import (
-    Followup,
-    JournalEntry,
-    ManifestDiff,
-    RunBand,
-    RunHeader,
-    StageRecord,
-    TaskRecord,
-    TaskStatus,
-)
-from ibimport.journal._records import run_bands, stage_page
-from ibimport.journal._schema import (
-    COLUMNS,
-    GET_SQL,
-    STAGE_SQL,
-    TASK_COLUMNS,
-    TASK_SQL,
-    dump_settings,
-    entry,
-)
+from ibimport.journal._reads import JournalReads
+from ibimport.journal._schema import STAGE_SQL, dump_settings
+from ibimport.journal._tasks import JournalTasks
 from ibimport.journal._transitions import MARK_SQL, PENDING_SQL, RECORD_SQL
 
-__all__ = ["FaultHook", "SqliteJournal", "exit_after_commits"]
-
-#: Called in the writer thread with the 1-based number of the commit about to happen, after
-#: the batch's statements and before COMMIT. Raising aborts that commit (the journal then
-#: refuses further writes); ``os._exit`` simulates a crash between "sent" and "recorded".
-FaultHook = Callable[[int], None]
+__all__ = ["SqliteJournal"]
 
 _MARK, _RECORD, _STAGE = 0, 1, 2  # an Op's kind: the statement it runs
 _SQL_BY_KIND = (MARK_SQL, RECORD_SQL, STAGE_SQL)
 _CHECKPOINT_EVERY = 200  # commits between checkpoints: a WAL of a few MB at most
 
 
-def exit_after_commits(commits: int, *, exit_code: int = 137) -> FaultHook:
-    """A fault hook that kills the process (no cleanup) instead of making commit ``commits+1``.
-
-    Simulates a crash between "sent" and "recorded": the outcomes buffered in that batch
-    are lost, the rows it marked were never sent.
-    """
-
-    def hook(commit_number: int) -> None:
-        if commit_number > commits:
-            os._exit(exit_code)
-
-    return hook
-
-
-#: Image statuses ``--retry-failed-images`` imports again (``ImageStatus.reimportable``).
-_REIMPORTABLE = frozenset(status.value for status in ImageStatus if status.reimportable)
-
-
-class SqliteJournal:
+class SqliteJournal(JournalReads, JournalFollowups, JournalTasks):
     """The embedded journal: one SQLite file in WAL mode, written by group commit."""
 
-    header: RunHeader
     is_new: bool
 
     def __init__(
@@ -108,31 +67,20 @@ class SqliteJournal:
         clock: Clock,
     ) -> None:
         """Use ``open`` or ``open_readonly``; this only wires the parts together."""
-        self.path = path
+        super().__init__(path, writer=writer, reader=reader, fault_hook=fault_hook, clock=clock)
         self.is_new = is_new
         self.has_history = not is_new
         #: The journal holds every row of this run's manifest: ``record_pending`` wrote
         #: them, or preflight found it written for the same batch fingerprint.
         self.pending_recorded = False
-        self._writer = writer
-        self._reader = reader
-        self._write_lock = threading.Lock()
-        self._read_lock = threading.Lock()
-        self._fault_hook = fault_hook
-        self._clock = clock
         self._group = GroupCommit(
             self._write_ops, clock=clock, max_delay=max_delay, max_batch=max_batch
         )
-        self._broken: JournalError | None = None
-        self._closed = False
         self._lock_fd: int | None = None
         self._checkpointer: threading.Thread | None = None
         self._checkpointed_at = 0
-        #: Number of commits of row batches made so far (for tests and benchmarks).
-        self.commits = 0
         #: Number of row operations committed so far.
         self.ops_committed = 0
-        self.header = self._read_header()
 
     # ----------------------------------------------------------------- opening
 
@@ -208,130 +156,7 @@ class SqliteJournal:
                 raise unusable(path, exc) from exc
             raise
 
-    # ----------------------------------------------------------------- reading
-
-    def get(self, name: str, semantic_version: str) -> JournalEntry | None:
-        """The committed state of one row, or None if the journal has never seen it."""
-        # Called for every row when a big run resumes, so it skips the helpers.
-        if self._closed:
-            raise JournalError(f"the journal {self.path} is closed")
-        try:
-            with self._read_lock:
-                found = self._reader.execute(GET_SQL, (name, semantic_version)).fetchone()
-        except sqlite3.Error as exc:
-            raise unusable(self.path, exc) from exc
-        return None if found is None else entry(found)
-
-    def entries(self, *, page: int = 1000, after_row: int = 0) -> Iterator[JournalEntry]:
-        """Every row (from ``after_row`` on) in row order, a page at a time (bounded memory)."""
-        after: tuple[int, str, str] | None = (after_row, "", "") if after_row else None
-        # A journal older than schema 4, read as it is, has no partition columns.
-        columns = COLUMNS + (", account, region" if self.header.schema_version >= 4 else "")
-        while True:
-            with self._reading() as conn:
-                if after is None:
-                    found = conn.execute(
-                        f"SELECT {columns} FROM rows ORDER BY row, name, semantic_version LIMIT ?",
-                        (page,),
-                    ).fetchall()
-                else:
-                    found = conn.execute(
-                        f"SELECT {columns} FROM rows "
-                        "WHERE (row, name, semantic_version) > (?, ?, ?) "
-                        "ORDER BY row, name, semantic_version LIMIT ?",
-                        (*after, page),
-                    ).fetchall()
-            for values in found:
-                yield entry(values)
-            if len(found) < page:
-                return
-            last = found[-1]
-            after = (last[0], last[1], last[2])
-
-    def counts(self) -> dict[RowStatus, int]:
-        """Rows per state; every state is present, zero if no row is in it."""
-        result = dict.fromkeys(RowStatus, 0)
-        with self._reading() as conn:
-            for state, count in conn.execute("SELECT state, COUNT(*) FROM rows GROUP BY state"):
-                result[RowStatus(state)] = count
-        return result
-
-    def errors_by_code(self) -> dict[str, int]:
-        """Failed rows per last error code, most frequent first."""
-        with self._reading() as conn:
-            found = conn.execute(
-                "SELECT error_code, COUNT(*) AS n FROM rows WHERE state = 'failed' "
-                "GROUP BY error_code ORDER BY n DESC, error_code"
-            ).fetchall()
-        return {code: count for code, count in found}
-
-    def last_update(self) -> float | None:
-        """Wall-clock time of the latest row change, None if no row was journalled."""
-        with self._reading() as conn:
-            (latest,) = conn.execute("SELECT MAX(updated_at) FROM rows").fetchone()
-        return None if latest is None else float(latest)
-
-    def reconciled(self, partition: str) -> bool:
-        """Whether this partition's rows were checked against a complete listing of its
-        builds and what it found was committed (``record_existing``)."""
-        return partition in self.header.settings.get("reconciled", ())
-
-    def runs(self) -> list[dict[str, Any]]:
-        """Every earlier run's figures (``record_run``), oldest first.
-
-        A journal of schema 1 opened read-only has no ``runs`` table: no runs recorded.
-        """
-        with self._reading() as conn:
-            try:
-                found = conn.execute("SELECT figures FROM runs ORDER BY id").fetchall()
-            except sqlite3.OperationalError:
-                return []
-        return [json.loads(figures) for (figures,) in found]
-
-    def run_bands(self) -> list[RunBand]:
-        """When each run started and ended (wall clock), oldest first: a report's bands of
-        stops and resumes. Runs recorded before schema 5 have no end."""
-        with self._reading() as conn:
-            return run_bands(conn)
-
-    def stage_records(self, *, page: int = 1000) -> Iterator[StageRecord]:
-        """Every row's stages, by row identity then stage, a page at a time (bounded memory).
-
-        A journal older than schema 5, read as it is, has none.
-        """
-        after = ("", "", "")
-        while True:
-            with self._reading() as conn:
-                found = stage_page(conn, after=after, page=page)
-            yield from found
-            if len(found) < page:
-                return
-            last = found[-1]
-            after = (last.name, last.semantic_version, last.stage.value)
-
-    def followups(self) -> dict[tuple[str, str], Followup]:
-        """What ``wait`` and the task check learnt, by row identity (schema 3).
-
-        A journal of an older schema opened read-only has no ``followups`` table: nothing.
-        """
-        with self._reading() as conn:
-            try:
-                found = conn.execute(
-                    "SELECT name, semantic_version, image_status, image_reason, task_status,"
-                    " task_progress, task_message FROM followups"
-                ).fetchall()
-            except sqlite3.OperationalError:
-                return {}
-        return {(name, version): Followup(*rest) for name, version, *rest in found}
-
-    def reimportable_images(self) -> set[tuple[str, str]]:
-        """Rows (name, semantic_version) whose image a wait found FAILED, CANCELLED or
-        DELETED: what ``--retry-failed-images`` imports again."""
-        return {
-            identity
-            for identity, followup in self.followups().items()
-            if followup.image_status in _REIMPORTABLE
-        }
+    # ----------------------------------------------------------------- writing
 
     def adopt_tokens(self, rows: Iterable[tuple[int, str, str, str]]) -> int:
         """Under ``--force``: rows (row, name, version, token) whose token changed become
@@ -363,94 +188,6 @@ class SqliteJournal:
                         (name, version),
                     )
         return changed
-
-    def record_image_statuses(self, images: Iterable[tuple[str, str, str, str]]) -> None:
-        """Commit (name, semantic_version, image status, reason) for rows, in one transaction.
-
-        Written at once, not by group commit: a wait records each round as it ends, so a
-        killed wait resumes following only the images still outstanding. What is buffered
-        (the round's stage records) is committed first.
-        """
-        self._ensure_writable()
-        self._group.commit_now()
-        if self._broken is not None:
-            raise self._broken
-        now = self._clock.wall()
-        with self._commit() as conn:
-            conn.executemany(
-                "INSERT INTO followups (name, semantic_version, image_status, image_reason,"
-                " updated_at) VALUES (?, ?, ?, ?, ?) ON CONFLICT (name, semantic_version)"
-                " DO UPDATE SET image_status = excluded.image_status,"
-                " image_reason = excluded.image_reason, updated_at = excluded.updated_at",
-                ((name, version, status, reason, now) for name, version, status, reason in images),
-            )
-
-    def task_records(self) -> dict[tuple[str, str], TaskRecord]:
-        """Each row's latest EC2 import task (schema 6), by row identity (none before)."""
-        with self._reading() as conn:
-            try:
-                found = conn.execute(f"SELECT {TASK_COLUMNS} FROM tasks").fetchall()
-            except sqlite3.OperationalError:
-                return {}
-        records = {}
-        for name, version, task_id, token, gen, status, *rest in found:
-            records[name, version] = TaskRecord(
-                name, version, task_id, token, gen, TaskStatus(status), *rest
-            )
-        return records
-
-    def record_task(self, record: TaskRecord) -> None:
-        """Commit a row's EC2 import task at once: a task started is never forgotten (the
-        row's buffered stage records go first, in order)."""
-        self._ensure_writable()
-        self._group.commit_now()
-        if self._broken is not None:
-            raise self._broken
-        with self._commit() as conn:
-            conn.execute(
-                TASK_SQL,
-                (
-                    record.name,
-                    record.semantic_version,
-                    record.task_id,
-                    record.client_token,
-                    record.generation,
-                    record.status.value,
-                    record.progress,
-                    record.message,
-                    record.image_id,
-                    record.started_at,
-                    record.ended_at,
-                    record.account,
-                    record.region,
-                ),
-            )
-
-    def record_task_checks(self, tasks: Iterable[tuple[str, str, str, str, str]]) -> None:
-        """Commit (name, semantic_version, task status, progress, message) for rows."""
-        self._ensure_writable()
-        now = self._clock.wall()
-        with self._commit() as conn:
-            conn.executemany(
-                "INSERT INTO followups (name, semantic_version, task_status, task_progress,"
-                " task_message, updated_at) VALUES (?, ?, ?, ?, ?, ?)"
-                " ON CONFLICT (name, semantic_version) DO UPDATE SET"
-                " task_status = excluded.task_status, task_progress = excluded.task_progress,"
-                " task_message = excluded.task_message, updated_at = excluded.updated_at",
-                ((*task, now) for task in tasks),
-            )
-
-    def diff(self, rows: Iterable[tuple[int, str, str, str]], *, keep: int = 1000) -> ManifestDiff:
-        """Compare the current manifest's ``(row, name, version, token)`` with the journal.
-
-        Same identity with another token is *changed*; unknown to the journal is *added*;
-        journalled but not in ``rows`` is *removed*. ``rows`` is streamed into a temporary
-        table, so memory stays bounded whatever the manifest's size.
-        """
-        with self._reading() as conn:
-            return manifest_diff(conn, rows, keep=keep)
-
-    # ----------------------------------------------------------------- writing
 
     def update_header(
         self,
@@ -791,84 +528,3 @@ class SqliteJournal:
             )
             raise self._broken from exc
         self.ops_committed += len(ops)
-
-    @contextmanager
-    def _commit(self) -> Iterator[sqlite3.Connection]:
-        """One write transaction: committed (and counted) if the body returns, else rolled back.
-
-        The fault hook runs after the body's statements and before COMMIT.
-        """
-        with self._writing() as conn:
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                yield conn
-                if self._fault_hook is not None:
-                    self._fault_hook(self.commits + 1)
-                conn.execute("COMMIT")
-            except BaseException:
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
-                raise
-        self.commits += 1
-
-    def _ensure_writable(self) -> None:
-        if self._broken is not None:
-            raise self._broken
-        if self._writer is None:
-            raise JournalError(f"the journal {self.path} was opened read-only")
-        if self._closed:
-            raise JournalError(f"the journal {self.path} is closed")
-
-    def _reading(self) -> _Locked:
-        if self._closed:
-            raise JournalError(f"the journal {self.path} is closed")
-        return _Locked(self._read_lock, self._reader, self.path)
-
-    def _writing(self) -> _Locked:
-        if self._writer is None:
-            raise JournalError(f"the journal {self.path} was opened read-only")
-        if self._closed:
-            raise JournalError(f"the journal {self.path} is closed")
-        return _Locked(self._write_lock, self._writer, self.path)
-
-    def _read_header(self) -> RunHeader:
-        with self._reading() as conn:
-            found = conn.execute(
-                "SELECT manifest_path, manifest_fingerprint, settings, created_at FROM run"
-            ).fetchone()
-            (version,) = conn.execute("PRAGMA user_version").fetchone()
-        if found is None:
-            raise JournalError(
-                f"{self.path} has no run header (damaged journal); move it aside or pass "
-                "another --journal path to start over"
-            )
-        path, fingerprint, settings, created_at = found
-        return RunHeader(
-            manifest_path=path,
-            manifest_fingerprint=fingerprint,
-            settings=json.loads(settings),
-            created_at=created_at,
-            schema_version=version,
-        )
-
-
-class _Locked:
-    """``with`` a connection under its lock, translating SQLite errors to JournalError."""
-
-    __slots__ = ("_conn", "_lock", "_path")
-
-    def __init__(self, lock: threading.Lock, conn: sqlite3.Connection, path: Path) -> None:
-        self._lock = lock
-        self._conn = conn
-        self._path = path
-
-    def __enter__(self) -> sqlite3.Connection:
-        self._lock.acquire()
-        return self._conn
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: object
-    ) -> None:
-        self._lock.release()
-        if isinstance(exc, sqlite3.Error):
-            raise unusable(self._path, exc) from exc

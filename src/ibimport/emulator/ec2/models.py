@@ -9,79 +9,51 @@ were completed or canceled in the previous 7 days"). ImportImage reads the servi
 from IAM and the disks from S3 through ``RoleBook`` and ``DiskStore``, each served by
 its own sub-package.
 
-Beside them, tasks ImportImage never started (declared, for rehearsals of the stages
-after the import), one of three ways (``EmulatorConfig``):
-
-- ``--import-tasks FILE``: exactly the tasks listed; any other ID does not exist. An
-  active task completes ``CompletesAfterS`` seconds after the emulator first started
-  (``--state`` keeps that start across a restart).
-- ``--task-mix``: a task is made up the first time its ID is seen, its status drawn from
-  a hash of the seed and the ID, so the same ID gets the same status in any order and
-  after a restart; an active one completes ``--task-active-s`` after it was first seen.
-- neither: no task exists, as for an ID AWS never issued: DescribeImportImageTasks refuses
-  it and an image built from it FAILS (issue 21). ``--task-mix completed=1`` is the
-  convenience of every task existing and done (rehearsals and benchmarks).
-
-Declared tasks are the same in every account and region (the file names neither).
+Beside them, the tasks ImportImage never started, declared for rehearsals of the stages
+after the import (``declared``); DescribeImportImageTasks lists both (``listing``).
 ``outcome`` is what an image built from a task follows (``imagebuilder.models.TaskOutcome``).
 No HTTP here.
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
-import hashlib
-import json
 import math
 import random
-import re
 import secrets
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from enum import StrEnum
-from pathlib import Path
 from typing import Any, Protocol
 
 from ibimport.emulator.core import Clock, Scope
+from ibimport.emulator.ec2.declared import (
+    DELETED_MESSAGE,
+    ImportTask,
+    TaskStatus,
+    draw_status,
+    listed_tasks,
+)
 from ibimport.emulator.ec2.lifecycle import Failure as TaskFailure
 from ibimport.emulator.ec2.lifecycle import StartedTask, TaskState, draw_fate
-from ibimport.emulator.ec2.validation import ImportImageRequest
+from ibimport.emulator.ec2.listing import DescribedTask, TagFilter, page
+from ibimport.emulator.ec2.validation import ImportImageRequest, check_task_id
 from ibimport.emulator.exceptions import (
     DryRunOperation,
     IdempotentParameterMismatch,
     IncorrectState,
     InvalidConversionTaskIdMalformed,
     InvalidParameter,
-    InvalidParameterValue,
     ResourceLimitExceeded,
 )
 from ibimport.emulator.imagebuilder.models import TaskOutcome
-from ibimport.errors import ConfigError
 
 __all__ = [
-    "DELETED_MESSAGE",
     "HISTORY_S",
-    "DescribedTask",
     "DiskLocation",
     "DiskStore",
-    "ImportTask",
     "ImportTasks",
     "RoleBook",
-    "TagFilter",
-    "TaskStatus",
-    "check_task_id",
-    "load_import_tasks",
 ]
 
-# An ImportImage task ID: "import-ami-" and 8 (older) or 17 lowercase letters and digits.
-_TASK_ID = re.compile(r"^import-ami-[0-9a-z]{8,17}$")
-#: The filter DescribeImportImageTasks takes, and its values (current EC2 model's docs).
-STATE_FILTER = "task-state"
-STATE_FILTER_VALUES = frozenset({"active", "completed", "deleting", "deleted"})
-#: What EC2 says of a failed import, the most common reason (issue 12).
-DELETED_MESSAGE = "ClientError: Unknown OS / Missing OS files"
-_ACTIVE_MESSAGE = "converting"
 _ALWAYS_COMPLETED = TaskOutcome(completed_at=-math.inf, failure=None)
 #: How long a task that ended stays listed (current model: "the previous 7 days").
 HISTORY_S = 7 * 86400.0
@@ -121,23 +93,6 @@ class RoleBook(Protocol):
     def has_role(self, account: str, name: str) -> bool: ...
 
 
-@dataclass(frozen=True, slots=True)
-class TagFilter:
-    """DescribeImportImageTasks' tag filters: ``tag:KEY`` values and ``tag-key`` keys."""
-
-    values: Mapping[str, frozenset[str]] = field(default_factory=dict)
-    keys: frozenset[str] | None = None
-
-    def matches(self, tags: Mapping[str, str]) -> bool:
-        """Every filter holds (each filter's values are alternatives)."""
-        if self.keys is not None and self.keys.isdisjoint(tags):
-            return False
-        return all(tags.get(key) in wanted for key, wanted in self.values.items())
-
-    def __bool__(self) -> bool:
-        return bool(self.values) or self.keys is not None
-
-
 @dataclass(slots=True)
 class ScopeImports:
     """The tasks ImportImage started in one account and Region, and what they did."""
@@ -153,82 +108,6 @@ class ScopeImports:
     duplicates: int = 0
     quota_refusals: int = 0
     max_active: int = 0
-
-
-class TaskStatus(StrEnum):
-    """EC2's ImportImageTask Status values that the emulator's tasks take."""
-
-    COMPLETED = "completed"
-    ACTIVE = "active"
-    DELETED = "deleted"
-
-
-@dataclass(slots=True, kw_only=True)
-class ImportTask:
-    """One import task as recorded; an active one becomes completed at ``completes_at``."""
-
-    task_id: str
-    status: TaskStatus
-    message: str | None = None
-    progress: str | None = None
-    started: float = 0.0
-    completes_at: float | None = None
-
-    def status_at(self, now: float) -> TaskStatus:
-        """The status at ``now``: an active task past its completion time is completed."""
-        active = self.status is TaskStatus.ACTIVE
-        if active and self.completes_at is not None and now >= self.completes_at:
-            return TaskStatus.COMPLETED
-        return self.status
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class DescribedTask:
-    """A task as DescribeImportImageTasks answers it at one moment."""
-
-    task_id: str
-    status: TaskState
-    message: str | None
-    progress: str | None
-    image_id: str | None
-    #: ImportImage's members it echoes (description, platform, snapshotDetailSet...).
-    echo: Mapping[str, Any] = field(default_factory=dict)
-    tags: Mapping[str, str] = field(default_factory=dict)
-
-
-def check_task_id(task_id: str) -> None:
-    """Raise EC2's InvalidParameterValue unless ``task_id`` is shaped like an import task's."""
-    if not _TASK_ID.match(task_id):
-        raise InvalidParameterValue(
-            f"Value ({task_id}) for parameter ImportTaskId is invalid. Expected: 'import-ami-...'."
-        )
-
-
-def load_import_tasks(path: Path) -> list[dict[str, Any]]:
-    """Read and check ``--import-tasks``; a bad entry is named by its position and field."""
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise ConfigError(f"cannot read --import-tasks {path}: {exc}") from exc
-    if not isinstance(data, list):
-        raise ConfigError(f"--import-tasks {path}: must be a JSON list of tasks")
-    statuses = ", ".join(s.value for s in TaskStatus)
-    for index, entry in enumerate(data):
-        where = f"--import-tasks {path}: task {index + 1}"
-        if not isinstance(entry, dict):
-            raise ConfigError(f"{where}: must be a JSON object")
-        task_id = entry.get("ImportTaskId")
-        if not isinstance(task_id, str) or not _TASK_ID.match(task_id):
-            raise ConfigError(f"{where}: ImportTaskId: must be import-ami-..., got {task_id!r}")
-        if entry.get("Status") not in {s.value for s in TaskStatus}:
-            raise ConfigError(f"{where}: Status: must be one of {statuses}")
-        for name in ("StatusMessage", "Progress"):
-            if entry.get(name) is not None and not isinstance(entry[name], str | int):
-                raise ConfigError(f"{where}: {name}: must be text")
-        after = entry.get("CompletesAfterS", 0)
-        if not isinstance(after, int | float) or isinstance(after, bool) or after < 0:
-            raise ConfigError(f"{where}: CompletesAfterS: must be a number of seconds >= 0")
-    return data
 
 
 class ImportTasks:
@@ -278,18 +157,7 @@ class ImportTasks:
 
     def _build_listed(self) -> None:
         self.tasks.clear()
-        for entry in self._listed or ():
-            status = TaskStatus(entry["Status"])
-            after = float(entry.get("CompletesAfterS", 0))
-            progress = entry.get("Progress")
-            self.tasks[entry["ImportTaskId"]] = ImportTask(
-                task_id=entry["ImportTaskId"],
-                status=status,
-                message=entry.get("StatusMessage"),
-                progress=None if progress is None else str(progress),
-                started=self.started,
-                completes_at=self.started + after if status is TaskStatus.ACTIVE else None,
-            )
+        self.tasks.update(listed_tasks(self._listed or (), started=self.started))
 
     # ImportImage, CancelImportTask and what they did.
 
@@ -463,7 +331,7 @@ class ImportTasks:
         ):
             return task
         now = self.clock()
-        drawn = self._draw(task_id)
+        drawn = draw_status(task_id, salt=self._salt, shares=self._shares)
         if drawn == "missing":
             self._missing.add(task_id)
             return None
@@ -477,19 +345,6 @@ class ImportTasks:
         )
         self.dirty = True
         return task
-
-    def _draw(self, task_id: str) -> str:
-        """The mix's status for an ID: a hash of seed and ID placed on the shares' scale."""
-        if self._shares is None:
-            return "missing"
-        digest = hashlib.sha256(f"{self._salt}:{task_id}".encode()).digest()
-        point = int.from_bytes(digest[:8], "big") / 2.0**64
-        total = 0.0
-        for status, share in self._shares.items():
-            total += share
-            if point < total:
-                return status
-        return next(s for s, share in reversed(self._shares.items()) if share > 0)
 
     def outcome(self, scope: Scope, task_id: str) -> TaskOutcome:
         """When an image built from this task may start creating, or why and from when
@@ -519,32 +374,8 @@ class ImportTasks:
         return _ALWAYS_COMPLETED
 
     def view(self, task: ImportTask) -> DescribedTask:
-        """A declared task as EC2 shows it now: progress only while active, an AMI once done."""
-        now = self.clock()
-        status = task.status_at(now)
-        if status is TaskStatus.ACTIVE:
-            progress = task.progress
-            if progress is None and task.completes_at is not None:
-                span = max(task.completes_at - task.started, 1e-9)
-                progress = str(min(99, max(1, int(100 * (now - task.started) / span))))
-            return DescribedTask(
-                task_id=task.task_id,
-                status=TaskState.ACTIVE,
-                message=task.message or _ACTIVE_MESSAGE,
-                progress=progress,
-                image_id=None,
-            )
-        image_id = None
-        if status is TaskStatus.COMPLETED:
-            image_id = "ami-" + hashlib.sha256(task.task_id.encode()).hexdigest()[:17]
-        message = task.message if status is TaskStatus.DELETED else None
-        return DescribedTask(
-            task_id=task.task_id,
-            status=TaskState(status.value),
-            message=message,
-            progress=None,
-            image_id=image_id,
-        )
+        """A declared task as EC2 shows it now."""
+        return task.described(self.clock())
 
     def view_started(self, task: StartedTask) -> DescribedTask:
         """A task ImportImage started, as EC2 shows it now."""
@@ -591,26 +422,20 @@ class ImportTasks:
         else:
             started = self.imports[scope].tasks if scope in self.imports else []
             parts = (list(self.tasks.values()), list(started))
-        part, index = _decode_token(next_token, [len(p) for p in parts])
-        page: list[DescribedTask] = []
-        for number in range(part, len(parts)):
-            items = parts[number]
-            for position in range(index if number == part else 0, len(items)):
-                item = items[position]
-                if isinstance(item, StartedTask):
-                    if not self._visible(item, now):
-                        continue
-                    row = self.view_started(item)
-                else:
-                    row = self.view(item)
-                if states is not None and row.status.value not in states:
-                    continue
-                if tags and not tags.matches(row.tags):
-                    continue
-                if max_results is not None and len(page) == max_results:
-                    return page, _encode_token(number, position)
-                page.append(row)
-        return page, None
+
+        def shown(item: ImportTask | StartedTask) -> DescribedTask | None:
+            if isinstance(item, StartedTask):
+                return self.view_started(item) if self._visible(item, now) else None
+            return self.view(item)
+
+        return page(
+            parts,
+            shown,
+            states=states,
+            tags=tags,
+            max_results=max_results,
+            next_token=next_token,
+        )
 
     def reset(self) -> None:
         """Forget the tasks made up or started so far; the listed ones start again now."""
@@ -627,16 +452,7 @@ class ImportTasks:
         return {
             "started": self.started,
             "salt": self._salt,
-            "tasks": [
-                {
-                    "id": t.task_id,
-                    "status": t.status.value,
-                    "message": t.message,
-                    "started": t.started,
-                    "completesAt": t.completes_at,
-                }
-                for t in made_up
-            ],
+            "tasks": [task.to_state() for task in made_up],
             "missing": sorted(self._missing),
             "imports": [
                 {
@@ -659,13 +475,7 @@ class ImportTasks:
         self._build_listed()
         if self._listed is None:
             for raw in data.get("tasks", []):
-                self.tasks[raw["id"]] = ImportTask(
-                    task_id=raw["id"],
-                    status=TaskStatus(raw["status"]),
-                    message=raw.get("message"),
-                    started=float(raw["started"]),
-                    completes_at=raw.get("completesAt"),
-                )
+                self.tasks[raw["id"]] = ImportTask.from_state(raw)
             self._missing.update(data.get("missing", []))
         now = self.clock()
         for entry in data.get("imports", []):
@@ -704,20 +514,3 @@ def _disk_details(request: ImportImageRequest, sizes: list[int | None]) -> list[
             detail["diskImageSize"] = float(size)
         details.append(detail)
     return details
-
-
-def _encode_token(part: int, index: int) -> str:
-    return base64.urlsafe_b64encode(f"tasks:{part}:{index}".encode()).decode()
-
-
-def _decode_token(token: str | None, lengths: list[int]) -> tuple[int, int]:
-    if token is None:
-        return 0, 0
-    try:
-        kind, part, index = base64.urlsafe_b64decode(token.encode()).decode().split(":")
-        where = (int(part), int(index))
-    except (binascii.Error, UnicodeDecodeError, ValueError):
-        where, kind = (-1, -1), ""
-    if kind != "tasks" or not (0 <= where[0] < len(lengths) and 0 <= where[1] <= lengths[where[0]]):
-        raise InvalidParameterValue(f"The value ({token}) for parameter NextToken is invalid.")
-    return where

@@ -23,7 +23,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from ibimport.emulator.ec2.models import STATE_FILTER, DescribedTask, ImportTasks, TagFilter
+from ibimport.emulator.ec2.listing import STATE_FILTER, DescribedTask, TagFilter
+from ibimport.emulator.ec2.models import ImportTasks
 from ibimport.emulator.ec2.validation import read_import_image
 from ibimport.emulator.exceptions import (
     AccessDeniedException,

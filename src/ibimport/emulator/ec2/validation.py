@@ -1,4 +1,5 @@
-"""ImportImage's request read from EC2's form and checked before a task starts.
+"""ImportImage's request read from EC2's form and checked before a task starts; the shape of
+the task IDs the other calls (and ``--import-tasks``) name.
 
 Member names and nesting are the current EC2 model's ImportImageRequest as botocore
 sends it (``DiskContainer.N.UserBucket.S3Bucket``, ``TagSpecification.N.Tag.M.Key``...).
@@ -30,7 +31,15 @@ from ibimport.emulator.exceptions import (
     MissingParameter,
 )
 
-__all__ = ["DEFAULT_ROLE", "Disk", "ImportImageRequest", "read_import_image", "structures"]
+__all__ = [
+    "DEFAULT_ROLE",
+    "TASK_ID",
+    "Disk",
+    "ImportImageRequest",
+    "check_task_id",
+    "read_import_image",
+    "structures",
+]
 
 #: The service role ImportImage uses unless RoleName names another (model).
 DEFAULT_ROLE = "vmimport"
@@ -48,6 +57,16 @@ TAG_RESOURCE = "import-image-task"
 _NOT_BOUND = frozenset({"Action", "Version", "ClientToken", "DryRun"})
 # https://BUCKET.s3[.-]REGION.amazonaws.com/KEY and https://s3[.-]REGION.amazonaws.com/BUCKET/KEY
 _VIRTUAL_HOST = re.compile(r"^(?P<bucket>.+)\.s3[.-](?:[a-z0-9-]+\.)?amazonaws\.com(?:\.cn)?$")
+#: An ImportImage task ID: "import-ami-" and 8 (older) or 17 lowercase letters and digits.
+TASK_ID = re.compile(r"^import-ami-[0-9a-z]{8,17}$")
+
+
+def check_task_id(task_id: str) -> None:
+    """Raise EC2's InvalidParameterValue unless ``task_id`` is shaped like an import task's."""
+    if not TASK_ID.match(task_id):
+        raise InvalidParameterValue(
+            f"Value ({task_id}) for parameter ImportTaskId is invalid. Expected: 'import-ami-...'."
+        )
 
 
 @dataclass(frozen=True, slots=True)
