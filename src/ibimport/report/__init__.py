@@ -168,6 +168,8 @@ class RunStats(BaseListener):
         self.fatal: str | None = None
         #: What the listing of existing builds cost (``ibimport.stages.existing``), if one was made.
         self.existing: dict[str, float] | None = None
+        #: Each partition's EC2 import tasks (``TaskStartStage.figures``), where it had any.
+        self.tasks: list[dict[str, Any]] = []
         #: Each partition's figures (``partition_figures``), for a batch of more than one.
         self.partitions: list[dict[str, Any]] = []
         #: The process's CPU time over the run's wall time: near 1, one core was the limit.
@@ -305,6 +307,7 @@ class RunStats(BaseListener):
             "runs": runs,
             "batch": batch,
             **({"existingImages": self.existing} if self.existing is not None else {}),
+            **({"importTasks": self.tasks} if self.tasks else {}),
             **({"partitions": self.partitions} if len(self.partitions) > 1 else {}),
             **(
                 {"clientCpuShare": round(self.client_cpu_share, 3)}

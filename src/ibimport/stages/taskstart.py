@@ -143,6 +143,27 @@ class TaskStartStage:
         self._run = run
         run.beside(self.follower.run)
 
+    def figures(self) -> dict[str, float | int | None]:
+        """What the partition's tasks cost and how full its slots were kept (the report's
+        ``importTasks``): the quota, tasks started and adopted, the most active at once,
+        the quota's refusals, slot-seconds busy as ibimport saw them (start to the round
+        that saw the end), and the status rounds with their calls and the tasks asked."""
+        follower, slots = self.follower, self.slots
+        return {
+            "quota": self.quota,
+            "started": self.started,
+            "adopted": self.adopted,
+            "maxActive": slots.max_active,
+            "quotaRefusals": slots.refusals,
+            "busySlotS": round(slots.busy_slot_s, 3),
+            "statusRounds": follower.rounds,
+            "statusCalls": follower.calls,
+            "tasksAsked": follower.tasks_asked,
+            "callsPerTaskPerRound": round(follower.calls / follower.tasks_asked, 4)
+            if follower.tasks_asked
+            else None,
+        }
+
     def defers(self, work: RowWork) -> bool:
         return False  # a row waiting for a slot holds a worker: back-pressure on the manifest
 
