@@ -31,14 +31,31 @@ $(JS_STAMP): $(JS_DIR)/package-lock.json
 
 setup: $(STAMP)
 
-# A real batch against the embedded emulator: 300 rows, 40 ms latency and a 60/s quota with
-# a burst of 10, so progress, throttling and the adaptive limiter are visible. Fresh each time.
+# A whole wave from disk images (issue 19) against a local emulator in the background
+# (stopped on exit, however the recipe ends): DEMO_VMS VMs over two Regions, their disk
+# objects placed in the emulator's S3 by manifests/demo_wave.py; EC2 import tasks of about
+# 3 s, 20 slots per Region, 40 ms latency, a 60/s quota and 1% faults, so slots, throttling
+# and retries are visible; every image followed to AVAILABLE; the HTML wave report last.
+# Throwaway credentials: nothing here can reach AWS. Fresh each time.
+DEMO_VMS ?= 300
 demo: $(STAMP)
 	rm -rf demo-output && mkdir demo-output
-	$(BIN)/ibimport run manifests/example.csv --local \
-		--emulator-latency-ms 40 --emulator-rate 60 --emulator-burst 10 --emulator-fault-rate 0.01 \
-		--emulator-available-after-s 2 --emulator-task-mix completed=1 --wait --poll-interval 1 \
-		--tag wave=demo --journal demo-output/example.journal \
+	@set -e; \
+	unset AWS_PROFILE AWS_DEFAULT_PROFILE AWS_SESSION_TOKEN AWS_ENDPOINT_URL; \
+	export AWS_ACCESS_KEY_ID=AKIAIBIMPORTDEMO AWS_SECRET_ACCESS_KEY=ibimport-demo \
+		AWS_DEFAULT_REGION=us-east-1 AWS_CONFIG_FILE=/dev/null AWS_SHARED_CREDENTIALS_FILE=/dev/null \
+		AWS_EC2_METADATA_DISABLED=true; \
+	$(BIN)/ibimport emulator --port 0 --seed 19 --latency-ms 40 --rate 60 --burst 10 \
+		--fault-rate 0.01 --task-slots 20 --task-duration-s 3 --available-after-s 1 \
+		> demo-output/emulator.log 2>&1 & emulator=$$!; \
+	trap 'kill $$emulator 2>/dev/null || true; wait $$emulator 2>/dev/null || true' EXIT INT TERM; \
+	for _ in $$(seq 100); do grep -q '^export AWS_ENDPOINT_URL=' demo-output/emulator.log && break; sleep 0.1; done; \
+	url=$$(sed -n 's/^export AWS_ENDPOINT_URL=//p' demo-output/emulator.log); \
+	if [ -z "$$url" ]; then cat demo-output/emulator.log; exit 1; fi; \
+	$(BIN)/python manifests/demo_wave.py --endpoint-url $$url --vms $(DEMO_VMS) \
+		--manifest demo-output/wave.csv; \
+	$(BIN)/ibimport run demo-output/wave.csv --endpoint-url $$url --region us-east-1 \
+		--wait --poll-interval 0.5s --tag wave=demo --journal demo-output/wave.journal \
 		--report demo-output/report.json --results demo-output/results.csv \
 		--html demo-output/wave.html
 

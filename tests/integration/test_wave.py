@@ -106,6 +106,12 @@ def test_each_task_outcome_and_its_message_reach_the_results(
     assert len(records) == 20
     assert {r.status for r in records.values()} == {TaskStatus.COMPLETED, TaskStatus.DELETED}
     assert all(r.image_id.startswith("ami-") for r in records.values() if r.status.standing)
+    # The report's figures of the partition's tasks: what the follower asked, in rounds.
+    [figures] = result.report.to_json()["importTasks"]
+    assert (figures["region"], figures["quota"], figures["started"]) == (REGION, 4, 20)
+    assert figures["maxActive"] <= 4
+    assert figures["statusCalls"] == stats(server.url)["requests"]["DescribeImportImageTasks"] - 2
+    assert 0 < figures["callsPerTaskPerRound"] <= 1  # every active task in one call a round
 
 
 def test_a_task_past_task_timeout_fails_its_row_and_after_task_sends_no_import(

@@ -18,8 +18,8 @@ def _console(*, terminal: bool) -> tuple[Console, io.StringIO]:
     return Console(file=out, force_terminal=terminal, width=120, color_system=None), out
 
 
-def _call(row: int, outcome: CallOutcome = CallOutcome.OK) -> CallEvent:
-    return CallEvent(row=row, attempt=1, latency_s=0.1, outcome=outcome)
+def _call(row: int, outcome: CallOutcome = CallOutcome.OK, *, attempt: int = 1) -> CallEvent:
+    return CallEvent(row=row, attempt=attempt, latency_s=0.1, outcome=outcome)
 
 
 def _done(row: int, status: RowStatus = RowStatus.SUCCEEDED, *, resumed: bool = False) -> RowResult:
@@ -45,7 +45,7 @@ def test_plain_mode_prints_a_line_only_once_the_interval_has_passed() -> None:
     progress.on_row_done(_done(9, resumed=True))  # done earlier: counts toward done, not rate
     for row in (1, 2, 3):
         progress.on_call(_call(row, CallOutcome.THROTTLED))
-        progress.on_call(_call(row))
+        progress.on_call(_call(row, attempt=2))
     progress.on_row_done(_done(1))
     progress.on_row_done(_done(2, RowStatus.FAILED))
     clock.advance(4.9)
@@ -136,7 +136,7 @@ def test_a_stopped_run_leaves_the_bar_where_it_stopped() -> None:
     progress = ProgressListener(console, mode="auto", clock=clock.now, refresh_per_second=1)
     progress.on_start(total_rows=10)
     progress.on_call(_call(1, CallOutcome.RETRYABLE))
-    progress.on_call(_call(1))
+    progress.on_call(_call(1, attempt=2))
     progress.on_row_done(_done(1))
     for row in range(2, 11):
         progress.on_row_done(_done(row, RowStatus.SKIPPED))
@@ -156,8 +156,8 @@ def test_plain_line_counts_retries_and_unfinished_rows() -> None:
     clock = FakeClock(start=0.0)
     progress = ProgressListener(console, mode="plain", clock=clock.now, interval_s=1.0)
     progress.on_start(total_rows=3)
-    for _ in range(3):
-        progress.on_call(_call(1, CallOutcome.THROTTLED))
+    for attempt in (1, 2, 3):
+        progress.on_call(_call(1, CallOutcome.THROTTLED, attempt=attempt))
     progress.on_row_done(_done(1, RowStatus.FAILED))
     progress.on_row_done(_done(2, RowStatus.SKIPPED))
     progress.on_finish(elapsed_s=1.0, interrupted=False)  # a fatal stop: rows cut off
@@ -242,3 +242,14 @@ def test_one_partition_uses_the_batch_s_own_figures() -> None:
         progress.on_row_done(_in(row, "somewhere"))  # the key does not matter with one
     clock.advance(5.0)
     assert progress.status_line().endswith("ETA 0:00:10")  # 20 left at 2 rows/s
+
+
+def test_a_row_with_disks_two_requests_first_attempts_are_no_retries() -> None:
+    # ImportImage then ImportVmImage for the same row: each request numbers its attempts.
+    console, _ = _console(terminal=False)
+    progress = ProgressListener(console, mode="plain", clock=FakeClock().now, interval_s=1.0)
+    progress.on_start(total_rows=1)
+    progress.on_call(_call(1))
+    progress.on_call(_call(1, CallOutcome.RETRYABLE))
+    progress.on_call(_call(1, attempt=2))
+    assert progress.retries == 1

@@ -481,3 +481,13 @@ def test_the_summary_lists_each_partition_of_a_batch_of_several() -> None:
     assert "111111111111/eu-west-1: 2.5 calls/s, 1 throttle, 1 not done" in text
     assert "222222222222/us-east-1: 4.0 calls/s, 0 throttles, 2 not done" in text
     assert stats.to_report().to_json()["partitions"] == stats.partitions
+
+
+def test_a_row_with_disks_makes_two_requests_and_only_retries_count_as_retries() -> None:
+    stats = RunStats()
+    stats.on_start(total_rows=1)
+    stats.on_call(_call(1))  # ImportImage
+    stats.on_call(_call(1, outcome=CallOutcome.RETRYABLE, code="ServiceException"))
+    stats.on_call(_call(1, 2))  # ImportVmImage's second attempt
+    stats.on_row_done(_result(1))
+    assert (stats.calls, stats.retries, stats.rows_attempted) == (3, 1, 1)

@@ -123,7 +123,7 @@ class ProgressListener(BaseListener):
         self.done = 0  # rows with an outcome, resumed ones included
         self.done_this_run = 0  # rows finished by calls of this run: what the ETA is based on
         self.calls = 0
-        self.retries = 0  # calls beyond the first of each row
+        self.retries = 0  # calls beyond the first of each request
         self.throttled = 0
         self.failed = 0
         #: Rows the run reported not finished (never reached, or cut off by a stop): they
@@ -132,7 +132,6 @@ class ProgressListener(BaseListener):
         self.stopped = False
         #: The first failed or blocked rows, for the summary's next steps.
         self.troubled_rows: list[RowResult] = []
-        self._called: set[int] = set()  # rows with a call and no outcome yet: bounded
         self._running = False
         self._next_line_at = 0.0
         self._live: Live | None = None
@@ -156,17 +155,14 @@ class ProgressListener(BaseListener):
 
     def on_call(self, event: CallEvent) -> None:
         self.calls += 1
-        if event.row in self._called:
+        if event.attempt > 1:  # a row with disks makes two requests, each attempt 1 first
             self.retries += 1
-        else:
-            self._called.add(event.row)
         if event.outcome is CallOutcome.THROTTLED:
             self.throttled += 1
         if self.display == "plain":
             self.tick()
 
     def on_row_done(self, result: RowResult) -> None:
-        self._called.discard(result.row)
         if reported_as(result.status) is RowStatus.SKIPPED:  # not finished: not progress
             self.skipped += 1
             if self.display == "plain":

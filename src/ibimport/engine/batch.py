@@ -69,6 +69,7 @@ from ibimport.stages.base import RowStage
 from ibimport.stages.existing import ExistingStage, Reconciler, partition_key
 from ibimport.stages.imagewait import WaitFigures
 from ibimport.stages.taskfollow import MemoryLedger
+from ibimport.stages.taskstart import TaskStartStage
 
 
 @dataclass(slots=True)
@@ -261,6 +262,13 @@ async def _execute(
                     )
             finally:
                 await store.aclose()
+                stats.tasks = [
+                    {"account": w.partition.account, "region": w.partition.region, **figures}
+                    for w in work
+                    for s in w.pipeline.stages
+                    if isinstance(s, TaskStartStage)
+                    and ((figures := s.figures())["started"] or figures["adopted"])
+                ]
                 stats.existing = _existing_figures(
                     [
                         s.reconciler

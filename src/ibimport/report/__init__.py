@@ -114,8 +114,10 @@ class RunStats(BaseListener):
     """Everything the report and the summary need, collected from runner events.
 
     Each hook only bumps counters (and a histogram bucket), so it is cheap on the event loop.
-    ``retries`` is calls minus rows attempted this run; ``errors_by_code`` counts every call
-    that did not end OK, by AWS error code (or by outcome when the call had no code).
+    ``retries`` is calls beyond each request's first (a row with disks makes two requests,
+    ImportImage and ImportVmImage, each numbering its own attempts); ``errors_by_code``
+    counts every call that did not end OK, by AWS error code (or by outcome when the call
+    had no code).
     ``elapsed_s`` and ``interrupted`` are set by ``on_finish``.
     """
 
@@ -125,6 +127,8 @@ class RunStats(BaseListener):
         self.image_totals: Counter[str] = Counter()
         self.calls = 0
         self.rows_attempted = 0
+        #: Calls that were a request's first attempt (the rest are retries).
+        self.first_calls = 0
         self.throttled = 0
         self.errors_by_code: Counter[str] = Counter()
         self.elapsed_s = 0.0
@@ -142,6 +146,8 @@ class RunStats(BaseListener):
         self.fatal: str | None = None
         #: What the listing of existing builds cost (``ibimport.stages.existing``), if one was made.
         self.existing: dict[str, float] | None = None
+        #: Each partition's EC2 import tasks (``TaskStartStage.figures``), where it had any.
+        self.tasks: list[dict[str, Any]] = []
         #: Each partition's figures (``partition_figures``), for a batch of more than one.
         self.partitions: list[dict[str, Any]] = []
         #: The process's CPU time over the run's wall time: near 1, one core was the limit.
@@ -151,8 +157,8 @@ class RunStats(BaseListener):
 
     @property
     def retries(self) -> int:
-        """Calls beyond the first one for each row attempted this run."""
-        return max(self.calls - self.rows_attempted, 0)
+        """Calls beyond the first one of each request made this run."""
+        return max(self.calls - self.first_calls, 0)
 
     def on_start(self, *, total_rows: int | None) -> None:
         self.total_rows = total_rows
@@ -160,6 +166,8 @@ class RunStats(BaseListener):
 
     def on_call(self, event: CallEvent) -> None:
         self.calls += 1
+        if event.attempt <= 1:
+            self.first_calls += 1
         if event.row not in self._open_rows:
             self._open_rows.add(event.row)
             self.rows_attempted += 1
@@ -207,7 +215,8 @@ class RunStats(BaseListener):
         """Take a rebuilt report's call figures (summed over its runs) for the summary."""
         batch = report.batch
         self.calls = int(batch.get("calls", 0))
-        self.rows_attempted = self.calls - int(batch.get("retries", 0))
+        self.first_calls = self.calls - int(batch.get("retries", 0))
+        self.rows_attempted = int(batch.get("rows_sent", self.first_calls))
         self.throttled = int(batch.get("throttled", 0))
         self.elapsed_s = float(batch.get("elapsed_s", 0.0))
         self.errors_by_code = Counter(batch.get("errors_by_code", {}))
@@ -284,6 +293,7 @@ class RunStats(BaseListener):
             runs=tuple(runs),
             batch=batch,
             existing_images=self.existing,
+            import_tasks=tuple(self.tasks),
             partitions=tuple(self.partitions),
             client_cpu_share=round(cpu, 3) if cpu is not None else None,
             image_status=dict(sorted(self.image_totals.items())),

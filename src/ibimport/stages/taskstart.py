@@ -41,7 +41,7 @@ from ibimport.domain.stages import Metering, StageName
 from ibimport.domain.tokens import NAMESPACE, task_client_token
 from ibimport.errors import CallError, FatalBatchError
 from ibimport.flow.clock import Clock
-from ibimport.flow.executor import CallExecutor, GaveUp
+from ibimport.flow.executor import Attempts, CallExecutor, GaveUp
 from ibimport.flow.retry import Disposition, classify, fatal_message
 from ibimport.flow.slots import DEFAULT_TASK_SLOTS, TaskSlots
 from ibimport.journal import TaskRecord, TaskStatus
@@ -143,6 +143,27 @@ class TaskStartStage:
         self._run = run
         run.beside(self.follower.run)
 
+    def figures(self) -> dict[str, float | int | None]:
+        """What the partition's tasks cost and how full its slots were kept (the report's
+        ``importTasks``): the quota, tasks started and adopted, the most active at once,
+        the quota's refusals, slot-seconds busy as ibimport saw them (start to the round
+        that saw the end), and the status rounds with their calls and the tasks asked."""
+        follower, slots = self.follower, self.slots
+        return {
+            "quota": self.quota,
+            "started": self.started,
+            "adopted": self.adopted,
+            "maxActive": slots.max_active,
+            "quotaRefusals": slots.refusals,
+            "busySlotS": round(slots.busy_slot_s, 3),
+            "statusRounds": follower.rounds,
+            "statusCalls": follower.calls,
+            "tasksAsked": follower.tasks_asked,
+            "callsPerTaskPerRound": round(follower.calls / follower.tasks_asked, 4)
+            if follower.tasks_asked
+            else None,
+        }
+
     def defers(self, work: RowWork) -> bool:
         return False  # a row waiting for a slot holds a worker: back-pressure on the manifest
 
@@ -164,8 +185,10 @@ class TaskStartStage:
         identity = (work.request.name, work.request.semanticVersion)
         run.journal.stage_started(identity, StageName.TASK_START, at=self._clock.wall())
         record, generation = self._known(work)
+        # ImportImage is a request of its own: its attempts are not ImportVmImage's.
+        attempts = Attempts()
         if record is None:
-            started = await self._start(run, work, generation)
+            started = await self._start(run, work, generation, attempts)
             if isinstance(started, RowResult):
                 self._ended(identity, started)
                 return started
@@ -185,7 +208,7 @@ class TaskStartStage:
             identity,
             StageName.TASK_START,
             at=self._clock.wall(),
-            attempts=work.attempts.made,
+            attempts=attempts.made,
             outcome=record.status.value,
         )
         return None
@@ -297,7 +320,7 @@ class TaskStartStage:
         return self._run.origin if self._run is not None else ("", "")
 
     async def _start(
-        self, run: PartitionRun, work: RowWork, generation: int
+        self, run: PartitionRun, work: RowWork, generation: int, attempts: Attempts
     ) -> TaskRecord | RowResult:
         request = work.request
         token = task_client_token(request, salt=self._settings.token_salt, generation=generation)
@@ -312,7 +335,7 @@ class TaskStartStage:
             try:
                 info = await self._calls.call(
                     lambda: self._client.import_image(params, client_token=token, tags=tags),
-                    attempts=work.attempts,
+                    attempts=attempts,
                     stopping=lambda: run.stopping,
                     on_attempt=run.attempt_listener(work),
                 )
