@@ -12,6 +12,7 @@ from ibimport.domain.results import RowResult
 from ibimport.domain.rowstate import ImageStatus, RerunPlan, RowStatus, reported_as
 from ibimport.domain.tokens import client_token
 from ibimport.engine.batch import Batch, BatchResult, open_batch, run_batch
+from ibimport.engine.cancel import CancelOutcome, CancelResult, TaskCancel, cancel_tasks
 from ibimport.engine.control import BatchControl
 from ibimport.engine.dryrun import BatchPlan, plan_batch
 from ibimport.engine.events import BaseListener, CallEvent, CallOutcome, RunListener
@@ -29,6 +30,7 @@ from ibimport.errors import (
     FatalBatchError,
     IbimportError,
     InvalidManifest,
+    JournalBusy,
     JournalError,
     ManifestChanged,
     ManifestError,
@@ -90,6 +92,8 @@ __all__ = [
     "CallError",
     "CallEvent",
     "CallOutcome",
+    "CancelOutcome",
+    "CancelResult",
     "ClientSettings",
     "ConfigError",
     "DryRunDocument",
@@ -102,6 +106,7 @@ __all__ = [
     "ImportResult",
     "InvalidManifest",
     "Journal",
+    "JournalBusy",
     "JournalError",
     "ManifestChanged",
     "ManifestError",
@@ -129,6 +134,7 @@ __all__ = [
     "Shard",
     "SourceKind",
     "SqliteJournal",
+    "TaskCancel",
     "TaskCheck",
     "TaskFollowSettings",
     "TaskPreflight",
@@ -147,6 +153,7 @@ __all__ = [
     "__version__",
     "batch_status",
     "build_limiter",
+    "cancel_tasks",
     "check_endpoint_url",
     "check_paths",
     "check_region",

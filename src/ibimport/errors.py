@@ -3,6 +3,7 @@
     IbimportError
     ├── ManifestError        the manifest as a whole cannot be read (encoding, syntax, size)
     ├── JournalError         the journal is corrupt, foreign, newer, or unwritable
+    │   └── JournalBusy      another ibimport process holds it (a run still going)
     ├── ConfigError          a setting the user gave is unusable
     ├── OutputError          an output (report, results) could not be written
     ├── BatchRefused         the batch will not start, and nothing was sent:
@@ -30,6 +31,10 @@ class ManifestError(IbimportError):
 
 class JournalError(IbimportError):
     """The journal cannot be used; the message says why and what to do."""
+
+
+class JournalBusy(JournalError):
+    """Another ibimport process is writing the journal (its lock is held)."""
 
 
 class ConfigError(IbimportError):

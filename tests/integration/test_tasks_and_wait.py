@@ -72,7 +72,7 @@ def test_preflight_classifies_each_task_in_batches(start_emulator: Start, tmp_pa
     assert found.exit_code == 1, found.output
     document = json.loads(found.stdout)
     assert document["totals"] == {
-        "rows": 250, "ready": 247, "pending": 1, "failed": 1, "unknown": 1,
+        "rows": 250, "ready": 247, "pending": 1, "failed": 1, "unknown": 1, "unchecked": 0,
     }  # fmt: skip
     rows = {int(r["name"].removeprefix("vm-")): r for r in read_results(results)}
     assert rows[10]["taskStatus"] == "pending"

@@ -222,21 +222,24 @@ def _checked() -> TaskPreflight:
 
 def test_the_task_check_json_counts_every_state_and_lists_each_row() -> None:
     document = _checked().to_json()
-    assert list(document) == ["totals", "calls", "throttled", "rows"]
-    assert document["totals"] == {"rows": 3, "ready": 1, "pending": 1, "failed": 1, "unknown": 0}
+    assert list(document) == ["totals", "calls", "throttled", "slots", "rows"]
+    assert document["slots"] == []  # no row with disks: no partition's slots asked
+    assert document["totals"] == {
+        "rows": 3, "ready": 1, "pending": 1, "failed": 1, "unknown": 0, "unchecked": 0,
+    }  # fmt: skip
     assert (document["calls"], document["throttled"]) == (4, 1)
     assert document["rows"][1] == {
         "row": 2, "name": "@vm", "semanticVersion": "1.0.0", "vmImportTaskId": "import-ami-2",
-        "taskStatus": "pending", "taskProgress": "42", "taskMessage": "",
+        "taskStatus": "pending", "taskProgress": "42", "taskMessage": "", "diskBytes": None,
     }  # fmt: skip
 
 
 def test_the_task_check_lines_show_a_dash_for_nothing_and_never_neutralise() -> None:
     lines = list(_checked().tsv_lines())
     assert lines[0].split("\t") == list(TASK_RESULTS_COLUMNS)
-    assert lines[1].split("\t")[-2:] == ["-", "-"]
+    assert lines[1].split("\t")[-3:] == ["-", "-", "-"]  # progress, message, diskBytes
     assert lines[2].split("\t")[1] == "@vm"
-    assert lines[3].split("\t")[-1] == "=x"
+    assert lines[3].split("\t")[-2] == "=x"
 
 
 def test_the_task_csv_is_private_and_neutralises_outside_text(tmp_path: Path) -> None:

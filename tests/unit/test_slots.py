@@ -79,3 +79,46 @@ async def test_busy_slot_seconds_count_started_tasks_only() -> None:
     slots.finished()
     clock.advance(5.0)
     assert slots.busy_slot_s == pytest.approx(10.0)
+
+
+async def test_closing_answers_every_waiting_start_at_once_without_a_slot() -> None:
+    clock = FakeClock()
+    slots = TaskSlots(1, clock=clock)
+    assert await slots.acquire()
+    slots.started()
+    answers: list[bool] = []
+
+    async def start() -> None:
+        answers.append(await slots.acquire())
+
+    async with anyio.create_task_group() as group:
+        for _ in range(3):
+            group.start_soon(start)
+        await anyio.wait_all_tasks_blocked()
+        assert answers == []
+        slots.close()
+    assert answers == [False, False, False]
+    assert (slots.held, slots.active) == (1, 1)  # the running task keeps its slot
+    assert clock.now() == 0.0
+    assert not await slots.acquire()  # closed: nothing starts any more
+
+
+async def test_closing_ends_the_quiet_wait_after_a_refusal() -> None:
+    clock = FakeClock()
+    slots = TaskSlots(3, clock=clock, retry_after_s=30.0)
+    await slots.acquire()
+    slots.refused()
+    answers: list[bool] = []
+
+    async def start() -> None:
+        answers.append(await slots.acquire())
+
+    async def stop_later() -> None:
+        await clock.sleep(5.0)
+        slots.close()
+
+    async with anyio.create_task_group() as group:
+        group.start_soon(start)
+        group.start_soon(stop_later)
+    assert answers == [False]
+    assert clock.now() == pytest.approx(5.0)  # not the 30 s of the quiet wait

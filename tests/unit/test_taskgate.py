@@ -74,7 +74,7 @@ def _gated(
 ) -> tuple[Pipeline, TaskGateStage, StepStage, Collector]:
     gate = TaskGateStage(
         TaskGate(checker, clock=clock, wait=wait, on_round=on_round),  # type: ignore[arg-type]
-        task_ids=lambda: [r.task.vmImportTaskId for r in rows if r.task is not None],
+        rows=lambda: [r.task for r in rows if r.task is not None],
     )
     sent = StepStage("import", [], clock, answer=succeed)
     collector = Collector()

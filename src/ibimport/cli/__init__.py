@@ -15,6 +15,7 @@ from ibimport.cli import _validate  # noqa: F401
 from ibimport.cli import _preflight  # noqa: F401
 from ibimport.cli import _run  # noqa: F401
 from ibimport.cli import _wait  # noqa: F401
+from ibimport.cli import _cancel  # noqa: F401
 from ibimport.cli import _journals  # noqa: F401
 
 # isort: on

@@ -156,6 +156,23 @@ ReadRateOpt = Annotated[
     float | None,
     typer.Option(min=0.01, metavar="CALLS/S", help="Calls per second; else adaptive."),
 ]
+TaskSlotsOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        metavar="N|REGION=N",
+        help="EC2 import tasks active at once per account and Region (repeatable per "
+        "Region); default: Service Quotas' value where readable, else 20.",
+    ),
+]
+ImportOptionOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        metavar="KEY=VALUE",
+        help="An ImportImage option for every row with disks that gives none "
+        "(licenseType, usageOperation, bootMode, architecture, encrypted, kmsKeyId, "
+        "roleName, importDescription).",
+    ),
+]
 ProgressOpt = Annotated[
     ProgressMode,
     typer.Option(help="auto: a bar on a terminal, lines otherwise; plain: lines; off."),

@@ -102,6 +102,41 @@ def check_aws_options(*, region: str | None, endpoint_url: str | None) -> None:
         check_endpoint_url(endpoint_url)
 
 
+def recorded_config(
+    journal: Path,
+    *,
+    region: str | None,
+    profile: str | None,
+    endpoint_url: str | None,
+    rate: float | None,
+    as_json: bool,
+    nothing: str,
+) -> BatchConfig:
+    """A command on a journal (``wait``, ``cancel``): what the command line does not say,
+    the journal does (where its run sent its calls)."""
+    try:
+        check_aws_options(region=region, endpoint_url=endpoint_url)
+        recorded = recorded_run(journal) if Path(journal).is_file() else RecordedRun(known=False)
+    except IbimportError as error:
+        raise _fail(str(error), _exit_code(error), as_json=as_json) from None
+    if recorded.local and endpoint_url is None:
+        raise _fail(
+            f"{journal} was written by run --local, whose in-process emulator ended with that "
+            f"run: there is nothing {nothing} (pass --endpoint-url of an emulator that holds "
+            "its images)",
+            as_json=as_json,
+        )
+    return BatchConfig(
+        manifest=Path(journal),
+        rate=rate,
+        client=ClientSettings(
+            region=region or recorded.region,
+            profile=profile or recorded.profile,
+            endpoint_url=endpoint_url or recorded.endpoint_url,
+        ),
+    )
+
+
 def image_summary(images: dict[ImageStatus, int]) -> str:
     """``images: 3 AVAILABLE, 1 FAILED``: what a wait learnt, for people."""
     parts = [f"{n} {status.value}" for status, n in sorted(images.items()) if n]
@@ -143,27 +178,14 @@ def wait(
     """
     _secure_umask()
     _refuse_stdout_under_json(as_json, {"--report": report, "--results": results})
-    try:
-        check_aws_options(region=region, endpoint_url=endpoint_url)
-        recorded = recorded_run(journal) if Path(journal).is_file() else RecordedRun(known=False)
-    except IbimportError as error:
-        raise _fail(str(error), _exit_code(error), as_json=as_json) from None
-    if recorded.local and endpoint_url is None:
-        raise _fail(
-            f"{journal} was written by run --local, whose in-process emulator ended with that "
-            "run: there is nothing to follow (pass --endpoint-url of an emulator that holds "
-            "its images)",
-            as_json=as_json,
-        )
-    # What the command line does not say, the journal does: where its run sent the imports.
-    config = BatchConfig(
-        manifest=Path(journal),
+    config = recorded_config(
+        journal,
+        region=region,
+        profile=profile,
+        endpoint_url=endpoint_url,
         rate=rate,
-        client=ClientSettings(
-            region=region or recorded.region,
-            profile=profile or recorded.profile,
-            endpoint_url=endpoint_url or recorded.endpoint_url,
-        ),
+        as_json=as_json,
+        nothing="to follow",
     )
     settings = wait_settings(wait_timeout, poll_interval)
     display = ProgressListener(err, mode=progress, imports=False)

@@ -122,9 +122,10 @@ def in_doubt(*, first_sent_at: float | None, state: RowStatus) -> bool:
     remembers a clientToken, so a guess (``--token-ttl``) must not decide. A row found
     landed (``succeeded``, not sent again); one not listed is re-sent with its token
     (within the token's life the service answers with the original image even if its
-    build is not listed yet).
+    build is not listed yet). A cancelled row's outcome is known: its task was cancelled,
+    so a build of its earlier call will fail; it is started again under a new task.
     """
-    return first_sent_at is not None and not state.is_done
+    return first_sent_at is not None and not state.is_done and state not in _RESTARTED
 
 
 def reported_as(state: RowStatus) -> RowStatus:

@@ -327,11 +327,19 @@ def _import_pipeline(
     list_first: bool,
     settled: frozenset[tuple[str, str]],
 ) -> Pipeline:
-    """``run``'s composition for one partition: the task gate (``--preflight``), the
-    existing images, the import."""
+    """``run``'s composition for one partition: the task gate (``--preflight``: before
+    any task is started), the task start (rows with disks), the existing images, the
+    import."""
     client: PartitionClient = partition.client or Unavailable()
     health = config.run.health()
-    before: list[RowStage] = [
+    before: list[RowStage] = []
+    if config.preflight and partition.client is not None and partition.failure is None:
+        before.append(
+            task_gate_stage(
+                config, partition, plan, settled, clock=clock, health=health, listeners=listeners
+            )
+        )
+    before.append(
         task_start_stage(
             client,
             config.tasks,
@@ -341,13 +349,7 @@ def _import_pipeline(
             settings=config.run,
             health=health,
         )
-    ]
-    if config.preflight and partition.client is not None and partition.failure is None:
-        before.append(
-            task_gate_stage(
-                config, partition, plan, settled, clock=clock, health=health, listeners=listeners
-            )
-        )
+    )
     return import_pipeline(
         client,
         build_limiter(

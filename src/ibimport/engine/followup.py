@@ -18,6 +18,7 @@ import anyio
 
 from ibimport._files import check_paths
 from ibimport.domain import rowstate
+from ibimport.domain.request import ImageRequest
 from ibimport.domain.rowstate import ImageStatus
 from ibimport.engine.events import RunListener
 from ibimport.engine.fleet import Partition, default_client, open_partitions
@@ -29,12 +30,14 @@ from ibimport.flow.executor import CallExecutor, PartitionHealth, first_error
 from ibimport.flow.limiter import MonotonicClock, build_limiter
 from ibimport.flow.retry import Disposition, classify, fatal_message
 from ibimport.journal import SqliteJournal
-from ibimport.report.documents import TaskPreflight, TaskRow
+from ibimport.report.documents import PartitionSlots, TaskPreflight, TaskRow
 from ibimport.report.outputs import RebuiltOutputs, journal_outputs, rebuild_outputs
+from ibimport.stages.diskcheck import DiskChecker
 from ibimport.stages.imagewait import WaitFigures, WaitSettings, follow_journal
 from ibimport.stages.polling import WaitRound
 from ibimport.stages.taskcheck import TaskChecker
 from ibimport.stages.taskgate import TaskGate, TaskGateStage
+from ibimport.stages.taskstart import SlotsSeen, account_slots
 
 if TYPE_CHECKING:
     from ibimport.engine.control import BatchControl
@@ -60,7 +63,9 @@ def _calls(config: BatchConfig, clock: Clock) -> CallExecutor:
 async def preflight_tasks(
     config: BatchConfig, *, results_path: Path | None = None, clock: Clock | None = None
 ) -> TaskPreflight:
-    """Classify every row's vmImportTaskId, many per call; write ``results_path`` if given.
+    """Classify every row's vmImportTaskId, many per call, and every row's disks and
+    import role (``diskcheck``) with its partition's free task slots; write
+    ``results_path`` if given.
 
     The rows go through the selection pass as a run's do: each row's task is asked of the
     EC2 of its own partition (its ``region`` and ``profile`` columns, else the command
@@ -76,6 +81,7 @@ async def preflight_tasks(
     clock = clock or MonotonicClock()
     started = clock.now()
     found: list[TaskRow] = []
+    slots: list[PartitionSlots] = []
     calls_made = throttled = 0
     async with AsyncExitStack() as stack:
         partitions = await open_partitions(
@@ -84,25 +90,32 @@ async def preflight_tasks(
         for partition in partitions:
             if partition.failure is not None or partition.client is None:
                 raise FatalBatchError(f"{partition.failure}; nothing was checked")
-            rows = [
-                (r.row, r.task, r.task.vmImportTaskId)
-                for r in partition_rows(config, partition, selection.plan, selection.prints)
-                if r.task is not None and r.task.vmImportTaskId is not None
-            ]
-            calls = _read_calls(config, partition, clock)
+            rows: list[tuple[int, ImageRequest, str]] = []
+            disk_rows: list[tuple[int, ImageRequest]] = []
+            for r in partition_rows(config, partition, selection.plan, selection.prints):
+                if r.task is not None and r.task.vmImportTaskId is not None:
+                    rows.append((r.row, r.task, r.task.vmImportTaskId))
+                elif r.task is not None and r.task.has_disks:
+                    disk_rows.append((r.row, r.task))
+            calls = partition_calls(config, partition, clock)
             checker = TaskChecker(partition.client, calls)
             try:
                 checks = await checker.check(task_id for _, _, task_id in rows)
             except CallError as error:
-                raise _lookup_failed(error) from None
+                raise lookup_failed(error) from None
             found += [
                 TaskRow(row, task.name, task.semanticVersion, checks[task_id])
                 for row, task, task_id in rows
             ]
+            if disk_rows:
+                checked_disks, seen = await _check_disks(config, partition, calls, disk_rows)
+                found += checked_disks
+                slots.append(PartitionSlots(partition.account, partition.region, seen))
             calls_made += calls.calls
             throttled += calls.throttled
     checked = TaskPreflight(
         rows=tuple(sorted(found, key=lambda r: r.row)),
+        slots=tuple(slots),
         calls=calls_made,
         throttled=throttled,
         elapsed_s=clock.now() - started,
@@ -112,7 +125,30 @@ async def preflight_tasks(
     return checked
 
 
-def _lookup_failed(error: CallError, *, what: str = "check the import tasks") -> FatalBatchError:
+async def _check_disks(
+    config: BatchConfig,
+    partition: Partition,
+    calls: CallExecutor,
+    disk_rows: Sequence[tuple[int, ImageRequest]],
+) -> tuple[list[TaskRow], SlotsSeen]:
+    """A partition's rows with disks: their disks and role, and the slots free now."""
+    assert partition.client is not None
+    disks = DiskChecker(partition.client, calls, region=partition.region)
+    try:
+        checked = await disks.check((row, task) for row, task in disk_rows)
+        seen = await account_slots(
+            partition.client, calls, told=config.tasks.slots.for_region(partition.region)
+        )
+    except CallError as error:
+        raise lookup_failed(error, what="check the disks and the import tasks") from None
+    rows = [
+        TaskRow(row, task.name, task.semanticVersion, checked[row].check, checked[row].size)
+        for row, task in disk_rows
+    ]
+    return rows, seen
+
+
+def lookup_failed(error: CallError, *, what: str = "check the import tasks") -> FatalBatchError:
     """A lookup that could not complete: a credential fault with what to do about it."""
     if classify(error) is Disposition.FATAL:
         return FatalBatchError(fatal_message(error))
@@ -156,7 +192,7 @@ async def wait_for_images(
     report_path, results_path = journal_outputs(
         journal_path, report_path=report_path, results_path=results_path
     )
-    journal = _open_existing(journal_path)
+    journal = open_existing_journal(journal_path)
     try:
         several = await follow_recorded_partitions(
             config, journal, settings=settings, clock=clock, listeners=listeners
@@ -174,14 +210,14 @@ async def wait_for_images(
                     on_round=round_teller(listeners, partition=""),
                 )
     except CallError as error:
-        raise _lookup_failed(error, what="follow the images") from None
+        raise lookup_failed(error, what="follow the images") from None
     finally:
         await journal.aclose()
     outputs = rebuild_outputs(journal_path, report_path=report_path, results_path=results_path)
     return WaitResult(images=images, figures=figures, outputs=outputs)
 
 
-def _open_existing(journal_path: Path) -> SqliteJournal:
+def open_existing_journal(journal_path: Path) -> SqliteJournal:
     """The journal ``run`` wrote, for writing; never a new one made up at a mistyped path."""
     if not journal_path.is_file():
         raise ConfigError(f"no journal at {journal_path}: pass the journal ibimport run wrote")
@@ -229,25 +265,26 @@ def task_gate_stage(
     read limiter; ``listeners`` hear the rounds of ``--wait-for-tasks``."""
     assert partition.client is not None
 
-    def task_ids() -> Iterator[str]:
+    def rows() -> Iterator[ImageRequest]:
         for r in partition_rows(config, partition, plan, None):
             task = r.task
-            if task is None or task.vmImportTaskId is None:
-                continue  # a row with disks: its task is ibimport's own (``taskstart``)
-            if (task.name, task.semanticVersion) not in settled:
-                yield task.vmImportTaskId
+            if task is not None and (task.name, task.semanticVersion) not in settled:
+                yield task
 
-    checker = TaskChecker(partition.client, _read_calls(config, partition, clock, health=health))
+    calls = partition_calls(config, partition, clock, health=health)
+    checker = TaskChecker(partition.client, calls)
     gate = TaskGate(
         checker,
         clock=clock,
         wait=config.task_wait,
         on_round=round_teller(listeners, partition=partition.label),
     )
-    return TaskGateStage(gate, task_ids=task_ids)
+    return TaskGateStage(
+        gate, rows=rows, disks=DiskChecker(partition.client, calls, region=partition.region)
+    )
 
 
-def _read_calls(
+def partition_calls(
     config: BatchConfig,
     partition: Partition,
     clock: Clock,
@@ -296,7 +333,7 @@ async def follow_partitions(
         found, cost = await follow_journal(
             partition.client,
             journal,
-            calls=_read_calls(config, partition, clock),
+            calls=partition_calls(config, partition, clock),
             clock=clock,
             settings=settings,
             only=(lambda e: (e.account, e.region) == place) if several else None,
@@ -320,7 +357,7 @@ async def follow_partitions(
         except BaseExceptionGroup as group:
             error = first_error(group)
             if isinstance(error, CallError):
-                raise _lookup_failed(error, what="follow the images") from None
+                raise lookup_failed(error, what="follow the images") from None
             raise error from None
     return images, figures, scope.cancelled_caught
 

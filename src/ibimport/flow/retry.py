@@ -15,6 +15,7 @@ from enum import StrEnum
 from ibimport.errors import CallError, TransportError
 
 __all__ = [
+    "DENIED_CODES",
     "FATAL_CODES",
     "NO_ANSWER_CODES",
     "QUOTA_CODES",
@@ -105,21 +106,32 @@ REFUSED_CREDENTIAL_CODES: frozenset[str] = frozenset(
     }
 )
 
-# Credential, signature and permission faults: they fail every call, so retrying a
-# thousand rows only produces a thousand identical failures.
-FATAL_CODES: frozenset[str] = REFUSED_CREDENTIAL_CODES | frozenset(
+# The caller's credentials are good but a policy refuses it this action (each service's
+# word for it). A preflight says "could not check" for these rather than failing.
+DENIED_CODES: frozenset[str] = frozenset(
     {
         "AccessDeniedException",
         "AccessDenied",
         "ForbiddenException",
         "UnauthorizedOperation",
-        "OptInRequired",
-        "MissingAuthenticationTokenException",
-        "MissingAuthenticationToken",
-        # TransportError codes from ibimport.aws.client: no usable credentials at all.
-        "NoCredentials",
-        "CredentialRetrievalError",
     }
+)
+
+# Credential, signature and permission faults: they fail every call, so retrying a
+# thousand rows only produces a thousand identical failures.
+FATAL_CODES: frozenset[str] = (
+    REFUSED_CREDENTIAL_CODES
+    | DENIED_CODES
+    | frozenset(
+        {
+            "OptInRequired",
+            "MissingAuthenticationTokenException",
+            "MissingAuthenticationToken",
+            # TransportError codes from ibimport.aws.client: no usable credentials at all.
+            "NoCredentials",
+            "CredentialRetrievalError",
+        }
+    )
 )
 
 # Transport codes that mean "the endpoint cannot be reached" rather than "this attempt broke".

@@ -11,7 +11,9 @@ shards: the service's own count is the only coordinator). The quota error (``ret
 ``QUOTA_CODES``) is back-pressure: the slot is given back, the limit shrinks to the tasks
 this meter holds, and the start waits for room; each task that ends grows the limit back
 by one, up to the quota, so the meter probes for slots others released. With nothing of
-its own running, a refused start waits ``retry_after_s`` before asking again.
+its own running, a refused start waits ``retry_after_s`` before asking again. A stop
+closes the meter: every start still waiting is answered at once that it may not start
+(a slot frees only when a task ends, which may be hours away).
 """
 
 from __future__ import annotations
@@ -46,7 +48,9 @@ class TaskSlots:
         self.active = 0
         self.max_active = 0
         self.refusals = 0
-        self._waiters: deque[anyio.Event] = deque()
+        self._waiters: deque[_Waiter] = deque()
+        self._sleepers: set[anyio.CancelScope] = set()
+        self._closed = False
         self._quiet_until = -math.inf
         self._busy_s = 0.0
         self._changed_at = clock.now()
@@ -62,27 +66,42 @@ class TaskSlots:
         """Slot-seconds of started tasks so far (for the busy share of a wave)."""
         return self._busy_s + self.active * (self._clock.now() - self._changed_at)
 
-    async def acquire(self) -> None:
-        """Wait until one more task may start (the slot is then taken)."""
-        while True:
+    async def acquire(self) -> bool:
+        """Wait until one more task may start (the slot is then taken): True; False once
+        the meter is closed (a stop), no slot taken."""
+        while not self._closed:
             wait = self._quiet_until - self._clock.now()
             if wait > 0:
-                await self._clock.sleep(wait)
+                with anyio.CancelScope() as scope:
+                    self._sleepers.add(scope)
+                    try:
+                        await self._clock.sleep(wait)
+                    finally:
+                        self._sleepers.discard(scope)
                 continue
             if self.held < self.limit and not self._waiters:
                 self.held += 1
-                return
-            event = anyio.Event()
-            self._waiters.append(event)
+                return True
+            waiter = _Waiter()
+            self._waiters.append(waiter)
             try:
-                await event.wait()
+                await waiter.event.wait()
             except BaseException:
-                if event.is_set():  # a slot was handed to us as we were cancelled
+                if waiter.handed:  # a slot was handed to us as we were cancelled
                     self.not_started()
                 else:
-                    self._waiters.remove(event)
+                    self._waiters.remove(waiter)
                 raise
-            return
+            return waiter.handed
+        return False
+
+    def close(self) -> None:
+        """A stop: no task starts any more; every start waiting is answered (False)."""
+        self._closed = True
+        while self._waiters:
+            self._waiters.popleft().event.set()
+        for scope in self._sleepers:
+            scope.cancel()
 
     def started(self) -> None:
         """The task the taken slot was for started: the slot is busy until ``finished``."""
@@ -127,4 +146,16 @@ class TaskSlots:
     def _admit(self) -> None:
         while self._waiters and self.held < self.limit:
             self.held += 1  # the slot passes straight to the waiter: nobody can barge in
-            self._waiters.popleft().set()
+            waiter = self._waiters.popleft()
+            waiter.handed = True
+            waiter.event.set()
+
+
+class _Waiter:
+    """A start waiting for a slot; ``handed``: the slot was passed to it (else: closed)."""
+
+    __slots__ = ("event", "handed")
+
+    def __init__(self) -> None:
+        self.event = anyio.Event()
+        self.handed = False

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from ibimport.domain.results import RowStatus
-from ibimport.errors import JournalError
+from ibimport.errors import JournalBusy, JournalError
 from ibimport.journal._schema import (
     APPLICATION_ID,
     FIRST_SCHEMA_VERSION,
@@ -140,7 +140,7 @@ def lock_exclusively(path: Path) -> int:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError:
         os.close(fd)
-        raise JournalError(
+        raise JournalBusy(
             f"another ibimport run is using the journal {path}; wait for it to finish, "
             "or give this run another --journal"
         ) from None

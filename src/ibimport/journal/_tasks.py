@@ -1,5 +1,6 @@
 """Each row's EC2 import task (schema 6's ``tasks`` table): kept beyond EC2's 7 days of
-task history, so a resume follows, adopts or starts again the task of every row.
+task history, so a resume follows, adopts or starts again the task of every row; and the
+rows whose task ``ibimport cancel`` cancelled.
 
 A task started is committed at once, never buffered: a crash after ImportImage answered
 must not forget the task it started.
@@ -8,11 +9,13 @@ must not forget the task it started.
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Iterable
 
 from ibimport.journal._connections import JournalConnections
 from ibimport.journal._group_commit import GroupCommit
 from ibimport.journal._model import TaskRecord, TaskStatus
 from ibimport.journal._schema import TASK_COLUMNS, TASK_SQL
+from ibimport.journal._transitions import CANCEL_SQL
 
 __all__ = ["JournalTasks"]
 
@@ -63,3 +66,17 @@ class JournalTasks(JournalConnections):
                     record.region,
                 ),
             )
+
+    def record_cancelled(self, rows: Iterable[tuple[str, str, str, str]]) -> int:
+        """Commit (name, semantic_version, errorCode, errorMessage) rows ``cancelled`` at
+        once (``ibimport cancel``; done rows keep their state); returns how many changed."""
+        self._ensure_writable()
+        self._group.commit_now()
+        if self._broken is not None:
+            raise self._broken
+        now = self._clock.wall()
+        changed = 0
+        with self._commit() as conn:
+            for name, version, code, message in rows:
+                changed += conn.execute(CANCEL_SQL, (code, message, now, name, version)).rowcount
+        return changed

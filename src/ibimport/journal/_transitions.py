@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from ibimport.domain.results import RowStatus
 
-__all__ = ["MARK_SQL", "PENDING_SQL", "RECORD_GUARD", "RECORD_SQL"]
+__all__ = ["CANCEL_SQL", "MARK_SQL", "PENDING_SQL", "RECORD_GUARD", "RECORD_SQL"]
 
 _DONE_STATES = (RowStatus.SUCCEEDED.value, RowStatus.EXISTS.value)
 
@@ -65,4 +65,12 @@ PENDING_SQL = """
 INSERT INTO rows (name, semantic_version, row, client_token, state, updated_at)
 VALUES (?, ?, ?, ?, 'pending', ?)
 ON CONFLICT (name, semantic_version) DO NOTHING
+"""
+
+# ``ibimport cancel``: the row whose EC2 import task was cancelled. A done row keeps its
+# state (its task had ended; a stale ``active`` in the journal is not news); the others
+# become ``cancelled``, which a re-run starts again under a new task.
+CANCEL_SQL = f"""
+UPDATE rows SET state = 'cancelled', error_code = ?, error_message = ?, updated_at = ?
+WHERE name = ? AND semantic_version = ? AND state NOT IN {_DONE_STATES!r}
 """

@@ -31,6 +31,7 @@ from ibimport.domain.rowstate import reported_as
 from ibimport.errors import ConfigError
 from ibimport.manifest import ManifestRow
 from ibimport.stages.taskcheck import TaskCheck, TaskState
+from ibimport.stages.taskstart import SlotsSeen
 
 __all__ = [
     "DRY_RUN_COLUMNS",
@@ -266,6 +267,7 @@ TASK_RESULTS_COLUMNS: Final = (
     "taskStatus",
     "taskProgress",
     "taskMessage",
+    "diskBytes",
 )
 
 
@@ -277,6 +279,17 @@ class TaskRow:
     name: str
     semantic_version: str
     task: TaskCheck
+    #: A row with disks: their size in bytes (None: not every disk could be read).
+    disk_bytes: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class PartitionSlots:
+    """A partition's import task slots as preflight saw them (rows with disks only)."""
+
+    account: str
+    region: str
+    seen: SlotsSeen
 
 
 @dataclass(frozen=True, slots=True)
@@ -284,6 +297,7 @@ class TaskPreflight:
     """``preflight``'s document: every valid row's task, and what looking them up cost."""
 
     rows: tuple[TaskRow, ...] = ()
+    slots: tuple[PartitionSlots, ...] = ()
     calls: int = 0
     throttled: int = 0
     elapsed_s: float = 0.0
@@ -294,7 +308,7 @@ class TaskPreflight:
 
     @property
     def all_ready(self) -> bool:
-        return all(row.task.state is TaskState.READY for row in self.rows)
+        return all(row.task.state.sendable for row in self.rows)
 
     def to_json(self) -> dict[str, Any]:
         """``preflight --json``'s document."""
@@ -303,6 +317,17 @@ class TaskPreflight:
             "totals": {"rows": len(self.rows), **{s.value: counts[s] for s in TaskState}},
             "calls": self.calls,
             "throttled": self.throttled,
+            "slots": [
+                {
+                    "account": p.account,
+                    "region": p.region,
+                    "quota": p.seen.quota,
+                    "quotaSource": p.seen.source,
+                    "active": p.seen.active,
+                    "free": p.seen.free,
+                }
+                for p in self.slots
+            ],
             "rows": [
                 {
                     "row": r.row,
@@ -312,6 +337,7 @@ class TaskPreflight:
                     "taskStatus": r.task.state.value,
                     "taskProgress": r.task.progress,
                     "taskMessage": r.task.message,
+                    "diskBytes": r.disk_bytes,
                 }
                 for r in self.rows
             ],
@@ -321,9 +347,11 @@ class TaskPreflight:
         """A header, then a tab-separated line per row (``-`` for no progress or message)."""
         yield "\t".join(TASK_RESULTS_COLUMNS)
         for r in self.rows:
+            size = "-" if r.disk_bytes is None else str(r.disk_bytes)
             yield (
-                f"{r.row}\t{r.name}\t{r.semantic_version}\t{r.task.task_id}\t"
-                f"{r.task.state.value}\t{r.task.progress or '-'}\t{r.task.message or '-'}"
+                f"{r.row}\t{r.name}\t{r.semantic_version}\t{r.task.task_id or '-'}\t"
+                f"{r.task.state.value}\t{r.task.progress or '-'}\t{r.task.message or '-'}\t"
+                f"{size}"
             )
 
     def csv_rows(self) -> Iterator[list[str]]:
@@ -338,6 +366,7 @@ class TaskPreflight:
                 r.task.state.value,
                 neutralise_cell(r.task.progress),
                 neutralise_cell(r.task.message),
+                "" if r.disk_bytes is None else str(r.disk_bytes),
             ]
 
     def write_csv(self, path: Path) -> None:

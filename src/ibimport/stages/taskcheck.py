@@ -11,6 +11,10 @@ under a limiter and the imports' retry rules (``calls``). Each task is classifie
 - ``unknown``: EC2 does not know the ID: mistyped, or older than the 7 days of history
   DescribeImportImageTasks keeps.
 
+A row with disks, whose task ibimport will start, is checked by ``diskcheck`` in the same
+words (``ready``, ``failed`` with the problem's own ``code``) and one more: ``unchecked``,
+when the caller may not look (it is not blocked).
+
 EC2 fails a whole call that names an unknown ID, and nothing documents which ID its
 message names, so the message is never read: a failing batch is halved and each half
 asked again until every unknown ID stands alone (binary splitting). k unknown IDs in a
@@ -58,6 +62,13 @@ class TaskState(StrEnum):
     PENDING = "pending"
     FAILED = "failed"
     UNKNOWN = "unknown"
+    #: A row with disks whose disks or role the caller may not look at: not blocked.
+    UNCHECKED = "unchecked"
+
+    @property
+    def sendable(self) -> bool:
+        """The row may be sent now (``run --preflight`` does not block it)."""
+        return self in (TaskState.READY, TaskState.UNCHECKED)
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,6 +79,8 @@ class TaskCheck:
     state: TaskState
     progress: str = ""
     message: str = ""
+    #: The errorCode a blocked row gets, where the state alone does not say (disk rows).
+    code: str = ""
 
 
 def classify_task(task: ImportTaskInfo) -> TaskCheck:

@@ -26,12 +26,14 @@ from typing import ClassVar
 
 import anyio
 
+from ibimport.domain.request import ImageRequest
 from ibimport.domain.results import RowResult, RowStatus
 from ibimport.domain.stages import Metering, StageName
 from ibimport.errors import CallError, FatalBatchError
 from ibimport.flow.clock import Clock
 from ibimport.flow.retry import Disposition, classify, fatal_message
 from ibimport.stages.base import PartitionRun, RowWork
+from ibimport.stages.diskcheck import DiskChecker
 from ibimport.stages.polling import Waiting, WaitRound
 from ibimport.stages.taskcheck import TaskCheck, TaskChecker, TaskState
 
@@ -60,7 +62,9 @@ class TaskWait:
 
 
 def blocked_reason(check: TaskCheck) -> tuple[str, str]:
-    """(errorCode, errorMessage) for a row whose task is not ready."""
+    """(errorCode, errorMessage) for a row whose task (or disks) is not ready."""
+    if check.code:
+        return check.code, check.message
     code = BLOCKED_CODES[check.state]
     if check.state is TaskState.PENDING:
         progress = f" ({check.progress}% converted)" if check.progress else ""
@@ -126,7 +130,7 @@ class TaskGate:
         if check.state is TaskState.PENDING and event is not None and not self._released:
             await event.wait()
             check = self._checks[task_id]
-        return None if check.state is TaskState.READY else blocked_reason(check)
+        return None if check.state.sendable else blocked_reason(check)
 
     def waits(self, task_id: str) -> bool:
         """Whether ``admit`` may wait for this task (so the runner defers the row)."""
@@ -194,26 +198,47 @@ class TaskGate:
 
 
 class TaskGateStage:
-    """``run --preflight``: a row is sent only once its EC2 import task is ready.
+    """``run --preflight``: a row is sent only once its EC2 import task is ready, or, for
+    a row with disks, once its disks and import role check out (``diskcheck``).
 
-    ``prepare`` checks every task of the partition's rows in batches (a check that cannot
-    complete stops the partition, nothing sent); each row is then admitted, deferred while
-    its task converts (``--wait-for-tasks``: it holds no worker), or recorded ``blocked``
-    with EC2's reason, checked again on a re-run. Metered by the partition's read limiter.
+    ``prepare`` checks every task of the partition's rows in batches, and every disk and
+    role of its rows with disks (a check that cannot complete stops the partition, nothing
+    sent); each row is then admitted, deferred while its task converts
+    (``--wait-for-tasks``: it holds no worker), or recorded ``blocked`` with EC2's reason
+    (or the disk's problem), checked again on a re-run. Metered by the partition's read
+    limiter. It comes before the task-start stage: a blocked row starts no task.
     """
 
     name: ClassVar[StageName] = StageName.TASK_CHECK
     metering: ClassVar[Metering] = Metering.RATE
 
-    def __init__(self, gate: TaskGate, *, task_ids: Callable[[], Iterable[str]]) -> None:
+    def __init__(
+        self,
+        gate: TaskGate,
+        *,
+        rows: Callable[[], Iterable[ImageRequest]],
+        disks: DiskChecker | None = None,
+    ) -> None:
         self.gate = gate
-        self._task_ids = task_ids
+        self._rows = rows
+        self._disks = disks
+        self._disk_checks: dict[tuple[str, str], TaskCheck] = {}
         self._run: PartitionRun | None = None
 
     async def prepare(self, run: PartitionRun) -> None:
         self._run = run
+        task_ids: list[str] = []
+        disk_rows: list[tuple[tuple[str, str], ImageRequest]] = []
+        for request in self._rows():
+            if request.vmImportTaskId is not None:
+                task_ids.append(request.vmImportTaskId)
+            elif request.has_disks and self._disks is not None:
+                disk_rows.append(((request.name, request.semanticVersion), request))
         try:
-            await self.gate.check(self._task_ids())
+            await self.gate.check(task_ids)
+            if disk_rows and self._disks is not None:
+                found = await self._disks.check(disk_rows)
+                self._disk_checks = {key: disk.check for key, disk in found.items()}
         except CallError as error:
             run.stop(
                 FatalBatchError(
@@ -238,7 +263,10 @@ class TaskGateStage:
         assert run is not None, "prepare() first"
         task_id = work.request.vmImportTaskId
         if task_id is None:  # a row with disks: its task is ibimport's own (``taskstart``)
-            return None
+            check = self._disk_checks.get((work.request.name, work.request.semanticVersion))
+            if check is None or check.state.sendable:
+                return None
+            return run.result(work, RowStatus.BLOCKED, error=blocked_reason(check))
         blocked = await self.gate.admit(task_id)
         if blocked is not None:
             return run.result(work, RowStatus.BLOCKED, error=blocked)

@@ -59,9 +59,12 @@ from ibimport.stages.taskfollow import (
 __all__ = [
     "QUOTA_SERVICE_CODE",
     "TASK_ERROR_CODES",
+    "SlotsSeen",
     "TaskStartSettings",
     "TaskStartStage",
+    "account_slots",
     "import_vm_image_token",
+    "list_tasks",
 ]
 
 #: Service Quotas' service code of VM Import/Export (issue 19); its concurrent import
@@ -145,6 +148,7 @@ class TaskStartStage:
 
     def release(self) -> None:
         self.follower.release()
+        self.slots.close()  # rows waiting for a slot are answered now, not at the drain's end
 
     # ------------------------------------------------------------ the row
 
@@ -300,7 +304,11 @@ class TaskStartStage:
         tags = {TASK_TAG_IMAGE: request.image_tag(), TASK_TAG_TOKEN: token}
         params = request.import_image_params()
         while True:
-            await self.slots.acquire()
+            if not await self.slots.acquire():
+                return run.result(work, RowStatus.SKIPPED, error=("Interrupted", ""))
+            if run.stopping:
+                self.slots.not_started()
+                return run.result(work, RowStatus.SKIPPED, error=("Interrupted", ""))
             try:
                 info = await self._calls.call(
                     lambda: self._client.import_image(params, client_token=token, tags=tags),
@@ -362,10 +370,12 @@ class TaskStartStage:
             self._ready = True
             try:
                 self._journalled = self._ledger.task_records()
-                listed = await self._list({"tag-key": [TASK_TAG_IMAGE]})
+                listed = await list_tasks(
+                    self._client, self._lookups, {"tag-key": [TASK_TAG_IMAGE]}
+                )
                 self._listed = tagged(listed, TASK_TAG_IMAGE)
-                active = await self._list({"task-state": ["active"]})
-                quota = self._settings.slots or await self._quota() or DEFAULT_TASK_SLOTS
+                seen = await account_slots(self._client, self._lookups, told=self._settings.slots)
+                quota = seen.quota
             except CallError as error:
                 self._failed_ready = (
                     fatal_message(error)
@@ -376,30 +386,63 @@ class TaskStartStage:
                 run.stop(FatalBatchError(self._failed_ready))
                 return False
             self.quota = quota
-            self.slots.size(quota, active_elsewhere=len(active))
+            self.slots.size(quota, active_elsewhere=seen.active)
             return True
 
-    async def _list(self, filters: Mapping[str, list[str]]) -> list[ImportTaskInfo]:
-        found: list[ImportTaskInfo] = []
-        token: str | None = None
-        while True:
-            page = await self._lookups.read(
-                partial(self._client.describe_import_tasks, [], next_token=token, filters=filters)
-            )
-            found.extend(page.tasks)
-            token = page.next_token
-            if token is None:
-                return found
 
-    async def _quota(self) -> int | None:
-        """Service Quotas' concurrent import tasks, where permitted (else None)."""
-        try:
-            quotas = await self._lookups.read(
-                lambda: self._client.list_service_quotas(QUOTA_SERVICE_CODE)
-            )
-        except CallError:
-            return None
-        for quota in quotas:
-            if _QUOTA_NAME in quota.name.lower() and quota.value >= 1:
-                return int(quota.value)
+@dataclass(frozen=True, slots=True)
+class SlotsSeen:
+    """A partition's import task slots: the quota, where it came from, and the tasks
+    already active in the account (any tool's, any shard's)."""
+
+    quota: int
+    #: ``--task-slots``, ``Service Quotas`` or ``default``.
+    source: str
+    active: int
+
+    @property
+    def free(self) -> int:
+        return max(0, self.quota - self.active)
+
+
+async def account_slots(
+    client: PartitionClient, lookups: CallExecutor, *, told: int | None
+) -> SlotsSeen:
+    """The slots a partition may fill: the quota (told, else Service Quotas' where
+    permitted, else ``DEFAULT_TASK_SLOTS``) and the account's active tasks. Raises
+    ``CallError`` when the active tasks cannot be listed."""
+    active = len(await list_tasks(client, lookups, {"task-state": ["active"]}))
+    if told is not None:
+        return SlotsSeen(told, "--task-slots", active)
+    quota = await _quota(client, lookups)
+    if quota is not None:
+        return SlotsSeen(quota, "Service Quotas", active)
+    return SlotsSeen(DEFAULT_TASK_SLOTS, "default", active)
+
+
+async def list_tasks(
+    client: PartitionClient, lookups: CallExecutor, filters: Mapping[str, list[str]]
+) -> list[ImportTaskInfo]:
+    """Every import task ``filters`` match, all pages."""
+    found: list[ImportTaskInfo] = []
+    token: str | None = None
+    while True:
+        page = await lookups.read(
+            partial(client.describe_import_tasks, [], next_token=token, filters=filters)
+        )
+        found.extend(page.tasks)
+        token = page.next_token
+        if token is None:
+            return found
+
+
+async def _quota(client: PartitionClient, lookups: CallExecutor) -> int | None:
+    """Service Quotas' concurrent import tasks, where permitted (else None)."""
+    try:
+        quotas = await lookups.read(lambda: client.list_service_quotas(QUOTA_SERVICE_CODE))
+    except CallError:
         return None
+    for quota in quotas:
+        if _QUOTA_NAME in quota.name.lower() and quota.value >= 1:
+            return int(quota.value)
+    return None
