@@ -164,7 +164,7 @@ def main() -> None:
         writes = []
         for _ in range(args.reps):
             started = time.perf_counter()
-            write_html_report(page, [journal], report=rebuilt.report)
+            write_html_report(page, [journal], report=rebuilt.report.to_json())
             writes.append(time.perf_counter() - started)
         size = page.stat().st_size
         blank = work / "blank.html"
@@ -178,7 +178,7 @@ def main() -> None:
         figures = {
             "rows": args.rows,
             "all_failed": args.all_failed,
-            "totals": rebuilt.report["totals"],
+            "totals": dict(rebuilt.report.totals),
             "html_bytes": size,
             "write_s": round(statistics.median(writes), 3),
             "chromium_page_s": round(statistics.median(loads), 3),

@@ -14,15 +14,9 @@ from ibimport.domain.tokens import client_token
 from ibimport.engine.batch import Batch, BatchResult, open_batch, run_batch
 from ibimport.engine.cancel import CancelOutcome, CancelResult, TaskCancel, cancel_tasks
 from ibimport.engine.control import BatchControl
-from ibimport.engine.dryrun import BatchPlan, PlannedRow, PlannedStatus, plan_batch
+from ibimport.engine.dryrun import BatchPlan, plan_batch
 from ibimport.engine.events import BaseListener, CallEvent, CallOutcome, RunListener
-from ibimport.engine.followup import (
-    TaskPreflight,
-    TaskRow,
-    WaitResult,
-    preflight_tasks,
-    wait_for_images,
-)
+from ibimport.engine.followup import WaitResult, preflight_tasks, wait_for_images
 from ibimport.engine.partitions import RateSpec, Shard, parse_rates
 from ibimport.engine.pipeline import Pipeline, RunOutcome, RunSettings, import_pipeline
 from ibimport.engine.recorded import RecordedRun
@@ -56,6 +50,18 @@ from ibimport.manifest import (
 )
 from ibimport.manifest.spool import spooled_stdin
 from ibimport.report import FINAL_STATUSES, RunStats
+from ibimport.report.documents import (
+    DryRunDocument,
+    PartialWave,
+    PlannedRow,
+    PlannedStatus,
+    RowProblem,
+    RunReport,
+    TaskPreflight,
+    TaskRow,
+    ValidationReport,
+    validate_rows,
+)
 from ibimport.report.html import write_html_report
 from ibimport.report.outputs import (
     RebuiltOutputs,
@@ -90,6 +96,7 @@ __all__ = [
     "CancelResult",
     "ClientSettings",
     "ConfigError",
+    "DryRunDocument",
     "FailedManifest",
     "FatalBatchError",
     "FixedRateLimiter",
@@ -106,6 +113,7 @@ __all__ = [
     "ManifestFormat",
     "ManifestRow",
     "NullJournal",
+    "PartialWave",
     "PartitionClient",
     "Pipeline",
     "PlannedRow",
@@ -115,10 +123,12 @@ __all__ = [
     "RecordedRun",
     "RerunPlan",
     "RowNote",
+    "RowProblem",
     "RowResult",
     "RowStatus",
     "RunListener",
     "RunOutcome",
+    "RunReport",
     "RunSettings",
     "RunStats",
     "Shard",
@@ -134,6 +144,7 @@ __all__ = [
     "TaskWait",
     "TaskWave",
     "TransportError",
+    "ValidationReport",
     "WaitFigures",
     "WaitResult",
     "WaitRound",
@@ -167,6 +178,7 @@ __all__ = [
     "run_batch",
     "source_kind",
     "spooled_stdin",
+    "validate_rows",
     "wait_for_images",
     "write_failed_manifest",
     "write_html_report",

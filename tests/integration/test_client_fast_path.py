@@ -15,7 +15,8 @@ from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 
-from ibimport.aws.client import USER_AGENT, ClientSettings, open_client
+from ibimport.aws.client import ClientSettings, open_client
+from ibimport.aws.fastpath import USER_AGENT
 from ibimport.aws.signing import SIGNATURE_VERSION
 from ibimport.emulator import EmulatorConfig, EmulatorServer
 from ibimport.errors import ApiError

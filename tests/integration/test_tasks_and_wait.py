@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
 from integration_support import (
     REGION,
     invoke,
@@ -172,3 +174,30 @@ def test_wait_times_out_then_a_later_wait_resumes(start_emulator: Start, tmp_pat
     assert third.exit_code == 0, third.output
     after = _requests(server.url, "ListImageBuildVersions") + _requests(server.url, "GetImage")
     assert after == before
+
+
+def test_run_wait_writes_each_output_once_after_the_wait(
+    start_emulator: Start, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    server = start_emulator(available_after_s=0.3)
+    manifest = _manifest(tmp_path, 20)
+    placed: list[str] = []
+    replace = os.replace
+
+    def counted(src: str | Path, dst: str | Path) -> None:
+        placed.append(Path(dst).name)
+        replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", counted)
+    done = invoke(*run_args(manifest, server.url, "--wait", "--poll-interval", "0.1"))
+
+    assert done.exit_code == 0, done.output
+    assert placed.count("wave.results.csv") == 1
+    assert placed.count("wave.report.json") == 1
+    results = read_results(tmp_path / "wave.results.csv")
+    assert [int(r["row"]) for r in results] == list(range(1, 21))
+    assert {r["imageStatus"] for r in results} == {"AVAILABLE"}
+    report = read_report(tmp_path / "wave.report.json")
+    assert report["imageStatus"] == {"AVAILABLE": 20}
+    assert report["totals"]["succeeded"] == 20
+    assert report["existingImages"]["calls"] >= 1  # the run's own figures are kept

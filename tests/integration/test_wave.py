@@ -107,7 +107,7 @@ def test_each_task_outcome_and_its_message_reach_the_results(
     assert {r.status for r in records.values()} == {TaskStatus.COMPLETED, TaskStatus.DELETED}
     assert all(r.image_id.startswith("ami-") for r in records.values() if r.status.standing)
     # The report's figures of the partition's tasks: what the follower asked, in rounds.
-    [figures] = result.report["importTasks"]
+    [figures] = result.report.import_tasks
     assert (figures["region"], figures["quota"], figures["started"]) == (REGION, 4, 20)
     assert figures["maxActive"] <= 4
     assert figures["statusCalls"] == stats(server.url)["requests"]["DescribeImportImageTasks"] - 2

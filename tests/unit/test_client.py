@@ -5,7 +5,8 @@ from __future__ import annotations
 import botocore.exceptions as bce
 import pytest
 
-from ibimport.aws.client import ClientSettings, botocore_config, translate_error
+from ibimport.aws.boundary import translate_error
+from ibimport.aws.client import ClientSettings, botocore_config
 from ibimport.errors import ApiError, TransportError
 
 

@@ -95,7 +95,7 @@ def test_stats_count_totals_calls_retries_and_errors() -> None:
 
 
 def test_report_has_the_documented_keys_and_values() -> None:
-    report = _scripted_run().to_report()
+    report = _scripted_run().to_report().to_json()
     assert report["totals"] == {
         "rows": 7,
         "succeeded": 3,
@@ -128,11 +128,11 @@ def test_report_has_the_documented_keys_and_values() -> None:
 def test_row_still_in_flight_at_the_end_counts_as_skipped() -> None:
     stats = RunStats()
     stats.on_row_done(_result(1, RowStatus.IN_FLIGHT))
-    assert stats.to_report()["totals"]["skipped"] == 1
+    assert stats.to_report().to_json()["totals"]["skipped"] == 1
 
 
 def test_empty_run_reports_zeros_without_dividing_by_zero() -> None:
-    report = RunStats().to_report()
+    report = RunStats().to_report().to_json()
     assert report["throughput_per_s"] == 0.0
     assert report["latency_ms"] == {"p50": 0.0, "p95": 0.0, "p99": 0.0, "max": 0.0}
     assert report["totals"]["rows"] == 0
@@ -165,7 +165,7 @@ def test_p99_is_nearest_rank(slow: int, p99: float) -> None:
 
 def test_write_report_is_json_with_mode_0600(tmp_path: Path) -> None:
     path = tmp_path / "report.json"
-    report = _scripted_run().to_report()
+    report = _scripted_run().to_report().to_json()
     write_report(path, report)
     assert json.loads(path.read_text(encoding="utf-8")) == report
     assert _mode(path) == 0o600
@@ -415,7 +415,7 @@ def test_the_report_lists_earlier_runs_then_this_one_and_sums_the_batch() -> Non
     }
     stats = _scripted_run()
     stats.started_at = 1_700_000_000.0
-    report = stats.to_report(earlier_runs=[earlier])
+    report = stats.to_report(earlier_runs=[earlier]).to_json()
     assert [run["calls"] for run in report["runs"]] == [7, 8]
     this_run = report["runs"][1]
     assert this_run["started_at"][-6] in "+-"
@@ -440,7 +440,7 @@ def test_a_rebuilt_report_takes_its_figures_from_the_latest_recorded_run() -> No
         "latency_ms": {"p50": 5.0},
         "errors_by_code": {},
     }
-    report = stats.to_report(earlier_runs=[{"calls": 9}, latest])
+    report = stats.to_report(earlier_runs=[{"calls": 9}, latest]).to_json()
     assert report["interrupted"] is True  # `report` after a Ctrl-C says so
     assert report["calls"] == 3
     assert report["latency_ms"] == {"p50": 5.0}
@@ -464,7 +464,7 @@ def test_the_summary_says_when_the_clients_cpu_was_the_limit(
     console = Console(record=True, width=120, file=io.StringIO())
     console.print(summary_table(stats, report_path=None, results_path=None))
     assert ("not the service's quotas, limited this run" in console.export_text()) is shown
-    assert ("clientCpuShare" in stats.to_report()) is (share is not None)
+    assert ("clientCpuShare" in stats.to_report().to_json()) is (share is not None)
 
 
 def test_the_summary_lists_each_partition_of_a_batch_of_several() -> None:
@@ -480,7 +480,7 @@ def test_the_summary_lists_each_partition_of_a_batch_of_several() -> None:
     text = console.export_text()
     assert "111111111111/eu-west-1: 2.5 calls/s, 1 throttle, 1 not done" in text
     assert "222222222222/us-east-1: 4.0 calls/s, 0 throttles, 2 not done" in text
-    assert stats.to_report()["partitions"] == stats.partitions
+    assert stats.to_report().to_json()["partitions"] == stats.partitions
 
 
 def test_a_row_with_disks_makes_two_requests_and_only_retries_count_as_retries() -> None:

@@ -1,16 +1,16 @@
 """The one module that knows aioboto3: an Image Builder client for the runner.
 
-Everything botocore or aiohttp can raise is translated here into ``ibimport.errors``,
-so the runner and the retry policy reason about AWS error codes, never about library
-exception classes. botocore's own retries are off: it does not recognise Image
-Builder's throttling (HTTP 429 CallRateLimitExceededException), and retrying in one
-place, with one limiter, is what keeps the pace even.
+Everything botocore or aiohttp can raise is translated at the boundary (``boundary``) into
+``ibimport.errors``, so the runner and the retry policy reason about AWS error codes, never
+about library exception classes. botocore's own retries are off: it does not recognise
+Image Builder's throttling (HTTP 429 CallRateLimitExceededException), and retrying in one
+place, with one limiter, is what keeps the pace even. The per-call work botocore would
+repeat is taken out once per client (``fastpath``).
 """
 
 from __future__ import annotations
 
 import json
-import platform
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
@@ -18,18 +18,16 @@ from typing import Any, Protocol
 from urllib.parse import unquote
 
 import aioboto3
-import aiobotocore
 import anyio
 import botocore.exceptions as bce
 from aiobotocore.config import AioConfig
-from aiobotocore.httpsession import AIOHTTPSession
 from botocore.config import Config
 
-from ibimport._version import __version__
+from ibimport.aws.boundary import one_line, printable, translate_error
+from ibimport.aws.fastpath import USER_AGENT, NoResendSession, trim_per_call_work
 from ibimport.aws.regions import check_endpoint_url, check_region
-from ibimport.aws.signing import install_reusing_signer
 from ibimport.domain.apimodel import LIST_PAGE_MAX
-from ibimport.errors import ApiError, ConfigError, FatalBatchError, TransportError
+from ibimport.errors import ConfigError, FatalBatchError
 
 SERVICE = "imagebuilder"
 #: EC2, for DescribeImportImageTasks (``ibimport.stages.taskcheck``), on the same endpoint URL.
@@ -49,16 +47,6 @@ UNKNOWN_TASK_CODES = frozenset(
         "InvalidConversionTaskId",
         "InvalidParameterValue",
     }
-)
-
-#: The User-Agent, composed once. Left to itself botocore rebuilds its User-Agent twice
-#: per call (dozens of sanitising calls each time, about 15% of a call's CPU); a
-#: ``Config(user_agent=...)`` string is used as given. botocore appends the session's
-#: ``botocore/<version>`` extra to it.
-USER_AGENT = (
-    f"ibimport/{__version__} md/aiobotocore#{aiobotocore.__version__} ua/2.1 "
-    f"os/{platform.system().lower() or 'other'} "
-    f"lang/python#{platform.python_version()} md/pyimpl#{platform.python_implementation()}"
 )
 
 
@@ -276,7 +264,7 @@ class AioImageBuilderClient:
             answer = await ec2.cancel_import_task(ImportTaskId=task_id)
         except Exception as error:
             raise translate_error(error) from None
-        return _printable(str(answer.get("PreviousState") or ""))
+        return printable(str(answer.get("PreviousState") or ""))
 
     async def head_object(self, bucket: str, key: str) -> int:
         """S3 HeadObject: the object's size in bytes."""
@@ -294,7 +282,7 @@ class AioImageBuilderClient:
             answer = await s3.get_bucket_location(Bucket=bucket)
         except Exception as error:
             raise translate_error(error) from None
-        return _printable(str(answer.get("LocationConstraint") or "us-east-1"))
+        return printable(str(answer.get("LocationConstraint") or "us-east-1"))
 
     async def get_role(self, name: str) -> RoleInfo:
         """IAM GetRole: whether the role's trust policy names ``vmie.amazonaws.com``."""
@@ -353,7 +341,7 @@ class AioImageBuilderClient:
         contexts = answer.get(_FAILURE_CONTEXTS) or {}
         return ImageState(
             arn=arn,
-            status=_printable(str(state.get("status", ""))),
+            status=printable(str(state.get("status", ""))),
             reason=_reason(state, contexts.get(arn)),
         )
 
@@ -407,15 +395,15 @@ VMIE_PRINCIPAL = "vmie.amazonaws.com"
 def _task_info(task: Mapping[str, Any]) -> ImportTaskInfo:
     """An ImportImageTask (or ImportImage's answer) as the stages read it."""
     tags = {
-        _printable(str(t.get("Key", ""))): _printable(str(t.get("Value", "")))
+        printable(str(t.get("Key", ""))): printable(str(t.get("Value", "")))
         for t in task.get("Tags") or ()
     }
     return ImportTaskInfo(
-        task_id=_printable(str(task.get("ImportTaskId", ""))),
-        status=_printable(str(task.get("Status", ""))),
-        progress=_printable(str(task.get("Progress") or "")),
-        message=_printable(str(task.get("StatusMessage") or "")),
-        image_id=_printable(str(task.get("ImageId") or "")),
+        task_id=printable(str(task.get("ImportTaskId", ""))),
+        status=printable(str(task.get("Status", ""))),
+        progress=printable(str(task.get("Progress") or "")),
+        message=printable(str(task.get("StatusMessage") or "")),
+        image_id=printable(str(task.get("ImageId") or "")),
         tags=tags,
     )
 
@@ -451,7 +439,7 @@ def _reason(state: Mapping[str, Any], context: Mapping[str, Any] | None) -> str:
     if context:
         detail = "; ".join(f"{key}={_flat(value)}" for key, value in context.items())
         reason = f"{reason} (failureContext: {detail})" if reason else f"failureContext: {detail}"
-    return _printable(reason)
+    return printable(reason)
 
 
 def _flat(value: Any) -> str:
@@ -460,66 +448,6 @@ def _flat(value: Any) -> str:
     if isinstance(value, list):
         return "[" + ", ".join(_flat(v) for v in value) + "]"
     return str(value)
-
-
-def translate_error(error: BaseException) -> ApiError | TransportError:
-    """Map a botocore/aiohttp exception onto our hierarchy. Messages never carry secrets."""
-    if isinstance(error, bce.ClientError):
-        err = error.response.get("Error", {})
-        meta = error.response.get("ResponseMetadata", {})
-        return ApiError(
-            _printable(str(err.get("Code") or "Unknown")),
-            _printable(str(err.get("Message") or error)),
-            status=meta.get("HTTPStatusCode"),
-            request_id=_printable(str(meta["RequestId"])) if meta.get("RequestId") else None,
-        )
-    kinds: tuple[tuple[type[BaseException], str], ...] = (
-        (bce.NoCredentialsError, "NoCredentials"),
-        (bce.PartialCredentialsError, "NoCredentials"),
-        (bce.ConnectTimeoutError, "ConnectTimeout"),
-        (bce.ReadTimeoutError, "ReadTimeout"),
-        (bce.EndpointConnectionError, "EndpointConnectionError"),
-        (bce.ConnectionClosedError, "ConnectionClosed"),
-        (bce.ResponseStreamingError, "ConnectionClosed"),
-        (bce.IncompleteReadError, "ConnectionClosed"),
-        (bce.HTTPClientError, "ConnectionError"),
-        (bce.ParamValidationError, "ParamValidation"),
-        (TimeoutError, "ReadTimeout"),
-        (ConnectionError, "ConnectionError"),
-        (OSError, "ConnectionError"),
-    )
-    for kind, code in kinds:
-        if isinstance(error, kind):
-            return TransportError(code, _one_line(error))
-    return TransportError(type(error).__name__, _one_line(error))
-
-
-def _printable(text: str) -> str:
-    """Control characters escaped: what the service says is printed to terminals and files."""
-    if text.isprintable():
-        return text
-    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode() for c in text)
-
-
-def _one_line(error: BaseException) -> str:
-    return " ".join(str(error).split())[:500] or type(error).__name__
-
-
-class _NoResendSession(AIOHTTPSession):  # type: ignore[misc]  # aiobotocore is untyped
-    """aiohttp's HTTP session without its silent re-send.
-
-    aiohttp re-sends an idempotent request (ImportVmImage is a PUT) once when a reused
-    keep-alive connection drops before the answer (RFC 9112's retry of persistent
-    connections). That attempt never reaches botocore, so the limiter, the retry budget,
-    the report and the bar never saw it: with dropped connections a run reported 313 calls
-    where the service received 372. Off, every attempt that leaves the client is ours to
-    count and to retry. (``_retry_connection`` is aiohttp's switch, 3.10 and later.)
-    """
-
-    async def _get_session(self, proxy_url: str | None) -> Any:
-        session = await super()._get_session(proxy_url)
-        session._retry_connection = False
-        return session
 
 
 def botocore_config(settings: ClientSettings) -> Config:
@@ -531,7 +459,7 @@ def botocore_config(settings: ClientSettings) -> Config:
     (Image Builder's operations declare none).
     """
     return AioConfig(
-        http_session_cls=_NoResendSession,
+        http_session_cls=NoResendSession,
         retries={"total_max_attempts": 1, "mode": "standard"},
         max_pool_connections=max(settings.max_pool_connections, 10),
         connect_timeout=settings.connect_timeout_s,
@@ -573,7 +501,7 @@ async def open_session(settings: ClientSettings) -> Any:
     except bce.ProfileNotFound as error:
         raise FatalBatchError(f"AWS profile not found: {error.kwargs.get('profile')}") from None
     except bce.BotoCoreError as error:
-        raise FatalBatchError(f"could not load AWS credentials: {_one_line(error)}") from None
+        raise FatalBatchError(f"could not load AWS credentials: {one_line(error)}") from None
     if session.region_name is None:
         raise ConfigError("no AWS Region: pass --region or set AWS_REGION / AWS_DEFAULT_REGION")
     if settings.region is None:
@@ -620,7 +548,7 @@ async def open_client(
                 f"invalid --endpoint-url {settings.endpoint_url!r}:"
                 " expected a URL such as https://imagebuilder.eu-west-1.amazonaws.com"
             ) from None
-        _trim_per_call_work(client)
+        trim_per_call_work(client)
         for operation in ("GetImage", "ListImageBuildVersions"):
             client.meta.events.register(
                 f"before-parse.{SERVICE}.{operation}", _keep_failure_contexts
@@ -645,39 +573,3 @@ async def open_client(
             return other
 
         yield AioImageBuilderClient(client, open_service=open_service)
-
-
-def _trim_per_call_work(client: Any) -> None:
-    """Skip per-call work that gives the same answer on every call.
-
-    - Endpoint rules: botocore runs the endpoint rules engine on every call (about 6% of
-      a call's CPU), but for a client bound to one region and endpoint, an operation
-      without context parameters always resolves to the same URL. Resolve it once per
-      operation. Operations with context parameters keep the per-call resolution.
-    - botocore's retry handler: our retries are the only ones (total_max_attempts 1), so
-      its needs-retry check on every answer is dead work; it is unregistered by the
-      unique id botocore gave it.
-    - SigV4's Host, body hash input and signing key: see ``ibimport.aws.signing``.
-    """
-    install_reusing_signer(client)
-    service = client.meta.service_model.service_id.hyphenize()
-    client.meta.events.unregister(f"needs-retry.{service}", unique_id=f"retry-config-{service}")
-    resolver = getattr(client, "_ruleset_resolver", None)
-    if resolver is None:
-        return
-    resolve = resolver.construct_endpoint
-    resolved: dict[str, Any] = {}
-
-    async def construct_endpoint(
-        operation_model: Any, call_args: Any = None, request_context: Any = None
-    ) -> Any:
-        if operation_model.context_parameters or operation_model.static_context_parameters:
-            return await resolve(operation_model, call_args, request_context)
-        endpoint = resolved.get(operation_model.name)
-        if endpoint is None:
-            endpoint = resolved[operation_model.name] = await resolve(
-                operation_model, call_args, request_context
-            )
-        return endpoint
-
-    resolver.construct_endpoint = construct_endpoint

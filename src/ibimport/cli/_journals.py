@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from functools import partial
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 from rich.console import Console
@@ -16,6 +16,7 @@ from ibimport import (
     ImageStatus,
     RowNote,
     RowStatus,
+    RunReport,
     batch_status,
     check_paths,
     merge_outputs,
@@ -66,7 +67,7 @@ def wave_outputs_paths(html: Path | None, failed_manifest: Path | None) -> dict[
 def write_wave_outputs(
     console: Console,
     journals: Sequence[Path],
-    report: Mapping[str, Any],
+    report: RunReport,
     *,
     html: Path | None,
     failed_manifest: Path | None,
@@ -74,7 +75,7 @@ def write_wave_outputs(
 ) -> None:
     """Write ``--html`` and ``--failed-manifest`` from the journals, and say where they went."""
     if html is not None:
-        write_html_report(html, journals, report=report, quotas=quotas)
+        write_html_report(html, journals, report=report.to_json(), quotas=quotas)
         console.print(f"wave report  {html}", highlight=False, markup=False)
     if failed_manifest is not None:
         written = write_failed_manifest(failed_manifest, journals)
@@ -275,7 +276,7 @@ def report_command(
     except IbimportError as error:
         raise _fail(str(error), _exit_code(error), as_json=as_json) from None
     if as_json:
-        _print_json(rebuilt.report)
+        _print_json(rebuilt.report.to_json())
     if rebuilt.gaps:
         err.print(
             "partial: not a whole wave: " + "; ".join(rebuilt.gaps), highlight=False, markup=False

@@ -102,51 +102,12 @@ def preflight(
         raise _fail(str(error), _exit_code(error), as_json=as_json) from None
     except ValueError as error:  # an --import-option that breaks a rule
         raise _fail(str(error), as_json=as_json) from None
-    counts = found.counts
     if as_json:
-        _print_json(
-            {
-                "totals": {"rows": len(found.rows), **{s.value: counts[s] for s in TaskState}},
-                "calls": found.calls,
-                "throttled": found.throttled,
-                "slots": [
-                    {
-                        "account": p.account,
-                        "region": p.region,
-                        "quota": p.seen.quota,
-                        "quotaSource": p.seen.source,
-                        "active": p.seen.active,
-                        "free": p.seen.free,
-                    }
-                    for p in found.slots
-                ],
-                "rows": [
-                    {
-                        "row": r.row,
-                        "name": r.name,
-                        "semanticVersion": r.semantic_version,
-                        "vmImportTaskId": r.task.task_id,
-                        "taskStatus": r.task.state.value,
-                        "taskProgress": r.task.progress,
-                        "taskMessage": r.task.message,
-                        "diskBytes": r.disk_bytes,
-                    }
-                    for r in found.rows
-                ],
-            }
-        )
-    else:
-        typer.echo(
-            "row\tname\tsemanticVersion\tvmImportTaskId\ttaskStatus\ttaskProgress\t"
-            "taskMessage\tdiskBytes"
-        )
-        for r in found.rows:
-            size = "-" if r.disk_bytes is None else str(r.disk_bytes)
-            typer.echo(
-                f"{r.row}\t{r.name}\t{r.semantic_version}\t{r.task.task_id or '-'}\t"
-                f"{r.task.state.value}\t{r.task.progress or '-'}\t{r.task.message or '-'}\t"
-                f"{size}"
-            )
+        _print_json(found.to_json())
+    else:  # tab-separated for scripts too (rich would expand the tabs)
+        for line in found.tsv_lines():
+            typer.echo(line)
+    counts = found.counts
     people = err if as_json else out
     summary = ", ".join(f"{counts[s]} {s.value}" for s in TaskState)
     people.print(

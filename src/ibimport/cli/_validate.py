@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Any
 
 import typer
 
 from ibimport import (
     IbimportError,
+    ManifestRow,
     read_manifest,
+    validate_rows,
 )
 from ibimport.cli._common import (
     EXIT_OK,
@@ -36,35 +37,22 @@ def validate(
     """Check every row against the service's rules; send nothing. Exit 2 if any row is bad."""
     extra_tags = _tags(tag, as_json=as_json)
     people = err if as_json else out
-    total = invalid = 0
-    problems: list[dict[str, Any]] = []
+
+    def show(manifest_row: ManifestRow) -> None:
+        for line in manifest_row.describe():
+            people.print(line, highlight=False, markup=False)
+
     try:
         source: Path | str = "-" if str(manifest) == "-" else manifest
         if source == "-" and fmt is None:
             raise _fail("reading stdin needs --format csv|json|jsonl", as_json=as_json)
-        for manifest_row in read_manifest(
-            source, fmt=fmt, extra_tags=extra_tags, stdin=sys.stdin.buffer
-        ):
-            total += 1
-            if manifest_row.task is None:
-                invalid += 1
-                for line in manifest_row.describe():
-                    people.print(line, highlight=False, markup=False)
-                if as_json:
-                    problems.extend(
-                        {
-                            "row": manifest_row.row,
-                            "field": e.field,
-                            "rule": e.rule,
-                            "value": e.value,
-                        }
-                        for e in manifest_row.errors
-                    )
+        rows = read_manifest(source, fmt=fmt, extra_tags=extra_tags, stdin=sys.stdin.buffer)
+        checked = validate_rows(rows, on_invalid=show, keep_errors=as_json)
     except IbimportError as error:
         raise _fail(str(error), as_json=as_json) from None
     except OSError as error:
         raise _fail(f"cannot read {manifest}: {error.strerror}", as_json=as_json) from None
-    people.print(f"{_count(total, 'row')}, {invalid} invalid", highlight=False)
+    people.print(f"{_count(checked.rows, 'row')}, {checked.invalid} invalid", highlight=False)
     if as_json:
-        _print_json({"rows": total, "invalid": invalid, "errors": problems})
-    raise typer.Exit(EXIT_USAGE if invalid else EXIT_OK)
+        _print_json(checked.to_json())
+    raise typer.Exit(EXIT_USAGE if checked.invalid else EXIT_OK)

@@ -207,7 +207,7 @@ def wait(
     except IbimportError as error:
         raise _fail(str(error), _exit_code(error), as_json=as_json) from None
     if as_json:
-        _print_json(result.outputs.report)
+        _print_json(result.outputs.report.to_json())
     people = err if as_json else out
     people.print(image_summary(dict(result.images)), highlight=False)
     people.print(

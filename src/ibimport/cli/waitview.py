@@ -20,7 +20,8 @@ from ibimport import ImageStatus, TaskState, Waiting, WaitRound
 
 __all__ = ["WaitSummary", "WaitView", "clock_text"]
 
-#: How states are listed: the good end first, then the ones under way, then the bad ends.
+#: How states are listed: the good end first, then the ones under way (in the order of the
+#: current Image Builder model's ImageStatus enum, botocore 1.44.8), then the bad ends.
 _ORDER: Final = (
     ImageStatus.AVAILABLE.value,
     TaskState.READY.value,

@@ -63,7 +63,8 @@ from ibimport.errors import (
 from ibimport.flow.limiter import Clock, MonotonicClock, build_limiter
 from ibimport.journal import Journal, NullJournal, SqliteJournal
 from ibimport.report import ResultsWriter, RunStats, write_report
-from ibimport.report.outputs import default_output_paths, rebuild_outputs
+from ibimport.report.documents import RunReport
+from ibimport.report.outputs import default_output_paths, journal_results
 from ibimport.stages.base import RowStage
 from ibimport.stages.existing import ExistingStage, Reconciler, partition_key
 from ibimport.stages.imagewait import WaitFigures
@@ -77,8 +78,8 @@ class BatchResult:
 
     outcome: RunOutcome
     stats: RunStats
-    #: The JSON report's content, as written to ``report_path`` (unless ``report_file`` is off).
-    report: dict[str, Any]
+    #: The report, as written to ``report_path`` (unless ``report_file`` is off).
+    report: RunReport
     report_path: Path
     results_path: Path
     journal_path: Path | None
@@ -164,7 +165,12 @@ async def _execute(
     manifest_changed: bool = False,
     prints_plan: Selection | None = None,
 ) -> BatchResult:
-    """Run the batch and write the report and results, even when interrupted."""
+    """Run the batch and write the report and results once, at the end, even when stopped.
+
+    With ``wait`` the results are the journal's rows joined with what the wait learnt of
+    each image, written after it: no row is streamed to the results during the run (the
+    journal holds each one durably already), so nothing is written twice.
+    """
     prints = prints_plan.prints if prints_plan is not None else None
     report_path, results_path = _output_paths(config)
     clock = clock or MonotonicClock()
@@ -184,13 +190,17 @@ async def _execute(
             if journal is not None:
                 journal.discard()
             raise
+        # Made before any call, so an unwritable folder fails before any import is sent.
         with ResultsWriter(results_path) as results:
+            # --wait: the results come from the journal after the wait (see above).
+            deferred = config.wait is not None and journal is not None
+            streamed: list[RunListener] = [] if deferred else [results]
             if journal is not None and len(partitions) > 1:
                 record_partitions(journal, partitions)  # for `ibimport wait JOURNAL`
             try:
                 if journal is not None and not journal.pending_recorded:
                     await _journal_every_row(journal, config, plan)
-                fan_out = FanOut([stats, results, *listeners])
+                fan_out = FanOut([stats, *streamed, *listeners])
                 settled = (
                     settled_rows(journal, retry_failed=config.run.retry_failed)
                     if config.preflight and journal is not None
@@ -227,7 +237,7 @@ async def _execute(
                     outcome = await run_fleet(
                         work,
                         clock=clock,
-                        listeners=[stats, results, *listeners],
+                        listeners=[stats, *streamed, *listeners],
                         total_rows=total_rows,
                     )
                 stats.fatal = str(outcome.fatal) if outcome.fatal is not None else None
@@ -267,9 +277,12 @@ async def _execute(
                         if isinstance(s, ExistingStage)
                     ]
                 )
+                if deferred:
+                    assert config.journal_path is not None
+                    stats.image_totals = _results_from_journal(config.journal_path, results)
     report = stats.to_report(earlier_runs=earlier_runs)
     if config.report_file:
-        write_report(report_path, report)
+        write_report(report_path, report.to_json())
     result = BatchResult(
         outcome=outcome,
         stats=stats,
@@ -278,18 +291,18 @@ async def _execute(
         results_path=results_path,
         journal_path=config.journal_path,
     )
-    if waited is not None and config.journal_path is not None:
-        # The results and report again, from the journal, now with each image's state.
-        rebuilt = rebuild_outputs(
-            config.journal_path,
-            report_path=report_path,
-            results_path=results_path,
-            report_file=config.report_file,
-        )
-        result.report = rebuilt.report
-        stats.image_totals = rebuilt.stats.image_totals
+    if waited is not None:
         result.images, result.wait, result.wait_interrupted = waited
     return result
+
+
+def _results_from_journal(journal_path: Path, results: ResultsWriter) -> Counter[str]:
+    """The journal's rows, with their images' states, into ``results``; the images by state."""
+    store = SqliteJournal.open_readonly(journal_path)
+    try:
+        return journal_results([store], results).image_totals
+    finally:
+        store.close()
 
 
 def _lists_first(
@@ -451,7 +464,7 @@ async def _carry_over(
         await journal.aclose()
     report = stats.to_report(earlier_runs=earlier_runs)
     if config.report_file:
-        write_report(report_path, report)
+        write_report(report_path, report.to_json())
     return BatchResult(
         outcome=RunOutcome(elapsed_s=elapsed),
         stats=stats,

@@ -14,7 +14,6 @@ from collections import Counter
 from collections.abc import Iterator, Mapping
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
-from enum import StrEnum
 
 from ibimport.engine.fleet import Partition, open_partitions
 from ibimport.engine.partitions import Place
@@ -25,30 +24,10 @@ from ibimport.flow.clock import SystemClock
 from ibimport.flow.executor import CallExecutor
 from ibimport.flow.limiter import build_limiter
 from ibimport.flow.retry import Disposition, classify, fatal_message
+from ibimport.report.documents import DryRunDocument, PlannedRow, PlannedStatus
 from ibimport.stages.existing import ExistingImages, Reconciler
 
-__all__ = ["BatchPlan", "PlannedRow", "PlannedStatus", "plan_batch"]
-
-
-class PlannedStatus(StrEnum):
-    """What a run would do with one row."""
-
-    NEW = "new"  # would be sent
-    EXISTS = "exists"  # a build of the image exists: would be recorded, not sent
-    INVALID = "invalid"  # broke a rule: never sent
-
-
-@dataclass(frozen=True, slots=True)
-class PlannedRow:
-    """One manifest row as a run would treat it."""
-
-    row: int
-    name: str
-    semantic_version: str
-    client_token: str
-    status: PlannedStatus
-    image_arn: str = ""
-    errors: tuple[str, ...] = ()
+__all__ = ["BatchPlan", "plan_batch"]
 
 
 @dataclass(slots=True)
@@ -70,6 +49,10 @@ class BatchPlan:
 
     def count(self, status: PlannedStatus) -> int:
         return self.totals[status]
+
+    def document(self) -> DryRunDocument:
+        """The dry run's output document, its rows streamed from ``rows()`` (read once)."""
+        return DryRunDocument(looked_up=self.looked_up, rows=self.rows(), totals=self.totals)
 
     def rows(self) -> Iterator[PlannedRow]:
         """Every row of this shard in manifest order, as a run would treat it."""

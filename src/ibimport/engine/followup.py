@@ -7,17 +7,16 @@ modules that decide (``importtasks``, ``waiter``).
 
 from __future__ import annotations
 
-import csv
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AsyncExitStack
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import anyio
 
-from ibimport._files import atomic_private_file, check_paths
+from ibimport._files import check_paths
 from ibimport.domain import rowstate
 from ibimport.domain.request import ImageRequest
 from ibimport.domain.rowstate import ImageStatus
@@ -31,12 +30,12 @@ from ibimport.flow.executor import CallExecutor, PartitionHealth, first_error
 from ibimport.flow.limiter import MonotonicClock, build_limiter
 from ibimport.flow.retry import Disposition, classify, fatal_message
 from ibimport.journal import SqliteJournal
-from ibimport.report import neutralise_cell
+from ibimport.report.documents import PartitionSlots, TaskPreflight, TaskRow
 from ibimport.report.outputs import RebuiltOutputs, journal_outputs, rebuild_outputs
 from ibimport.stages.diskcheck import DiskChecker
 from ibimport.stages.imagewait import WaitFigures, WaitSettings, follow_journal
 from ibimport.stages.polling import WaitRound
-from ibimport.stages.taskcheck import TaskCheck, TaskChecker, TaskState
+from ibimport.stages.taskcheck import TaskChecker
 from ibimport.stages.taskgate import TaskGate, TaskGateStage
 from ibimport.stages.taskstart import SlotsSeen, account_slots
 
@@ -45,65 +44,10 @@ if TYPE_CHECKING:
     from ibimport.engine.settings import BatchConfig
 
 __all__ = [
-    "TASK_RESULTS_COLUMNS",
-    "PartitionSlots",
-    "TaskPreflight",
-    "TaskRow",
     "WaitResult",
     "preflight_tasks",
     "wait_for_images",
 ]
-
-TASK_RESULTS_COLUMNS = (
-    "row",
-    "name",
-    "semanticVersion",
-    "vmImportTaskId",
-    "taskStatus",
-    "taskProgress",
-    "taskMessage",
-    "diskBytes",
-)
-
-
-@dataclass(frozen=True, slots=True)
-class TaskRow:
-    """One manifest row and its import task's classification."""
-
-    row: int
-    name: str
-    semantic_version: str
-    task: TaskCheck
-    #: A row with disks: their size in bytes (None: not every disk could be read).
-    disk_bytes: int | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class PartitionSlots:
-    """A partition's import task slots as preflight saw them (rows with disks only)."""
-
-    account: str
-    region: str
-    seen: SlotsSeen
-
-
-@dataclass(slots=True)
-class TaskPreflight:
-    """Every valid row's task, and what looking them up cost."""
-
-    rows: list[TaskRow] = field(default_factory=list)
-    slots: list[PartitionSlots] = field(default_factory=list)
-    calls: int = 0
-    throttled: int = 0
-    elapsed_s: float = 0.0
-
-    @property
-    def counts(self) -> Counter[TaskState]:
-        return Counter(row.task.state for row in self.rows)
-
-    @property
-    def all_ready(self) -> bool:
-        return all(row.task.state.sendable for row in self.rows)
 
 
 def _calls(config: BatchConfig, clock: Clock) -> CallExecutor:
@@ -136,7 +80,9 @@ async def preflight_tasks(
         raise selection.refusal()
     clock = clock or MonotonicClock()
     started = clock.now()
-    found = TaskPreflight()
+    found: list[TaskRow] = []
+    slots: list[PartitionSlots] = []
+    calls_made = throttled = 0
     async with AsyncExitStack() as stack:
         partitions = await open_partitions(
             selection.plan.places or [Place(None, None)], base=config.client, stack=stack
@@ -157,19 +103,26 @@ async def preflight_tasks(
                 checks = await checker.check(task_id for _, _, task_id in rows)
             except CallError as error:
                 raise lookup_failed(error) from None
-            found.rows += [
+            found += [
                 TaskRow(row, task.name, task.semanticVersion, checks[task_id])
                 for row, task, task_id in rows
             ]
             if disk_rows:
-                await _check_disks(config, partition, calls, disk_rows, found)
-            found.calls += calls.calls
-            found.throttled += calls.throttled
-    found.rows.sort(key=lambda r: r.row)
-    found.elapsed_s = clock.now() - started
+                checked_disks, seen = await _check_disks(config, partition, calls, disk_rows)
+                found += checked_disks
+                slots.append(PartitionSlots(partition.account, partition.region, seen))
+            calls_made += calls.calls
+            throttled += calls.throttled
+    checked = TaskPreflight(
+        rows=tuple(sorted(found, key=lambda r: r.row)),
+        slots=tuple(slots),
+        calls=calls_made,
+        throttled=throttled,
+        elapsed_s=clock.now() - started,
+    )
     if results_path is not None:
-        _write_task_results(results_path, found)
-    return found
+        checked.write_csv(results_path)
+    return checked
 
 
 async def _check_disks(
@@ -177,8 +130,7 @@ async def _check_disks(
     partition: Partition,
     calls: CallExecutor,
     disk_rows: Sequence[tuple[int, ImageRequest]],
-    found: TaskPreflight,
-) -> None:
+) -> tuple[list[TaskRow], SlotsSeen]:
     """A partition's rows with disks: their disks and role, and the slots free now."""
     assert partition.client is not None
     disks = DiskChecker(partition.client, calls, region=partition.region)
@@ -189,11 +141,11 @@ async def _check_disks(
         )
     except CallError as error:
         raise lookup_failed(error, what="check the disks and the import tasks") from None
-    found.rows += [
+    rows = [
         TaskRow(row, task.name, task.semanticVersion, checked[row].check, checked[row].size)
         for row, task in disk_rows
     ]
-    found.slots.append(PartitionSlots(partition.account, partition.region, seen))
+    return rows, seen
 
 
 def lookup_failed(error: CallError, *, what: str = "check the import tasks") -> FatalBatchError:
@@ -201,28 +153,6 @@ def lookup_failed(error: CallError, *, what: str = "check the import tasks") -> 
     if classify(error) is Disposition.FATAL:
         return FatalBatchError(fatal_message(error))
     return FatalBatchError(f"could not {what} ({error.code}: {error.message})")
-
-
-def _write_task_results(path: Path, found: TaskPreflight) -> None:
-    try:
-        with atomic_private_file(path) as handle:
-            writer = csv.writer(handle)
-            writer.writerow(TASK_RESULTS_COLUMNS)
-            for r in found.rows:
-                writer.writerow(
-                    [
-                        r.row,
-                        neutralise_cell(r.name),
-                        neutralise_cell(r.semantic_version),
-                        neutralise_cell(r.task.task_id),
-                        r.task.state.value,
-                        neutralise_cell(r.task.progress),
-                        neutralise_cell(r.task.message),
-                        "" if r.disk_bytes is None else r.disk_bytes,
-                    ]
-                )
-    except OSError as error:
-        raise ConfigError(f"cannot write {error.filename}: {error.strerror}") from None
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,8 +1,9 @@
-"""What a run did: statistics from runner events, the JSON report, the results CSV.
+"""What a run did: statistics from runner events, and the results CSV file.
 
 ``RunStats`` listens to the runner and keeps only counters and a fixed-size latency
-histogram, so its memory does not grow with the manifest. ``ResultsWriter`` streams rows
-to disk as they finish and puts them back in manifest order at the end with bounded memory.
+histogram, so its memory does not grow with the manifest; ``to_report`` makes the report's
+model (``report.documents.RunReport``). ``ResultsWriter`` streams rows to disk as they
+finish and puts them back in manifest order at the end with bounded memory.
 Every file written here is created with mode 0600; nothing here ever sees credentials.
 """
 
@@ -27,11 +28,19 @@ from ibimport._files import atomic_private_file, is_special, open_through, outpu
 from ibimport.domain.results import RowResult, RowStatus
 from ibimport.domain.rowstate import reported_as
 from ibimport.engine.events import BaseListener, CallEvent, CallOutcome
+from ibimport.report.documents import (
+    RESULTS_COLUMNS,
+    PartialWave,
+    RunReport,
+    neutralise_cell,
+    result_cells,
+)
 
 __all__ = [
     "RESULTS_COLUMNS",
     "LatencyHistogram",
     "ResultsWriter",
+    "RunReport",
     "RunStats",
     "neutralise_cell",
     "write_report",
@@ -48,40 +57,9 @@ FINAL_STATUSES: Final = (
     RowStatus.SKIPPED,
 )
 
-RESULTS_COLUMNS: Final = (
-    "row",
-    "name",
-    "semanticVersion",
-    "status",
-    "imageArn",
-    "clientToken",
-    "attempts",
-    "errorCode",
-    "errorMessage",
-    "requestId",
-    "imageStatus",
-    "imageStatusReason",
-    "account",
-    "region",
-)
-
 #: A results file up to this size is put in row order in memory (tens of MB at most while
 #: sorting); a bigger one through an on-disk SQLite index, so memory stays bounded.
 _SORT_IN_MEMORY_BYTES: Final = 4 * 1024 * 1024
-
-#: Leading characters that make Excel, LibreOffice or Sheets evaluate a cell (OWASP CSV injection).
-_FORMULA_TRIGGERS: Final = ("=", "+", "-", "@", "\t", "\r")
-
-
-def neutralise_cell(value: str) -> str:
-    """Prefix ``'`` to a cell a spreadsheet would execute as a formula; leave others alone.
-
-    The results CSV carries names and AWS error messages that came from outside, and people
-    open it in spreadsheets (OWASP "CSV injection").
-    """
-    if value.startswith(_FORMULA_TRIGGERS):
-        return "'" + value
-    return value
 
 
 class LatencyHistogram:
@@ -233,16 +211,16 @@ class RunStats(BaseListener):
             "max": self.latency.max_ms,
         }
 
-    def adopt_batch_figures(self, report: Mapping[str, Any]) -> None:
+    def adopt_batch_figures(self, report: RunReport) -> None:
         """Take a rebuilt report's call figures (summed over its runs) for the summary."""
-        batch = report.get("batch", {})
+        batch = report.batch
         self.calls = int(batch.get("calls", 0))
         self.first_calls = self.calls - int(batch.get("retries", 0))
         self.rows_attempted = int(batch.get("rows_sent", self.first_calls))
         self.throttled = int(batch.get("throttled", 0))
         self.elapsed_s = float(batch.get("elapsed_s", 0.0))
         self.errors_by_code = Counter(batch.get("errors_by_code", {}))
-        self.interrupted = bool(report.get("interrupted", False))
+        self.interrupted = report.interrupted
 
     def run_figures(self) -> dict[str, Any]:
         """This run's own figures: one entry of the report's ``runs``, kept in the journal."""
@@ -273,15 +251,21 @@ class RunStats(BaseListener):
             "elapsed_s": round(self.elapsed_s, 3),
         }
 
-    def to_report(self, *, earlier_runs: Sequence[Mapping[str, Any]] = ()) -> dict[str, Any]:
-        """The JSON report's content (issue 3, "Output"), plus ``resumed`` and ``interrupted``.
+    def to_report(
+        self,
+        *,
+        earlier_runs: Sequence[Mapping[str, Any]] = (),
+        partial: PartialWave | None = None,
+    ) -> RunReport:
+        """The JSON report's model (issue 3, "Output"), plus ``resumed`` and ``interrupted``.
 
         ``totals`` count the batch's rows as a whole; the top-level call figures are the
         latest run's; ``runs`` lists every run, ``earlier_runs`` (from the journal) then
         this one, and ``batch`` sums their calls over the whole batch.
         """
         runs = [*earlier_runs, *([self.run_figures()] if self.ran else [])]
-        latest = runs[-1] if runs else {}
+        # Rebuilt from a journal (no run watched): the latest run's figures, as it kept them.
+        latest: Mapping[str, Any] = runs[-1] if runs and not self.ran else {}
         totals: dict[str, int] = {"rows": self.rows}
         totals.update({status.value: self.totals[status] for status in FINAL_STATUSES})
         summed = ("calls", "retries", "throttled", "elapsed_s")
@@ -293,49 +277,28 @@ class RunStats(BaseListener):
             errors.update(run.get("errors_by_code", {}))
         batch["errors_by_code"] = dict(errors.most_common())
         batch["interrupted_runs"] = sum(1 for run in runs if run.get("interrupted"))
-        report: dict[str, Any] = {
-            "totals": totals,
-            "calls": self.calls,
-            "retries": self.retries,
-            "throttled": self.throttled,
-            "elapsed_s": round(self.elapsed_s, 3),
-            "throughput_per_s": round(self.throughput_per_s, 3),
-            "latency_ms": {k: round(v, 2) for k, v in self.latency_percentiles().items()},
-            "errors_by_code": dict(self.errors_by_code.most_common()),
-            "resumed": self.resumed,
-            "interrupted": self.interrupted,
-            "runs": runs,
-            "batch": batch,
-            **({"existingImages": self.existing} if self.existing is not None else {}),
-            **({"importTasks": self.tasks} if self.tasks else {}),
-            **({"partitions": self.partitions} if len(self.partitions) > 1 else {}),
-            **(
-                {"clientCpuShare": round(self.client_cpu_share, 3)}
-                if self.client_cpu_share is not None
-                else {}
-            ),
-            **(
-                {"imageStatus": dict(sorted(self.image_totals.items()))}
-                if self.image_totals
-                else {}
-            ),
-        }
-        if not self.ran and runs:  # rebuilt from a journal: its latest run's figures
-            report.update({key: latest[key] for key in _RUN_KEYS if key in latest})
-        return report
-
-
-#: The report's top-level keys that describe one run (the latest), not the batch.
-_RUN_KEYS: Final = (
-    "calls",
-    "retries",
-    "throttled",
-    "elapsed_s",
-    "throughput_per_s",
-    "latency_ms",
-    "errors_by_code",
-    "interrupted",
-)
+        latency = {k: round(v, 2) for k, v in self.latency_percentiles().items()}
+        cpu = self.client_cpu_share
+        return RunReport(
+            totals=totals,
+            calls=latest.get("calls", self.calls),
+            retries=latest.get("retries", self.retries),
+            throttled=latest.get("throttled", self.throttled),
+            elapsed_s=latest.get("elapsed_s", round(self.elapsed_s, 3)),
+            throughput_per_s=latest.get("throughput_per_s", round(self.throughput_per_s, 3)),
+            latency_ms=latest.get("latency_ms", latency),
+            errors_by_code=latest.get("errors_by_code", dict(self.errors_by_code.most_common())),
+            resumed=self.resumed,
+            interrupted=latest.get("interrupted", self.interrupted),
+            runs=tuple(runs),
+            batch=batch,
+            existing_images=self.existing,
+            import_tasks=tuple(self.tasks),
+            partitions=tuple(self.partitions),
+            client_cpu_share=round(cpu, 3) if cpu is not None else None,
+            image_status=dict(sorted(self.image_totals.items())),
+            partial=partial,
+        )
 
 
 def _local_time(epoch_s: float) -> str:
@@ -348,32 +311,6 @@ def write_report(path: Path, report: Mapping[str, Any]) -> None:
     with atomic_private_file(path) as handle:
         json.dump(report, handle, indent=2, ensure_ascii=False)
         handle.write("\n")
-
-
-def _cells(result: RowResult) -> list[str]:
-    """One results-CSV line for ``result``, every text cell neutralised."""
-    return [
-        str(result.row),
-        neutralise_cell(result.name),
-        neutralise_cell(result.semantic_version),
-        reported_as(result.status).value,
-        neutralise_cell(result.image_arn),
-        neutralise_cell(result.client_token),
-        str(result.attempts),
-        neutralise_cell(result.error_code),
-        neutralise_cell(result.error_message),
-        neutralise_cell(result.request_id),
-        result.image_status,
-        neutralise_cell(result.image_status_reason),
-        result.account or account_of_arn(result.image_arn),
-        result.region,
-    ]
-
-
-def account_of_arn(arn: str) -> str:
-    """The account of an image ARN (``arn:aws:imagebuilder:REGION:ACCOUNT:image/...``)."""
-    parts = arn.split(":", 5)
-    return parts[4] if len(parts) == 6 and parts[4].isdigit() else ""
 
 
 class ResultsWriter(BaseListener):
@@ -430,7 +367,7 @@ class ResultsWriter(BaseListener):
         if result.row <= self._last_row:
             self._in_order = False
         self._last_row = max(self._last_row, result.row)
-        self._writer.writerow(_cells(result))
+        self._writer.writerow(result_cells(result))
         self.rows_written += 1
 
     def close(self) -> None:

@@ -44,7 +44,7 @@ def report_document(journal_paths: Sequence[Path], *, partial: bool = False) -> 
     rebuilt = merge_outputs(
         journal_paths, report_file=False, partial=partial, results_path=Path("/dev/null")
     )
-    document = dict(rebuilt.report)
+    document = rebuilt.report.to_json()
     records: list[StageRecord] = []
     bands: list[dict[str, Any]] = []
     for path in journal_paths:

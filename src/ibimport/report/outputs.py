@@ -12,7 +12,6 @@ import heapq
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from ibimport._files import check_paths, inside_folder, output_error, remove_leftovers
 from ibimport.engine.partitions import Shard
@@ -21,6 +20,7 @@ from ibimport.errors import (
 )
 from ibimport.journal import SqliteJournal, idle
 from ibimport.report import ResultsWriter, RunStats, write_report
+from ibimport.report.documents import PartialWave, RunReport
 
 
 def default_output_paths(manifest: Path, *, shard: Shard | None = None) -> tuple[Path, Path, Path]:
@@ -39,7 +39,7 @@ class RebuiltOutputs:
     """The report and results ``rebuild_outputs`` wrote, and the figures in them."""
 
     stats: RunStats
-    report: dict[str, Any]
+    report: RunReport
     report_path: Path
     results_path: Path
     #: Why the journals merged are not a whole wave (``partial`` merges only); empty: whole.
@@ -226,31 +226,37 @@ def _write_outputs(
         if all(held.enter_context(idle(store.path)) for store in stores):
             for path in (report_path, results_path):  # a killed writer's, no live run's
                 remove_leftovers(path)
-    stats = RunStats()
-    followups = {key: value for store in stores for key, value in store.followups().items()}
     try:
         with ResultsWriter(results_path) as writer:
-            entries = heapq.merge(*(store.entries() for store in stores), key=lambda e: e.row)
-            for entry in entries:
-                result = entry.to_result()
-                learnt = followups.get((entry.name, entry.semantic_version))
-                if learnt is not None:
-                    result.image_status = learnt.image_status
-                    result.image_status_reason = learnt.image_reason
-                stats.on_row_done(result)
-                writer.write(result)
+            stats = journal_results(stores, writer)
         runs = [run for store in stores for run in store.runs()]
-        report = stats.to_report(earlier_runs=runs)
-        if gaps:
-            report["partial"] = {"journals": len(stores), "missing": list(gaps)}
+        partial = PartialWave(journals=len(stores), missing=gaps) if gaps else None
+        report = stats.to_report(earlier_runs=runs, partial=partial)
         stats.adopt_batch_figures(report)
         if report_file:
-            write_report(report_path, report)
+            write_report(report_path, report.to_json())
     except OSError as error:  # reading the spool back; the writers name their own path
         raise output_error(results_path, error) from None
     return RebuiltOutputs(
         stats=stats, report=report, report_path=report_path, results_path=results_path, gaps=gaps
     )
+
+
+def journal_results(stores: Sequence[SqliteJournal], writer: ResultsWriter) -> RunStats:
+    """Every journal's rows in row order, each with its image's state as a wait learnt it,
+    written to ``writer``; their figures (the totals, the images by state) returned."""
+    stats = RunStats()
+    followups = {key: value for store in stores for key, value in store.followups().items()}
+    entries = heapq.merge(*(store.entries() for store in stores), key=lambda e: e.row)
+    for entry in entries:
+        result = entry.to_result()
+        learnt = followups.get((entry.name, entry.semantic_version))
+        if learnt is not None:
+            result.image_status = learnt.image_status
+            result.image_status_reason = learnt.image_reason
+        stats.on_row_done(result)
+        writer.write(result)
+    return stats
 
 
 def wave_gaps(journals: Sequence[tuple[Path, Mapping[str, object]]]) -> list[str]:

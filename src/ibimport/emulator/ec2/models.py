@@ -11,7 +11,7 @@ its own sub-package.
 
 Beside them, the tasks ImportImage never started, declared for rehearsals of the stages
 after the import (``declared``); DescribeImportImageTasks lists both (``listing``).
-``outcome`` is what an image built from a task follows (``imagebuilder.models.TaskOutcome``).
+``outcome`` is what an image built from a task follows (``imagebuilder.builds.TaskOutcome``).
 No HTTP here.
 """
 
@@ -44,7 +44,7 @@ from ibimport.emulator.exceptions import (
     InvalidParameter,
     ResourceLimitExceeded,
 )
-from ibimport.emulator.imagebuilder.models import TaskOutcome
+from ibimport.emulator.imagebuilder.builds import TaskOutcome
 
 __all__ = [
     "HISTORY_S",

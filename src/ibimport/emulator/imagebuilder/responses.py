@@ -22,7 +22,8 @@ from ibimport.emulator.exceptions import (
     InvalidRequestException,
     SerializationException,
 )
-from ibimport.emulator.imagebuilder.models import ImageBuild, ImageBuilderBackend, format_date
+from ibimport.emulator.imagebuilder.builds import ImageBuild, format_date
+from ibimport.emulator.imagebuilder.models import ImageBuilderBackend
 from ibimport.emulator.imagebuilder.validation import (
     check_version_arn,
     parse_filters,
