@@ -225,7 +225,7 @@ def _print_next_steps(
     """After a run that left work: what to look at and the commands that go on."""
     try:
         recorded = recorded_run(journal)
-        # After a wait the outputs were rebuilt from the journal already: one more pass.
+        # After a wait the outputs were written from the journal already: one more pass.
         images = batch_status(journal) if waited else None
     except IbimportError:  # the summary is said; the journal's own troubles are status's
         return

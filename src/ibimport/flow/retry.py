@@ -1,7 +1,7 @@
 """What to do after a failed call, and how long to wait before trying again.
 
 Pure: no I/O and no clock. ``classify`` maps a ``CallError`` (already translated from
-botocore by ``ibimport.aws.client``) to a ``Disposition``; ``Backoff`` gives full-jitter delays.
+botocore by ``ibimport.aws.boundary``) to a ``Disposition``; ``Backoff`` gives full-jitter delays.
 Retrying is safe because every attempt of a row carries the same clientToken.
 """
 
@@ -127,7 +127,7 @@ FATAL_CODES: frozenset[str] = (
             "OptInRequired",
             "MissingAuthenticationTokenException",
             "MissingAuthenticationToken",
-            # TransportError codes from ibimport.aws.client: no usable credentials at all.
+            # TransportError codes from ibimport.aws.boundary: no usable credentials at all.
             "NoCredentials",
             "CredentialRetrievalError",
         }
