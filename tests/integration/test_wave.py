@@ -22,6 +22,7 @@ from ibimport.emulator import EmulatorServer
 from ibimport.engine.batch import BatchControl, BatchResult
 from ibimport.engine.wave import TaskSlotSpec, TaskWave
 from ibimport.journal import SqliteJournal, TaskStatus
+from ibimport.report.html import write_html_report
 from ibimport.stages.taskfollow import TaskFollowSettings
 
 Start = Callable[..., EmulatorServer]
@@ -107,7 +108,7 @@ def test_each_task_outcome_and_its_message_reach_the_results(
     assert {r.status for r in records.values()} == {TaskStatus.COMPLETED, TaskStatus.DELETED}
     assert all(r.image_id.startswith("ami-") for r in records.values() if r.status.standing)
     # The report's figures of the partition's tasks: what the follower asked, in rounds.
-    [figures] = result.report.import_tasks
+    [figures] = result.report.to_json()["importTasks"]
     assert (figures["region"], figures["quota"], figures["started"]) == (REGION, 4, 20)
     assert figures["maxActive"] <= 4
     assert figures["statusCalls"] == stats(server.url)["requests"]["DescribeImportImageTasks"] - 2
@@ -255,3 +256,19 @@ def test_a_missing_service_role_stops_the_partition_with_one_message(
     assert result.outcome.fatal is not None
     assert "does not exist or does not have sufficient permissions" in str(result.outcome.fatal)
     assert result.stats.totals["failed"] == 0
+
+
+def test_the_wave_report_draws_the_tasks_against_the_slots(
+    start_emulator: Start, tmp_path: Path
+) -> None:
+    server = start_emulator(task_slots=3, task_duration_s=0.5, seed=5)
+    _place_disks(server, 8)
+    result = anyio.run(run_batch, _config(_manifest(tmp_path / "w.csv", 8), server))
+    assert result.journal_path is not None
+    html = tmp_path / "wave.html"
+
+    write_html_report(html, [result.journal_path], report=result.report.to_json())
+
+    page = html.read_text(encoding="utf-8")
+    assert "EC2 import tasks active" in page  # the task stage's chart, from the journal
+    assert "3 slots" in page  # against the partition's slots, as the run found them

@@ -100,7 +100,7 @@ class RunReport:
     batch: Mapping[str, Any]
     #: What the listing of existing builds cost, if one was made.
     existing_images: Mapping[str, float] | None = None
-    #: Each partition's EC2 import tasks (``TaskStartStage.figures``), where it had any.
+    #: Each partition's EC2 import tasks (the wave's task stage), as ``RunStats.tasks``.
     import_tasks: tuple[Mapping[str, Any], ...] = ()
     #: Each partition's figures; shown for a batch of more than one.
     partitions: tuple[Mapping[str, Any], ...] = ()
@@ -128,7 +128,7 @@ class RunReport:
         if self.existing_images is not None:
             document["existingImages"] = dict(self.existing_images)
         if self.import_tasks:
-            document["importTasks"] = [dict(t) for t in self.import_tasks]
+            document["importTasks"] = [dict(tasks) for tasks in self.import_tasks]
         if len(self.partitions) > 1:
             document["partitions"] = [dict(p) for p in self.partitions]
         if self.client_cpu_share is not None:

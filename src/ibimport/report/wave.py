@@ -92,22 +92,36 @@ def journal_input(
 ) -> HtmlInput:
     """What today's journals hold, as the report's input (rows streamed in row order).
 
-    Only the import stage has times today: from a row's first send to its outcome (a
-    span that started in an earlier run is counted from the run that finished it). The
-    task stage's and the image stage's times come with the journal's stage records.
+    The import stage runs from a row's first send to its outcome (a span that started in
+    an earlier run is counted from the run that finished it); a row with disks has its
+    EC2 import task from start to end (the journal's ``tasks``), drawn against the slots.
     """
     runs = run_bands(report)
     starts = sorted(band.started_at for band in runs)
     followups = {key: value for store in stores for key, value in store.followups().items()}
+    # The wave's EC2 import tasks (schema 6): each row's task from its start to its end,
+    # drawn against its partition's slots (the quota the run found: ``importTasks``).
+    tasks = {key: value for store in stores for key, value in store.task_records().items()}
+    slots = {
+        f"{t['account']}/{t['region']}" if t.get("account") else str(t.get("region", "")): int(
+            t["quota"]
+        )
+        for t in report.get("importTasks", ())
+        if t.get("quota")
+    }
 
     def trace(entry: JournalEntry) -> RowTrace:
         spans: tuple[StageSpan, ...] = ()
         status = reported_as(entry.state)
+        task = tasks.get((entry.name, entry.semantic_version))
+        if task is not None and task.started_at is not None:
+            ended = task.ended_at if task.ended_at is not None else entry.updated_at
+            spans = (StageSpan(StageName.TASK_START, task.started_at, ended, 1, task.status),)
         if entry.first_sent_at is not None and status is not RowStatus.BLOCKED:
             ended = entry.updated_at
             begun = max(entry.first_sent_at, _last_before(starts, ended))
             attempts = max(entry.attempts, 1)
-            spans = (StageSpan(StageName.IMPORT, begun, ended, attempts, status.value),)
+            spans = (*spans, StageSpan(StageName.IMPORT, begun, ended, attempts, status.value))
         learnt = followups.get((entry.name, entry.semantic_version))
         return RowTrace(
             row=entry.row,
@@ -132,6 +146,7 @@ def journal_input(
         title=title or f"ibimport wave: {manifest}",
         sources=[str(store.path) for store in stores],
         quotas=quotas or {},
+        slots=slots,
     )
 
 
