@@ -37,7 +37,7 @@ from ibimport.errors import (
     TransportError,
 )
 from ibimport.flow.limiter import AdaptiveLimiter, FixedRateLimiter, build_limiter
-from ibimport.journal import Journal, NullJournal, SqliteJournal
+from ibimport.journal import Journal, NullJournal, SqliteJournal, TaskStatus
 from ibimport.manifest import (
     ImageRequest,
     ManifestFormat,
@@ -141,6 +141,7 @@ __all__ = [
     "TaskRow",
     "TaskSlotSpec",
     "TaskState",
+    "TaskStatus",
     "TaskWait",
     "TaskWave",
     "TransportError",

@@ -215,3 +215,31 @@ def test_plain_lines_say_the_import_is_over_and_stop_then() -> None:
     assert out.getvalue().splitlines() == [
         "1/1 rows imported in 0:00:03, 0 failed; waiting for the images"
     ]
+
+
+def test_a_waves_tasks_show_each_partitions_slots_slowest_task_and_eta() -> None:
+    clock = FakeClock(start=0.0)
+    view = WaitView(clock.now)
+    for partition, in_use, eta in (("111/us-east-1", 18, 4800.0), ("111/eu-west-1", 20, None)):
+        view.add(
+            WaitRound(
+                waiting_for=Waiting.WAVE,
+                states={"active": in_use, "completed": 100, "deleted": 2},
+                outstanding=in_use,
+                next_poll_s=30.0,
+                partition=partition,
+                quota=20,
+                in_use=in_use,
+                slowest="vm-0042 1.0.0 at 57%",
+                slowest_age_s=2460.0,
+                eta_s=eta,
+            )
+        )
+    clock.advance(60.0)  # a minute after the rounds: the slowest's age and the ETA move on
+    lines = view.summary(Waiting.WAVE).line().splitlines()
+    assert lines == [
+        "waiting for the wave's import tasks: 200 completed, 38 active, 4 deleted; "
+        "38 outstanding, polling now",
+        "  111/us-east-1: 18/20 slots, slowest vm-0042 1.0.0 at 57% for 0:42:00, ETA 1:19:00",
+        "  111/eu-west-1: 20/20 slots, slowest vm-0042 1.0.0 at 57% for 0:42:00",
+    ]

@@ -16,7 +16,7 @@ from typing import Final
 
 from rich.text import Text
 
-from ibimport import ImageStatus, TaskState, Waiting, WaitRound
+from ibimport import ImageStatus, TaskState, TaskStatus, Waiting, WaitRound
 
 __all__ = ["WaitSummary", "WaitView", "clock_text"]
 
@@ -25,6 +25,9 @@ __all__ = ["WaitSummary", "WaitView", "clock_text"]
 _ORDER: Final = (
     ImageStatus.AVAILABLE.value,
     TaskState.READY.value,
+    TaskStatus.COMPLETED.value,
+    TaskStatus.ACTIVE.value,
+    TaskStatus.DELETING.value,
     "PENDING",
     "CREATING",
     "BUILDING",
@@ -38,8 +41,12 @@ _ORDER: Final = (
     ImageStatus.TIMED_OUT.value,
     TaskState.FAILED.value,
     TaskState.UNKNOWN.value,
+    TaskStatus.DELETED.value,
+    TaskStatus.CANCELLED.value,
 )
-_GOOD: Final = frozenset({ImageStatus.AVAILABLE.value, TaskState.READY.value})
+_GOOD: Final = frozenset(
+    {ImageStatus.AVAILABLE.value, TaskState.READY.value, TaskStatus.COMPLETED.value}
+)
 _BAD: Final = frozenset(
     {
         ImageStatus.FAILED.value,
@@ -48,9 +55,15 @@ _BAD: Final = frozenset(
         ImageStatus.TIMED_OUT.value,
         TaskState.FAILED.value,
         TaskState.UNKNOWN.value,
+        TaskStatus.DELETED.value,
+        TaskStatus.CANCELLED.value,
     }
 )
-_NAMES: Final = {Waiting.IMAGES: "images", Waiting.TASKS: "import tasks"}
+_NAMES: Final = {
+    Waiting.IMAGES: "images",
+    Waiting.TASKS: "import tasks",
+    Waiting.WAVE: "the wave's import tasks",
+}
 
 
 def clock_text(seconds: float) -> str:
@@ -77,6 +90,8 @@ class WaitSummary:
     over: bool
     #: A partition's wait ended at its timeout with items outstanding.
     timed_out: bool = False
+    #: A wave's tasks: one line per partition (slots in use, the slowest task, the ETA).
+    details: tuple[str, ...] = ()
 
     @property
     def name(self) -> str:
@@ -101,9 +116,11 @@ class WaitSummary:
         return ", ".join(parts)
 
     def line(self) -> str:
-        """The plain heartbeat: ``waiting for images: 12 AVAILABLE, 38 CREATING; ...``."""
+        """The plain heartbeat: ``waiting for images: 12 AVAILABLE, 38 CREATING; ...``,
+        then a wave's line per partition."""
         states = f"{self.states_text()}; " if self.states else ""
-        return f"waiting for {self.name}: {states}{self.timing_text()}"
+        head = f"waiting for {self.name}: {states}{self.timing_text()}"
+        return "\n".join([head, *(f"  {detail}" for detail in self.details)])
 
     def rows(self) -> list[Text]:
         """Two lines for the terminal: the states, in colour, then the timing."""
@@ -115,10 +132,11 @@ class WaitSummary:
         if not self.states:
             states.append("not asked yet", style="dim")
         timing = Text("  " + self.timing_text(), style="dim" if self.over else "")
-        for text in (states, timing):
+        details = [Text("  " + detail) for detail in self.details]
+        for text in (states, timing, *details):
             text.no_wrap = True
             text.overflow = "ellipsis"
-        return [states, timing]
+        return [states, timing, *details]
 
 
 @dataclass(slots=True)
@@ -170,4 +188,17 @@ class WaitView:
                 h.figures.over and h.figures.time_left_s is not None and h.figures.time_left_s <= 0
                 for h in heard
             ),
+            details=tuple(_slots_line(h, now) for h in heard) if kind is Waiting.WAVE else (),
         )
+
+
+def _slots_line(heard: _Heard, now: float) -> str:
+    """``111111111111/eu-west-1: 18/20 slots, slowest vm-0042 1.0.0 at 57% for 0:41:10,
+    ETA 1:20:00``: a wave's partition, counted on between rounds."""
+    figures, since = heard.figures, now - heard.at
+    parts = [f"{figures.in_use or 0}/{figures.quota or '?'} slots"]
+    if figures.slowest and figures.slowest_age_s is not None:
+        parts.append(f"slowest {figures.slowest} for {clock_text(figures.slowest_age_s + since)}")
+    if figures.eta_s is not None:
+        parts.append(f"ETA {clock_text(max(figures.eta_s - since, 0.0))}")
+    return f"{figures.partition or 'tasks'}: " + ", ".join(parts)

@@ -207,9 +207,13 @@ async def _execute(
                     else frozenset()
                 )
                 for partition in partitions:
+                    rows_in = (
+                        total_rows if plan is None else plan.count_in(frozenset(partition.places))
+                    )
                     pipeline = _import_pipeline(
                         config,
                         partition,
+                        rows_in=rows_in,
                         plan=plan,
                         journal=store,
                         clock=clock,
@@ -227,9 +231,7 @@ async def _execute(
                             None
                             if journal is None
                             else unreached(journal, config, partition, plan),
-                            total_rows=total_rows
-                            if plan is None
-                            else plan.count_in(frozenset(partition.places)),
+                            total_rows=rows_in,
                         )
                     )
                 cpu_started = time.process_time()
@@ -328,6 +330,7 @@ def _import_pipeline(
     config: BatchConfig,
     partition: Partition,
     *,
+    rows_in: int | None,
     plan: RowPlan | None,
     journal: Journal,
     clock: Clock,
@@ -356,6 +359,9 @@ def _import_pipeline(
             clock=clock,
             settings=config.run,
             health=health,
+            listeners=listeners,
+            partition=partition.label,
+            total_rows=rows_in,
         )
     )
     return import_pipeline(

@@ -7,8 +7,8 @@ it runs on the event loop between calls.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
 from enum import StrEnum
 from typing import Protocol
 
@@ -77,3 +77,18 @@ class BaseListener:
 
     def on_wait_round(self, figures: WaitRound) -> None:
         return None
+
+
+def round_teller(
+    listeners: Sequence[RunListener], *, partition: str
+) -> Callable[[WaitRound], None] | None:
+    """A wait's rounds told to ``listeners``, named for their partition (None: nobody)."""
+    if not listeners:
+        return None
+
+    def tell(figures: WaitRound) -> None:
+        named = replace(figures, partition=partition)
+        for listener in listeners:
+            listener.on_wait_round(named)
+
+    return tell

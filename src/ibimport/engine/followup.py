@@ -8,9 +8,9 @@ modules that decide (``importtasks``, ``waiter``).
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import AsyncExitStack
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -20,7 +20,7 @@ from ibimport._files import check_paths
 from ibimport.domain import rowstate
 from ibimport.domain.request import ImageRequest
 from ibimport.domain.rowstate import ImageStatus
-from ibimport.engine.events import RunListener
+from ibimport.engine.events import RunListener, round_teller
 from ibimport.engine.fleet import Partition, default_client, open_partitions
 from ibimport.engine.partitions import Place, RowPlan, told_rate
 from ibimport.engine.selection import partition_rows, select_rows
@@ -34,7 +34,6 @@ from ibimport.report.documents import PartitionSlots, TaskPreflight, TaskRow
 from ibimport.report.outputs import RebuiltOutputs, journal_outputs, rebuild_outputs
 from ibimport.stages.diskcheck import DiskChecker
 from ibimport.stages.imagewait import WaitFigures, WaitSettings, follow_journal
-from ibimport.stages.polling import WaitRound
 from ibimport.stages.taskcheck import TaskChecker
 from ibimport.stages.taskgate import TaskGate, TaskGateStage
 from ibimport.stages.taskstart import SlotsSeen, account_slots
@@ -233,21 +232,6 @@ def settled_rows(journal: SqliteJournal, *, retry_failed: bool) -> frozenset[tup
         for e in journal.entries()
         if rowstate.settled(e.state, retry_failed=retry_failed)
     )
-
-
-def round_teller(
-    listeners: Sequence[RunListener], *, partition: str
-) -> Callable[[WaitRound], None] | None:
-    """A wait's rounds told to ``listeners``, named for their partition (None: nobody)."""
-    if not listeners:
-        return None
-
-    def tell(figures: WaitRound) -> None:
-        named = replace(figures, partition=partition)
-        for listener in listeners:
-            listener.on_wait_round(named)
-
-    return tell
 
 
 def task_gate_stage(

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 from ibimport.aws.client import PartitionClient
 from ibimport.domain.apimodel import REGION_PATTERN
+from ibimport.engine.events import RunListener, round_teller
 from ibimport.engine.pipeline import RunSettings
 from ibimport.errors import ConfigError
 from ibimport.flow.clock import Clock
@@ -79,10 +80,22 @@ def task_start_stage(
     settings: RunSettings,
     health: PartitionHealth,
     rng: random.Random | None = None,
+    listeners: Sequence[RunListener] = (),
+    partition: str = "",
+    total_rows: int | None = None,
 ) -> TaskStartStage:
     """One partition's task-start stage: its slots, its follower and their executors (the
-    start calls and the lookups each under a limiter of their own)."""
+    start calls and the lookups each under a limiter of their own). ``listeners`` hear the
+    follower's rounds (``Waiting.WAVE``), named ``partition``; ``total_rows``, the
+    partition's rows, gives their ETA the rows that have no task yet."""
     policy = settings.retry_policy()
+    stages: list[TaskStartStage] = []
+
+    def rows_left() -> int:
+        if total_rows is None or not stages:
+            return 0
+        return max(total_rows - stages[0].rows_through, 0)
+
     rng = rng or random.Random()
 
     def executor(concurrency: int) -> CallExecutor:
@@ -92,8 +105,17 @@ def task_start_stage(
     slots = TaskSlots(
         wave.slots.for_region(region) or 20, clock=clock, retry_after_s=wave.quota_retry_s
     )
-    follower = TaskFollower(client, executor(1), slots, ledger, clock=clock, settings=wave.follow)
-    return TaskStartStage(
+    follower = TaskFollower(
+        client,
+        executor(1),
+        slots,
+        ledger,
+        clock=clock,
+        settings=wave.follow,
+        on_round=round_teller(listeners, partition=partition),
+        rows_left=rows_left,
+    )
+    stage = TaskStartStage(
         client,
         executor(4),
         executor(1),
@@ -107,3 +129,5 @@ def task_start_stage(
             token_salt=settings.token_salt,
         ),
     )
+    stages.append(stage)
+    return stage

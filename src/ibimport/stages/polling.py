@@ -22,6 +22,8 @@ class Waiting(StrEnum):
 
     IMAGES = "images"
     TASKS = "tasks"
+    #: The EC2 import tasks a wave started for its rows with disks (``taskfollow``).
+    WAVE = "wave"
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -34,6 +36,12 @@ class WaitRound:
     (nothing outstanding, or out of time). ``time_left_s``: seconds until the timeout,
     None without one. ``rounds``: rounds made so far (0: told as the wait begins).
     ``partition``: which partition's wait (``account/Region``; "" with one).
+
+    A wave's tasks (``Waiting.WAVE``) say more: ``quota`` (the partition's task slots),
+    ``in_use`` (tasks running in them), ``slowest`` (the task running longest: its row,
+    progress, and ``slowest_age_s`` how long it has run) and ``eta_s`` (seconds until the
+    partition's last task should end, from the slots and the durations seen; None before a
+    task completed).
     """
 
     waiting_for: Waiting
@@ -43,6 +51,11 @@ class WaitRound:
     time_left_s: float | None = None
     rounds: int = 0
     partition: str = ""
+    quota: int | None = None
+    in_use: int | None = None
+    slowest: str = ""
+    slowest_age_s: float | None = None
+    eta_s: float | None = None
 
     @property
     def over(self) -> bool:

@@ -19,6 +19,7 @@ for its slot. Every change is journalled (``TaskLedger``).
 from __future__ import annotations
 
 import math
+from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
@@ -33,6 +34,7 @@ from ibimport.flow.clock import Clock
 from ibimport.flow.executor import CallExecutor
 from ibimport.flow.slots import TaskSlots
 from ibimport.journal import TaskRecord, TaskStatus
+from ibimport.stages.polling import Waiting, WaitRound
 
 __all__ = [
     "CANCEL_MARKERS",
@@ -181,6 +183,8 @@ class TaskFollower:
         clock: Clock,
         settings: TaskFollowSettings = TaskFollowSettings(),
         on_end: Callable[[TaskRecord], None] | None = None,
+        on_round: Callable[[WaitRound], None] | None = None,
+        rows_left: Callable[[], int] | None = None,
     ) -> None:
         self._client = client
         self._calls = calls
@@ -189,6 +193,10 @@ class TaskFollower:
         self._clock = clock
         self._settings = settings
         self._on_end = on_end
+        #: Told after each round (the live view); ``rows_left``: rows of the partition not
+        #: yet given a task, for the ETA.
+        self._on_round = on_round
+        self._rows_left = rows_left
         self._followed: dict[str, _Followed] = {}
         self._more = anyio.Event()
         self._released = False
@@ -251,6 +259,51 @@ class TaskFollower:
                 return
             await self._round([f.record.task_id for f in waiting])
             self._verdicts()
+            self._tell(interval)
+
+    def _tell(self, growing: float) -> None:
+        """The round as the live view shows it: tasks by status, the slots in use of the
+        quota, the task running longest, and an ETA from the slots and the durations seen."""
+        if self._on_round is None:
+            return
+        followed = list(self._followed.values())
+        running = [f for f in followed if not f.record.status.ended]
+        now = self._clock.now()
+        oldest = min(running, key=lambda f: f.since) if running else None
+        self._on_round(
+            WaitRound(
+                waiting_for=Waiting.WAVE,
+                states=Counter(f.record.status.value for f in followed),
+                outstanding=len(running),
+                next_poll_s=self._spacing(running, growing)
+                if running
+                # Between tasks with rows still to start, the wave is not over.
+                else (self._settings.poll_min_s if self._left() else None),
+                rounds=self.rounds,
+                quota=self._slots.ceiling,
+                in_use=self._slots.active,
+                slowest=""
+                if oldest is None
+                else f"{oldest.record.name} {oldest.record.semantic_version} at "
+                f"{oldest.progress or '?'}%",
+                slowest_age_s=None if oldest is None else now - oldest.since,
+                eta_s=self._eta(running, now),
+            )
+        )
+
+    def _eta(self, running: Sequence[_Followed], now: float) -> float | None:
+        """The work left (rows without a task, and what the running ones should still
+        take, at the median duration seen) over the slots; never before the running task
+        expected last. None until a task completed."""
+        if not self._durations:
+            return None
+        median = sorted(self._durations)[len(self._durations) // 2]
+        ahead = [max(median - (now - f.since), 0.0) for f in running]
+        work = self._left() * median + sum(ahead)
+        return max(work / max(self._slots.limit, 1), max(ahead, default=0.0))
+
+    def _left(self) -> int:
+        return self._rows_left() if self._rows_left is not None else 0
 
     def _spacing(self, waiting: Sequence[_Followed], growing: float) -> float:
         """A share of the soonest expected end, within the bounds; ``growing`` until a

@@ -134,9 +134,11 @@ class TaskStartStage:
         self._failed_ready: str | None = None
         self._journalled: dict[tuple[str, str], TaskRecord] = {}
         self._listed: Mapping[str, list[ImportTaskInfo]] = {}
-        #: Tasks this stage started and adopted (for the report).
+        #: Tasks this stage started and adopted (for the report), and the rows that went
+        #: through it (for the live view's ETA: the others have no task yet).
         self.started = 0
         self.adopted = 0
+        self.rows_through = 0
         self.quota: int | None = None
 
     async def prepare(self, run: PartitionRun) -> None:
@@ -174,6 +176,12 @@ class TaskStartStage:
     # ------------------------------------------------------------ the row
 
     async def process(self, work: RowWork) -> RowResult | None:
+        try:
+            return await self._process(work)
+        finally:
+            self.rows_through += 1  # given a task, answered, or not a row with disks
+
+    async def _process(self, work: RowWork) -> RowResult | None:
         if not work.request.has_disks:
             return None
         run = self._run
