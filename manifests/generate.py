@@ -180,8 +180,8 @@ def write_examples() -> None:
 
 def check() -> None:
     """Every example is valid (invalid.csv: all but one row), CSV and JSONL agree on tokens."""
-    from ibimport.manifest import read_manifest
     from ibimport.domain.tokens import client_token
+    from ibimport.manifest import read_manifest
 
     by_format = {}
     for name in ("example.csv", "example.jsonl", "example.json"):
