@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
 
 import anyio
 import typer
@@ -25,9 +24,10 @@ from ibimport.cli._common import (
     ProfileOpt,
     ReadRateOpt,
     RegionOpt,
+    RunReportOpt,
+    RunResultsOpt,
     _exit_code,
     _fail,
-    _output_path,
     _print_json,
     _refuse_stdout_under_json,
     _secure_umask,
@@ -52,18 +52,8 @@ def cancel(
     profile: ProfileOpt = None,
     endpoint_url: EndpointOpt = None,
     rate: ReadRateOpt = None,
-    report: Annotated[
-        Path | None,
-        typer.Option(
-            metavar="FILE", parser=_output_path, help="JSON report path (default: the run's)."
-        ),
-    ] = None,
-    results: Annotated[
-        Path | None,
-        typer.Option(
-            metavar="FILE", parser=_output_path, help="Per-row results CSV (default: the run's)."
-        ),
-    ] = None,
+    report: RunReportOpt = None,
+    results: RunResultsOpt = None,
 ) -> None:
     """Cancel the EC2 import tasks a run started that are still active (CancelImportTask).
 

@@ -194,6 +194,21 @@ def _output_path(text: str) -> Path:
     return Path(text)
 
 
+#: The outputs of a command that rewrites a run's (wait, cancel): its own, unless named.
+RunReportOpt = Annotated[
+    Path | None,
+    typer.Option(
+        metavar="FILE", parser=_output_path, help="JSON report path (default: the run's)."
+    ),
+]
+RunResultsOpt = Annotated[
+    Path | None,
+    typer.Option(
+        metavar="FILE", parser=_output_path, help="Per-row results CSV (default: the run's)."
+    ),
+]
+
+
 def _is_stdout(path: Path) -> bool:
     """Whether ``path`` is this process's standard output (``/dev/stdout``, a link to it)."""
     try:

@@ -33,9 +33,10 @@ from ibimport.cli._common import (
     ProgressOpt,
     ReadRateOpt,
     RegionOpt,
+    RunReportOpt,
+    RunResultsOpt,
     _exit_code,
     _fail,
-    _output_path,
     _print_json,
     _refuse_stdout_under_json,
     _secure_umask,
@@ -153,18 +154,8 @@ def wait(
     profile: ProfileOpt = None,
     endpoint_url: EndpointOpt = None,
     rate: ReadRateOpt = None,
-    report: Annotated[
-        Path | None,
-        typer.Option(
-            metavar="FILE", parser=_output_path, help="JSON report path (default: the run's)."
-        ),
-    ] = None,
-    results: Annotated[
-        Path | None,
-        typer.Option(
-            metavar="FILE", parser=_output_path, help="Per-row results CSV (default: the run's)."
-        ),
-    ] = None,
+    report: RunReportOpt = None,
+    results: RunResultsOpt = None,
     progress: ProgressOpt = ProgressMode.AUTO,
 ) -> None:
     """Follow every image a run imported until AVAILABLE, FAILED, CANCELLED or --wait-timeout.
